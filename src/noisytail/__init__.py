@@ -1,0 +1,3 @@
+"""noisytail: robust classification from noisy, long-tailed labels."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,143 @@
+"""The containers every data source returns.
+
+A source returns a `DatasetBundle`: a train and a test `DataSplit`, the class names and the
+per-channel normalisation. Pixels live in an `ImageStore`: `TensorStore` keeps the whole split in
+one uint8 tensor (Fashion-MNIST, CIFAR, digits: airbench-style, augmented by the batch);
+`LazyImageStore` (in ``image_folder.py``) decodes files on demand with a cache. Labels are always a
+numpy int64 array in [0, num_classes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+
+
+class DataError(ValueError):
+    """Bad or missing data; the message says what to do."""
+
+
+class ImageStore(Protocol):
+    """Random access to a split's inputs.
+
+    ``get(idx)`` returns a tensor ``[len(idx), *shape]``: uint8 ``[B, C, H, W]`` for images
+    (converted to float and normalised by the loader), or float32 ``[B, D]`` for feature vectors.
+    """
+
+    shape: tuple[int, ...]
+
+    def __len__(self) -> int: ...
+
+    def get(self, idx: np.ndarray) -> torch.Tensor: ...
+
+
+@dataclass
+class TensorStore:
+    """A split held in memory as one tensor ``[N, *shape]`` (uint8 images or float features)."""
+
+    data: torch.Tensor
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape[1:])
+
+    def __len__(self) -> int:
+        return int(self.data.shape[0])
+
+    def get(self, idx: np.ndarray) -> torch.Tensor:
+        return self.data[torch.as_tensor(np.asarray(idx), dtype=torch.long)]
+
+    def to(self, device: torch.device | str) -> TensorStore:
+        return TensorStore(self.data.to(device))
+
+
+@dataclass
+class DataSplit:
+    """Inputs, integer labels ``[N]`` and, where samples are files, their paths."""
+
+    images: ImageStore
+    labels: np.ndarray
+    paths: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if len(self.images) != len(self.labels):
+            raise DataError(
+                f"{len(self.images)} inputs but {len(self.labels)} labels: they must match."
+            )
+        if self.paths is not None and len(self.paths) != len(self.labels):
+            raise DataError(f"{len(self.paths)} paths but {len(self.labels)} labels.")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx: np.ndarray) -> DataSplit:
+        """The samples at ``idx`` (a view for in-memory stores)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        paths = [self.paths[i] for i in idx] if self.paths is not None else None
+        return DataSplit(SubsetStore(self.images, idx), self.labels[idx], paths)
+
+
+@dataclass
+class SubsetStore:
+    """A store restricted to ``idx`` of a parent store."""
+
+    parent: ImageStore
+    idx: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.parent.shape
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def get(self, idx: np.ndarray) -> torch.Tensor:
+        return self.parent.get(self.idx[np.asarray(idx, dtype=np.int64)])
+
+
+@dataclass
+class DatasetBundle:
+    """What a data source returns.
+
+    ``mean``/``std`` are per-channel statistics in [0, 1] pixel units used to normalise images
+    (empty for feature vectors). ``coarse_labels`` maps each fine class to a super-class where the
+    data set has them (CIFAR-100), for within-super-class asymmetric noise. ``asymmetric_map`` is
+    the data set's standard semantic flip map ``{source class: target class}`` if it has one.
+    """
+
+    name: str
+    train: DataSplit
+    test: DataSplit
+    class_names: list[str]
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    coarse_labels: np.ndarray | None = None
+    asymmetric_map: dict[int, int] = field(default_factory=dict)
+    root: str | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.train.images.shape
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.input_shape) == 3
+
+    def validate(self) -> None:
+        """Raise `DataError` if any label lies outside ``[0, num_classes)``."""
+        for split_name, split in (("train", self.train), ("test", self.test)):
+            bad = (split.labels < 0) | (split.labels >= self.num_classes)
+            if bad.any():
+                first = int(np.flatnonzero(bad)[0])
+                raise DataError(
+                    f"{self.name} {split_name} label {int(split.labels[first])} at index {first} "
+                    f"is outside [0, {self.num_classes}): labels must be 0..{self.num_classes - 1}."
+                )

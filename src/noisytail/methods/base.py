@@ -1,0 +1,156 @@
+"""The `Method` interface that every training method implements, and the `Context` it receives.
+
+The training loop (``noisytail.train``) feeds each method batches of ``Batch(x, labels, idx)``:
+``x`` is one tensor, or a tuple of ``views`` tensors; ``labels`` are the (possibly noisy) training
+labels; ``idx`` are the samples' indices into the training set, so methods can keep per-sample
+state. True labels never reach a method. See ``shared/design.md`` for how each family fits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..models.base import Backbone
+
+
+@dataclass
+class Batch:
+    """One training batch. ``x``: ``[B, ...]`` or a tuple of views; ``labels``, ``idx``: ``[B]``."""
+
+    x: torch.Tensor | tuple[torch.Tensor, ...]
+    labels: torch.Tensor
+    idx: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass
+class TaskInfo:
+    """What a method may know about the task when it is built (never the true labels)."""
+
+    num_classes: int
+    class_counts: np.ndarray  # [K] counts of the *training* (noisy) labels
+    num_train: int
+    input_shape: tuple[int, ...]
+    epochs: int
+    steps_per_epoch: int
+
+
+class Context:
+    """What the loop offers a method during training.
+
+    Attributes are plain values the loop updates (``epoch``, ``step``, ...); ``meta_batch()`` and
+    ``predict_train()`` are callables the loop installs.
+    """
+
+    def __init__(
+        self,
+        *,
+        info: TaskInfo,
+        optimizer: torch.optim.Optimizer,
+        device: torch.device,
+        generator: torch.Generator,
+        meta_batches: Callable[[], Batch] | None,
+        predict_train: Callable[[Callable[[torch.Tensor], torch.Tensor]], torch.Tensor],
+        autocast: Callable[[], Any],
+    ) -> None:
+        self.info = info
+        self.optimizer = optimizer
+        self.device = device
+        self.generator = generator
+        self._meta_batches = meta_batches
+        self._predict_train = predict_train
+        self.autocast = autocast
+        self.epoch = 0
+        self.step = 0  # global step, counted from 0
+        self.step_in_epoch = 0
+
+    @property
+    def total_steps(self) -> int:
+        return self.info.epochs * self.info.steps_per_epoch
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    @property
+    def has_meta(self) -> bool:
+        return self._meta_batches is not None
+
+    def meta_batch(self) -> Batch:
+        """The next batch of the clean meta set (cycled forever)."""
+        if self._meta_batches is None:
+            raise RuntimeError("This run has no clean meta set: set meta.per_class or meta.total.")
+        return self._meta_batches()
+
+    def predict_train(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """Apply ``fn`` (inputs ``[B, ...]`` -> outputs ``[B, ...]``) to every training sample,
+        un-augmented, in index order, under ``torch.no_grad``; returns ``[N, ...]``."""
+        return self._predict_train(fn)
+
+
+class Method(nn.Module):
+    """Base class: a model plus the rule that turns a batch into a loss.
+
+    Subclasses take ``model`` and ``info`` first, then explicit keyword hyper-parameters with the
+    paper's defaults, and register themselves with ``@METHODS.register("name")``.
+
+    Class attributes:
+      ``views``: how many augmented views of each image ``x`` holds (1: a tensor; k>1: a tuple).
+      ``needs_meta``: whether the method requires a clean meta set.
+      ``include_plain_view``: also pass the un-augmented image as the last element of ``x``.
+    """
+
+    views: ClassVar[int] = 1
+    needs_meta: ClassVar[bool] = False
+    include_plain_view: ClassVar[bool] = False
+
+    def __init__(self, model: Backbone, info: TaskInfo) -> None:
+        super().__init__()
+        self.model = model
+        self.info = info
+
+    # --- hooks -----------------------------------------------------------------------------
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Parameters for the loop's main optimizer (default: all of ``self.model``)."""
+        return [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
+
+    def on_train_start(self, ctx: Context) -> None:
+        """Called once before the first epoch (and again after a resume)."""
+
+    def on_epoch_start(self, ctx: Context) -> None:
+        """Called at the start of every epoch, e.g. for epoch-level statistics."""
+
+    def training_step(self, batch: Batch, ctx: Context) -> dict[str, torch.Tensor]:
+        """Return ``{"loss": scalar tensor, ...other scalars to log}``."""
+        raise NotImplementedError
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, K]`` for evaluation."""
+        return self.model(x)
+
+    def sample_scores(self) -> np.ndarray | None:
+        """Per-sample clean scores ``[N]`` (higher = more likely clean), or None."""
+        return None
+
+    def extra_state(self) -> dict[str, Any]:
+        """Non-parameter state to checkpoint (per-sample buffers, extra optimizers)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Inverse of `extra_state`."""
+
+
+def iterate_views(x: torch.Tensor | tuple[torch.Tensor, ...]) -> Iterator[torch.Tensor]:
+    """Yield the views in ``x`` whether it is a single tensor or a tuple."""
+    if isinstance(x, torch.Tensor):
+        yield x
+    else:
+        yield from x

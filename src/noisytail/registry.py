@@ -1,0 +1,114 @@
+"""Name -> object registries that fail loudly.
+
+A `Registry` is a dict plus a decorator. Registering a name twice raises; looking up an unknown
+name raises with close-match suggestions and the list of valid names; `build` checks keyword
+arguments against the target's signature before calling it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class RegistryError(KeyError):
+    """Unknown or duplicate name, or bad arguments for a registered object."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain.
+        return str(self.args[0]) if self.args else ""
+
+
+def suggest(name: str, choices: list[str]) -> str:
+    """Return a ' Did you mean ...?' fragment for `name`, or an empty string."""
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+class Registry(Generic[T]):
+    """A named collection of classes or functions, e.g. ``METHODS`` or ``LOSSES``."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str | None = None) -> Callable[[T], T]:
+        """Decorator: ``@METHODS.register("erm")``. The name defaults to ``obj.__name__``."""
+
+        def decorator(obj: T) -> T:
+            key = name or obj.__name__  # type: ignore[attr-defined]
+            if key in self._items:
+                raise RegistryError(f"{self.kind} {key!r} is already registered.")
+            self._items[key] = obj
+            return obj
+
+        return decorator
+
+    def get(self, name: str) -> T:
+        if name not in self._items:
+            names = sorted(self._items)
+            raise RegistryError(
+                f"Unknown {self.kind} {name!r}.{suggest(name, names)} "
+                f"Valid {self.kind}s: {', '.join(names)}."
+            )
+        return self._items[name]
+
+    def build(self, name: str, /, args: Mapping[str, Any] | None = None, **fixed: Any) -> Any:
+        """Call the registered object with ``fixed`` plus user ``args``, checking names first.
+
+        ``fixed`` are the arguments the library supplies (model, class counts, ...); ``args``
+        come from the user's config and are checked against the signature so that a typo is
+        an error with a suggestion rather than a silently ignored key.
+        """
+        target = self.get(name)
+        args = dict(args or {})
+        check_kwargs(target, args, what=f"{self.kind} {name!r}", reserved=set(fixed))
+        return target(**fixed, **args)  # type: ignore[operator]
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def keyword_parameters(target: Callable[..., Any]) -> dict[str, inspect.Parameter]:
+    """The parameters of `target` (a class's ``__init__`` or a function) that take keywords."""
+    sig = inspect.signature(target)
+    return {
+        p.name: p
+        for p in sig.parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"
+    }
+
+
+def check_kwargs(
+    target: Callable[..., Any], args: Mapping[str, Any], *, what: str, reserved: set[str] = frozenset()
+) -> None:
+    """Raise `RegistryError` if `args` holds a name `target` does not accept (or a reserved one)."""
+    params = keyword_parameters(target)
+    allowed = sorted(set(params) - set(reserved))
+    for key in args:
+        if key in reserved:
+            raise RegistryError(f"{what}: argument {key!r} is set by noisytail, not by the config.")
+        if key not in params:
+            raise RegistryError(
+                f"{what} has no argument {key!r}.{suggest(key, allowed)} "
+                f"Its arguments: {', '.join(allowed) or '(none)'}."
+            )
+
+
+METHODS: Registry[Any] = Registry("method")
+LOSSES: Registry[Any] = Registry("loss")
+MODELS: Registry[Any] = Registry("model")
+DATASETS: Registry[Any] = Registry("dataset")
+DETECTORS: Registry[Any] = Registry("detector")
