@@ -132,6 +132,10 @@ class Method(nn.Module):
         """Return ``{"loss": scalar tensor, ...other scalars to log}``."""
         raise NotImplementedError
 
+    def forward(self, batch: Batch, ctx: Context) -> dict[str, torch.Tensor]:
+        """``training_step``: the loop calls the method (or its DDP wrapper) like a module."""
+        return self.training_step(batch, ctx)
+
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, K]`` for evaluation."""
         return self.model(x)

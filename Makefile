@@ -1,0 +1,42 @@
+# noisytail: `make demo` trains the demo and prints where its report is; `make test` runs the tests.
+# Both set everything up on a fresh machine (a virtual environment in .venv, Fashion-MNIST).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: setup data demo test lint format bench-throughput bench-losses clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	rm -f $(VENV)/.installed-*; touch $@
+
+data:
+	bash scripts/get-fashion-mnist.sh
+
+demo: setup data
+	$(VENV)/bin/noisytail train configs/demo.yaml --out runs/demo-$$(date +%Y%m%d-%H%M%S)
+
+test: setup data
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check src tests scripts
+	$(VENV)/bin/ruff format --check src tests scripts
+
+format: setup
+	$(VENV)/bin/ruff format src tests scripts
+	$(VENV)/bin/ruff check --fix src tests scripts
+
+bench-throughput: setup data
+	$(PY) scripts/bench_throughput.py
+
+bench-losses: setup data
+	$(VENV)/bin/noisytail bench configs/bench/losses_fmnist.yaml --out runs/bench-losses
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

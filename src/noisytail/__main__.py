@@ -1,0 +1,5 @@
+"""``python -m noisytail`` (and ``torchrun -m noisytail``) run the CLI."""
+
+from .cli import main
+
+main()

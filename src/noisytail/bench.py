@@ -1,0 +1,210 @@
+"""The benchmark harness: a grid of runs (axes x seeds), several at once, aggregated.
+
+A grid file::
+
+    name: losses_fmnist
+    base: ../demo.yaml            # a run config (relative to this file), optional
+    set: [train.epochs=20]        # overrides shared by every run
+    seeds: [0, 1, 2]
+    jobs: 2                       # runs at once (threads per run = cores / jobs)
+    grid:                         # every combination of these axes is one setting
+      method.loss: [ce, gce, sce]
+      noise: [{kind: symmetric, rate: 0.4}, {kind: asymmetric, rate: 0.4}]
+
+Each run is a separate ``noisytail train`` process writing its own run folder under
+``OUT/runs/``; a run whose ``summary.json`` exists is skipped, one with a checkpoint is resumed, so
+an interrupted grid continues where it stopped. ``OUT/results.jsonl`` holds one line per run,
+``OUT/results.md`` / ``results.csv`` the mean +- std over seeds, ``OUT/accuracy_vs_noise.png``
+the plot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import ConfigError, load_config
+
+GRID_KEYS = {"name", "base", "set", "seeds", "jobs", "grid", "metrics"}
+DEFAULT_METRICS = [
+    "test_accuracy",
+    "balanced_accuracy",
+    "few_shot_accuracy",
+    "test_accuracy_at_best_val",
+    "last5_test_accuracy_mean",
+    "train_seconds",
+]
+
+
+@dataclass
+class Grid:
+    name: str
+    base: str | None
+    common: list[str]
+    seeds: list[int]
+    jobs: int
+    axes: dict[str, list[Any]]
+    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
+
+
+@dataclass
+class PlannedRun:
+    setting: dict[str, Any]  # axis -> value
+    seed: int
+    overrides: list[str]
+    out: Path
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{k}={_short(v)}" for k, v in self.setting.items())
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict):
+        return " ".join(f"{v}" for v in value.values())
+    return str(value)
+
+
+def load_grid(path: str | os.PathLike) -> Grid:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Grid file {str(path)!r} not found.")
+    spec = yaml.safe_load(path.read_text()) or {}
+    unknown = set(spec) - GRID_KEYS
+    if unknown:
+        raise ConfigError(f"Unknown grid keys {sorted(unknown)}; allowed: {sorted(GRID_KEYS)}.")
+    axes = spec.get("grid") or {}
+    if not isinstance(axes, dict) or not all(isinstance(v, list) and v for v in axes.values()):
+        raise ConfigError("grid: must map config keys to non-empty lists of values.")
+    base = spec.get("base")
+    if base is not None:
+        base = str((path.parent / base).resolve())
+    return Grid(
+        name=spec.get("name", path.stem),
+        base=base,
+        common=list(spec.get("set") or []),
+        seeds=[int(s) for s in spec.get("seeds", [0])],
+        jobs=int(spec.get("jobs", 1)),
+        axes=axes,
+        metrics=list(spec.get("metrics") or DEFAULT_METRICS),
+    )
+
+
+def plan(grid: Grid, out: Path) -> list[PlannedRun]:
+    """Every (setting, seed) with its overrides and run folder; configs are validated now."""
+    runs = []
+    keys = list(grid.axes)
+    for values in itertools.product(*(grid.axes[k] for k in keys)):
+        setting = dict(zip(keys, values))
+        for seed in grid.seeds:
+            overrides = list(grid.common)
+            overrides += [f"{k}={json.dumps(v)}" for k, v in setting.items()]
+            overrides.append(f"seed={seed}")
+            load_config(grid.base, overrides)  # fail before running anything
+            digest = hashlib.sha1(json.dumps(overrides).encode()).hexdigest()[:10]
+            slug = "-".join(_short(v).replace(" ", "_").replace("/", "_") for v in values)
+            runs.append(PlannedRun(setting, seed, overrides, out / "runs" / f"{slug}-s{seed}-{digest}"))
+    return runs
+
+
+def _command(run: PlannedRun, base: str | None, threads: int) -> list[str]:
+    cmd = [sys.executable, "-m", "noisytail", "train"]
+    if base:
+        cmd.append(base)
+    for o in run.overrides + ["train.progress=false", f"train.num_threads={threads}"]:
+        cmd += ["--set", o]
+    cmd += ["--out", str(run.out), "--no-report"]
+    if (run.out / "checkpoints" / "last.pt").exists():
+        cmd.append("--resume")
+    elif run.out.exists():  # started but no checkpoint yet: start again
+        import shutil
+
+        shutil.rmtree(run.out)
+    return cmd
+
+
+def run_grid(grid_path: str | os.PathLike, out: str | os.PathLike, *, jobs: int | None = None,
+             echo: Any = print) -> list[dict[str, Any]]:
+    """Run (or finish) every run of the grid, then aggregate; returns the result rows."""
+    grid = load_grid(grid_path)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = plan(grid, out)
+    jobs = max(1, jobs or grid.jobs)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    todo = [r for r in runs if not (r.out / "summary.json").exists()]
+    echo(f"{grid.name}: {len(runs)} runs, {len(runs) - len(todo)} already done, {jobs} at a time")
+    running: list[tuple[PlannedRun, subprocess.Popen, float]] = []
+    failures = []
+    (out / "logs").mkdir(exist_ok=True)
+    while todo or running:
+        while todo and len(running) < jobs:
+            run = todo.pop(0)
+            log = open(out / "logs" / f"{run.out.name}.log", "w")  # noqa: SIM115
+            proc = subprocess.Popen(_command(run, grid.base, threads), stdout=log, stderr=subprocess.STDOUT)
+            running.append((run, proc, time.perf_counter()))
+        time.sleep(0.5)
+        for item in list(running):
+            run, proc, started = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            took = time.perf_counter() - started
+            if proc.returncode == 0:
+                echo(f"  done   {run.label} seed={run.seed} ({took:.0f}s)")
+            else:
+                failures.append(run)
+                echo(f"  FAILED {run.label} seed={run.seed}: see {out / 'logs' / (run.out.name + '.log')}")
+    rows = aggregate(grid, runs, out)
+    if failures:
+        raise RuntimeError(f"{len(failures)} of {len(runs)} runs failed; rerun the same command to retry.")
+    return rows
+
+
+def aggregate(grid: Grid, runs: list[PlannedRun], out: Path) -> list[dict[str, Any]]:
+    """Write results.jsonl, results.md, results.csv and the accuracy-vs-noise plot."""
+    from .report import plot_accuracy_vs_noise, render_bench_tables
+
+    rows = []
+    for run in runs:
+        path = run.out / "summary.json"
+        if not path.exists():
+            continue
+        summary = json.loads(path.read_text())
+        row = {"setting": run.label, "seed": run.seed, "run_dir": str(run.out)}
+        row.update({k: summary.get(k) for k in grid.metrics})
+        row.update({
+            "method": _method_label(summary),
+            "noise_kind": summary["noise"]["kind"],
+            "noise_rate": summary["noise"]["rate"],
+            "realised_noise_rate": summary["noise"]["realised_rate"],
+            "imbalance_ratio": summary["imbalance_ratio"],
+        })
+        rows.append(row)
+    with open(out / "results.jsonl", "w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+    if rows:
+        markdown, csv_text = render_bench_tables(rows, ["setting"], grid.metrics)
+        (out / "results.md").write_text(f"# {grid.name}\n\n{markdown}\n")
+        (out / "results.csv").write_text(csv_text)
+        plot_accuracy_vs_noise(rows, out / "accuracy_vs_noise.png")
+    return rows
+
+
+def _method_label(summary: dict[str, Any]) -> str:
+    args = summary.get("method_args") or {}
+    loss = args.get("loss")
+    if isinstance(loss, dict):
+        loss = loss.get("name")
+    return f"{summary['method']}" + (f" ({loss})" if loss else "")

@@ -1,0 +1,197 @@
+"""The ``noisytail`` command: a thin layer that wires a config to library calls.
+
+Exit codes: 0 success, 1 a run failed (e.g. NaN loss), 2 bad input (config, data, arguments).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .config import ConfigError, load_config
+from .registry import RegistryError
+
+BAD_INPUT = 2
+RUN_FAILED = 1
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _guard(fn):  # type: ignore[no-untyped-def]
+    """Turn the library's errors into one-line messages and exit codes."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        from .data.types import DataError
+        from .train import RunExistsError, TrainingError
+
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, RegistryError, DataError, RunExistsError) as err:
+            _fail(str(err), BAD_INPUT)
+        except TrainingError as err:
+            _fail(str(err), RUN_FAILED)
+        except ValueError as err:  # corruption protocol errors (bad rate, matrix, empty class)
+            _fail(str(err), BAD_INPUT)
+        except KeyboardInterrupt:
+            _fail("interrupted; rerun with --resume to continue from the last checkpoint.", 130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="noisytail")
+def main() -> None:
+    """noisytail: train robust classifiers from noisy, long-tailed labels."""
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False), required=False)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder (default runs/<name>-<time>).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--no-report", is_flag=True, help="Skip report.md and plots.")
+@_guard
+def train(config, overrides, out, resume, no_progress, no_report) -> None:  # type: ignore[no-untyped-def]
+    """Train a method on a data set described by CONFIG (YAML) and --set overrides."""
+    from .train import fit
+
+    cfg = load_config(config, list(overrides))
+    if out is None:
+        import os
+
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError("Under torchrun, name the run folder with --out (all ranks share it).")
+        if resume:
+            raise ConfigError("--resume needs --out RUN_DIR (the run to continue).")
+        stem = Path(config).stem if config else "run"
+        out = Path("runs") / f"{stem}-{cfg.method.name}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    summary = fit(cfg, out, resume=resume, progress=not no_progress, write_report=not no_report)
+    _print_summary(summary, Path(out))
+
+
+def _print_summary(summary: dict, out: Path) -> None:
+    if not summary.get("finished", True):
+        click.echo(f"stopped after {summary.get('epochs_done')} epochs; resume with --resume --out {out}")
+        return
+    noise = summary["noise"]
+
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.2f}%"
+
+    click.echo(
+        f"\n{summary['method']} on {summary['dataset']} "
+        f"(noise {noise['kind']} {noise['rate']:.0%}, realised {noise['realised_rate']:.1%}; "
+        f"imbalance ratio {summary['imbalance_ratio']:g})"
+    )
+    click.echo(f"  test accuracy        {pct(summary['test_accuracy'])}")
+    click.echo(f"  balanced accuracy    {pct(summary['balanced_accuracy'])}")
+    click.echo(
+        f"  many / medium / few  {pct(summary['many_shot_accuracy'])} / "
+        f"{pct(summary['medium_shot_accuracy'])} / {pct(summary['few_shot_accuracy'])}"
+    )
+    click.echo(f"  ECE                  {summary['ece']:.4f}")
+    click.echo(
+        f"  training             {summary['train_seconds']:.1f}s, "
+        f"{summary['images_per_second']:.0f} images/s on {summary['device']}"
+    )
+    click.echo(f"run folder: {out}")
+    if (out / "report.md").exists():
+        click.echo(f"report:     {out / 'report.md'}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--checkpoint", type=click.Choice(["last", "best"]), default="last", show_default=True)
+@_guard
+def evaluate(run_dir, checkpoint) -> None:  # type: ignore[no-untyped-def]
+    """Re-evaluate a run's checkpoint on its test set (writes evaluation_<checkpoint>.json)."""
+    from .train import evaluate_run
+
+    metrics = evaluate_run(run_dir, checkpoint=checkpoint)
+    keys = ("accuracy", "balanced_accuracy", "many_shot_accuracy", "medium_shot_accuracy")
+    keys += ("few_shot_accuracy", "ece")
+    for key in keys:
+        value = metrics.get(key)
+        click.echo(f"{key:22s} {'n/a' if value is None else f'{value:.4f}'}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@_guard
+def report(run_dir) -> None:  # type: ignore[no-untyped-def]
+    """(Re)write report.md and the plots of a finished run."""
+    from .data.types import DataError
+    from .report import write_report
+
+    if not (Path(run_dir) / "summary.json").exists():
+        raise DataError(f"{run_dir} has no summary.json: the run has not finished.")
+    click.echo(write_report(Path(run_dir)))
+
+
+@main.command()
+@click.argument("grid", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), help="Bench folder (default runs/bench-<grid>).")
+@click.option("--jobs", type=int, help="Runs at once (default: the grid's `jobs`).")
+@_guard
+def bench(grid, out, jobs) -> None:  # type: ignore[no-untyped-def]
+    """Run a grid of runs (methods x corruptions x seeds) and aggregate mean +- std.
+
+    Finished runs are skipped and interrupted ones resumed, so rerunning continues a grid.
+    """
+    from .bench import run_grid
+
+    out = Path(out) if out else Path("runs") / f"bench-{Path(grid).stem}"
+    try:
+        run_grid(grid, out, jobs=jobs, echo=click.echo)
+    except RuntimeError as err:
+        _fail(str(err), RUN_FAILED)
+    click.echo(f"results: {out / 'results.md'}")
+
+
+@main.command(name="list")
+@click.argument(
+    "what", type=click.Choice(["all", "methods", "losses", "models", "datasets"]), default="all"
+)
+def list_(what) -> None:  # type: ignore[no-untyped-def]
+    """List the registered methods, losses, models and data sets."""
+    from . import losses, methods, models  # noqa: F401  (registration)
+    from .data import sources  # noqa: F401
+    from .registry import DATASETS, LOSSES, METHODS, MODELS
+
+    for name, reg in (
+        ("methods", METHODS),
+        ("losses", LOSSES),
+        ("models", MODELS),
+        ("datasets", DATASETS),
+    ):
+        if what in ("all", name):
+            click.echo(f"{name}: {', '.join(reg.names())}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def data(as_json) -> None:  # type: ignore[no-untyped-def]
+    """Show which data sets are found on this machine, and how to get the others."""
+    from .data.sources import find_datasets
+
+    found = find_datasets()
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    for entry in found:
+        mark = "found  " if entry.get("found") else "missing"
+        click.echo(f"{entry['name']:14s} {mark} {entry.get('location') or entry.get('how', '')}")
+
+
+if __name__ == "__main__":
+    main()

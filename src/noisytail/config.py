@@ -1,0 +1,284 @@
+"""Typed run configuration: defaults in dataclasses, then a YAML file, then ``--set`` overrides.
+
+Unknown keys are errors with a suggestion. Free-form sections (``data.options``,
+``model.options``, the method's arguments) are checked later against the signature of the data
+source, model or method they configure, by the registries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .registry import suggest
+
+
+class ConfigError(ValueError):
+    """A bad configuration key or value; the message says what to do."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "fashion_mnist"
+    root: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # source-specific keyword arguments
+    train_subset: int | None = None  # stratified random subset of the training split, first
+    test_subset: int | None = None  # stratified random subset of the test split
+    label_file: str | None = None  # real noisy training labels (.npy/.pt/.csv), e.g. CIFAR-10N
+    label_file_key: str | None = None  # key inside a .pt dict, e.g. "worse_label"
+    val_fraction: float = 0.1  # noisy validation split held out of the training pool
+    augment: str = "crop_flip"  # none | flip | crop | crop_flip | simclr
+
+
+@dataclass
+class NoiseConfig:
+    kind: str = "none"
+    rate: float = 0.0
+    matrix: list[list[float]] | None = None  # for kind "matrix" (then rate stays 0)
+    order: str = "imbalance_first"  # or "noise_first" (GDW's code order)
+    rate_std: float = 0.1  # spread of per-sample flip rates, kind "instance" (Xia et al. 2020)
+    pair_seed: int = 1  # fixed seed of the random_pair / random_two_pair matrix (GDW/L2B use 1)
+
+
+@dataclass
+class ImbalanceConfig:
+    ratio: float = 1.0  # n_max / n_min; 1 = balanced
+    profile: str = "exponential"  # or "step"
+    class_order: list[int] | None = None  # head first; default 0..K-1
+    step_fraction: float = 0.5  # step profile: fraction of minority classes
+    n_max: int | None = None  # head-class size; default the smallest class of the pool
+    select_by: str = "true"  # with noise.order=noise_first: subsample by "true" or "noisy" class
+
+
+@dataclass
+class MetaConfig:
+    per_class: int = 0  # clean meta samples per class, held out of the training pool
+    total: int = 0  # or a fixed total, spread over classes
+    balanced: bool = True  # False: `total` drawn at random (L2B+DivideMix)
+    overlap: bool = False  # paper-code compatibility only: meta samples stay in the train pool
+
+
+@dataclass
+class ModelConfig:
+    name: str = "small_cnn"
+    options: dict[str, Any] = field(default_factory=dict)
+    init: str | None = None  # checkpoint or encoder file to start from
+
+
+@dataclass
+class MethodConfig:
+    name: str = "erm"
+    args: dict[str, Any] = field(default_factory=dict)  # written flat beside `name` in YAML
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    eval_batch_size: int = 512
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine | step | constant
+    milestones: list[int] = field(default_factory=list)  # epochs, for "step"
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    sampler: str = "random"  # random | class_balanced
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    channels_last: bool | None = None  # default: on for GPU
+    compile: bool = False
+    data_on_device: bool = True
+    num_threads: int | None = None
+    checkpoint_every: int = 1
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    corruption_seed: int | None = None  # default: seed
+    data: DataConfig = field(default_factory=DataConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    imbalance: ImbalanceConfig = field(default_factory=ImbalanceConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def effective_corruption_seed(self) -> int:
+        return self.seed if self.corruption_seed is None else self.corruption_seed
+
+
+_FREE_FORM = {("data", "options"), ("model", "options")}
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain nested dict, with the method's arguments flat beside its name."""
+    out = dataclasses.asdict(cfg)
+    method = out.pop("method")
+    out["method"] = {"name": method["name"], **method["args"]}
+    return out
+
+
+def _check_type(path: str, value: Any, default: Any, annotation: Any) -> Any:
+    """Coerce simple scalar types (int->float) and reject obvious mismatches."""
+    ann = str(annotation)
+    if value is None:
+        if "None" in ann:
+            return None
+        raise ConfigError(f"{path} cannot be empty.")
+    if ann.startswith("float") or ann.startswith("float |"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path} must be a number, got {value!r}.")
+        return float(value)
+    if ann.startswith("int"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path} must be an integer, got {value!r}.")
+        return value
+    if ann.startswith("bool"):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path} must be true or false, got {value!r}.")
+        return value
+    if ann.startswith("str"):
+        if not isinstance(value, str):
+            raise ConfigError(f"{path} must be a string, got {value!r}.")
+        return value
+    if ann.startswith("dict") and not isinstance(value, dict):
+        raise ConfigError(f"{path} must be a mapping, got {value!r}.")
+    if ann.startswith("list") and not isinstance(value, list):
+        raise ConfigError(f"{path} must be a list, got {value!r}.")
+    return value
+
+
+def _merge_section(obj: Any, values: dict[str, Any], prefix: str) -> None:
+    fields = _fields(type(obj))
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if prefix == "method." and key != "name":
+            obj.args[key] = value
+            continue
+        if key not in fields:
+            names = sorted(fields) if prefix != "method." else ["name", "<method argument>"]
+            raise ConfigError(
+                f"Unknown config key {path!r}.{suggest(key, names)} "
+                f"Keys under {prefix.rstrip('.') or 'the top level'}: {', '.join(names)}."
+            )
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path} must be a mapping of keys, got {value!r}.")
+            _merge_section(current, value, f"{path}.")
+        elif (prefix.rstrip("."), key) in _FREE_FORM and isinstance(value, dict):
+            current.update(value)
+        else:
+            coerced = _check_type(path, value, current, fields[key].type)
+            setattr(obj, key, coerced)
+
+
+def from_dict(values: dict[str, Any], base: Config | None = None) -> Config:
+    """A `Config` from defaults (or ``base``) updated by ``values``; unknown keys raise."""
+    cfg = Config() if base is None else from_dict(to_dict(base))  # a deep copy of base
+    if not isinstance(values, dict):
+        raise ConfigError("A config file must hold a mapping of keys (YAML 'key: value' lines).")
+    _merge_section(cfg, values, "")
+    return cfg
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=0.1"`` -> (["train", "lr"], 0.1); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"Override {text!r} must look like key=value, e.g. train.lr=0.1.")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"Override {text!r} has no key.")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"Override {text!r}: cannot parse value {raw!r} ({err}).") from err
+    return key.split("."), value
+
+
+def nest(path: list[str], value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    node = out
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+    node[path[-1]] = value
+    return out
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> Config:
+    """Defaults <- YAML file (``path``) <- ``overrides`` (``key=value`` strings)."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"Config file {str(path)!r} not found.")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err}).") from err
+        cfg = from_dict(values, cfg)
+    for text in overrides:
+        keys, value = parse_override(text)
+        cfg = from_dict(nest(keys, value), cfg)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Value checks that do not need the data set."""
+    if not 0.0 <= cfg.noise.rate < 1.0:
+        raise ConfigError(f"noise.rate must be in [0, 1), got {cfg.noise.rate}.")
+    if cfg.imbalance.ratio < 1.0:
+        raise ConfigError(f"imbalance.ratio is n_max/n_min and must be >= 1, got {cfg.imbalance.ratio}.")
+    if not 0.0 <= cfg.data.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be in [0, 1), got {cfg.data.val_fraction}.")
+    if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
+        raise ConfigError("train.epochs and train.batch_size must be at least 1.")
+    if cfg.train.lr <= 0:
+        raise ConfigError(f"train.lr must be positive, got {cfg.train.lr}.")
+    choices = {
+        "train.optimizer": (cfg.train.optimizer, ("sgd", "adamw")),
+        "train.schedule": (cfg.train.schedule, ("cosine", "step", "constant")),
+        "train.sampler": (cfg.train.sampler, ("random", "class_balanced")),
+        "train.precision": (cfg.train.precision, ("auto", "fp32", "bf16")),
+        "data.augment": (cfg.data.augment, ("none", "flip", "crop", "crop_flip", "simclr")),
+        "noise.order": (cfg.noise.order, ("imbalance_first", "noise_first")),
+        "imbalance.profile": (cfg.imbalance.profile, ("exponential", "step")),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(
+                f"{key}={value!r} is not one of {', '.join(allowed)}.{suggest(value, list(allowed))}"
+            )
+
+
+def dump_config(cfg: Config, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
+    """Write the resolved config (plus e.g. git commit and versions under ``_provenance``)."""
+    values = to_dict(cfg)
+    if extra:
+        values["_provenance"] = extra
+    Path(path).write_text(yaml.safe_dump(values, sort_keys=False))
+
+
+def load_run_config(path: str | os.PathLike) -> Config:
+    """Read a run folder's ``config.yaml`` back (ignoring its provenance block)."""
+    values = yaml.safe_load(Path(path).read_text()) or {}
+    values.pop("_provenance", None)
+    return from_dict(values)

@@ -1,0 +1,234 @@
+"""A data set described by a CSV manifest with a header row.
+
+Two forms, told apart by the header:
+
+- **images**: a ``path`` column (name set by ``path_column``) and a label column. Paths are
+  relative to ``root`` (default: the CSV's own folder) unless absolute; every file must exist.
+  Inputs come back as a `LazyImageStore` of uint8 ``[C, image_size, image_size]``.
+- **features**: a label column and any number of numeric columns (every column except the label).
+  Inputs come back as a `TensorStore` of float32 ``[N, D]``, standardised with the *training*
+  split's per-column mean and standard deviation (a constant column becomes all zeros), so the
+  bundle's ``mean``/``std`` are empty.
+
+Labels are integers ``0..K-1`` (class names ``"0"``..``str(K-1)`` with ``K = max + 1``) or strings
+(class names = the sorted distinct training labels). Errors name the file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from noisytail.data.image_folder import LazyImageStore, imagenet_stats, split_train_test
+from noisytail.data.types import DataError, DatasetBundle, DataSplit, TensorStore
+from noisytail.registry import DATASETS
+
+_INT = re.compile(r"[+-]?\d+")
+
+
+def read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The header and the non-blank data rows of a CSV, each row with its line number."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            rows = []
+            for row in reader:
+                if row and any(cell.strip() for cell in row):
+                    rows.append((reader.line_num, row))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"Cannot read CSV {path}: {e}") from e
+    if header is None:
+        raise DataError(f"CSV {path} is empty: it needs a header row and at least one data row.")
+    header = [h.strip() for h in header]
+    if len(set(header)) != len(header):
+        raise DataError(f"CSV {path} has repeated column names: {', '.join(header)}.")
+    if not rows:
+        raise DataError(f"CSV {path} has a header but no data rows.")
+    for line, row in rows:
+        if len(row) != len(header):
+            raise DataError(
+                f"CSV {path} line {line}: {len(row)} fields, but the header has {len(header)}."
+            )
+    return header, rows
+
+
+def _column(path: Path, header: list[str], name: str, option: str) -> int:
+    if name not in header:
+        raise DataError(
+            f"CSV {path} has no column {name!r} (columns: {', '.join(header)}); "
+            f"set data.options.{option} to the right one."
+        )
+    return header.index(name)
+
+
+class _Table:
+    """One parsed CSV: raw label strings plus either file paths or a feature matrix."""
+
+    def __init__(self, path: Path, root: Path | None, label_column: str, path_column: str) -> None:
+        header, rows = read_csv_rows(path)
+        label_at = _column(path, header, label_column, "label_column")
+        self.path = path
+        self.lines = [line for line, _ in rows]
+        self.labels = [row[label_at].strip() for _, row in rows]
+        for line, label in zip(self.lines, self.labels):
+            if not label:
+                raise DataError(f"CSV {path} line {line}: the {label_column!r} value is empty.")
+        self.files: list[str] | None = None
+        self.features: np.ndarray | None = None
+        self.columns: list[str] = []
+        if path_column in header:
+            base = root if root is not None else path.parent
+            at = header.index(path_column)
+            self.files = []
+            for line, row in rows:
+                if not row[at].strip():
+                    raise DataError(f"CSV {path} line {line}: the {path_column!r} value is empty.")
+                file = Path(row[at].strip()).expanduser()
+                file = file if file.is_absolute() else base / file
+                if not file.is_file():
+                    raise DataError(f"CSV {path} line {line}: file {str(file)!r} does not exist.")
+                self.files.append(str(file))
+        else:
+            self.columns = [h for i, h in enumerate(header) if i != label_at]
+            if not self.columns:
+                raise DataError(
+                    f"CSV {path} has only the label column: add a {path_column!r} column of "
+                    "image files or numeric feature columns."
+                )
+            at = [i for i in range(len(header)) if i != label_at]
+            self.features = np.empty((len(rows), len(at)), dtype=np.float64)
+            for r, (line, row) in enumerate(rows):
+                for c, i in enumerate(at):
+                    try:
+                        value = float(row[i])
+                    except ValueError:
+                        value = math.nan
+                    if not math.isfinite(value):
+                        raise DataError(
+                            f"CSV {path} line {line}: column {header[i]!r} value {row[i]!r} is "
+                            "not a finite number."
+                        )
+                    self.features[r, c] = value
+
+
+def _encode_labels(train: _Table, test: _Table | None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Class names and int64 label arrays for train and test."""
+    tables = [train] if test is None else [train, test]
+    values = [v for t in tables for v in t.labels]
+    if all(_INT.fullmatch(v) for v in values):
+        ints = [np.array([int(v) for v in t.labels], dtype=np.int64) for t in tables]
+        for t, y in zip(tables, ints):
+            if (y < 0).any():
+                line = t.lines[int(np.flatnonzero(y < 0)[0])]
+                raise DataError(f"CSV {t.path} line {line}: negative label; labels must be >= 0.")
+        k = max(int(y.max()) for y in ints) + 1
+        names = [str(c) for c in range(k)]
+    else:
+        names = sorted(set(train.labels))
+        index = {n: i for i, n in enumerate(names)}
+        ints = []
+        for t in tables:
+            for line, v in zip(t.lines, t.labels):
+                if v not in index:
+                    raise DataError(
+                        f"CSV {t.path} line {line}: label {v!r} does not occur in the training "
+                        f"CSV (classes: {', '.join(names)})."
+                    )
+            ints.append(np.array([index[v] for v in t.labels], dtype=np.int64))
+    return names, ints[0], ints[1] if test is not None else np.zeros(0, dtype=np.int64)
+
+
+def _resolve(csv_path: str, root: Path | None) -> Path:
+    path = Path(os.fspath(csv_path)).expanduser()
+    if not path.is_absolute() and root is not None:
+        path = root / path
+    if not path.is_file():
+        raise DataError(f"CSV file {path} does not exist.")
+    return path
+
+
+@DATASETS.register("csv")
+def load_csv(
+    root: str | None = None,
+    *,
+    train_csv: str | None = None,
+    test_csv: str | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    label_column: str = "label",
+    path_column: str = "path",
+    image_size: int = 224,
+    channels: int = 3,
+    cache_items: int = 4096,
+) -> DatasetBundle:
+    """Load the manifest ``train_csv`` (and ``test_csv``, else a seeded stratified split).
+
+    Relative CSV names are taken inside ``root`` when it is given. ``image_size``, ``channels``
+    and ``cache_items`` apply to the image form; mean/std default to ImageNet's there.
+    """
+    if train_csv is None:
+        raise DataError(
+            "The csv data set needs data.options.train_csv=<file.csv> (a 'path,label' manifest "
+            "or numeric feature columns plus a 'label' column)."
+        )
+    base = Path(os.fspath(root)).expanduser() if root is not None else None
+    train_path = _resolve(train_csv, base)
+    train = _Table(train_path, base, label_column, path_column)
+    test = None
+    if test_csv is not None:
+        test = _Table(_resolve(test_csv, base), base, label_column, path_column)
+        if (test.files is None) != (train.files is None) or test.columns != train.columns:
+            raise DataError(f"CSV {test.path} does not have the same form/columns as {train.path}.")
+    class_names, y_train, y_test = _encode_labels(train, test)
+    if test is None:
+        train_idx, test_idx = split_train_test(y_train, test_fraction, seed)
+    else:
+        train_idx, test_idx = np.arange(len(y_train)), np.zeros(0, dtype=np.int64)
+
+    def pick(table: _Table, idx: np.ndarray) -> tuple[list[str] | None, np.ndarray | None]:
+        files = [table.files[i] for i in idx] if table.files is not None else None
+        feats = table.features[idx] if table.features is not None else None
+        return files, feats
+
+    parts = [pick(train, train_idx)]
+    labels = [y_train[train_idx]]
+    if test is None:
+        parts.append(pick(train, test_idx))
+        labels.append(y_train[test_idx])
+    else:
+        parts.append(pick(test, np.arange(len(y_test))))
+        labels.append(y_test)
+
+    splits = []
+    if train.files is not None:
+        for (files, _), y in zip(parts, labels):
+            assert files is not None
+            store = LazyImageStore(files, image_size, channels, cache_items)
+            splits.append(DataSplit(store, y, files))
+        mean, std = imagenet_stats(channels)
+    else:
+        train_x = parts[0][1]
+        assert train_x is not None
+        mu, sd = train_x.mean(axis=0), train_x.std(axis=0)
+        sd[sd == 0] = 1.0
+        for (_, feats), y in zip(parts, labels):
+            assert feats is not None
+            x = torch.from_numpy(((feats - mu) / sd).astype(np.float32))
+            splits.append(DataSplit(TensorStore(x), y))
+        mean, std = (), ()
+    return DatasetBundle(
+        name="csv",
+        train=splits[0],
+        test=splits[1],
+        class_names=class_names,
+        mean=mean,
+        std=std,
+        root=str(base if base is not None else train_path.parent),
+    )

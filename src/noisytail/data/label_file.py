@@ -1,0 +1,185 @@
+"""Real noisy labels from a file, put in place of a bundle's training labels.
+
+Formats, chosen by the file's extension:
+
+- ``.npy``: an integer array ``[N]`` (no pickled objects).
+- ``.npz``, ``.pt``, ``.pth``: one array / tensor, or a dict of them; ``key`` picks the entry
+  (needed when there is more than one). CIFAR-10N's ``CIFAR-10_human.pt`` holds ``clean_label``,
+  ``worse_label``, ``aggre_label``, ``random_label1..3``; CIFAR-100N's ``CIFAR-100_human.pt``
+  holds ``clean_label`` and ``noisy_label``. ``.pt`` files are read with ``weights_only=True``
+  plus numpy arrays, so they cannot run code.
+- ``.csv``: a header with a ``label`` column (integers, or class names) and optionally an
+  ``index`` column giving each row's training-sample index (then every index must occur once).
+
+``N`` must equal the number of training samples, in the bundle's training order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from noisytail.data.csv_source import read_csv_rows
+from noisytail.data.types import DataError, DatasetBundle
+
+_INT = re.compile(r"[+-]?\d+")
+
+
+def _numpy_safe_globals() -> list[Any]:
+    core = np._core if hasattr(np, "_core") else np.core  # numpy 2 renamed numpy.core
+    reconstruct = core.multiarray._reconstruct
+    return [
+        reconstruct,
+        (reconstruct, "numpy.core.multiarray._reconstruct"),
+        (reconstruct, "numpy._core.multiarray._reconstruct"),
+        np.ndarray,
+        np.dtype,
+        *(type(np.dtype(t)) for t in ("?", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8")),
+        *(type(np.dtype(t)) for t in ("f2", "f4", "f8")),
+    ]
+
+
+def _reason(error: Exception) -> str:
+    """One line from a load error; for torch's long weights-only message, just its core."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        core = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0]
+        core = " ".join(core.split()).split(". Please use")[0].rstrip(".")
+        return (
+            f"{core}. Only tensors, numpy arrays and dicts of them are loaded (nothing that "
+            "could run code); save the labels in that form."
+        )
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
+def _pick(entries: dict[str, Any], key: str | None, path: Path) -> Any:
+    names = ", ".join(str(k) for k in entries)
+    if key is None:
+        if len(entries) == 1:
+            return next(iter(entries.values()))
+        raise DataError(f"Label file {path} holds several arrays ({names}): choose one with key=.")
+    if key not in entries:
+        raise DataError(f"Label file {path} has no key {key!r}; its keys are: {names}.")
+    return entries[key]
+
+
+def _read_array_file(path: Path, key: str | None) -> Any:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            if key is not None:
+                raise DataError(f"key={key!r} was given but {path} (.npy) holds a single array.")
+            return np.load(path, allow_pickle=False)
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as npz:
+                return _pick({k: npz[k] for k in npz.files}, key, path)
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except DataError:
+        raise
+    except Exception as e:  # numpy and torch raise many kinds for a bad file
+        raise DataError(f"Cannot read label file {path}: {_reason(e)}") from e
+    if isinstance(obj, dict):
+        return _pick({str(k): v for k, v in obj.items()}, key, path)
+    if key is not None:
+        raise DataError(f"key={key!r} was given but {path} holds a single {type(obj).__name__}.")
+    return obj
+
+
+def _to_labels(values: Any, path: Path) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise DataError(
+            f"Label file {path}: expected a 1-D array of labels, got shape {array.shape}."
+        )
+    if array.dtype.kind in "iu":
+        return array.astype(np.int64)
+    if array.dtype.kind == "f" and np.all(np.isfinite(array)) and np.all(array == np.round(array)):
+        return array.astype(np.int64)
+    raise DataError(f"Label file {path}: labels must be integers, got dtype {array.dtype}.")
+
+
+def _read_csv_labels(path: Path, class_names: list[str], n: int) -> np.ndarray:
+    header, rows = read_csv_rows(path)
+    if "label" not in header:
+        raise DataError(f"Label CSV {path} has no 'label' column (columns: {', '.join(header)}).")
+    label_at = header.index("label")
+    index_at = header.index("index") if "index" in header else None
+    names = {name: i for i, name in enumerate(class_names)}
+    labels = np.empty(len(rows), dtype=np.int64)
+    order = np.arange(len(rows))
+    for r, (line, row) in enumerate(rows):
+        value = row[label_at].strip()
+        if value in names:
+            labels[r] = names[value]
+        elif _INT.fullmatch(value):
+            labels[r] = int(value)
+        else:
+            raise DataError(
+                f"Label CSV {path} line {line}: {value!r} is neither an integer nor a class name."
+            )
+        if index_at is not None:
+            index = row[index_at].strip()
+            if not _INT.fullmatch(index) or not 0 <= int(index) < n:
+                raise DataError(
+                    f"Label CSV {path} line {line}: index {index!r} is not in 0..{n - 1}."
+                )
+            order[r] = int(index)
+    if index_at is None:
+        return labels
+    if len(rows) != n or len(np.unique(order)) != n:
+        raise DataError(
+            f"Label CSV {path}: the 'index' column must list each of the {n} training indices "
+            f"exactly once ({len(rows)} rows, {len(np.unique(order))} distinct indices)."
+        )
+    out = np.empty(n, dtype=np.int64)
+    out[order] = labels
+    return out
+
+
+def apply_label_file(
+    bundle: DatasetBundle, path: str | os.PathLike[str], *, key: str | None = None
+) -> DatasetBundle:
+    """A copy of ``bundle`` whose training labels are read from ``path`` (the file is only read).
+
+    Test labels, inputs and everything else stay as they were. Raises `DataError` if the file
+    cannot be read, ``key`` is missing or ambiguous, the length differs from the training split,
+    or a label lies outside ``[0, num_classes)``.
+    """
+    file = Path(os.fspath(path)).expanduser()
+    if not file.is_file():
+        raise DataError(f"Label file {file} does not exist.")
+    n = len(bundle.train)
+    suffix = file.suffix.lower()
+    if suffix == ".csv":
+        if key is not None:
+            raise DataError(f"key={key!r} does not apply to a CSV label file ({file}).")
+        labels = _read_csv_labels(file, bundle.class_names, n)
+    elif suffix in (".npy", ".npz", ".pt", ".pth"):
+        labels = _to_labels(_read_array_file(file, key), file)
+    else:
+        raise DataError(
+            f"Label file {file}: unknown format {suffix!r}; use .npy, .npz, .pt, .pth or .csv."
+        )
+    if len(labels) != n:
+        raise DataError(
+            f"Label file {file} has {len(labels)} labels but {bundle.name} has {n} training "
+            "samples: they must match one to one."
+        )
+    bad = (labels < 0) | (labels >= bundle.num_classes)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"Label file {file}: label {int(labels[first])} at index {first} is outside "
+            f"[0, {bundle.num_classes}) for {bundle.name}."
+        )
+    return dataclasses.replace(bundle, train=dataclasses.replace(bundle.train, labels=labels))

@@ -1,0 +1,738 @@
+"""The one training loop: data -> corruption -> method -> epochs -> run folder.
+
+``fit(cfg, out_dir)`` writes ``config.yaml``, ``corruption.npz``, ``data_indices.npz``,
+``metrics.jsonl``, ``checkpoints/{last,best}.pt``, ``predictions.npz``, ``summary.json`` and the
+report. ``fit(..., resume=True)`` continues an interrupted run to the same result as an
+uninterrupted one: batches, augmentation and method randomness are seeded per epoch.
+Under ``torchrun`` it runs data-parallel with DistributedDataParallel (gloo on CPU, NCCL on GPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from . import __version__
+from .config import Config, ConfigError, dump_config, load_run_config, to_dict
+from .data.corruption import Corruption, ImbalanceSpec, MetaSpec, NoiseSpec, corrupt
+from .data.label_file import apply_label_file
+from .data.loader import CyclingLoader, PoolData, TrainLoader, epoch_generator
+from .data.sources import load_dataset
+from .data.splits import stratified_split
+from .data.types import DataError, DatasetBundle
+from .evaluate import classification_metrics
+from .methods import Context, Method, TaskInfo
+from . import models as _models  # noqa: F401  (registration)
+from .registry import METHODS, MODELS
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN); the message says what to do."""
+
+
+class RunExistsError(FileExistsError):
+    """The output folder already holds a run."""
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass
+class PreparedData:
+    """A data set after sub-setting and corruption: everything a run trains and tests on."""
+
+    bundle: DatasetBundle
+    corruption: Corruption
+    train_source_idx: np.ndarray  # [N_train_split] ids in the source's train split
+    test_source_idx: np.ndarray  # [N_test] ids in the source's test split
+
+    @property
+    def train_idx(self) -> np.ndarray:
+        return self.corruption.train_idx
+
+    @property
+    def train_labels(self) -> np.ndarray:
+        """The labels methods train on (noisy), aligned with ``train_idx``."""
+        return self.corruption.noisy_labels[self.corruption.train_idx]
+
+    @property
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.train_labels, minlength=self.bundle.num_classes)
+
+
+def _stratified_subset(labels: np.ndarray, size: int | None, seed: int, what: str) -> np.ndarray:
+    n = len(labels)
+    if size is None or size >= n:
+        return np.arange(n)
+    if size < 1:
+        raise ConfigError(f"{what} must be a positive number of samples, got {size}.")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+    held, _ = stratified_split(labels, fraction=size / n, rng=rng)
+    return np.sort(held)
+
+
+def _instance_features(bundle: DatasetBundle) -> np.ndarray:
+    """Unit-norm flattened inputs ``[N, D]``, for instance-dependent noise (Xia et al. 2020)."""
+    n = len(bundle.train)
+    feats = []
+    for start in range(0, n, 4096):
+        x = bundle.train.images.get(np.arange(start, min(start + 4096, n))).float()
+        feats.append(x.reshape(x.shape[0], -1))
+    f = torch.cat(feats)
+    f = f / f.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return f.numpy()
+
+
+def prepare_data(cfg: Config) -> PreparedData:
+    """Load the source, take the subsets, and corrupt the training labels (seeded, eager)."""
+    bundle = load_dataset(cfg.data.name, root=cfg.data.root, options=cfg.data.options)
+    seed = cfg.effective_corruption_seed
+    given_noisy = None
+    if cfg.data.label_file:
+        if cfg.noise.kind != "none":
+            raise ConfigError(
+                "data.label_file gives real noisy labels: set noise.kind=none (no synthetic noise)."
+            )
+        given_noisy = apply_label_file(bundle, cfg.data.label_file, key=cfg.data.label_file_key)
+        given_noisy = given_noisy.train.labels
+    train_src = _stratified_subset(bundle.train.labels, cfg.data.train_subset, seed, "data.train_subset")
+    test_src = _stratified_subset(bundle.test.labels, cfg.data.test_subset, seed + 1, "data.test_subset")
+    bundle = subset_bundle(bundle, train_src, test_src)
+    features = _instance_features(bundle) if cfg.noise.kind == "instance" else None
+    corruption = corrupt(
+        bundle.train.labels,
+        num_classes=bundle.num_classes,
+        noise=NoiseSpec(
+            kind=cfg.noise.kind,
+            rate=cfg.noise.rate,
+            matrix=cfg.noise.matrix,
+            rate_std=cfg.noise.rate_std,
+            pair_seed=cfg.noise.pair_seed,
+        ),
+        imbalance=ImbalanceSpec(
+            ratio=cfg.imbalance.ratio,
+            profile=cfg.imbalance.profile,
+            step_fraction=cfg.imbalance.step_fraction,
+            class_order=cfg.imbalance.class_order,
+            n_max=cfg.imbalance.n_max,
+            select_by=cfg.imbalance.select_by,
+        ),
+        meta=MetaSpec(
+            per_class=cfg.meta.per_class,
+            total=cfg.meta.total,
+            balanced=cfg.meta.balanced,
+            overlap=cfg.meta.overlap,
+        ),
+        val_fraction=cfg.data.val_fraction,
+        seed=seed,
+        order=cfg.noise.order,
+        features=features,
+        asymmetric_map=bundle.asymmetric_map or None,
+        coarse_labels=bundle.coarse_labels,
+    )
+    if given_noisy is not None:
+        kept = np.concatenate([corruption.train_idx, corruption.val_idx])
+        corruption.noisy_labels[kept] = given_noisy[train_src][kept]
+    return PreparedData(bundle, corruption, train_src, test_src)
+
+
+def subset_bundle(bundle: DatasetBundle, train_idx: np.ndarray, test_idx: np.ndarray) -> DatasetBundle:
+    """The bundle restricted to the given train/test ids (in-memory stores are materialised)."""
+    from dataclasses import replace
+
+    from .data.types import DataSplit, TensorStore
+
+    def cut(split: Any, idx: np.ndarray) -> Any:
+        if len(idx) == len(split):
+            return split
+        if isinstance(split.images, TensorStore):
+            paths = [split.paths[i] for i in idx] if split.paths is not None else None
+            return DataSplit(TensorStore(split.images.get(idx)), split.labels[idx], paths)
+        return split.subset(idx)
+
+    return replace(bundle, train=cut(bundle.train, train_idx), test=cut(bundle.test, test_idx))
+
+
+# --------------------------------------------------------------------------------------------
+# Devices, distribution, provenance
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_runtime(cfg: Config) -> Runtime:
+    """Pick the device and, under torchrun (``WORLD_SIZE`` > 1), join the process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    want = cfg.train.device
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("train.device asks for CUDA but no GPU is visible; use train.device=cpu.")
+    device = torch.device(f"cuda:{local_rank}" if want == "cuda" and world > 1 else want)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Runtime(device, rank, world, local_rank)
+
+
+def provenance() -> dict[str, Any]:
+    commit = None
+    with contextlib.suppress(Exception):
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip() or None
+    return {
+        "noisytail": __version__,
+        "git_commit": commit,
+        "torch": str(torch.__version__),
+        "numpy": np.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "command": " ".join(sys.argv),
+    }
+
+
+def _autocast_factory(device: torch.device, precision: str) -> Callable[[], Any]:
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if not use_bf16:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+# --------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def build_model(cfg: Config, bundle: DatasetBundle) -> torch.nn.Module:
+    model = MODELS.build(
+        cfg.model.name,
+        args=cfg.model.options,
+        num_classes=bundle.num_classes,
+        input_shape=tuple(bundle.input_shape),
+    )
+    if cfg.model.init:
+        load_init(model, cfg.model.init)
+    return model
+
+
+def load_init(model: torch.nn.Module, path: str) -> None:
+    """Start from a checkpoint or encoder file; a head of another shape is left fresh."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "checkpoints" / "last.pt"
+    if not p.is_file():
+        raise ConfigError(f"model.init: {str(p)!r} not found (give an encoder .pt or a run folder).")
+    state = torch.load(p, map_location="cpu", weights_only=False)
+    if isinstance(state, dict) and "model" in state:
+        state = state["model"]
+    elif isinstance(state, dict) and "method" in state:
+        state = {k[len("model.") :]: v for k, v in state["method"].items() if k.startswith("model.")}
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise ConfigError(f"model.init: {p} holds no weights that fit model {type(model).__name__}.")
+    model.load_state_dict(usable, strict=False)
+
+
+def build_optimizer(cfg: Config, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    t = cfg.train
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(
+            groups, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=t.nesterov
+        )
+    return torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay)
+
+
+def learning_rate(cfg: Config, step: int, steps_per_epoch: int) -> float:
+    """The learning rate at global ``step``: linear warm-up, then cosine / step / constant."""
+    t = cfg.train
+    total = t.epochs * steps_per_epoch
+    warm = int(t.warmup_epochs * steps_per_epoch)
+    if step < warm:
+        return t.lr * (step + 1) / warm
+    if t.schedule == "cosine":
+        progress = (step - warm) / max(1, total - warm)
+        return 0.5 * t.lr * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    if t.schedule == "step":
+        epoch = step // steps_per_epoch
+        return t.lr * t.gamma ** sum(epoch >= m for m in t.milestones)
+    return t.lr
+
+
+@torch.no_grad()
+def predict_probs(
+    method: Method, data: PoolData, batch_size: int, autocast: Callable[[], Any]
+) -> np.ndarray:
+    """Softmax probabilities ``[N, K]`` of ``method.predict`` over ``data``, un-augmented."""
+    was_training = method.training
+    method.eval()
+    out = []
+    for x, _ in data.iter_plain(batch_size):
+        with autocast():
+            logits = method.predict(x)
+        out.append(torch.softmax(logits.float(), dim=1).cpu())
+    method.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _write_json(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+class Run:
+    """Everything one training run holds; ``fit`` drives it."""
+
+    def __init__(self, cfg: Config, out_dir: Path, runtime: Runtime, prepared: PreparedData) -> None:
+        self.cfg = cfg
+        self.out = out_dir
+        self.rt = runtime
+        self.data = prepared
+        bundle = prepared.bundle
+        corr = prepared.corruption
+        t = cfg.train
+        channels_last = t.channels_last if t.channels_last is not None else runtime.device.type == "cuda"
+        pool = dict(
+            mean=bundle.mean,
+            std=bundle.std,
+            device=runtime.device,
+            on_device=t.data_on_device,
+            channels_last=channels_last and bundle.is_image,
+        )
+        self.train_data = PoolData(bundle.train.images, corr.train_idx, **pool)
+        self.val_data = PoolData(bundle.train.images, corr.val_idx, **pool) if len(corr.val_idx) else None
+        self.test_data = PoolData(bundle.test.images, np.arange(len(bundle.test)), **pool)
+        self.autocast = _autocast_factory(runtime.device, t.precision)
+
+        model = build_model(cfg, bundle)
+        method_cls = METHODS.get(cfg.method.name)
+        if method_cls.needs_meta and len(corr.meta_idx) == 0:
+            raise ConfigError(
+                f"Method {cfg.method.name!r} needs a clean meta set: set meta.per_class "
+                "(e.g. meta.per_class=10) or meta.total."
+            )
+        per_rank_batch = max(1, t.batch_size // runtime.world_size)
+        self.loader = TrainLoader(
+            self.train_data,
+            prepared.train_labels,
+            batch_size=per_rank_batch,
+            augment_kind=cfg.data.augment,
+            views=method_cls.views,
+            include_plain_view=method_cls.include_plain_view,
+            sampler=t.sampler,
+            seed=cfg.seed,
+            rank=runtime.rank,
+            world_size=runtime.world_size,
+        )
+        self.info = TaskInfo(
+            num_classes=bundle.num_classes,
+            class_counts=prepared.class_counts,
+            num_train=len(corr.train_idx),
+            input_shape=tuple(bundle.input_shape),
+            epochs=t.epochs,
+            steps_per_epoch=len(self.loader),
+        )
+        self.method: Method = METHODS.build(cfg.method.name, args=cfg.method.args, model=model, info=self.info)
+        self.method.to(runtime.device)
+        if channels_last and bundle.is_image:
+            self.method.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(cfg, self.method.parameter_groups())
+        self.engine: torch.nn.Module = self.method
+        if runtime.distributed:
+            self.engine = torch.nn.parallel.DistributedDataParallel(
+                self.method,
+                device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
+        if t.compile:
+            self.method.model.compile()
+        self.meta_cycle: CyclingLoader | None = None
+        if len(corr.meta_idx):
+            meta_idx, meta_labels = corr.split("meta")  # true labels: clean by construction
+            meta_data = PoolData(bundle.train.images, meta_idx, **pool)
+            meta_loader = TrainLoader(
+                meta_data,
+                meta_labels,
+                batch_size=min(per_rank_batch, len(corr.meta_idx)),
+                augment_kind=cfg.data.augment,
+                seed=cfg.seed,
+                stream=1,
+                rank=runtime.rank,
+                world_size=runtime.world_size if len(corr.meta_idx) >= t.batch_size else 1,
+            )
+            self.meta_cycle = CyclingLoader(meta_loader)
+        self.ctx = Context(
+            info=self.info,
+            optimizer=self.optimizer,
+            device=runtime.device,
+            generator=torch.Generator(),
+            meta_batches=self.meta_cycle.next_batch if self.meta_cycle else None,
+            predict_train=self._predict_train,
+            autocast=self.autocast,
+        )
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {}
+        self.start_epoch = 0
+
+    # -- helpers --------------------------------------------------------------------------
+    @torch.no_grad()
+    def _predict_train(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        was_training = self.method.training
+        self.method.eval()
+        outs = []
+        for x, _ in self.train_data.iter_plain(self.cfg.train.eval_batch_size):
+            with self.autocast():
+                outs.append(fn(x).float())
+        self.method.train(was_training)
+        return torch.cat(outs)
+
+    def checkpoint_state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "method": self.method.state_dict(),
+            "extra": self.method.extra_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "history": self.history,
+            "best": self.best,
+            "config": to_dict(self.cfg),
+        }
+
+    def restore(self, path: Path) -> None:
+        state = torch.load(path, map_location=self.rt.device, weights_only=False)
+        self.method.load_state_dict(state["method"])
+        self.method.load_extra_state(state["extra"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.history = state["history"]
+        self.best = state["best"]
+        self.start_epoch = state["epoch"]
+
+    def _reduce_mean(self, values: dict[str, float]) -> dict[str, float]:
+        if not self.rt.distributed:
+            return values
+        keys = sorted(values)
+        t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.rt.device)
+        dist.all_reduce(t)
+        t /= self.rt.world_size
+        return dict(zip(keys, t.tolist()))
+
+    # -- one epoch -----------------------------------------------------------------------
+    def train_epoch(self, epoch: int, progress: bool) -> dict[str, float]:
+        cfg, method, ctx = self.cfg, self.method, self.ctx
+        steps = len(self.loader)
+        torch.manual_seed(int(epoch_generator(cfg.seed, epoch, 2).initial_seed()))
+        ctx.generator = epoch_generator(cfg.seed, epoch, 3)
+        ctx.epoch = epoch
+        if self.meta_cycle is not None:
+            self.meta_cycle.reset(epoch)
+        method.train()
+        method.on_epoch_start(ctx)
+        sums: dict[str, torch.Tensor] = {}
+        losses = torch.zeros(steps, device=self.rt.device)
+        bar = tqdm(
+            self.loader.epoch(epoch),
+            total=steps,
+            desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+            leave=False,
+            disable=not progress,
+            dynamic_ncols=True,
+        )
+        for i, batch in enumerate(bar):
+            ctx.step = epoch * steps + i
+            ctx.step_in_epoch = i
+            lr = learning_rate(cfg, ctx.step, steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr * group.get("lr_scale", 1.0)
+            with self.autocast():
+                out = self.engine(batch, ctx)
+            loss = out["loss"]
+            losses[i] = loss.detach().float()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.train.grad_clip)
+            self.optimizer.step()
+            for key, value in out.items():
+                v = value.detach().float() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+                sums[key] = sums.get(key, 0.0) + v.to(self.rt.device)
+            if i % 20 == 19 or i == steps - 1:
+                self._check_finite(losses[: i + 1], epoch, steps)
+                if progress:
+                    bar.set_postfix(loss=f"{float(losses[i]):.3f}", lr=f"{lr:.3g}")
+        bar.close()
+        record = {("train_loss" if k == "loss" else k): float(v) / steps for k, v in sums.items()}
+        record["lr"] = learning_rate(cfg, (epoch + 1) * steps - 1, steps)
+        return self._reduce_mean(record)
+
+    def _check_finite(self, losses: torch.Tensor, epoch: int, steps: int) -> None:
+        finite = torch.isfinite(losses)
+        if bool(finite.all()):
+            return
+        first = int((~finite).nonzero()[0])
+        last_good = self.out / "checkpoints" / "last.pt"
+        kept = f"the last good checkpoint is {last_good}" if last_good.exists() else "no checkpoint was written yet"
+        raise TrainingError(
+            f"The loss became {float(losses[first])} at epoch {epoch + 1}, step {first + 1} "
+            f"(global step {epoch * steps + first + 1}); training stopped and {kept}. "
+            "Lower train.lr or set train.grad_clip."
+        )
+
+    def evaluate(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        eval_bs = self.cfg.train.eval_batch_size
+        if self.val_data is not None:
+            probs = predict_probs(self.method, self.val_data, eval_bs, self.autocast)
+            labels = self.data.corruption.noisy_labels[self.data.corruption.val_idx]
+            out["val_accuracy"] = float((probs.argmax(1) == labels).mean())
+        probs = predict_probs(self.method, self.test_data, eval_bs, self.autocast)
+        test_labels = self.data.bundle.test.labels
+        out["test_accuracy"] = float((probs.argmax(1) == test_labels).mean())
+        m = classification_metrics(test_labels, probs, self.data.class_counts)
+        out["test_balanced_accuracy"] = m["balanced_accuracy"]
+        out["_probs"] = probs
+        return out
+
+
+def _prepare_out_dir(out_dir: Path, resume: bool) -> None:
+    has_run = (out_dir / "config.yaml").exists()
+    if resume:
+        if not (out_dir / "checkpoints" / "last.pt").exists():
+            raise RunExistsError(f"--resume: {out_dir} holds no checkpoint to resume from.")
+    elif has_run:
+        raise RunExistsError(
+            f"{out_dir} already holds a run; pass --resume to continue it, or choose another --out."
+        )
+    elif out_dir.exists() and any(out_dir.iterdir()):
+        raise RunExistsError(f"{out_dir} exists and is not empty; choose another --out.")
+
+
+def fit(
+    cfg: Config,
+    out_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    progress: bool | None = None,
+    write_report: bool = True,
+    stop_after_epochs: int | None = None,
+) -> dict[str, Any]:
+    """Train ``cfg`` into ``out_dir`` and return the summary (see module docstring).
+
+    ``stop_after_epochs`` ends the run early after that many epochs *in this call* (for tests of
+    resume, and for a time-boxed session); the checkpoint then resumes it.
+    """
+    out = Path(out_dir)
+    rt = setup_runtime(cfg)
+    if rt.is_main:
+        _prepare_out_dir(out, resume)
+    if rt.distributed:
+        dist.barrier()
+    progress = cfg.train.progress if progress is None else progress
+    progress = progress and rt.is_main
+    prepared = prepare_data(cfg)
+    run = Run(cfg, out, rt, prepared)
+    if resume:
+        saved = load_run_config(out / "config.yaml")
+        if to_dict(saved) != to_dict(cfg):
+            raise ConfigError(
+                f"--resume: the config differs from the one saved in {out / 'config.yaml'}; "
+                "resume with the same config and overrides."
+            )
+        run.restore(out / "checkpoints" / "last.pt")
+    elif rt.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, out / "config.yaml", extra=provenance())
+        prepared.corruption.save(out / "corruption.npz")
+        np.savez_compressed(
+            out / "data_indices.npz",
+            train_source_idx=prepared.train_source_idx,
+            test_source_idx=prepared.test_source_idx,
+        )
+    run.method.on_train_start(run.ctx)
+    epochs_done = 0
+    for epoch in range(run.start_epoch, cfg.train.epochs):
+        if stop_after_epochs is not None and epochs_done >= stop_after_epochs:
+            break
+        start = time.perf_counter()
+        record = run.train_epoch(epoch, progress)
+        if rt.device.type == "cuda":
+            torch.cuda.synchronize(rt.device)
+        seconds = time.perf_counter() - start
+        evals = run.evaluate()
+        evals.pop("_probs")
+        record = {"epoch": epoch + 1, **record, "seconds": seconds, **evals}
+        record["images"] = len(run.loader) * run.loader.batch_size * rt.world_size
+        run.history.append(record)
+        improved = "val_accuracy" not in record or record["val_accuracy"] >= run.best.get(
+            "val_accuracy", -1.0
+        )
+        if improved:
+            run.best = {k: record[k] for k in ("epoch", "val_accuracy", "test_accuracy") if k in record}
+        if rt.is_main:
+            with open(out / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            if improved:
+                _atomic_save({"model": run.method.model.state_dict()}, out / "checkpoints" / "best.pt")
+            if (epoch + 1) % cfg.train.checkpoint_every == 0 or epoch + 1 == cfg.train.epochs:
+                _atomic_save(run.checkpoint_state(epoch + 1), out / "checkpoints" / "last.pt")
+            if progress:
+                shown = {k: record[k] for k in ("train_loss", "val_accuracy", "test_accuracy") if k in record}
+                tqdm.write(
+                    f"epoch {epoch + 1}/{cfg.train.epochs} "
+                    + " ".join(f"{k}={v:.4f}" for k, v in shown.items())
+                    + f" ({seconds:.1f}s)"
+                )
+        epochs_done += 1
+    finished = bool(run.history) and run.history[-1]["epoch"] == cfg.train.epochs
+    summary: dict[str, Any] = {"finished": finished, "epochs_done": len(run.history)}
+    if finished:
+        summary = finish_run(run)
+    if rt.distributed:
+        dist.barrier()
+    if finished and rt.is_main and write_report:
+        from .report import write_report as render
+
+        render(out)
+    return summary
+
+
+def finish_run(run: Run) -> dict[str, Any]:
+    """Final evaluation, ``predictions.npz`` and ``summary.json``."""
+    cfg, data, out = run.cfg, run.data, run.out
+    evals = run.evaluate()
+    probs = evals.pop("_probs")
+    test_labels = data.bundle.test.labels
+    metrics = classification_metrics(test_labels, probs, data.class_counts)
+    corr_summary = data.corruption.summary()
+    history = run.history
+    train_seconds = sum(r["seconds"] for r in history)
+    images = sum(r["images"] for r in history)
+    last5 = [r["test_accuracy"] for r in history[-5:]]
+    summary = {
+        "method": cfg.method.name,
+        "method_args": cfg.method.args,
+        "dataset": cfg.data.name,
+        "model": cfg.model.name,
+        "seed": cfg.seed,
+        "corruption_seed": cfg.effective_corruption_seed,
+        "noise": {
+            "kind": cfg.noise.kind,
+            "rate": cfg.noise.rate,
+            "realised_rate": data.corruption.noise_rate(),
+        },
+        "imbalance_ratio": cfg.imbalance.ratio,
+        "realised_imbalance_ratio": corr_summary.get("realised_imbalance_ratio"),
+        "num_train": int(len(data.corruption.train_idx)),
+        "num_val": int(len(data.corruption.val_idx)),
+        "num_meta": int(len(data.corruption.meta_idx)),
+        "num_test": int(len(test_labels)),
+        "epochs": cfg.train.epochs,
+        "test_accuracy": metrics["accuracy"],
+        "balanced_accuracy": metrics["balanced_accuracy"],
+        "many_shot_accuracy": metrics["many_shot_accuracy"],
+        "medium_shot_accuracy": metrics["medium_shot_accuracy"],
+        "few_shot_accuracy": metrics["few_shot_accuracy"],
+        "shot_thresholds": metrics.get("shot_thresholds"),
+        "ece": metrics["ece"],
+        "nll": metrics.get("nll"),
+        "best_epoch": run.best.get("epoch"),
+        "best_val_accuracy": run.best.get("val_accuracy"),
+        "test_accuracy_at_best_val": run.best.get("test_accuracy"),
+        "last5_test_accuracy_mean": float(np.mean(last5)),
+        "best_test_accuracy_any_epoch": max(r["test_accuracy"] for r in history),
+        "train_seconds": train_seconds,
+        "images_per_second": images / train_seconds if train_seconds > 0 else None,
+        "device": str(run.rt.device),
+        "world_size": run.rt.world_size,
+        "per_class_accuracy": metrics["per_class_accuracy"],
+        "class_names": list(data.bundle.class_names),
+        "train_class_counts": [int(c) for c in data.class_counts],
+    }
+    if run.rt.is_main:
+        np.savez_compressed(
+            out / "predictions.npz",
+            y_true=test_labels,
+            probs=probs.astype(np.float32),
+            train_class_counts=data.class_counts,
+            class_names=np.array(data.bundle.class_names),
+        )
+        _write_json(summary, out / "summary.json")
+    return summary
+
+
+def evaluate_run(run_dir: str | os.PathLike, *, checkpoint: str = "last") -> dict[str, Any]:
+    """Re-evaluate a finished (or interrupted) run's checkpoint on its test set."""
+    out = Path(run_dir)
+    cfg_path = out / "config.yaml"
+    if not cfg_path.exists():
+        raise DataError(f"{out} is not a run folder (no config.yaml).")
+    cfg = load_run_config(cfg_path)
+    rt = setup_runtime(cfg)
+    run = Run(cfg, out, rt, prepare_data(cfg))
+    ckpt = out / "checkpoints" / f"{checkpoint}.pt"
+    if not ckpt.exists():
+        raise DataError(f"{ckpt} not found: the run has no '{checkpoint}' checkpoint.")
+    state = torch.load(ckpt, map_location=rt.device, weights_only=False)
+    if "method" in state:
+        run.method.load_state_dict(state["method"])
+    else:
+        run.method.model.load_state_dict(state["model"])
+    probs = predict_probs(run.method, run.test_data, cfg.train.eval_batch_size, run.autocast)
+    metrics = classification_metrics(run.data.bundle.test.labels, probs, run.data.class_counts)
+    metrics["checkpoint"] = str(ckpt)
+    _write_json(metrics, out / f"evaluation_{checkpoint}.json")
+    return metrics
+
+
+def iterate_run_dirs(root: Path) -> Iterator[Path]:
+    """Run folders (holding ``summary.json``) under ``root``."""
+    for path in sorted(root.rglob("summary.json")):
+        yield path.parent

@@ -1,0 +1,100 @@
+import numpy as np
+import torch
+
+from noisytail.data.augment import augment, random_crop, random_flip, to_float
+from noisytail.data.loader import CyclingLoader, PoolData, TrainLoader
+from noisytail.data.types import TensorStore
+
+
+def pool(n=50, c=1, h=8, w=8):
+    data = torch.arange(n * c * h * w, dtype=torch.int64).remainder(256).to(torch.uint8)
+    store = TensorStore(data.view(n, c, h, w))
+    return PoolData(store, np.arange(n), mean=(0.5,) * c, std=(0.25,) * c, device=torch.device("cpu"))
+
+
+def test_to_float_normalises():
+    x = torch.full((2, 1, 2, 2), 255, dtype=torch.uint8)
+    assert torch.allclose(to_float(x, (0.5,), (0.25,)), torch.full((2, 1, 2, 2), 2.0))
+
+
+def test_crop_keeps_shape_and_content_is_shifted_copy():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 3, 8, 8)
+    y = random_crop(x, g, padding=2, mode="constant")
+    assert y.shape == x.shape
+    # every crop is a shifted window of the zero-padded image: its interior overlaps the original
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(16):
+        found = any(
+            torch.equal(padded[i, :, a : a + 8, b : b + 8], y[i]) for a in range(5) for b in range(5)
+        )
+        assert found
+
+
+def test_flip_flips_about_half():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 1, 4, 4)
+    y = random_flip(x, g)
+    flipped = sum(torch.equal(y[i], x[i].flip(2)) for i in range(400))
+    assert 150 < flipped < 250
+
+
+def test_features_pass_through():
+    x = torch.randn(4, 7)
+    assert torch.equal(augment(x, "crop_flip", torch.Generator()), x)
+
+
+def test_batches_cover_epoch_once_and_replay_exactly():
+    data = pool()
+    labels = np.arange(50) % 5
+    loader = TrainLoader(data, labels, batch_size=10, augment_kind="crop_flip", seed=3)
+    seen = torch.cat([b.idx for b in loader.epoch(0)])
+    assert sorted(seen.tolist()) == list(range(50))
+    a = [b.x for b in loader.epoch(1)]
+    b = [b.x for b in loader.epoch(1)]
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    batch = next(iter(loader.epoch(0)))
+    assert torch.equal(batch.labels, torch.as_tensor(labels)[batch.idx])
+    assert not hasattr(batch, "true_labels")
+
+
+def test_views_and_plain_view():
+    data = pool()
+    loader = TrainLoader(
+        data, np.zeros(50, dtype=int), batch_size=8, augment_kind="crop_flip", views=2,
+        include_plain_view=True,
+    )
+    batch = next(iter(loader.epoch(0)))
+    assert isinstance(batch.x, tuple) and len(batch.x) == 3
+    assert torch.equal(batch.x[2], data.inputs(batch.idx))
+
+
+def test_class_balanced_sampler_balances():
+    data = pool(n=50)
+    labels = np.array([0] * 45 + [1] * 5)
+    loader = TrainLoader(data, labels, batch_size=50, augment_kind="none", sampler="class_balanced")
+    counts = np.zeros(2)
+    for e in range(20):
+        for b in loader.epoch(e):
+            counts += np.bincount(b.labels.numpy(), minlength=2)
+    assert abs(counts[1] / counts.sum() - 0.5) < 0.05
+
+
+def test_sharding_splits_batches_between_ranks():
+    data = pool()
+    labels = np.zeros(50, dtype=int)
+    ranks = [
+        TrainLoader(data, labels, batch_size=5, augment_kind="none", rank=r, world_size=2)
+        for r in range(2)
+    ]
+    a = torch.cat([b.idx for b in ranks[0].epoch(0)])
+    b = torch.cat([b.idx for b in ranks[1].epoch(0)])
+    assert len(set(a.tolist()) & set(b.tolist())) == 0
+    assert len(a) + len(b) == 50
+
+
+def test_cycling_loader_restarts():
+    data = pool(n=20)
+    cyc = CyclingLoader(TrainLoader(data, np.zeros(20, dtype=int), batch_size=10, augment_kind="none"))
+    idx = [cyc.next_batch().idx for _ in range(5)]
+    assert len(idx) == 5

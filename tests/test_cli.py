@@ -1,0 +1,58 @@
+import json
+
+from click.testing import CliRunner
+
+from noisytail.cli import main
+
+FAST = [
+    "--set", "data.name=digits", "--set", "data.train_subset=400", "--set", "train.epochs=2",
+    "--set", "model.options.width=8", "--set", "train.batch_size=64",
+]
+
+
+def test_help_everywhere():
+    runner = CliRunner()
+    for args in ([], ["train"], ["evaluate"], ["list"], ["data"], ["report"]):
+        result = runner.invoke(main, [*args, "--help"])
+        assert result.exit_code == 0, result.output
+        assert "Usage" in result.output
+
+
+def test_list_names_the_registries():
+    result = CliRunner().invoke(main, ["list"])
+    assert result.exit_code == 0
+    assert "erm" in result.output and "gce" in result.output and "small_cnn" in result.output
+
+
+def test_train_evaluate_and_refuse_existing(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "run"
+    result = runner.invoke(main, ["train", *FAST, "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "test accuracy" in result.output and "report" in result.output
+    assert (out / "report.md").exists()
+    result = runner.invoke(main, ["evaluate", str(out)])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "summary.json").read_text())
+    evaluated = json.loads((out / "evaluation_last.json").read_text())
+    assert abs(evaluated["accuracy"] - saved["test_accuracy"]) < 1e-9
+    result = runner.invoke(main, ["train", *FAST, "--out", str(out)])
+    assert result.exit_code == 2
+    assert "already holds a run" in result.output
+
+
+def test_bad_input_is_one_line_exit_2(tmp_path):
+    runner = CliRunner()
+    cases = [
+        (["--set", "train.lrr=0.1"], "Did you mean 'lr'"),
+        (["--set", "noise.rate=1.5"], "noise.rate must be in"),
+        (["--set", "method.name=ermm"], "Did you mean 'erm'"),
+        (["--set", "method.loss=gcee"], "Did you mean 'gce'"),
+        (["--set", "noise.kind=matrix", "--set", "noise.rate=0.2", "--set", "noise.matrix=[[0.5, 0.4]]"], "matrix"),
+        (["--set", "imbalance.ratio=100000"], "ratio"),
+    ]
+    for i, (args, expected) in enumerate(cases):
+        result = runner.invoke(main, ["train", *FAST, *args, "--out", str(tmp_path / f"r{i}")])
+        assert result.exit_code == 2, (args, result.output)
+        assert expected in result.output, (args, result.output)
+        assert result.output.count("\n") <= 2, result.output

@@ -1,0 +1,49 @@
+import pytest
+
+from noisytail.config import ConfigError, load_config, load_run_config, dump_config, to_dict
+
+
+def test_defaults_then_file_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 0.2\n  epochs: 3\nmethod:\n  name: erm\n  loss: gce\n")
+    cfg = load_config(path, ["train.lr=0.3", "noise.kind=symmetric", "noise.rate=0.4"])
+    assert cfg.train.lr == 0.3 and cfg.train.epochs == 3
+    assert cfg.train.batch_size == 128  # default kept
+    assert cfg.method.name == "erm" and cfg.method.args == {"loss": "gce"}
+    assert cfg.noise.rate == 0.4
+
+
+def test_unknown_key_suggests():
+    with pytest.raises(ConfigError, match=r"'train.ecpochs'.*Did you mean 'epochs'"):
+        load_config(None, ["train.ecpochs=3"])
+    with pytest.raises(ConfigError, match=r"Unknown config key 'nosie'.*Did you mean 'noise'"):
+        load_config(None, ["nosie.rate=0.2"])
+
+
+def test_bad_values_are_errors():
+    with pytest.raises(ConfigError, match=r"noise.rate must be in \[0, 1\)"):
+        load_config(None, ["noise.rate=1.0"])
+    with pytest.raises(ConfigError, match="must be an integer"):
+        load_config(None, ["train.epochs=abc"])
+    with pytest.raises(ConfigError, match="not one of"):
+        load_config(None, ["train.schedule=cosin"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["train.lr"])
+
+
+def test_int_is_accepted_for_float():
+    cfg = load_config(None, ["train.lr=1"])
+    assert isinstance(cfg.train.lr, float)
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("/nonexistent/config.yaml")
+
+
+def test_free_form_sections_and_round_trip(tmp_path):
+    cfg = load_config(None, ["model.options.width=16", "method.loss={name: gce, q: 0.5}"])
+    assert cfg.model.options == {"width": 16}
+    assert cfg.method.args["loss"] == {"name": "gce", "q": 0.5}
+    dump_config(cfg, tmp_path / "config.yaml", extra={"git_commit": "abc"})
+    assert to_dict(load_run_config(tmp_path / "config.yaml")) == to_dict(cfg)

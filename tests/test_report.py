@@ -1,0 +1,200 @@
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+
+from noisytail.report import plot_accuracy_vs_noise, render_bench_tables, write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat"]
+NAMES += ["Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def make_run(run_dir, *, epochs=12, noisy=True, with_val=True):
+    """A fake run folder in the format the training loop writes."""
+    rng = np.random.default_rng(0)
+    k = len(NAMES)
+    counts = np.floor(2000 * 400.0 ** (-np.arange(k) / (k - 1))).astype(int)  # ratio 400
+    true = np.repeat(np.arange(k), counts)
+    noisy_labels = true.copy()
+    if noisy:
+        flip = rng.random(len(true)) < 0.4
+        noisy_labels[flip] = (true[flip] + 1) % k  # class c -> c + 1
+    pool = len(true) + 500  # the pool also holds 500 samples not used for training
+    true_pool = np.concatenate([true, rng.integers(0, k, 500)])
+    noisy_pool = np.concatenate([noisy_labels, rng.integers(0, k, 500)])
+    np.savez(
+        run_dir / "corruption.npz",
+        true_labels=true_pool,
+        noisy_labels=noisy_pool,
+        train_idx=np.arange(len(true)),
+    )
+    assert pool == len(true_pool)
+    y = np.repeat(np.arange(k), 100)
+    hit = rng.random(len(y)) < np.linspace(0.95, 0.5, k)[y]
+    pred = np.where(hit, y, (y + 1) % k)
+    logits = rng.normal(size=(len(y), k))
+    logits[np.arange(len(y)), pred] += 3
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    train_counts = np.bincount(noisy_labels, minlength=k)
+    np.savez(
+        run_dir / "predictions.npz",
+        y_true=y,
+        probs=probs,
+        train_class_counts=train_counts,
+        class_names=np.array(NAMES),
+    )
+    acc = float((pred == y).mean())
+    with open(run_dir / "metrics.jsonl", "w") as f:
+        for e in range(1, epochs + 1):
+            row = {
+                "epoch": e,
+                "train_loss": 2.0 / e,
+                "lr": 0.1,
+                "seconds": 1.5,
+                "val_accuracy": 0.5 + 0.02 * e if with_val else None,
+                "test_accuracy": acc - 0.2 / e,
+                "test_balanced_accuracy": acc - 0.25 / e,
+                "train_accuracy_noisy": 0.4 + 0.03 * e,
+            }
+            f.write(json.dumps(row) + "\n")
+        f.write('{"epoch": 13, "train_lo')  # a crashed run leaves a truncated line
+    summary = {
+        "method": "erm",
+        "method_args": {"loss": {"name": "gce", "q": 0.7}},
+        "dataset": "fashion_mnist",
+        "model": "small_cnn",
+        "noise": {"kind": "pair_flip", "rate": 0.4 if noisy else 0.0, "realised_rate": 0.398},
+        "imbalance_ratio": 400,
+        "epochs": epochs,
+        "test_accuracy": acc,
+        "balanced_accuracy": acc,
+        "many_shot_accuracy": 0.9,
+        "medium_shot_accuracy": None,
+        "few_shot_accuracy": 0.55,
+        "ece": 0.05,
+        "train_seconds": 18.0,
+        "images_per_second": 12345.6,
+        "best_epoch": 9 if with_val else None,
+        "best_val_accuracy": 0.68 if with_val else None,
+        "test_accuracy_at_best_val": acc - 0.01,
+        "last5_test_accuracy_mean": acc - 0.02,
+        "shot_thresholds": {"many": 100.0, "few": 20.0, "scale": 1.0},
+        "seed": 0,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    (run_dir / "config.yaml").write_text("method:\n  name: erm\n  loss: gce\nseed: 0\n")
+    return summary
+
+
+def assert_png(path):
+    assert path.is_file(), path
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC
+    assert len(data) > 5_000
+
+
+def test_write_report_full_run(tmp_path):
+    summary = make_run(tmp_path)
+    out = write_report(tmp_path)
+    assert out == tmp_path / "report.md"
+    for name in (
+        "learning_curves",
+        "per_class_accuracy",
+        "confusion_matrix",
+        "noise_transition",
+    ):
+        assert_png(tmp_path / f"{name}.png")
+        assert f"({name}.png)" in out.read_text()
+    text = out.read_text()
+    assert text.startswith("# erm on Fashion-MNIST")
+    assert f"{100 * summary['test_accuracy']:.1f} %" in text
+    assert "40 % pair flip label noise (realised 39.8 %" in text
+    assert "imbalance ratio 400" in text
+    assert "`erm` with the `gce` loss" in text
+    assert "many-shot > 100, few-shot < 20" in text
+    assert "Ankle boot" in text  # per-class table uses class names
+    assert "```yaml\nmethod:\n  name: erm" in text
+
+
+def test_write_report_clean_run_without_validation(tmp_path):
+    make_run(tmp_path, noisy=False, with_val=False)
+    text = write_report(tmp_path).read_text()
+    assert not (tmp_path / "noise_transition.png").exists()
+    assert "No training label was changed." in text
+    assert "Choosing the epoch by validation" not in text
+    assert_png(tmp_path / "learning_curves.png")
+
+
+def test_write_report_tolerates_missing_files(tmp_path):
+    make_run(tmp_path)
+    for name in ("predictions.npz", "corruption.npz", "config.yaml", "summary.json"):
+        (tmp_path / name).unlink()
+    text = write_report(tmp_path).read_text()
+    assert_png(tmp_path / "learning_curves.png")
+    assert not (tmp_path / "per_class_accuracy.png").exists()
+    assert "learning_curves.png" in text
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "may not have finished" in write_report(empty).read_text()
+    with pytest.raises(FileNotFoundError):
+        write_report(tmp_path / "missing")
+
+
+def test_noise_transition_uses_train_idx(tmp_path):
+    from noisytail.report import noise_transition
+
+    corr = {
+        "true_labels": np.array([0, 0, 1, 1, 0]),
+        "noisy_labels": np.array([0, 1, 1, 1, -1]),
+        "train_idx": np.array([0, 1, 2, 3]),  # sample 4 is in no split
+    }
+    assert noise_transition(corr, 2).tolist() == [[0.5, 0.5], [0.0, 1.0]]
+
+
+BENCH = [
+    {"method": "erm", "noise": {"kind": "sym", "rate": 0.2}, "seed": 0, "test_accuracy": 0.80},
+    {"method": "erm", "noise": {"kind": "sym", "rate": 0.2}, "seed": 1, "test_accuracy": 0.84},
+    {"method": "erm", "noise": {"kind": "sym", "rate": 0.2}, "seed": 2, "test_accuracy": 0.82},
+    {"method": "gce", "noise": {"kind": "sym", "rate": 0.2}, "seed": 0, "test_accuracy": 0.90},
+    {"method": "erm", "noise": {"kind": "none", "rate": 0.0}, "seed": 0, "test_accuracy": 0.95},
+    {"method": "erm", "noise": {"kind": "asym", "rate": 0.4}, "seed": 0, "test_accuracy": 0.70},
+    {"method": "erm", "noise": {"kind": "asym", "rate": 0.4}, "seed": 1, "test_accuracy": None},
+]
+
+
+def test_render_bench_tables_mean_and_std():
+    md, text = render_bench_tables(BENCH, ["method", "noise.kind", "noise.rate"], ["test_accuracy"])
+    lines = md.splitlines()
+    assert lines[0] == "| method | noise.kind | noise.rate | runs | test_accuracy (%) |"
+    # mean 0.82, sample std of (0.80, 0.84, 0.82) = 0.02
+    assert lines[2] == "| erm | sym | 0.2 | 3 | 82.00 ± 2.00 |"
+    assert lines[3] == "| gce | sym | 0.2 | 1 | 90.00 |"  # one run: no std
+    assert lines[5] == "| erm | asym | 0.4 | 2 | 70.00 |"  # None skipped
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert rows[0]["runs"] == "3" and rows[0]["test_accuracy_n"] == "3"
+    assert float(rows[0]["test_accuracy_mean"]) == pytest.approx(0.82)
+    assert float(rows[0]["test_accuracy_std"]) == pytest.approx(0.02)
+    assert rows[1]["test_accuracy_std"] == ""
+
+
+def test_render_bench_tables_non_percent_metric():
+    rows = [{"m": "a", "train_seconds": 10.0}, {"m": "a", "train_seconds": 14.0}]
+    md, _ = render_bench_tables(rows, ["m"], ["train_seconds"])
+    assert md.splitlines()[2] == f"| a | 2 | 12.00 ± {np.std([10, 14], ddof=1):.2f} |"
+
+
+def test_plot_accuracy_vs_noise(tmp_path):
+    path = plot_accuracy_vs_noise(BENCH, tmp_path / "acc_vs_noise.png")
+    assert_png(path)
+    # The bench writes flat keys (noise_kind, noise_rate); the same defaults find them.
+    flat = [
+        {"method": r["method"], "noise_kind": r["noise"]["kind"], "noise_rate": r["noise"]["rate"]}
+        | {"test_accuracy": r["test_accuracy"]}
+        for r in BENCH
+    ]
+    assert_png(plot_accuracy_vs_noise(flat, tmp_path / "flat.png"))
+    md, _ = render_bench_tables(flat, ["method", "noise.kind"], ["test_accuracy"])
+    assert md.splitlines()[2] == "| erm | sym | 3 | 82.00 ± 2.00 |"
