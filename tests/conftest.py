@@ -10,12 +10,11 @@ def digits_config():
     def make(*overrides: str):
         base = [
             "data.name=digits",
-            "data.train_subset=600",
             "data.val_fraction=0.1",
             "model.name=small_cnn",
-            "model.options.width=8",
+            "model.options.width=16",
             "train.epochs=3",
-            "train.batch_size=64",
+            "train.batch_size=32",
             "train.lr=0.05",
             "train.progress=false",
         ]

@@ -5,8 +5,16 @@ from click.testing import CliRunner
 from noisytail.cli import main
 
 FAST = [
-    "--set", "data.name=digits", "--set", "data.train_subset=400", "--set", "train.epochs=2",
-    "--set", "model.options.width=8", "--set", "train.batch_size=64",
+    "--set",
+    "data.name=digits",
+    "--set",
+    "data.train_subset=400",
+    "--set",
+    "train.epochs=2",
+    "--set",
+    "model.options.width=8",
+    "--set",
+    "train.batch_size=64",
 ]
 
 
@@ -48,7 +56,17 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
         (["--set", "noise.rate=1.5"], "noise.rate must be in"),
         (["--set", "method.name=ermm"], "Did you mean 'erm'"),
         (["--set", "method.loss=gcee"], "Did you mean 'gce'"),
-        (["--set", "noise.kind=matrix", "--set", "noise.rate=0.2", "--set", "noise.matrix=[[0.5, 0.4]]"], "matrix"),
+        (
+            [
+                "--set",
+                "noise.kind=matrix",
+                "--set",
+                "noise.rate=0.2",
+                "--set",
+                "noise.matrix=[[0.5, 0.4]]",
+            ],
+            "matrix",
+        ),
         (["--set", "imbalance.ratio=100000"], "ratio"),
     ]
     for i, (args, expected) in enumerate(cases):

@@ -1,6 +1,6 @@
 import pytest
 
-from noisytail.config import ConfigError, load_config, load_run_config, dump_config, to_dict
+from noisytail.config import ConfigError, dump_config, load_config, load_run_config, to_dict
 
 
 def test_defaults_then_file_then_overrides(tmp_path):

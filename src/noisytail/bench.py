@@ -113,7 +113,9 @@ def plan(grid: Grid, out: Path) -> list[PlannedRun]:
             load_config(grid.base, overrides)  # fail before running anything
             digest = hashlib.sha1(json.dumps(overrides).encode()).hexdigest()[:10]
             slug = "-".join(_short(v).replace(" ", "_").replace("/", "_") for v in values)
-            runs.append(PlannedRun(setting, seed, overrides, out / "runs" / f"{slug}-s{seed}-{digest}"))
+            runs.append(
+                PlannedRun(setting, seed, overrides, out / "runs" / f"{slug}-s{seed}-{digest}")
+            )
     return runs
 
 
@@ -133,8 +135,13 @@ def _command(run: PlannedRun, base: str | None, threads: int) -> list[str]:
     return cmd
 
 
-def run_grid(grid_path: str | os.PathLike, out: str | os.PathLike, *, jobs: int | None = None,
-             echo: Any = print) -> list[dict[str, Any]]:
+def run_grid(
+    grid_path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    jobs: int | None = None,
+    echo: Any = print,
+) -> list[dict[str, Any]]:
     """Run (or finish) every run of the grid, then aggregate; returns the result rows."""
     grid = load_grid(grid_path)
     out = Path(out)
@@ -151,7 +158,9 @@ def run_grid(grid_path: str | os.PathLike, out: str | os.PathLike, *, jobs: int 
         while todo and len(running) < jobs:
             run = todo.pop(0)
             log = open(out / "logs" / f"{run.out.name}.log", "w")  # noqa: SIM115
-            proc = subprocess.Popen(_command(run, grid.base, threads), stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                _command(run, grid.base, threads), stdout=log, stderr=subprocess.STDOUT
+            )
             running.append((run, proc, time.perf_counter()))
         time.sleep(0.5)
         for item in list(running):
@@ -164,10 +173,13 @@ def run_grid(grid_path: str | os.PathLike, out: str | os.PathLike, *, jobs: int 
                 echo(f"  done   {run.label} seed={run.seed} ({took:.0f}s)")
             else:
                 failures.append(run)
-                echo(f"  FAILED {run.label} seed={run.seed}: see {out / 'logs' / (run.out.name + '.log')}")
+                log_path = out / "logs" / f"{run.out.name}.log"
+                echo(f"  FAILED {run.label} seed={run.seed}: see {log_path}")
     rows = aggregate(grid, runs, out)
     if failures:
-        raise RuntimeError(f"{len(failures)} of {len(runs)} runs failed; rerun the same command to retry.")
+        raise RuntimeError(
+            f"{len(failures)} of {len(runs)} runs failed; rerun the same command to retry."
+        )
     return rows
 
 
@@ -183,13 +195,15 @@ def aggregate(grid: Grid, runs: list[PlannedRun], out: Path) -> list[dict[str, A
         summary = json.loads(path.read_text())
         row = {"setting": run.label, "seed": run.seed, "run_dir": str(run.out)}
         row.update({k: summary.get(k) for k in grid.metrics})
-        row.update({
-            "method": _method_label(summary),
-            "noise_kind": summary["noise"]["kind"],
-            "noise_rate": summary["noise"]["rate"],
-            "realised_noise_rate": summary["noise"]["realised_rate"],
-            "imbalance_ratio": summary["imbalance_ratio"],
-        })
+        row.update(
+            {
+                "method": _method_label(summary),
+                "noise_kind": summary["noise"]["kind"],
+                "noise_rate": summary["noise"]["rate"],
+                "realised_noise_rate": summary["noise"]["realised_rate"],
+                "imbalance_ratio": summary["imbalance_ratio"],
+            }
+        )
         rows.append(row)
     with open(out / "results.jsonl", "w") as fh:
         for row in rows:

@@ -55,8 +55,12 @@ def main() -> None:
 
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False), required=False)
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key.")
-@click.option("--out", type=click.Path(file_okay=False), help="Run folder (default runs/<name>-<time>).")
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key."
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Run folder (default runs/<name>-<time>)."
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--no-report", is_flag=True, help="Skip report.md and plots.")
@@ -70,18 +74,25 @@ def train(config, overrides, out, resume, no_progress, no_report) -> None:  # ty
         import os
 
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise ConfigError("Under torchrun, name the run folder with --out (all ranks share it).")
+            raise ConfigError(
+                "Under torchrun, name the run folder with --out (all ranks share it)."
+            )
         if resume:
             raise ConfigError("--resume needs --out RUN_DIR (the run to continue).")
         stem = Path(config).stem if config else "run"
-        out = Path("runs") / f"{stem}-{cfg.method.name}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        out = (
+            Path("runs")
+            / f"{stem}-{cfg.method.name}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
     summary = fit(cfg, out, resume=resume, progress=not no_progress, write_report=not no_report)
     _print_summary(summary, Path(out))
 
 
 def _print_summary(summary: dict, out: Path) -> None:
     if not summary.get("finished", True):
-        click.echo(f"stopped after {summary.get('epochs_done')} epochs; resume with --resume --out {out}")
+        click.echo(
+            f"stopped after {summary.get('epochs_done')} epochs; resume with --resume --out {out}"
+        )
         return
     noise = summary["noise"]
 
@@ -111,7 +122,9 @@ def _print_summary(summary: dict, out: Path) -> None:
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--checkpoint", type=click.Choice(["last", "best"]), default="last", show_default=True)
+@click.option(
+    "--checkpoint", type=click.Choice(["last", "best"]), default="last", show_default=True
+)
 @_guard
 def evaluate(run_dir, checkpoint) -> None:  # type: ignore[no-untyped-def]
     """Re-evaluate a run's checkpoint on its test set (writes evaluation_<checkpoint>.json)."""
@@ -140,7 +153,9 @@ def report(run_dir) -> None:  # type: ignore[no-untyped-def]
 
 @main.command()
 @click.argument("grid", type=click.Path(dir_okay=False))
-@click.option("--out", type=click.Path(file_okay=False), help="Bench folder (default runs/bench-<grid>).")
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Bench folder (default runs/bench-<grid>)."
+)
 @click.option("--jobs", type=int, help="Runs at once (default: the grid's `jobs`).")
 @_guard
 def bench(grid, out, jobs) -> None:  # type: ignore[no-untyped-def]

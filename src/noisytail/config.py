@@ -246,7 +246,9 @@ def validate(cfg: Config) -> None:
     if not 0.0 <= cfg.noise.rate < 1.0:
         raise ConfigError(f"noise.rate must be in [0, 1), got {cfg.noise.rate}.")
     if cfg.imbalance.ratio < 1.0:
-        raise ConfigError(f"imbalance.ratio is n_max/n_min and must be >= 1, got {cfg.imbalance.ratio}.")
+        raise ConfigError(
+            f"imbalance.ratio is n_max/n_min and must be >= 1, got {cfg.imbalance.ratio}."
+        )
     if not 0.0 <= cfg.data.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction must be in [0, 1), got {cfg.data.val_fraction}.")
     if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
@@ -265,7 +267,8 @@ def validate(cfg: Config) -> None:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(
-                f"{key}={value!r} is not one of {', '.join(allowed)}.{suggest(value, list(allowed))}"
+                f"{key}={value!r} is not one of {', '.join(allowed)}."
+                + suggest(value, list(allowed))
             )
 
 

@@ -92,7 +92,11 @@ def keyword_parameters(target: Callable[..., Any]) -> dict[str, inspect.Paramete
 
 
 def check_kwargs(
-    target: Callable[..., Any], args: Mapping[str, Any], *, what: str, reserved: set[str] = frozenset()
+    target: Callable[..., Any],
+    args: Mapping[str, Any],
+    *,
+    what: str,
+    reserved: set[str] = frozenset(),
 ) -> None:
     """Raise `RegistryError` if `args` holds a name `target` does not accept (or a reserved one)."""
     params = keyword_parameters(target)

@@ -28,6 +28,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from . import __version__
+from . import models as _models  # noqa: F401  (registration)
 from .config import Config, ConfigError, dump_config, load_run_config, to_dict
 from .data.corruption import Corruption, ImbalanceSpec, MetaSpec, NoiseSpec, corrupt
 from .data.label_file import apply_label_file
@@ -37,7 +38,6 @@ from .data.splits import stratified_split
 from .data.types import DataError, DatasetBundle
 from .evaluate import classification_metrics
 from .methods import Context, Method, TaskInfo
-from . import models as _models  # noqa: F401  (registration)
 from .registry import METHODS, MODELS
 
 
@@ -111,8 +111,12 @@ def prepare_data(cfg: Config) -> PreparedData:
             )
         given_noisy = apply_label_file(bundle, cfg.data.label_file, key=cfg.data.label_file_key)
         given_noisy = given_noisy.train.labels
-    train_src = _stratified_subset(bundle.train.labels, cfg.data.train_subset, seed, "data.train_subset")
-    test_src = _stratified_subset(bundle.test.labels, cfg.data.test_subset, seed + 1, "data.test_subset")
+    train_src = _stratified_subset(
+        bundle.train.labels, cfg.data.train_subset, seed, "data.train_subset"
+    )
+    test_src = _stratified_subset(
+        bundle.test.labels, cfg.data.test_subset, seed + 1, "data.test_subset"
+    )
     bundle = subset_bundle(bundle, train_src, test_src)
     features = _instance_features(bundle) if cfg.noise.kind == "instance" else None
     corruption = corrupt(
@@ -152,7 +156,9 @@ def prepare_data(cfg: Config) -> PreparedData:
     return PreparedData(bundle, corruption, train_src, test_src)
 
 
-def subset_bundle(bundle: DatasetBundle, train_idx: np.ndarray, test_idx: np.ndarray) -> DatasetBundle:
+def subset_bundle(
+    bundle: DatasetBundle, train_idx: np.ndarray, test_idx: np.ndarray
+) -> DatasetBundle:
     """The bundle restricted to the given train/test ids (in-memory stores are materialised)."""
     from dataclasses import replace
 
@@ -212,13 +218,16 @@ def setup_runtime(cfg: Config) -> Runtime:
 def provenance() -> dict[str, Any]:
     commit = None
     with contextlib.suppress(Exception):
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                cwd=Path(__file__).resolve().parent,
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
+            or None
+        )
     return {
         "noisytail": __version__,
         "git_commit": commit,
@@ -259,16 +268,22 @@ def load_init(model: torch.nn.Module, path: str) -> None:
     if p.is_dir():
         p = p / "checkpoints" / "last.pt"
     if not p.is_file():
-        raise ConfigError(f"model.init: {str(p)!r} not found (give an encoder .pt or a run folder).")
+        raise ConfigError(
+            f"model.init: {str(p)!r} not found (give an encoder .pt or a run folder)."
+        )
     state = torch.load(p, map_location="cpu", weights_only=False)
     if isinstance(state, dict) and "model" in state:
         state = state["model"]
     elif isinstance(state, dict) and "method" in state:
-        state = {k[len("model.") :]: v for k, v in state["method"].items() if k.startswith("model.")}
+        state = {
+            k[len("model.") :]: v for k, v in state["method"].items() if k.startswith("model.")
+        }
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not usable:
-        raise ConfigError(f"model.init: {p} holds no weights that fit model {type(model).__name__}.")
+        raise ConfigError(
+            f"model.init: {p} holds no weights that fit model {type(model).__name__}."
+        )
     model.load_state_dict(usable, strict=False)
 
 
@@ -333,7 +348,9 @@ def _write_json(obj: Any, path: Path) -> None:
 class Run:
     """Everything one training run holds; ``fit`` drives it."""
 
-    def __init__(self, cfg: Config, out_dir: Path, runtime: Runtime, prepared: PreparedData) -> None:
+    def __init__(
+        self, cfg: Config, out_dir: Path, runtime: Runtime, prepared: PreparedData
+    ) -> None:
         self.cfg = cfg
         self.out = out_dir
         self.rt = runtime
@@ -341,7 +358,9 @@ class Run:
         bundle = prepared.bundle
         corr = prepared.corruption
         t = cfg.train
-        channels_last = t.channels_last if t.channels_last is not None else runtime.device.type == "cuda"
+        channels_last = (
+            t.channels_last if t.channels_last is not None else runtime.device.type == "cuda"
+        )
         pool = dict(
             mean=bundle.mean,
             std=bundle.std,
@@ -350,10 +369,13 @@ class Run:
             channels_last=channels_last and bundle.is_image,
         )
         self.train_data = PoolData(bundle.train.images, corr.train_idx, **pool)
-        self.val_data = PoolData(bundle.train.images, corr.val_idx, **pool) if len(corr.val_idx) else None
+        self.val_data = (
+            PoolData(bundle.train.images, corr.val_idx, **pool) if len(corr.val_idx) else None
+        )
         self.test_data = PoolData(bundle.test.images, np.arange(len(bundle.test)), **pool)
         self.autocast = _autocast_factory(runtime.device, t.precision)
 
+        torch.manual_seed(cfg.seed)  # model (and method) initialisation
         model = build_model(cfg, bundle)
         method_cls = METHODS.get(cfg.method.name)
         if method_cls.needs_meta and len(corr.meta_idx) == 0:
@@ -382,7 +404,9 @@ class Run:
             epochs=t.epochs,
             steps_per_epoch=len(self.loader),
         )
-        self.method: Method = METHODS.build(cfg.method.name, args=cfg.method.args, model=model, info=self.info)
+        self.method: Method = METHODS.build(
+            cfg.method.name, args=cfg.method.args, model=model, info=self.info
+        )
         self.method.to(runtime.device)
         if channels_last and bundle.is_image:
             self.method.to(memory_format=torch.channels_last)
@@ -502,7 +526,11 @@ class Run:
                 torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.train.grad_clip)
             self.optimizer.step()
             for key, value in out.items():
-                v = value.detach().float() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+                v = (
+                    value.detach().float()
+                    if isinstance(value, torch.Tensor)
+                    else torch.tensor(float(value))
+                )
                 sums[key] = sums.get(key, 0.0) + v.to(self.rt.device)
             if i % 20 == 19 or i == steps - 1:
                 self._check_finite(losses[: i + 1], epoch, steps)
@@ -519,7 +547,11 @@ class Run:
             return
         first = int((~finite).nonzero()[0])
         last_good = self.out / "checkpoints" / "last.pt"
-        kept = f"the last good checkpoint is {last_good}" if last_good.exists() else "no checkpoint was written yet"
+        kept = (
+            f"the last good checkpoint is {last_good}"
+            if last_good.exists()
+            else "no checkpoint was written yet"
+        )
         raise TrainingError(
             f"The loss became {float(losses[first])} at epoch {epoch + 1}, step {first + 1} "
             f"(global step {epoch * steps + first + 1}); training stopped and {kept}. "
@@ -597,10 +629,10 @@ def fit(
             test_source_idx=prepared.test_source_idx,
         )
     run.method.on_train_start(run.ctx)
-    epochs_done = 0
-    for epoch in range(run.start_epoch, cfg.train.epochs):
-        if stop_after_epochs is not None and epochs_done >= stop_after_epochs:
-            break
+    last_epoch = cfg.train.epochs
+    if stop_after_epochs is not None:
+        last_epoch = min(last_epoch, run.start_epoch + stop_after_epochs)
+    for epoch in range(run.start_epoch, last_epoch):
         start = time.perf_counter()
         record = run.train_epoch(epoch, progress)
         if rt.device.type == "cuda":
@@ -615,22 +647,29 @@ def fit(
             "val_accuracy", -1.0
         )
         if improved:
-            run.best = {k: record[k] for k in ("epoch", "val_accuracy", "test_accuracy") if k in record}
+            run.best = {
+                k: record[k] for k in ("epoch", "val_accuracy", "test_accuracy") if k in record
+            }
         if rt.is_main:
             with open(out / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(record) + "\n")
             if improved:
-                _atomic_save({"model": run.method.model.state_dict()}, out / "checkpoints" / "best.pt")
+                _atomic_save(
+                    {"model": run.method.model.state_dict()}, out / "checkpoints" / "best.pt"
+                )
             if (epoch + 1) % cfg.train.checkpoint_every == 0 or epoch + 1 == cfg.train.epochs:
                 _atomic_save(run.checkpoint_state(epoch + 1), out / "checkpoints" / "last.pt")
             if progress:
-                shown = {k: record[k] for k in ("train_loss", "val_accuracy", "test_accuracy") if k in record}
+                shown = {
+                    k: record[k]
+                    for k in ("train_loss", "val_accuracy", "test_accuracy")
+                    if k in record
+                }
                 tqdm.write(
                     f"epoch {epoch + 1}/{cfg.train.epochs} "
                     + " ".join(f"{k}={v:.4f}" for k, v in shown.items())
                     + f" ({seconds:.1f}s)"
                 )
-        epochs_done += 1
     finished = bool(run.history) and run.history[-1]["epoch"] == cfg.train.epochs
     summary: dict[str, Any] = {"finished": finished, "epochs_done": len(run.history)}
     if finished:
@@ -657,6 +696,7 @@ def finish_run(run: Run) -> dict[str, Any]:
     images = sum(r["images"] for r in history)
     last5 = [r["test_accuracy"] for r in history[-5:]]
     summary = {
+        "finished": True,
         "method": cfg.method.name,
         "method_args": cfg.method.args,
         "dataset": cfg.data.name,

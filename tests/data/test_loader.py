@@ -9,7 +9,9 @@ from noisytail.data.types import TensorStore
 def pool(n=50, c=1, h=8, w=8):
     data = torch.arange(n * c * h * w, dtype=torch.int64).remainder(256).to(torch.uint8)
     store = TensorStore(data.view(n, c, h, w))
-    return PoolData(store, np.arange(n), mean=(0.5,) * c, std=(0.25,) * c, device=torch.device("cpu"))
+    return PoolData(
+        store, np.arange(n), mean=(0.5,) * c, std=(0.25,) * c, device=torch.device("cpu")
+    )
 
 
 def test_to_float_normalises():
@@ -26,7 +28,9 @@ def test_crop_keeps_shape_and_content_is_shifted_copy():
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     for i in range(16):
         found = any(
-            torch.equal(padded[i, :, a : a + 8, b : b + 8], y[i]) for a in range(5) for b in range(5)
+            torch.equal(padded[i, :, a : a + 8, b : b + 8], y[i])
+            for a in range(5)
+            for b in range(5)
         )
         assert found
 
@@ -61,7 +65,11 @@ def test_batches_cover_epoch_once_and_replay_exactly():
 def test_views_and_plain_view():
     data = pool()
     loader = TrainLoader(
-        data, np.zeros(50, dtype=int), batch_size=8, augment_kind="crop_flip", views=2,
+        data,
+        np.zeros(50, dtype=int),
+        batch_size=8,
+        augment_kind="crop_flip",
+        views=2,
         include_plain_view=True,
     )
     batch = next(iter(loader.epoch(0)))
@@ -95,6 +103,8 @@ def test_sharding_splits_batches_between_ranks():
 
 def test_cycling_loader_restarts():
     data = pool(n=20)
-    cyc = CyclingLoader(TrainLoader(data, np.zeros(20, dtype=int), batch_size=10, augment_kind="none"))
+    cyc = CyclingLoader(
+        TrainLoader(data, np.zeros(20, dtype=int), batch_size=10, augment_kind="none")
+    )
     idx = [cyc.next_batch().idx for _ in range(5)]
     assert len(idx) == 5

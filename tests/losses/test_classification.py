@@ -65,7 +65,9 @@ def test_label_smoothing_by_hand_and_torch():
         label_smoothing_ce(logits, y, smoothing=0.2),
         F.cross_entropy(logits, y, label_smoothing=0.2),
     )
-    torch.testing.assert_close(label_smoothing_ce(logits, y, smoothing=0.0), cross_entropy(logits, y))
+    torch.testing.assert_close(
+        label_smoothing_ce(logits, y, smoothing=0.0), cross_entropy(logits, y)
+    )
 
 
 def test_focal_by_hand_and_gamma_zero_is_ce():

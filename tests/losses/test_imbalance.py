@@ -77,9 +77,9 @@ def test_cb_ce_and_focal():
 
 def test_cb_focal_sigmoid_gamma_zero_is_summed_bce():
     logits, y = batch(1)
-    bce = F.binary_cross_entropy_with_logits(
-        logits, F.one_hot(y, 4).float(), reduction="none"
-    ).sum(1)
+    bce = F.binary_cross_entropy_with_logits(logits, F.one_hot(y, 4).float(), reduction="none").sum(
+        1
+    )
     out = class_balanced_focal(
         logits, y, class_counts=COUNTS, beta=0.0, gamma=0.0, sigmoid=True, reduction="none"
     )

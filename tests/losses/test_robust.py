@@ -57,9 +57,9 @@ def test_sce_is_alpha_ce_plus_beta_rce():
     rce_def = -(F.softmax(logits, 1) * log_q).sum(1)
     torch.testing.assert_close(rce, rce_def)
     cifar100 = symmetric_ce(logits, y, alpha=6.0, beta=0.1, log_zero=math.log(1e-4))
-    expected = 6.0 * cross_entropy(logits, y) + 0.1 * (-math.log(1e-4)) * (
-        1 - p_label(logits, y)
-    ).mean()
+    expected = (
+        6.0 * cross_entropy(logits, y) + 0.1 * (-math.log(1e-4)) * (1 - p_label(logits, y)).mean()
+    )
     torch.testing.assert_close(cifar100, expected)
 
 

@@ -94,9 +94,10 @@ def label_smoothing_ce(
     """Cross-entropy against ``(1 - ε)·onehot(y) + ε/K`` (Szegedy et al. 2016, "Rethinking the
     Inception Architecture", Sec. 7), ``ε = smoothing``.
 
-    Per sample: ``(1 - ε)·(-log p_y) + ε·mean_k(-log p_k)``, as ``F.cross_entropy(label_smoothing=ε)``
-    computes it. ``class_weight`` weights the sample by its label's weight (torch instead weights
-    every smoothing term by its own class; the two agree without weights).
+    Per sample: ``(1 - ε)·(-log p_y) + ε·mean_k(-log p_k)``, as
+    ``F.cross_entropy(label_smoothing=ε)`` computes it. ``class_weight`` weights the sample by its
+    label's weight (torch instead weights every smoothing term by its own class; the two agree
+    without weights).
     """
     if not 0.0 <= smoothing <= 1.0:
         raise ValueError(f"smoothing must be in [0, 1], got {smoothing}.")

@@ -62,11 +62,10 @@ def class_balanced_weights(class_counts: Counts, beta: float = 0.9999) -> Tensor
     counts = torch.as_tensor(class_counts).to(torch.float64).clamp_min(1.0)
     if counts.ndim != 1:
         raise ValueError(f"class_counts must be [K], got shape {tuple(counts.shape)}.")
-    if beta == 1.0:
-        inv_effective = 1.0 / counts
-    else:
-        inv_effective = (1.0 - beta) / (1.0 - torch.pow(beta, counts))
-    weights = inv_effective / inv_effective.sum() * counts.numel()
+    # effective number E_n = (1 - β^n) / (1 - β); its limit at β = 1 is n
+    effective = counts if beta == 1.0 else (1.0 - torch.pow(beta, counts)) / (1.0 - beta)
+    weights = 1.0 / effective
+    weights = weights / weights.sum() * counts.numel()
     return weights.float()
 
 
@@ -164,7 +163,8 @@ def ldam(
 
     The paper's model normalises the last features and weights, so ``z`` are cosines in [-1, 1]
     and ``scale = 30`` sets the temperature (see ``cosine_logits``). With an ordinary linear head
-    use ``scale=1`` or a small value. LDAM-DRW = this loss with ``class_weight=drw_class_weights(...)``.
+    use ``scale=1`` or a small value. LDAM-DRW is this loss with
+    ``class_weight=drw_class_weights(...)``.
     """
     logits, labels = _prepare(logits, labels, reduction)
     margins = ldam_margins(_counts_like(class_counts, logits), max_margin).to(logits)

@@ -23,7 +23,8 @@ def generalized_ce(
     class_weight: Tensor | None = None,
 ) -> Tensor:
     """Generalized cross-entropy ``L_q = (1 - p_y^q) / q`` (Zhang & Sabuncu 2018, "Generalized
-    Cross Entropy Loss for Training Deep Neural Networks with Noisy Labels", the L_q loss, Eq. 6).
+    Cross Entropy Loss for Training Deep Neural Networks with Noisy Labels", NeurIPS, the L_q
+    loss: the negative Box-Cox transform of p_y).
 
     ``q -> 0`` gives cross-entropy, ``q = 1`` the MAE-like ``1 - p_y``; the paper uses q = 0.7.
     The truncated variant (L_q with a threshold k and per-sample pruning) is not implemented.

@@ -44,7 +44,10 @@ class ERM(Method):
             loss = self.loss_fn(logits, batch.labels)
         else:
             weight = drw_class_weights(
-                self.info.class_counts, epoch=ctx.epoch, start_epoch=self.drw_epoch, beta=self.drw_beta
+                self.info.class_counts,
+                epoch=ctx.epoch,
+                start_epoch=self.drw_epoch,
+                beta=self.drw_beta,
             ).to(logits.device)
             loss = self.loss_fn(logits, batch.labels, class_weight=weight)
         with torch.no_grad():

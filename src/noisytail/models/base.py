@@ -1,4 +1,4 @@
-"""The backbone contract: ``features(x) -> [B, D]`` and a linear ``head``; ``forward = head∘features``."""
+"""Backbone contract: ``features(x) -> [B, D]``, a linear ``head``; forward = head(features)."""
 
 from __future__ import annotations
 

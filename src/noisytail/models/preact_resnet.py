@@ -63,7 +63,9 @@ class PreActResNet18(Backbone):
         self.stem = nn.Sequential(*stem)
         stages, c_in = [], 64
         for c_out, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-            stages.append(nn.Sequential(PreActBlock(c_in, c_out, stride), PreActBlock(c_out, c_out, 1)))
+            stages.append(
+                nn.Sequential(PreActBlock(c_in, c_out, stride), PreActBlock(c_out, c_out, 1))
+            )
             c_in = c_out
         self.stages = nn.Sequential(*stages)
         if variant == "moit":
