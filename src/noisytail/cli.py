@@ -204,7 +204,8 @@ def data(as_json) -> None:  # type: ignore[no-untyped-def]
         click.echo(json.dumps(found, indent=2))
         return
     for entry in found:
-        mark = "found  " if entry.get("found") else "missing"
+        found = entry.get("found")
+        mark = "found  " if found else ("needs a root" if found is None else "missing")
         click.echo(f"{entry['name']:14s} {mark} {entry.get('location') or entry.get('how', '')}")
 
 

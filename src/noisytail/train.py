@@ -509,6 +509,7 @@ class Run:
             leave=False,
             disable=not progress,
             dynamic_ncols=True,
+            mininterval=1.0,
         )
         for i, batch in enumerate(bar):
             ctx.step = epoch * steps + i
