@@ -451,7 +451,7 @@ def _thresholds_text(s: dict[str, Any], m: dict[str, Any] | None, counts, groups
     if not isinstance(t, dict) or _num(t.get("many")) is None:
         return ""
     text = (
-        f"Shot groups count the training samples per class (noisy labels): many-shot "
+        f"Shot groups count the training samples per class (by true class): many-shot "
         f"> {float(t['many']):g}, few-shot < {float(t['few']):g}, medium-shot in between"
     )
     scale = _num(t.get("scale"))

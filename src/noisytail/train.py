@@ -73,7 +73,13 @@ class PreparedData:
 
     @property
     def class_counts(self) -> np.ndarray:
+        """Training samples per class by the (noisy) training labels: what a method may see."""
         return np.bincount(self.train_labels, minlength=self.bundle.num_classes)
+
+    @property
+    def true_class_counts(self) -> np.ndarray:
+        """Training samples per class by true class: the class sizes evaluation groups by."""
+        return self.corruption.class_counts("train", "true")
 
 
 def _stratified_subset(labels: np.ndarray, size: int | None, seed: int, what: str) -> np.ndarray:
@@ -569,7 +575,7 @@ class Run:
         probs = predict_probs(self.method, self.test_data, eval_bs, self.autocast)
         test_labels = self.data.bundle.test.labels
         out["test_accuracy"] = float((probs.argmax(1) == test_labels).mean())
-        m = classification_metrics(test_labels, probs, self.data.class_counts)
+        m = classification_metrics(test_labels, probs, self.data.true_class_counts)
         out["test_balanced_accuracy"] = m["balanced_accuracy"]
         out["_probs"] = probs
         return out
@@ -690,7 +696,7 @@ def finish_run(run: Run) -> dict[str, Any]:
     evals = run.evaluate()
     probs = evals.pop("_probs")
     test_labels = data.bundle.test.labels
-    metrics = classification_metrics(test_labels, probs, data.class_counts)
+    metrics = classification_metrics(test_labels, probs, data.true_class_counts)
     corr_summary = data.corruption.summary()
     history = run.history
     train_seconds = sum(r["seconds"] for r in history)
@@ -735,14 +741,15 @@ def finish_run(run: Run) -> dict[str, Any]:
         "world_size": run.rt.world_size,
         "per_class_accuracy": metrics["per_class_accuracy"],
         "class_names": list(data.bundle.class_names),
-        "train_class_counts": [int(c) for c in data.class_counts],
+        "train_class_counts": [int(c) for c in data.true_class_counts],
+        "train_class_counts_noisy": [int(c) for c in data.class_counts],
     }
     if run.rt.is_main:
         np.savez_compressed(
             out / "predictions.npz",
             y_true=test_labels,
             probs=probs.astype(np.float32),
-            train_class_counts=data.class_counts,
+            train_class_counts=data.true_class_counts,
             class_names=np.array(data.bundle.class_names),
         )
         _write_json(summary, out / "summary.json")
@@ -767,7 +774,9 @@ def evaluate_run(run_dir: str | os.PathLike, *, checkpoint: str = "last") -> dic
     else:
         run.method.model.load_state_dict(state["model"])
     probs = predict_probs(run.method, run.test_data, cfg.train.eval_batch_size, run.autocast)
-    metrics = classification_metrics(run.data.bundle.test.labels, probs, run.data.class_counts)
+    metrics = classification_metrics(
+        run.data.bundle.test.labels, probs, run.data.true_class_counts
+    )
     metrics["checkpoint"] = str(ckpt)
     _write_json(metrics, out / f"evaluation_{checkpoint}.json")
     return metrics
