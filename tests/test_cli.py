@@ -74,3 +74,29 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
         assert result.exit_code == 2, (args, result.output)
         assert expected in result.output, (args, result.output)
         assert result.output.count("\n") <= 2, result.output
+
+
+def test_pretrain_then_fine_tune(tmp_path):
+    runner = CliRunner()
+    pre = tmp_path / "pre"
+    result = runner.invoke(
+        main, ["pretrain", *FAST, "--out", str(pre), "--probe-epochs", "5", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (pre / "encoder.pt").exists() and "linear probe" in result.output
+    result = runner.invoke(
+        main,
+        [
+            "train",
+            *FAST,
+            "--set",
+            f"model.init={pre / 'encoder.pt'}",
+            "--out",
+            str(tmp_path / "ft"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        main, ["pretrain", *FAST, "--set", "method.name=erm", "--out", str(tmp_path / "x")]
+    )
+    assert result.exit_code == 2 and "must be one of" in result.output

@@ -120,6 +120,78 @@ def _print_summary(summary: dict, out: Path) -> None:
         click.echo(f"report:     {out / 'report.md'}")
 
 
+SSL_METHODS = ("simclr", "multiview", "mttv")
+
+
+def _given(key: str, config: str | None, overrides: tuple[str, ...]) -> bool:
+    """Whether the YAML file or an override sets ``section.name``."""
+    import yaml
+
+    if any(o.split("=", 1)[0].strip() == key for o in overrides):
+        return True
+    if not config or not Path(config).is_file():
+        return False
+    section, name = key.split(".", 1)
+    values = yaml.safe_load(Path(config).read_text()) or {}
+    return name in (values.get(section) or {})
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False), required=False)
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key."
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Run folder (default runs/pretrain-...)."
+)
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option(
+    "--probe-epochs", type=int, default=100, show_default=True, help="Final linear-probe epochs."
+)
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@_guard
+def pretrain(config, overrides, out, resume, probe_epochs, no_progress) -> None:  # type: ignore[no-untyped-def]
+    """Self-supervised pre-training (default: simclr with SimCLR augmentation). Writes
+    OUT/encoder.pt and OUT/ssl_evaluation.json (linear probe + kNN on frozen features);
+    fine-tune with `noisytail train ... --set model.init=OUT/encoder.pt`."""
+    from .evaluate_ssl import export_pretrained
+    from .train import fit
+
+    defaults = [
+        f"{k}=simclr" for k in ("method.name", "data.augment") if not _given(k, config, overrides)
+    ]
+    cfg = load_config(config, defaults + list(overrides))
+    if cfg.method.name not in SSL_METHODS:
+        raise ConfigError(
+            f"pretrain: method.name must be one of {', '.join(SSL_METHODS)}, "
+            f"got {cfg.method.name!r} (use `train` for supervised methods)."
+        )
+    if out is None:
+        if resume:
+            raise ConfigError("--resume needs --out RUN_DIR (the run to continue).")
+        out = Path("runs") / (
+            f"pretrain-{cfg.method.name}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
+    summary = fit(cfg, out, resume=resume, progress=not no_progress)
+    if not summary.get("finished", True):
+        _print_summary(summary, Path(out))
+        return
+    res = export_pretrained(out, probe_epochs=probe_epochs)
+    lp, knn = res["linear_probe"], res["knn"]
+
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.2f}%"
+
+    click.echo(
+        f"\n{cfg.method.name} pre-training on {cfg.data.name}: linear probe {pct(lp['accuracy'])} "
+        f"(many / medium / few {pct(lp['many_shot_accuracy'])} / "
+        f"{pct(lp['medium_shot_accuracy'])} / {pct(lp['few_shot_accuracy'])}), "
+        f"kNN {pct(knn['accuracy'])}"
+    )
+    click.echo(f"encoder:   {res['encoder']}")
+    click.echo(f"fine-tune: noisytail train CONFIG --set model.init={res['encoder']}")
+
+
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option(

@@ -395,7 +395,7 @@ class Run:
             prepared.train_labels,
             batch_size=per_rank_batch,
             augment_kind=cfg.data.augment,
-            views=method_cls.views,
+            views=method_cls.views_for(dict(cfg.method.args)),
             include_plain_view=method_cls.include_plain_view,
             sampler=t.sampler,
             seed=cfg.seed,

@@ -61,15 +61,22 @@ def default_padding(height: int) -> int:
 def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
     """Apply the named recipe to a normalised float batch ``[B, C, H, W]``.
 
-    ``kind``: "none", "flip", "crop", "crop_flip" (pad-and-crop then flip). Feature vectors
-    (``x.dim() != 4``) are returned unchanged.
+    ``kind``: "none", "flip", "crop", "crop_flip" (pad-and-crop then flip), "simclr" (random
+    resized crop, flip, colour jitter, grayscale, blur: `noisytail.data.views.simclr_augment`).
+    Feature vectors (``x.dim() != 4``) are returned unchanged.
     """
     if x.dim() != 4 or kind == "none":
         return x
+    if kind == "simclr":
+        from .views import simclr_augment
+
+        return simclr_augment(x, generator)
     if kind in ("crop", "crop_flip"):
         x = random_crop(x, generator, default_padding(x.shape[2]))
     if kind in ("flip", "crop_flip"):
         x = random_flip(x, generator)
     if kind not in ("flip", "crop", "crop_flip"):
-        raise ValueError(f"Unknown augmentation {kind!r}: use none, flip, crop or crop_flip.")
+        raise ValueError(
+            f"Unknown augmentation {kind!r}: use none, flip, crop, crop_flip or simclr."
+        )
     return x

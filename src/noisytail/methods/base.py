@@ -117,6 +117,12 @@ class Method(nn.Module):
         self.model = model
         self.info = info
 
+    @classmethod
+    def views_for(cls, args: dict[str, Any]) -> int:
+        """How many augmented views a run with method arguments ``args`` needs (default
+        ``views``); methods whose view count is a hyper-parameter override this."""
+        return cls.views
+
     # --- hooks -----------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Parameters for the loop's main optimizer (default: all of ``self.model``)."""

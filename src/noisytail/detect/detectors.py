@@ -1,0 +1,410 @@
+"""Label-issue detectors behind one interface, registered in ``DETECTORS``.
+
+A detector is built from the user's keyword arguments (``DETECTORS.build(name, args=...)``) and
+has one call, ``detect(task) -> DetectorOutput``. The `DetectionTask` gives it the training pool
+(the given labels, the inputs) and, lazily, a model trained on the whole pool with the run's config
+(or loaded from a finished run folder), or models trained on folds of it.
+
+Registered: ``knn`` (MOIT's kNN agreement in a trained model's feature space, or in the input
+space), ``small_loss``, ``loss_trajectory``, ``confident_learning`` (k-fold out-of-sample
+probabilities) and ``method_scores`` (any method's ``sample_scores``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ..config import Config, ConfigError
+from ..data.loader import PoolData
+from ..data.types import DataError
+from ..registry import DETECTORS
+from ..train import PreparedData, Run, Runtime, predict_probs
+from . import knn as knn_lib
+from . import scores as sc
+
+
+@dataclass
+class DetectorOutput:
+    """One detector's verdict on the training pool, every array ``[N]`` in pool order."""
+
+    suspicion: np.ndarray  # float, higher = more likely mislabelled
+    flagged: np.ndarray  # bool
+    suggested: np.ndarray  # int, the label the detector would give
+    info: dict[str, Any] = field(default_factory=dict)  # JSON-able details (k, thresholds, ...)
+
+    def __post_init__(self) -> None:
+        self.suspicion = np.asarray(self.suspicion, dtype=np.float64)
+        self.flagged = np.asarray(self.flagged, dtype=bool)
+        self.suggested = np.asarray(self.suggested, dtype=np.int64)
+        n = len(self.suspicion)
+        if self.flagged.shape != (n,) or self.suggested.shape != (n,):
+            raise ValueError("suspicion, flagged and suggested must all be [N]")
+        if not np.isfinite(self.suspicion).all():
+            raise ValueError("the detector produced NaN or infinite scores")
+
+
+def train_run(
+    run: Run, *, progress: bool = False, on_epoch: Callable[[int], None] | None = None
+) -> Run:
+    """Train ``run`` for ``cfg.train.epochs`` epochs in memory (no run folder is written)."""
+    run.method.on_train_start(run.ctx)
+    for epoch in range(run.cfg.train.epochs):
+        run.train_epoch(epoch, progress)
+        if on_epoch is not None:
+            on_epoch(epoch)
+    return run
+
+
+class DetectionTask:
+    """The training pool and the ways to get a model of it (see the module docstring).
+
+    ``loader`` (set by the API) returns a trained `Run` from a finished run folder; without it,
+    `trained` trains one with ``cfg``.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        prepared: PreparedData,
+        runtime: Runtime,
+        work_dir: Path,
+        *,
+        progress: bool = False,
+        loader: Callable[[], Run] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.prepared = prepared
+        self.runtime = runtime
+        self.work_dir = work_dir
+        self.progress = progress
+        self.loader = loader
+        self._run: Run | None = None
+        self.loss_history: np.ndarray | None = None  # [E, N] when recorded
+
+    @property
+    def labels(self) -> np.ndarray:
+        """The given labels of the training pool ``[N]``."""
+        return self.prepared.train_labels
+
+    @property
+    def num_classes(self) -> int:
+        return self.prepared.bundle.num_classes
+
+    @property
+    def from_run(self) -> bool:
+        return self.loader is not None
+
+    def new_run(self, prepared: PreparedData | None = None) -> Run:
+        return Run(self.cfg, self.work_dir, self.runtime, prepared or self.prepared)
+
+    def trained(self, *, record_losses: bool = False) -> Run:
+        """A model trained on the whole pool (once); ``record_losses`` keeps ``loss_history``."""
+        if self._run is not None:
+            if record_losses and self.loss_history is None:
+                raise ConfigError("the loss history was not recorded for this model.")
+            return self._run
+        if self.loader is not None:
+            if record_losses:
+                raise ConfigError(
+                    "this detector needs the per-epoch losses of training, which a finished run "
+                    "folder does not keep: run it without from_run (it trains a model itself)."
+                )
+            self._run = self.loader()
+            return self._run
+        run = self.new_run()
+        history: list[np.ndarray] = []
+
+        def record(epoch: int) -> None:
+            history.append(sc.per_sample_nll(self.pool_probs(run), self.labels))
+
+        train_run(run, progress=self.progress, on_epoch=record if record_losses else None)
+        if record_losses:
+            self.loss_history = np.stack(history)
+        self._run = run
+        return run
+
+    def pool_probs(self, run: Run, data: PoolData | None = None) -> np.ndarray:
+        """Softmax probabilities ``[N, K]`` of ``run``'s model over the pool (or ``data``)."""
+        bs = self.cfg.train.eval_batch_size
+        return predict_probs(run.method, data or run.train_data, bs, run.autocast)
+
+    def pool_features(self, run: Run) -> torch.Tensor:
+        """Features ``[N, D]`` of the pool on the run's device (the kNN runs there): the method's
+        ``embed`` if it has one (e.g. a contrastive projection), else the backbone's
+        ``features``."""
+        fn = getattr(run.method, "embed", None) or run.method.model.features
+        return run.ctx.predict_train(lambda x: fn(x).flatten(1)).float()  # on the run's device
+
+    def pool_inputs(self) -> torch.Tensor:
+        """The normalised inputs of the pool, flattened ``[N, D]`` (no model)."""
+        b = self.prepared.bundle
+        data = PoolData(
+            b.train.images,
+            self.prepared.train_idx,
+            mean=b.mean,
+            std=b.std,
+            device=torch.device("cpu"),
+            on_device=False,
+        )
+        return torch.cat([x.flatten(1) for x, _ in data.iter_plain(1024)]).float()
+
+    def data_for(self, run: Run, train_positions: np.ndarray) -> PoolData:
+        """A `PoolData` of the given pool positions, laid out like ``run``'s training data."""
+        td = run.train_data
+        return PoolData(
+            self.prepared.bundle.train.images,
+            self.prepared.train_idx[train_positions],
+            mean=td.mean,
+            std=td.std,
+            device=td.device,
+            on_device=self.cfg.train.data_on_device,
+            channels_last=td.channels_last,
+        )
+
+
+class Detector:
+    """Base class: ``detect(task) -> DetectorOutput``."""
+
+    description: ClassVar[str] = ""
+
+    def detect(self, task: DetectionTask) -> DetectorOutput:
+        raise NotImplementedError
+
+    def args(self) -> dict[str, Any]:
+        """The detector's settings, for detection.json."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+
+def _flag_by(suspicion: np.ndarray, rule: str | float, seed: int) -> np.ndarray:
+    """``"gmm"``: DivideMix's two-component rule; a number in (0, 1): that top fraction."""
+    if rule == "gmm":
+        return sc.two_component_flags(suspicion, seed=seed)[0]
+    if isinstance(rule, (int, float)) and not isinstance(rule, bool) and 0 < rule < 1:
+        n_flag = int(round(rule * len(suspicion)))
+        flagged = np.zeros(len(suspicion), dtype=bool)
+        flagged[np.argsort(-suspicion, kind="stable")[:n_flag]] = True
+        return flagged
+    raise ConfigError(f"flag must be 'gmm' or a fraction in (0, 1), got {rule!r}.")
+
+
+@DETECTORS.register("knn")
+class KnnDetector(Detector):
+    """MOIT's kNN agreement (k nearest by cosine, two-pass vote, median-balanced selection).
+
+    ``space``: ``"model"`` (features of a model trained on the pool, or of ``from_run``'s model)
+    or ``"input"`` (the normalised inputs themselves: pre-computed embeddings, tabular data; no
+    training). ``k`` defaults to `knn.default_k`.
+
+    ``selection``: ``"agreement"`` (default: flagged = the second vote disagrees with the label)
+    or ``"balanced"`` (MOIT's per-class median selection, which MOIT uses to pick a class-balanced
+    clean *training* set; on long-tailed data it flags many correct head-class samples, so it
+    is not the default for reporting label issues).
+    """
+
+    description = "MOIT kNN agreement in feature space"
+
+    def __init__(
+        self,
+        *,
+        k: int | None = None,
+        space: str = "model",
+        selection: str = "agreement",
+        block_size: int = 1024,
+    ) -> None:
+        if space not in ("model", "input"):
+            raise ConfigError(f"knn: space must be 'model' or 'input', got {space!r}.")
+        if selection not in ("balanced", "agreement"):
+            raise ConfigError(
+                f"knn: selection must be 'balanced' or 'agreement', got {selection!r}."
+            )
+        if k is not None and k < 1:
+            raise ConfigError(f"knn: k must be a positive integer, got {k}.")
+        self.k, self.space, self.selection, self.block_size = k, space, selection, block_size
+
+    def detect(self, task: DetectionTask) -> DetectorOutput:
+        if self.space == "input":
+            features = task.pool_inputs()
+        else:
+            features = task.pool_features(task.trained())
+        n = features.shape[0]
+        k = (
+            self.k
+            if self.k is not None
+            else knn_lib.default_k(np.bincount(task.labels, minlength=task.num_classes))
+        )
+        if k > n - 1:
+            raise ConfigError(f"knn: k={k} but the training pool has only {n} samples.")
+        det = knn_lib.moit_detect(
+            features,
+            task.labels,
+            task.num_classes,
+            k=k,
+            selection=self.selection,
+            block_size=self.block_size,
+        )
+        return DetectorOutput(
+            suspicion=det.suspicion,
+            flagged=det.flagged,
+            suggested=det.vote.suggested.numpy(),
+            info={"k": det.k, "agreement_rate": float(det.vote.agreement.float().mean())},
+        )
+
+
+@DETECTORS.register("small_loss")
+class SmallLossDetector(Detector):
+    """Per-sample cross-entropy under the trained model; ``flag``: ``"gmm"`` (DivideMix's
+    two-component mixture) or the top fraction in (0, 1)."""
+
+    description = "per-sample loss under the trained model"
+
+    def __init__(self, *, flag: str | float = "gmm") -> None:
+        self.flag = flag
+
+    def detect(self, task: DetectionTask) -> DetectorOutput:
+        probs = task.pool_probs(task.trained())
+        loss = sc.per_sample_nll(probs, task.labels)
+        return DetectorOutput(loss, _flag_by(loss, self.flag, task.cfg.seed), probs.argmax(1))
+
+
+@DETECTORS.register("loss_trajectory")
+class LossTrajectoryDetector(Detector):
+    """Mean per-sample loss over the training epochs from ``start`` on (needs training here,
+    not ``from_run``); ``flag`` as for ``small_loss``."""
+
+    description = "mean per-sample loss over training"
+
+    def __init__(self, *, start: int = 0, flag: str | float = "gmm") -> None:
+        if start < 0:
+            raise ConfigError(f"loss_trajectory: start must be >= 0, got {start}.")
+        self.start, self.flag = start, flag
+
+    def detect(self, task: DetectionTask) -> DetectorOutput:
+        run = task.trained(record_losses=True)
+        assert task.loss_history is not None
+        start = min(self.start, task.loss_history.shape[0] - 1)
+        score = sc.loss_trajectory(task.loss_history, start=start)
+        suggested = task.pool_probs(run).argmax(1)
+        return DetectorOutput(score, _flag_by(score, self.flag, task.cfg.seed), suggested)
+
+
+def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Fold id ``[N]`` in ``0..folds-1``: each class's members, shuffled, dealt round-robin."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
+    fold = np.empty(len(labels), dtype=np.int64)
+    offset = 0
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        fold[members] = (np.arange(len(members)) + offset) % folds
+        offset += len(members)
+    return fold
+
+
+@DETECTORS.register("confident_learning")
+class ConfidentLearningDetector(Detector):
+    """Confident learning (Northcutt et al. 2021) on out-of-sample probabilities from ``folds``
+    models, each trained with the run's config on the other folds.
+
+    Flags the off-diagonal of the confident joint (per-class thresholds ``t_j`` = mean ``p_j``
+    over samples labelled ``j``), requiring the argmax to disagree as cleanlab does; ranks by
+    ``1 - score`` with ``score`` ``"self_confidence"`` or ``"normalized_margin"``.
+    """
+
+    description = "confident learning on k-fold out-of-sample probabilities"
+
+    def __init__(
+        self,
+        *,
+        folds: int = 5,
+        score: str = "self_confidence",
+        require_disagreement: bool = True,
+    ) -> None:
+        if folds < 2:
+            raise ConfigError(f"confident_learning: folds must be >= 2, got {folds}.")
+        if score not in ("self_confidence", "normalized_margin"):
+            raise ConfigError(
+                "confident_learning: score must be 'self_confidence' or 'normalized_margin', "
+                f"got {score!r}."
+            )
+        self.folds, self.score, self.require_disagreement = folds, score, require_disagreement
+
+    def out_of_sample_probs(self, task: DetectionTask) -> np.ndarray:
+        y = task.labels
+        if len(y) < self.folds:
+            raise DataError(
+                f"confident_learning: {len(y)} samples cannot be split into {self.folds} folds."
+            )
+        fold = stratified_folds(y, self.folds, task.cfg.seed)
+        probs = np.zeros((len(y), task.num_classes), dtype=np.float64)
+        corr = task.prepared.corruption
+        for f in range(self.folds):
+            held, rest = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
+            fold_corr = replace(corr, train_idx=corr.train_idx[rest])
+            prepared = replace(task.prepared, corruption=fold_corr)
+            run = train_run(task.new_run(prepared), progress=task.progress)
+            probs[held] = task.pool_probs(run, task.data_for(run, held))
+        return probs
+
+    def detect(self, task: DetectionTask) -> DetectorOutput:
+        probs = self.out_of_sample_probs(task)
+        y = task.labels
+        flagged, guess = sc.confident_learning_flags(
+            probs, y, require_disagreement=self.require_disagreement
+        )
+        quality = (
+            sc.self_confidence(probs, y)
+            if self.score == "self_confidence"
+            else sc.normalized_margin(probs, y)
+        )
+        suggested = np.where(flagged, guess, probs.argmax(1))  # flagged implies guess >= 0
+        thresholds = sc.class_thresholds(probs, y, task.num_classes)
+        return DetectorOutput(
+            1.0 - quality,
+            flagged,
+            suggested,
+            info={
+                "folds": self.folds,
+                "thresholds": [float(t) if np.isfinite(t) else None for t in thresholds],
+                "out_of_sample_accuracy": float((probs.argmax(1) == y).mean()),
+            },
+        )
+
+
+@DETECTORS.register("method_scores")
+class MethodScoresDetector(Detector):
+    """Any method that ranks samples: the trained method's ``sample_scores()`` (higher =
+    cleaner). A sample is flagged when its score is below ``threshold``, or by ``"gmm"``."""
+
+    description = "the trained method's own sample_scores"
+
+    def __init__(self, *, threshold: float | str = 0.5) -> None:
+        self.threshold = threshold
+
+    def detect(self, task: DetectionTask) -> DetectorOutput:
+        run = task.trained()
+        scores = run.method.sample_scores()
+        if scores is None:
+            raise ConfigError(
+                f"method {task.cfg.method.name!r} does not rank samples (its sample_scores() "
+                "returns None): choose a method that does, or another detector."
+            )
+        s = np.asarray(scores, dtype=np.float64).reshape(-1)
+        if s.shape != task.labels.shape:
+            raise ValueError(
+                f"sample_scores() returned {s.shape[0]} scores for {len(task.labels)} samples."
+            )
+        suspicion = s.max() - s
+        if self.threshold == "gmm":
+            flagged = _flag_by(suspicion, "gmm", task.cfg.seed)
+        elif isinstance(self.threshold, (int, float)) and not isinstance(self.threshold, bool):
+            flagged = s < float(self.threshold)
+        else:
+            raise ConfigError(
+                f"method_scores: threshold must be a number or 'gmm', got {self.threshold!r}."
+            )
+        return DetectorOutput(suspicion, flagged, task.pool_probs(run).argmax(1))

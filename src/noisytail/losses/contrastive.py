@@ -1,0 +1,141 @@
+"""Contrastive losses on embeddings (not classification losses, so not in ``LOSSES``).
+
+- `info_nce`: one InfoNCE over ``N`` embeddings with integer ``ids``; every other row with the same
+  id is a positive. ``ids`` = sample index over 2 views is SimCLR's NT-Xent (Chen et al. 2020,
+  arXiv 2002.05709); over ``k`` views it is the k-view generalisation (all other views positive);
+  ``ids`` = labels is SupCon's ``L_out`` (Khosla et al. 2020, arXiv 2004.11362).
+- `nt_xent`: the two-view case.
+- `mttv_loss`: MTTV's NT-Xent with "extreme-feature filtering" (arXiv 2509.08469, official code
+  ``Loss/loss.py::Our_xent_loss``): similarities with ``|s| > high`` or ``|s| < low`` are dropped.
+  The default form is finite for every input; ``compat=True`` keeps the official form, which can
+  return NaN (see `mttv_loss`).
+
+All functions compute in float32 whatever the input dtype (bf16 autocast is safe).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def info_nce(z: torch.Tensor, ids: torch.Tensor, *, temperature: float = 0.5) -> torch.Tensor:
+    """Multi-positive InfoNCE, averaged over anchors.
+
+    ``z [N, D]`` embeddings (rows are L2-normalised here; already-normalised input is unchanged),
+    ``ids [N]`` integers. For anchor ``a`` with positives ``P(a) = {p != a : ids[p] == ids[a]}``:
+
+        loss_a = -1/|P(a)| * sum_{p in P(a)} log( exp(s_ap / t) / sum_{j != a} exp(s_aj / t) )
+
+    with ``s`` the cosine similarity. Anchors without a positive are left out of the mean; if no
+    anchor has one the result is a zero that still carries a graph.
+    """
+    if z.dim() != 2 or ids.shape != (z.shape[0],):
+        raise ValueError(
+            f"info_nce: z must be [N, D] and ids [N], got {tuple(z.shape)}, {tuple(ids.shape)}"
+        )
+    if temperature <= 0:
+        raise ValueError(f"info_nce: temperature must be positive, got {temperature}")
+    z = F.normalize(z.float(), dim=1)
+    n = z.shape[0]
+    logits = z @ z.t() / temperature
+    self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    pos = (ids.view(-1, 1) == ids.view(1, -1)) & ~self_mask
+    n_pos = pos.sum(1)
+    has_pos = n_pos > 0
+    if not bool(has_pos.any()):
+        return z.sum() * 0.0
+    pos_log_prob = log_prob.masked_fill(~pos, 0.0).sum(1)
+    per_anchor = -pos_log_prob[has_pos] / n_pos[has_pos]
+    return per_anchor.mean()
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """SimCLR's NT-Xent for two views ``z1, z2 [B, D]`` (row i of each is the same sample):
+    mean over the ``2B`` anchors of ``-log softmax`` of the other view among the ``2B - 1``."""
+    if z1.shape != z2.shape:
+        raise ValueError(f"nt_xent: views differ in shape {tuple(z1.shape)} vs {tuple(z2.shape)}")
+    ids = torch.arange(z1.shape[0], device=z1.device)
+    return info_nce(torch.cat([z1, z2]), torch.cat([ids, ids]), temperature=temperature)
+
+
+def interleave(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``[u0, v0, u1, v1, ...]``: MTTV's layout (positives are rows 2i and 2i+1)."""
+    if u.shape != v.shape:
+        raise ValueError(f"u and v differ in shape: {tuple(u.shape)} vs {tuple(v.shape)}")
+    return torch.stack([u, v], dim=1).reshape(-1, u.shape[1])
+
+
+def cosine_matrix(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Cosine similarities ``[N, N]`` of rows of ``x``, norms clamped at ``eps`` as in the official
+    code."""
+    x = x.float()
+    n = x.norm(dim=1, keepdim=True)
+    return (x @ x.t()) / (n * n.t()).clamp(min=eps)
+
+
+def mttv_mask(sim: torch.Tensor, *, low: float = 0.1, high: float = 0.9) -> torch.Tensor:
+    """True where a similarity is "extreme" and is filtered out: ``|s| > high`` or ``|s| < low``."""
+    a = sim.abs()
+    return (a > high) | (a < low)
+
+
+def mttv_loss(
+    u: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    temperature: float = 0.3,
+    low: float = 0.1,
+    high: float = 0.9,
+    compat: bool = False,
+) -> torch.Tensor:
+    """MTTV's filtered contrastive loss for fused embeddings ``u, v [B, D]`` (``(u_i, v_i)`` are
+    positives, every other row of the ``2B`` is a negative).
+
+    ``S`` is the cosine matrix of the interleaved rows and ``M = mttv_mask(S)``.
+
+    Default (``compat=False``): InfoNCE over the unmasked entries, mean of logs,
+
+        loss_j = -log( e^{s_jp/t} / (e^{s_jp/t} + sum_{i != j, p, not M_ij} e^{s_ij/t}) ),
+
+    averaged over the anchors ``j`` whose positive ``p`` is not masked. The denominator always holds
+    the positive, so it is never zero; the self term is left out by index, not subtracted. If every
+    positive is masked the loss is a zero with a graph (no signal, no NaN).
+
+    ``compat=True``: the official code's exact form. Masked entries of ``e^{S/t}`` are set to zero
+    (the self term is masked already since ``|1| > high``), then per column
+    ``ratio_j = e^{s_jp/t}[p unmasked] / (sum_i e^{s_ij/t}[unmasked] - e^{1/t})`` and
+    ``loss = -log(mean_j ratio_j)``. Subtracting ``e^{1/t}`` removes the self term a second time, so
+    the denominator can be zero or negative: NaN or inf when the batch is small or the similarities
+    are extreme.
+    """
+    if temperature <= 0:
+        raise ValueError(f"mttv_loss: temperature must be positive, got {temperature}")
+    x = interleave(u, v)
+    n = x.shape[0]
+    sim = cosine_matrix(x)
+    with torch.no_grad():
+        mask = mttv_mask(sim, low=low, high=high)
+    partner = torch.arange(n, device=x.device) ^ 1  # 2i <-> 2i+1
+    cols = torch.arange(n, device=x.device)
+    if compat:
+        e = torch.exp(sim / temperature).masked_fill(mask, 0.0)
+        numer = e[partner, cols]
+        denom = e.sum(0) - math.exp(1.0 / temperature)
+        return -torch.log((numer / denom).mean())
+    logits = (sim / temperature).masked_fill(mask, float("-inf"))
+    self_mask = torch.eye(n, dtype=torch.bool, device=x.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    pos_logit = (sim / temperature)[cols, partner]
+    pos_kept = ~mask[cols, partner]
+    # The positive enters its denominator by value, so logsumexp sees at least one finite term.
+    logits = logits.clone()
+    logits[cols, partner] = pos_logit
+    if not bool(pos_kept.any()):
+        return sim.sum() * 0.0
+    log_den = torch.logsumexp(logits[pos_kept], dim=1)
+    return (log_den - pos_logit[pos_kept]).mean()

@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+import torch
+
+from noisytail.detect import scores as sc
+
+# Worked by hand (K = 3). Thresholds t_j = mean p_j over the samples labelled j:
+#   t0 = (0.9 + 0.7 + 0.2) / 3 = 0.6,  t1 = (0.8 + 0.6) / 2 = 0.7,  t2 = 0.8.
+LABELS = np.array([0, 0, 0, 1, 1, 2])
+PROBS = np.array(
+    [
+        [0.9, 0.05, 0.05],  # confidently 0 (0.9 >= 0.6)
+        [0.7, 0.2, 0.1],  # confidently 0
+        [0.2, 0.7, 0.1],  # labelled 0 but confidently 1 (0.7 >= t1 = 0.7): an issue
+        [0.1, 0.8, 0.1],  # confidently 1
+        [0.3, 0.6, 0.1],  # no class passes its threshold (0.3 < 0.6, 0.6 < 0.7, 0.1 < 0.8)
+        [0.1, 0.1, 0.8],  # confidently 2 (0.8 >= 0.8)
+    ]
+)
+
+
+def test_thresholds_by_hand():
+    assert sc.class_thresholds(PROBS, LABELS).tolist() == pytest.approx([0.6, 0.7, 0.8])
+    # a class nobody carries gets an unreachable threshold
+    t = sc.class_thresholds(PROBS[:, :2][[0, 1, 3]], np.array([0, 0, 1]), num_classes=3)
+    assert t[2] == np.inf
+
+
+def test_confident_joint_and_flags_by_hand():
+    assert sc.confident_classes(PROBS, LABELS).tolist() == [0, 0, 1, 1, -1, 2]
+    joint = sc.confident_joint(PROBS, LABELS)
+    assert joint.tolist() == [[2, 1, 0], [0, 1, 0], [0, 0, 1]]
+    flagged, guess = sc.confident_learning_flags(PROBS, LABELS)
+    assert flagged.tolist() == [False, False, True, False, False, False]
+    assert guess[2] == 1
+
+
+def test_require_disagreement_by_hand():
+    # t0 = (0.9 + 0.58) / 2 = 0.74, t1 = (0.45 + 0.45 + 0.3) / 3 = 0.4.
+    labels = np.array([0, 0, 1, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.58, 0.42], [0.55, 0.45], [0.55, 0.45], [0.7, 0.3]])
+    # sample 1 (labelled 0): p0 = 0.58 < 0.74 but p1 = 0.42 >= 0.4 -> confidently 1,
+    # yet its argmax is its own label, so cleanlab's rule keeps it.
+    assert sc.confident_classes(probs, labels).tolist() == [0, 1, 1, 1, -1]
+    strict, _ = sc.confident_learning_flags(probs, labels)
+    loose, _ = sc.confident_learning_flags(probs, labels, require_disagreement=False)
+    assert strict.tolist() == [False] * 5
+    assert loose.tolist() == [False, True, False, False, False]
+
+
+def test_self_confidence_and_margin_by_hand():
+    assert sc.self_confidence(PROBS, LABELS).tolist() == pytest.approx(
+        [0.9, 0.7, 0.2, 0.8, 0.6, 0.8]
+    )
+    m = sc.normalized_margin(PROBS, LABELS)
+    assert m[0] == pytest.approx((0.9 - 0.05 + 1) / 2)
+    assert m[2] == pytest.approx((0.2 - 0.7 + 1) / 2)
+    assert m[4] == pytest.approx((0.6 - 0.3 + 1) / 2)
+
+
+def test_small_loss_matches_cross_entropy():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    labels = torch.tensor([0, 2])
+    ce = sc.per_sample_cross_entropy(logits, labels)
+    nll = sc.per_sample_nll(torch.softmax(logits, 1), labels)
+    assert np.allclose(ce.numpy(), nll, atol=1e-6)
+    # -log softmax by hand for the first row
+    expected = -(2.0 - np.log(np.exp(2.0) + 1.0 + np.exp(-1.0)))
+    assert ce[0].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_loss_trajectory():
+    history = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 0.0]])
+    assert sc.loss_trajectory(history).tolist() == [3.0, 2.0]
+    assert sc.loss_trajectory(history, start=1).tolist() == [4.0, 2.0]
+    with pytest.raises(ValueError):
+        sc.loss_trajectory(history, start=3)
+
+
+def test_two_component_flags_splits_bimodal_losses():
+    rng = np.random.default_rng(0)
+    losses = np.concatenate([rng.normal(0.2, 0.05, 80), rng.normal(2.0, 0.2, 20)])
+    flagged, p_high = sc.two_component_flags(losses)
+    assert flagged[80:].all() and not flagged[:80].any()
+    assert p_high.shape == (100,)
+    assert not sc.two_component_flags(np.ones(5))[0].any()
+
+
+def test_bad_shapes():
+    with pytest.raises(ValueError):
+        sc.self_confidence(PROBS, LABELS[:3])
+    with pytest.raises(ValueError):
+        sc.self_confidence(PROBS, np.array([0, 0, 0, 1, 1, 3]))

@@ -1,0 +1,131 @@
+"""SimCLR and the k-view method: NT-Xent on the projection, online probe on detached features."""
+
+import contextlib
+
+import numpy as np
+import pytest
+import torch
+
+from noisytail.data.views import multi_view
+from noisytail.losses.contrastive import info_nce, nt_xent
+from noisytail.methods.base import Batch, Context, TaskInfo
+from noisytail.methods.simclr import encoder_parameters, knn_leave_one_out
+from noisytail.registry import METHODS, MODELS
+
+
+def setup(name, views=2, b=16, seed=0, **kw):
+    torch.manual_seed(seed)
+    model = MODELS.build("small_cnn", num_classes=4, input_shape=(1, 8, 8), width=4)
+    info = TaskInfo(4, np.array([8, 4, 2, 2]), 64, (1, 8, 8), 1, 4)
+    method = METHODS.build(name, args=kw, model=model, info=info)
+    opt = torch.optim.SGD(method.parameter_groups(), lr=0.1)
+    ctx = Context(
+        info=info,
+        optimizer=opt,
+        device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(seed),
+        meta_batches=None,
+        predict_train=None,
+        autocast=contextlib.nullcontext,
+    )
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(b, 1, 8, 8, generator=g)
+    batch = Batch(multi_view(x, views, g), torch.randint(0, 4, (b,), generator=g), torch.arange(b))
+    return method, opt, ctx, batch
+
+
+def test_simclr_loss_is_nt_xent_on_the_projection():
+    method, _, ctx, batch = setup("simclr")
+    out = method(batch, ctx)
+    with torch.no_grad():
+        h = method.model.features(torch.cat(batch.x))
+        z = method.projector(h)
+    b = len(batch)
+    assert out["ssl_loss"].item() == pytest.approx(nt_xent(z[:b], z[b:], 0.5).item(), rel=1e-5)
+    assert out["loss"].item() == pytest.approx(
+        out["ssl_loss"].item() + out["probe_loss"].item(), rel=1e-6
+    )
+
+
+def test_probe_sees_detached_features():
+    method, _, ctx, batch = setup("simclr")
+    last = [m for m in method.projector if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():  # zero projection: the SSL loss gives the encoder no gradient
+        last.weight.zero_()
+    method(batch, ctx)["loss"].backward()
+    for p in encoder_parameters(method.model):
+        assert p.grad is None or torch.all(p.grad == 0)
+    assert method.model.head.weight.grad.abs().sum() > 0
+
+
+def test_parameter_groups_cover_everything_once_and_scale_the_probe():
+    method, _, _, _ = setup("simclr", probe_lr_scale=0.1)
+    groups = method.parameter_groups()
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids))
+    assert set(ids) == {id(p) for p in method.parameters()}
+    assert groups[1]["lr_scale"] == 0.1 and groups[1]["weight_decay"] == 0.0
+
+
+def test_simclr_loss_falls_under_a_few_steps():
+    method, opt, ctx, batch = setup("simclr", b=32)
+    first = method(batch, ctx)["ssl_loss"].item()
+    for _ in range(15):
+        out = method(batch, ctx)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    assert method(batch, ctx)["ssl_loss"].item() < first
+
+
+def test_multiview_uses_all_views_as_positives():
+    method, _, ctx, batch = setup("multiview", views=4, num_views=4)
+    out = method(batch, ctx)
+    with torch.no_grad():
+        z = method.projector(method.model.features(torch.cat(batch.x)))
+    ids = torch.arange(len(batch)).repeat(4)
+    assert out["ssl_loss"].item() == pytest.approx(info_nce(z, ids, temperature=0.5).item(), 1e-5)
+
+
+def test_multiview_at_two_views_is_simclr():
+    mv, _, ctx, batch = setup("multiview", views=4, num_views=2, seed=3)
+    sc, _, _, _ = setup("simclr", seed=3)
+    sc.load_state_dict(mv.state_dict())
+    two = Batch(batch.x[:2], batch.labels, batch.idx)
+    assert mv(batch, ctx)["ssl_loss"].item() == pytest.approx(
+        sc(two, ctx)["ssl_loss"].item(), rel=1e-6
+    )
+
+
+def test_multiview_checks_the_number_of_views():
+    with pytest.raises(ValueError, match="num_views"):
+        setup("multiview", views=4, num_views=1)
+    method, _, ctx, batch = setup("multiview", views=4, num_views=5)
+    with pytest.raises(ValueError, match="loader made 4 views"):
+        method(batch, ctx)
+    assert type(method).views_for({"num_views": 6}) == 6
+    assert type(method).views_for({}) == 4
+
+
+def test_knn_leave_one_out_excludes_self():
+    feats = torch.tensor([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0], [0.01, 1.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    assert knn_leave_one_out(feats, labels, 2, k=1).tolist() == [0, 0, 1, 1]
+    odd = torch.tensor([0, 1, 1, 1])  # sample 0's only close neighbour says 1
+    assert knn_leave_one_out(feats, odd, 2, k=1)[0].item() == 1
+
+
+def test_knn_monitor_logs_agreement_with_the_labels_seen():
+    method, _, ctx, batch = setup("simclr", knn_every=1, knn_k=3)
+    method(batch, ctx)  # remembers the labels of batch.idx
+    feats = torch.nn.functional.one_hot(batch.labels, 4).float()  # features that match labels
+    full = torch.zeros(method.info.num_train, 4)
+    full[batch.idx] = feats
+    ctx._predict_train = lambda fn: full
+    ctx.epoch = 1
+    method.on_epoch_start(ctx)
+    out = method(batch, ctx)
+    assert out["knn_train_agreement"].item() == pytest.approx(1.0)
+    ctx.epoch = 0
+    method.on_epoch_start(ctx)
+    assert "knn_train_agreement" not in method(batch, ctx)

@@ -1,0 +1,157 @@
+"""Frozen-feature evaluation: the encoder does not move, probe and kNN work, encoders reload."""
+
+import numpy as np
+import pytest
+import torch
+
+from noisytail.data.loader import PoolData
+from noisytail.data.types import TensorStore
+from noisytail.evaluate_ssl import (
+    evaluate_encoder,
+    extract_features,
+    knn_classify,
+    knn_predict,
+    linear_probe,
+    save_encoder,
+)
+from noisytail.registry import MODELS
+from noisytail.train import load_init
+
+
+def blobs(n=300, k=3, d=5, seed=0, counts=None):
+    g = torch.Generator().manual_seed(seed)
+    centres = 5.0 * torch.randn(k, d, generator=g)
+    y = (
+        torch.arange(n) % k
+        if counts is None
+        else torch.repeat_interleave(torch.arange(k), torch.as_tensor(counts))
+    )
+    return centres[y] + torch.randn(len(y), d, generator=g), y
+
+
+def pool(n=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    data = torch.randint(0, 256, (n, 1, 8, 8), generator=g, dtype=torch.uint8)
+    labels = np.arange(n) % 4
+    store = TensorStore(data)
+    return PoolData(
+        store, np.arange(n), mean=(0.5,), std=(0.25,), device=torch.device("cpu")
+    ), labels
+
+
+def model():
+    torch.manual_seed(0)
+    return MODELS.build("small_cnn", num_classes=4, input_shape=(1, 8, 8), width=4)
+
+
+def test_extract_features_is_frozen_and_restores_the_mode():
+    m = model()
+    m.train()
+    data, _ = pool()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    feats = extract_features(m, data, batch_size=16)
+    assert feats.shape == (40, m.feature_dim)
+    assert not feats.requires_grad and feats.grad_fn is None
+    assert m.training
+    for k, v in m.state_dict().items():  # BN running stats included: eval mode was used
+        assert torch.equal(v, before[k]), k
+
+
+def test_linear_probe_leaves_the_encoder_alone():
+    m = model()
+    train, ytr = pool(40, 0)
+    test, yte = pool(20, 1)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    res = evaluate_encoder(m, train, ytr, test, yte, num_classes=4, probe_epochs=3, knn_k=5)
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert all(p.grad is None for p in m.parameters())
+    for key in ("linear_probe", "knn"):
+        assert 0.0 <= res[key]["accuracy"] <= 1.0
+        assert "few_shot_accuracy" in res[key]
+
+
+def test_linear_probe_learns_separable_features():
+    x, y = blobs()
+    xt, yt = blobs(seed=0)
+    res = linear_probe(x, y, xt, yt, epochs=20, lr=0.05)
+    assert res["accuracy"] > 0.95 and res["train_accuracy"] > 0.95
+
+
+def test_linear_probe_reports_shot_groups_by_training_frequency():
+    counts = [600, 60, 5]
+    x, y = blobs(counts=counts, seed=2)
+    xt, yt = blobs(counts=[20, 20, 20], seed=2)
+    res = linear_probe(x, y, xt, yt, epochs=10, lr=0.05)
+    assert res["shot_groups"] == ["many", "medium", "few"]
+    assert res["few_shot_accuracy"] is not None
+
+
+def test_knn_by_hand():
+    train = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1])
+    probs = knn_predict(train, labels, torch.tensor([[1.0, 0.05], [0.1, 1.0]]), k=2, t=0.1)
+    assert probs.shape == (2, 2)
+    assert torch.allclose(probs.sum(1), torch.ones(2))
+    assert probs[0].argmax() == 0 and probs[1].argmax() == 1
+    # k=1 on the second query: its nearest neighbour is class 1, so all the mass goes there.
+    one = knn_predict(train, labels, torch.tensor([[0.1, 1.0]]), k=1, t=0.1)
+    assert one.tolist() == [[0.0, 1.0]]
+
+
+def test_knn_classify_on_blobs():
+    x, y = blobs()
+    xt, yt = blobs(seed=0)
+    res = knn_classify(x, y, xt, yt, k=20)
+    assert res["accuracy"] > 0.95 and res["k"] == 20
+
+
+def test_save_encoder_is_read_by_model_init(tmp_path):
+    src = model()
+    with torch.no_grad():
+        for p in src.parameters():
+            p.add_(1.0)
+    path = save_encoder(src, tmp_path / "enc" / "encoder.pt")
+    assert set(torch.load(path, weights_only=False)) == {"model"}
+    torch.manual_seed(1)
+    dst = MODELS.build("small_cnn", num_classes=7, input_shape=(1, 8, 8), width=4)  # other head
+    load_init(dst, str(path))
+    for (name, a), b in zip(src.state_dict().items(), dst.state_dict().values()):
+        if not name.startswith("head."):
+            assert torch.equal(a, b), name
+
+
+def test_save_encoder_of_a_method_saves_its_backbone(tmp_path):
+    from noisytail.methods.base import TaskInfo
+    from noisytail.registry import METHODS
+
+    info = TaskInfo(4, np.array([1, 1, 1, 1]), 4, (1, 8, 8), 1, 1)
+    method = METHODS.build("simclr", args={}, model=model(), info=info)
+    path = save_encoder(method, tmp_path / "e.pt")
+    keys = set(torch.load(path, weights_only=False)["model"])
+    assert keys == set(method.model.state_dict())
+
+
+@pytest.mark.parametrize("standardize", [True, False])
+def test_probe_is_seeded(standardize):
+    x, y = blobs(n=60)
+    a = linear_probe(x, y, x, y, epochs=2, standardize=standardize, seed=3)
+    b = linear_probe(x, y, x, y, epochs=2, standardize=standardize, seed=3)
+    assert a["accuracy"] == b["accuracy"] and a["nll"] == b["nll"]
+
+
+def test_export_pretrained_then_fine_tune(tmp_path, digits_config):
+    import json
+
+    from noisytail.evaluate_ssl import export_pretrained
+    from noisytail.train import fit
+
+    pre = digits_config("method.name=simclr", "data.augment=simclr", "train.epochs=1")
+    fit(pre, tmp_path / "pre", write_report=False)
+    res = export_pretrained(tmp_path / "pre", probe_epochs=2, knn_k=10)
+    assert (tmp_path / "pre" / "encoder.pt").exists()
+    saved = json.loads((tmp_path / "pre" / "ssl_evaluation.json").read_text())
+    assert saved["linear_probe"]["accuracy"] == res["linear_probe"]["accuracy"]
+    assert "few_shot_accuracy" in saved["knn"]
+    fine = digits_config("train.epochs=1", f"model.init={tmp_path / 'pre' / 'encoder.pt'}")
+    assert fit(fine, tmp_path / "fine", write_report=False)["finished"]
