@@ -10,9 +10,10 @@ batch and the cycled meta batches, round-robin with the other methods so that a 
 load hits all alike. The step time is the median over ``--steps`` steps after ``--warmup`` untimed
 ones (CUDA synchronised); the mean is printed too, because with ``meta_every=k`` the median is a
 non-meta step and only the mean shows the amortised cost. The variants measure the cost-saving
-options: the meta step every k iterations (``meta_every``; skipped steps are plain CE) and the
-head-only look-ahead (``lookahead=head``). Prints one Markdown table per device. Not a test: its
-figures go into BENCHMARKS.md.
+options: the forward-mode meta-gradient (default) against the papers' double backward
+(``meta_grad``), the meta step every k iterations (``meta_every``; skipped steps are plain CE)
+and the head-only look-ahead (``lookahead=head``). Prints one Markdown table per device. Not a
+test: its figures go into BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ METHODS = [
     ("gdw", {}),
 ]
 VARIANTS = [
+    ("l2rw", {"meta_grad": "double_backward"}),
+    ("l2b", {"warmup_epochs": 0, "meta_grad": "double_backward"}),
+    ("mwnet", {"meta_grad": "double_backward"}),
+    ("gdw", {"meta_grad": "double_backward"}),
     ("l2b", {"warmup_epochs": 0, "meta_every": 4}),
     ("l2b", {"warmup_epochs": 0, "lookahead": "head"}),
     ("gdw", {"lookahead": "head"}),

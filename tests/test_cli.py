@@ -100,3 +100,15 @@ def test_pretrain_then_fine_tune(tmp_path):
         main, ["pretrain", *FAST, "--set", "method.name=erm", "--out", str(tmp_path / "x")]
     )
     assert result.exit_code == 2 and "must be one of" in result.output
+
+
+def test_detect_command_writes_ranked_csv(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "det"
+    args = ["detect", *FAST, "--set", "noise.kind=symmetric", "--set", "noise.rate=0.3"]
+    result = runner.invoke(main, [*args, "--out", str(out), "--arg", "k=10", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    header = (out / "label_issues.csv").read_text().splitlines()[0]
+    assert header.split(",")[:4] == ["sample_id", "path", "given_label", "suggested_label"]
+    result = runner.invoke(main, [*args, "--out", str(tmp_path / "x"), "--detector", "knnn"])
+    assert result.exit_code == 2 and "Did you mean 'knn'" in result.output

@@ -245,21 +245,98 @@ def bench(grid, out, jobs) -> None:  # type: ignore[no-untyped-def]
     click.echo(f"results: {out / 'results.md'}")
 
 
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False), required=False)
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key."
+)
+@click.option(
+    "--from-run",
+    type=click.Path(file_okay=False),
+    help="Use a finished run folder (its config and checkpoint) instead of CONFIG.",
+)
+@click.option(
+    "--checkpoint", type=click.Choice(["last", "best"]), default="last", show_default=True
+)
+@click.option(
+    "--detector",
+    "-d",
+    default="knn",
+    show_default=True,
+    help="knn | small_loss | loss_trajectory | confident_learning | method_scores",
+)
+@click.option(
+    "--arg", "args", multiple=True, metavar="KEY=VALUE", help="Detector argument, e.g. --arg k=50."
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Output folder (default runs/detect-...)."
+)
+@click.option("--clean", is_flag=True, help="Write <manifest>.cleaned.csv (flagged rows dropped).")
+@click.option(
+    "--clean-csv", type=click.Path(dir_okay=False), help="Write the cleaned manifest here."
+)
+@click.option("--suspects", "n_suspects", type=int, default=24, show_default=True)
+@click.option(
+    "--keep-val", is_flag=True, help="Keep data.val_fraction (those samples are not scored)."
+)
+@click.option("--overwrite", is_flag=True, help="Replace an earlier detection in --out.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@_guard
+def detect(  # type: ignore[no-untyped-def]
+    config,
+    overrides,
+    from_run,
+    checkpoint,
+    detector,
+    args,
+    out,
+    clean,
+    clean_csv,
+    n_suspects,
+    keep_val,
+    overwrite,
+    no_progress,
+):
+    """Find likely label errors in a data set: label_issues.csv (most suspect first),
+    suspects.png and detection.json. Your files are never modified."""
+    from .detect.api import detect_command
+
+    result = detect_command(
+        config,
+        overrides,
+        out=out,
+        detector=detector,
+        args=args,
+        from_run=from_run,
+        checkpoint=checkpoint,
+        clean_csv=clean_csv or (True if clean else None),
+        n_suspects=n_suspects,
+        keep_val=keep_val,
+        overwrite=overwrite,
+        progress=not no_progress,
+    )
+    click.echo(result.summary())
+
+
 @main.command(name="list")
 @click.argument(
-    "what", type=click.Choice(["all", "methods", "losses", "models", "datasets"]), default="all"
+    "what",
+    type=click.Choice(["all", "methods", "losses", "models", "datasets", "detectors"]),
+    default="all",
 )
 def list_(what) -> None:  # type: ignore[no-untyped-def]
     """List the registered methods, losses, models and data sets."""
     from . import losses, methods, models  # noqa: F401  (registration)
     from .data import sources  # noqa: F401
-    from .registry import DATASETS, LOSSES, METHODS, MODELS
+    from .detect import detectors  # noqa: F401
+    from .registry import DATASETS, DETECTORS, LOSSES, METHODS, MODELS
 
     for name, reg in (
         ("methods", METHODS),
         ("losses", LOSSES),
         ("models", MODELS),
         ("datasets", DATASETS),
+        ("detectors", DETECTORS),
     ):
         if what in ("all", name):
             click.echo(f"{name}: {', '.join(reg.names())}")

@@ -337,3 +337,26 @@ def test_method_scores_adapter_uses_sample_scores():
     assert out.flagged.tolist() == [False, True, False, True, False]
     assert np.argsort(-out.suspicion, kind="stable").tolist()[:2] == [1, 3]
     assert out.suggested.tolist() == [0, 0, 0, 0, 1]
+
+
+def test_detect_command(tmp_path):
+    from noisytail.detect.api import detect_command
+
+    rng = np.random.default_rng(4)
+    true = np.repeat(np.arange(2), 40)
+    x = np.eye(2, 4)[true] * 6 + rng.normal(size=(80, 4))
+    manifest = tmp_path / "f.csv"
+    with open(manifest, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["a", "b", "c", "d", "label"])
+        for row, y in zip(x, true):
+            w.writerow([f"{v:.5f}" for v in row] + [int(y)])
+    config = tmp_path / "detect.yaml"
+    config.write_text(f"data:\n  name: csv\n  options:\n    train_csv: {manifest}\n")
+    result = detect_command(
+        config, ["train.device=cpu"], out=tmp_path / "out", args=["space=input", "k=5"]
+    )
+    assert result.output.info["k"] == 5
+    assert (tmp_path / "out" / "label_issues.csv").is_file()
+    with pytest.raises(ConfigError, match="--from-run"):
+        detect_command(config, (), from_run=tmp_path)

@@ -69,13 +69,20 @@ def test_class_weight_step_clips_and_clamps():
     assert float(tiny.min()) == pytest.approx(1e-6)
 
 
-def _gdw(mode="gdw"):
+def _gdw(mode="gdw", model_name="mlp", **kw):
     torch.manual_seed(0)
-    model = MODELS.build("mlp", num_classes=4, input_shape=(5,), hidden=(8,))
+    if model_name == "mlp":
+        model = MODELS.build("mlp", num_classes=4, input_shape=(5,), hidden=(8,))
+    else:
+        model = MODELS.build("small_cnn", num_classes=4, input_shape=(1, 8, 8), width=4)
     info = TaskInfo(4, np.array([10] * 4), 40, (5,), 2, 1)
-    m = METHODS.build("gdw", args={"mode": mode}, model=model, info=info)
+    m = METHODS.build("gdw", args={"mode": mode, **kw}, model=model, info=info)
+    if model_name != "mlp":
+        m.double()
     opt = torch.optim.SGD(m.parameter_groups(), lr=0.1, momentum=0.9)
-    mx, my = torch.randn(8, 5), torch.randint(0, 4, (8,))
+    shape = (8, 5) if model_name == "mlp" else (8, 1, 8, 8)
+    dtype = torch.float32 if model_name == "mlp" else torch.float64
+    mx, my = torch.randn(*shape, dtype=dtype), torch.randint(0, 4, (8,))
     ctx = Context(
         info=info,
         optimizer=opt,
@@ -122,3 +129,46 @@ def test_mwnet_mode_matches_mwnet_method():
     torch.testing.assert_close(out_a["loss"], out_b["loss"])
     for p, q in zip(a.vnet.parameters(), b.vnet.parameters()):
         torch.testing.assert_close(p, q)
+
+
+@pytest.mark.parametrize("mode", ["gdw", "mwnet"])
+def test_forward_mode_equals_double_backward(mode):
+    """Same VNet update, same class weights, same BatchNorm statistics (float64, a CNN)."""
+    a, ctx_a = _gdw(mode, "cnn", meta_grad="forward")
+    b, ctx_b = _gdw(mode, "cnn", meta_grad="double_backward")
+    b.load_state_dict(a.state_dict())
+    torch.manual_seed(1)
+    x, y = torch.randn(6, 1, 8, 8, dtype=torch.float64), torch.randint(0, 4, (6,))
+    outs = []
+    for m, ctx in ((a, ctx_a), (b, ctx_b)):
+        out = m(Batch(x, y, torch.arange(6)), ctx)
+        out["loss"].backward()
+        outs.append(out)
+    for p, q in zip(a.vnet.parameters(), b.vnet.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12)
+    for p, q in zip(a.model.parameters(), b.model.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-9, atol=1e-12)
+    for p, q in zip(a.model.buffers(), b.model.buffers()):
+        torch.testing.assert_close(p, q)
+    if mode == "gdw":
+        torch.testing.assert_close(a.last_omega, b.last_omega, rtol=1e-9, atol=1e-12)
+
+
+def test_forward_mode_class_weight_gradient_equals_double_backward():
+    a, ctx = _gdw("gdw", "cnn", meta_grad="forward")
+    b, _ = _gdw("gdw", "cnn", meta_grad="double_backward")
+    b.load_state_dict(a.state_dict())
+    torch.manual_seed(1)
+    x, y = torch.randn(6, 1, 8, 8, dtype=torch.float64), torch.randint(0, 4, (6,))
+    meta = ctx.meta_batch()
+    gs = []
+    for m in (a, b):
+        logits = m.model(x)
+        losses = nn.functional.cross_entropy(logits, y, reduction="none")
+        probs = torch.softmax(logits.detach(), 1)
+        omega = zero_mean_constraint(m.vnet(losses.detach())[:, None].expand(6, 4), probs, y)
+        meta_loss, g = m._meta_step(x, logits, y, probs, omega, meta, 0.3)
+        gs.append((meta_loss, g))
+    torch.testing.assert_close(gs[0][0], gs[1][0])
+    torch.testing.assert_close(gs[0][1], gs[1][1], rtol=1e-8, atol=1e-14)
+    assert float(gs[0][1].abs().max()) > 1e-6

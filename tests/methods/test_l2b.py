@@ -78,8 +78,15 @@ def test_warmup_is_plain_ce_then_meta_steps():
     out = m(Batch(x, y, torch.arange(8)), ctx)
     assert float(out["meta_step"]) == 1.0 and "beta_mass" in out
     assert float(out["alpha_mass"] + out["beta_mass"]) == pytest.approx(1.0, abs=1e-5)
+    assert not m.last_weights.requires_grad
     out["loss"].backward()  # the reused forward still has its graph
-    assert all(p.grad is not None for p in m.model.parameters())
+    got = [p.grad.clone() for p in m.model.parameters()]
+    # the real step is the gradient of sum(w.detach() * losses), nothing through the weights
+    want = torch.autograd.grad(
+        (m.last_weights * l2b_losses(m.model(x), y)).sum(), list(m.model.parameters())
+    )
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
 
 
 def test_meta_every_k_falls_back_to_ce():

@@ -196,3 +196,48 @@ def run_meta_method(name, steps=40, batch=64, seed=0, **kw):
 def test_flipped_samples_get_lower_weight(name, kw):
     flipped_w, clean_w, _ = run_meta_method(name, **kw)
     assert flipped_w < clean_w, (flipped_w, clean_w)
+
+
+@pytest.mark.parametrize("state", ["none", "plain", "momentum", "nesterov", "head"])
+def test_forward_mode_meta_gradient_equals_double_backward(state):
+    from noisytail.methods.l2b import l2b_forward_meta_grad
+
+    torch.manual_seed(0)
+    model = MODELS.build("small_cnn", num_classes=4, input_shape=(1, 8, 8), width=4).double()
+    opt = torch.optim.SGD(
+        model.parameters(),
+        lr=0.2,
+        momentum=0.0 if state == "plain" else 0.9,
+        weight_decay=1e-3,
+        nesterov=state == "nesterov",
+        dampening=0.1 if state == "momentum" else 0.0,
+    )
+    x, y = torch.randn(6, 1, 8, 8, dtype=torch.float64), torch.randint(0, 4, (6,))
+    mx, my = torch.randn(5, 1, 8, 8, dtype=torch.float64), torch.randint(0, 4, (5,))
+    if state in ("momentum", "nesterov", "head"):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    use_opt = None if state == "none" else opt
+    params = head_parameters(model) if state == "head" else None
+    ref_model = copy.deepcopy(model)
+    ref_params = head_parameters(ref_model) if state == "head" else None
+    ref_opt = None
+    if use_opt is not None:
+        ref_opt = torch.optim.SGD(
+            ref_model.parameters(),
+            **{k: v for k, v in opt.param_groups[0].items() if k != "params"},
+        )
+        ref_opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+    losses = l2b_losses(ref_model(x), y)
+    _, g_ref = l2b_weights(ref_model, losses, mx, my, lr=0.2, optimizer=ref_opt, params=ref_params)
+    logits, losses_fw, g = l2b_forward_meta_grad(
+        model, x, y, mx, my, lr=0.2, optimizer=use_opt, params=params
+    )
+    torch.testing.assert_close(g, g_ref, rtol=1e-7, atol=1e-10)
+    torch.testing.assert_close(losses_fw, losses.detach())
+    # the forward-mode forward is the real forward: graph kept, BN stats updated once, like ref
+    for (n, a), b in zip(model.named_buffers(), ref_model.buffers()):
+        torch.testing.assert_close(a, b, msg=n)
+    losses_fw.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())

@@ -158,7 +158,8 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
-def _prepare_out(out: Path, cfg: Config, overwrite: bool) -> None:
+def _precheck(out: Path, cfg: Config, overwrite: bool, clean_csv: Any) -> None:
+    """Refuse bad output settings before any data are loaded or models trained."""
     if cfg.data.name == "image_folder" and cfg.data.root and _inside(out, Path(cfg.data.root)):
         raise ConfigError(
             f"--out {out} lies inside the image folder {cfg.data.root}: choose a folder outside "
@@ -170,6 +171,15 @@ def _prepare_out(out: Path, cfg: Config, overwrite: bool) -> None:
         raise ConfigError(
             f"{out / ISSUES_FILE} already exists: choose another output folder or overwrite it."
         )
+    if clean_csv not in (None, False):
+        if cfg.data.name != "csv":
+            raise ConfigError(
+                "clean_csv writes a cleaned copy of a CSV manifest: use data.name=csv."
+            )
+        if clean_csv is not True and Path(clean_csv).exists():
+            raise ConfigError(
+                f"{clean_csv} already exists: the cleaned manifest is written to a new file only."
+            )
 
 
 def _run_loader(run_dir: Path, cfg: Config, prepared: PreparedData, rt: Any, checkpoint: str):
@@ -189,10 +199,7 @@ def _run_loader(run_dir: Path, cfg: Config, prepared: PreparedData, rt: Any, che
     return load
 
 
-def _load_from_run(run_dir: Path) -> tuple[Config, PreparedData]:
-    if not (run_dir / "config.yaml").is_file():
-        raise DataError(f"{run_dir} is not a run folder (no config.yaml).")
-    cfg = load_run_config(run_dir / "config.yaml")
+def _load_from_run(run_dir: Path, cfg: Config) -> PreparedData:
     prepared = prepare_data(cfg)
     saved_path = run_dir / "corruption.npz"
     if saved_path.exists():
@@ -206,7 +213,7 @@ def _load_from_run(run_dir: Path) -> tuple[Config, PreparedData]:
                 f"The data of {run_dir} changed since the run: its saved labels differ from the "
                 "ones the config gives now. Detect with a config instead of from_run."
             )
-    return cfg, prepared
+    return prepared
 
 
 def detect_label_issues(
@@ -243,8 +250,11 @@ def detect_label_issues(
         run_dir = Path(from_run)
         if not run_dir.is_dir():
             raise DataError(f"Run folder {run_dir} does not exist.")
-        cfg, prepared = _load_from_run(run_dir)
-        _prepare_out(out, cfg, overwrite)
+        if not (run_dir / "config.yaml").is_file():
+            raise DataError(f"{run_dir} is not a run folder (no config.yaml).")
+        cfg = load_run_config(run_dir / "config.yaml")
+        _precheck(out, cfg, overwrite, clean_csv)
+        prepared = _load_from_run(run_dir, cfg)
         rt = setup_runtime(cfg)
         loader = _run_loader(run_dir, cfg, prepared, rt, checkpoint)
     else:
@@ -253,11 +263,9 @@ def detect_label_issues(
         if not keep_val and cfg.data.val_fraction > 0:
             cfg = from_dict({"data": {"val_fraction": 0.0}}, cfg)
         validate(cfg)
-        _prepare_out(out, cfg, overwrite)
+        _precheck(out, cfg, overwrite, clean_csv)
         prepared = prepare_data(cfg)
         rt = setup_runtime(cfg)
-    if clean_csv not in (None, False) and cfg.data.name != "csv":
-        raise ConfigError("clean_csv writes a cleaned copy of a CSV manifest: use data.name=csv.")
     out.mkdir(parents=True, exist_ok=True)
     task = DetectionTask(cfg, prepared, rt, out, progress=progress, loader=loader)
     output = det.detect(task)

@@ -21,8 +21,12 @@ back-propagates ``ω ⊙ (p − y) / B`` (Sec. 3). Per iteration:
 
 ``mode="mwnet"`` is the MW-Net baseline on the same code path (steps 5 is skipped and step 6 uses
 ``mean(V(ℓ; Θ_new) · ℓ)``), as the official ``--mode mw-net``. The real step reuses the forward
-pass of step 1; the official code runs a second forward on the same batch. The logged ``loss`` is
-the batch mean CE (the surrogate's value is meaningless); its gradient is the surrogate's.
+pass of step 1; the official code runs a second forward on the same batch. ``meta_grad``
+("forward" by default, or the official "double_backward"; same numbers) is explained in
+`noisytail.methods.mwnet.VNetReweighting._meta_step`: in forward mode ``G`` is
+``−η_t (J_z v) ⊙ (p − y) / B``, read off a forward-mode pass, still at no cost beyond MW-Net's.
+The logged ``loss`` is the batch mean CE (the surrogate's value is meaningless); its gradient is
+the surrogate's.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from torch import Tensor
 from ..models.base import Backbone
 from ..registry import METHODS
 from .base import Batch, Context, TaskInfo
-from .lookahead import at_least_float32, lookahead_meta_loss
+from .lookahead import at_least_float32
 from .mwnet import VNetReweighting
 
 
@@ -98,6 +102,7 @@ class GDW(VNetReweighting):
         vnet_lr: float = 1e-3,
         vnet_weight_decay: float = 1e-4,
         lookahead: str = "all",
+        meta_grad: str = "forward",
     ) -> None:
         super().__init__(
             model,
@@ -106,6 +111,7 @@ class GDW(VNetReweighting):
             vnet_lr=vnet_lr,
             vnet_weight_decay=vnet_weight_decay,
             lookahead=lookahead,
+            meta_grad=meta_grad,
         )
         if mode not in ("gdw", "mwnet"):
             raise ValueError(f"mode must be 'gdw' or 'mwnet', got {mode!r}.")
@@ -121,33 +127,22 @@ class GDW(VNetReweighting):
         losses = F.cross_entropy(at_least_float32(logits), labels, reduction="none")
         probs = torch.softmax(at_least_float32(logits.detach()), dim=1)
         w = self.vnet(losses.detach())  # stage 1: instance weights
-        meta = ctx.meta_batch()
-        if self.mode == "mwnet":
-            virtual = (w * losses).mean()
-            omega = None
-        else:
-            omega = zero_mean_constraint(
-                w[:, None].expand_as(probs), probs, labels, self.p_max
-            )  # = w_i everywhere, but in the graph entry by entry
-            virtual = class_weighted_logit_loss(logits, omega, probs, labels)
-        meta_loss = lookahead_meta_loss(
-            self.model, virtual, meta.x, meta.labels, lr=ctx.lr, params=self._params()
+        omega = w[:, None].expand_as(probs)
+        if self.mode == "gdw":  # = w_i everywhere, but in the graph entry by entry
+            omega = zero_mean_constraint(omega, probs, labels, self.p_max)
+        meta_loss, g = self._meta_step(
+            batch.x, logits, labels, probs, omega, ctx.meta_batch(), ctx.lr
         )
-        extra = [] if omega is None else [omega]
-        grads = self._vnet_update(meta_loss, extra)
         ce = losses.mean().detach()
         with torch.no_grad():
             acc = (logits.argmax(1) == labels).float().mean()
-        out = {"train_accuracy_noisy": acc, "meta_loss": meta_loss.detach()}
-        if omega is None:
+        out = {"train_accuracy_noisy": acc, "meta_loss": meta_loss}
+        if self.mode == "mwnet":
             with torch.no_grad():
                 w_new = self.vnet(losses.detach())
                 self.sample_weight[batch.idx] = w_new
             out.update(loss=(w_new * losses).mean(), mean_weight=w_new.mean())
             return out
-        g = grads[0]
-        if g is None:
-            g = torch.zeros_like(omega)
         with torch.no_grad():
             new = class_weight_step(omega.detach(), g, lr=self.eta_omega, max_step=self.max_step)
             new = zero_mean_constraint(new, probs, labels, self.p_max)

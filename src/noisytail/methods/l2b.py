@@ -23,9 +23,11 @@ the paper (0.25 CIFAR-10, 0.8 CIFAR-100/ISIC) is the loop's ``train.grad_clip``.
 Departures from the official code, for cost (mathematically the same step): the real step reuses
 the look-ahead's forward pass instead of a second forward on the same batch (so BatchNorm running
 statistics are updated once per step, as in ERM); the meta batch comes from the cycled meta loader
-instead of a fresh iterator per draw. ``meta_every=k`` runs the meta step only every k iterations;
-per-sample weights cannot carry over to a different batch, so the skipped iterations use plain mean
-CE on the observed labels (the documented fallback; its accuracy cost is to be measured).
+instead of a fresh iterator per draw; by default the meta-gradient is computed in forward mode
+(exact, see `l2b_forward_meta_grad`) instead of by a double backward. ``meta_every=k`` runs the
+meta step only every k iterations; per-sample weights cannot carry over to a different batch, so
+the skipped iterations use plain mean CE on the observed labels (the documented fallback; its
+accuracy cost is to be measured).
 
 ``l2b_step`` is the plug-in mode (the paper's L2B+DivideMix/UNICON/C2D): one L2B update of a model
 after another method's own update, with soft or hard targets.
@@ -44,9 +46,17 @@ from torch import Tensor, nn
 from ..models.base import Backbone
 from ..registry import METHODS
 from .base import Batch, Context, Method, TaskInfo
-from .lookahead import at_least_float32, head_parameters, lookahead_meta_loss, trainable_parameters
+from .lookahead import (
+    at_least_float32,
+    forward_with_tangents,
+    head_parameters,
+    lookahead_meta_loss,
+    meta_tangents,
+    trainable_parameters,
+)
 
 NORM_TYPES = ("org", "softmax", "sigmoid")
+META_GRADS = ("forward", "double_backward")
 
 
 def normalise_meta_weights(
@@ -117,6 +127,40 @@ def l2b_weights(
     return normalise_meta_weights(grad, norm_type, temperature).detach(), grad.detach()
 
 
+def l2b_forward_meta_grad(
+    model: nn.Module,
+    x: Tensor,
+    targets: Tensor,
+    meta_x: Tensor,
+    meta_y: Tensor,
+    *,
+    lr: float,
+    optimizer: torch.optim.Optimizer | None = None,
+    reweight_label: bool = True,
+    params: Mapping[str, Tensor] | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(logits, losses, meta_grad)`` with the same ``meta_grad`` as `l2b_weights`, cheaper.
+
+    The training forward is done here, in forward mode along the direction of
+    `noisytail.methods.lookahead.meta_tangents` (one meta forward/backward at ``θ'(0)``), so
+    ``∂L_meta/∂ε_i = dℓ_i/ds = Σ_k (p_ik − t_ik)·ż_ik`` comes out of the forward itself: no
+    create_graph backward and no double backward. ``logits``/``losses`` keep their ordinary
+    graph for the real step. Exact (it is the same derivative), tested against `l2b_weights`.
+    """
+    tangents = meta_tangents(model, meta_x, meta_y, lr=lr, optimizer=optimizer, params=params)
+    logits, dz = forward_with_tangents(model, x, tangents)
+    losses = l2b_losses(logits, targets, reweight_label)
+    z = at_least_float32(logits.detach())
+    p = torch.softmax(z, dim=1)
+    dz = dz.detach().to(z.dtype)  # the tangent has a reverse graph too: not wanted
+    k = z.shape[1]
+    obs = targets.to(z.dtype) if targets.ndim == 2 else F.one_hot(targets.long(), k).to(z.dtype)
+    rows = [((p - obs) * dz).sum(1)]
+    if reweight_label:
+        rows.append(((p - F.one_hot(z.argmax(1), k).to(z.dtype)) * dz).sum(1))
+    return logits, losses, torch.stack(rows)
+
+
 def l2b_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -130,6 +174,7 @@ def l2b_step(
     temperature: float = 10.0,
     grad_clip: float = 0.8,
     use_optimizer_state: bool = True,
+    meta_grad: str = "forward",
 ) -> dict[str, float]:
     """The plug-in mode: one full L2B update of ``model`` (run it after another method's step).
 
@@ -137,22 +182,29 @@ def l2b_step(
     targets ``[B, K]`` (e.g. DivideMix's label-refined targets on the *unmixed* batch) or hard
     labels ``[B]``; the pseudo-label is the argmax of the same forward. Zeroes the gradients,
     back-propagates the weighted loss, clips the gradient norm to ``grad_clip`` (0 = off; the
-    plug-in scripts use 0.8) and steps ``optimizer``. Returns the loss and the weight masses.
+    plug-in scripts use 0.8) and steps ``optimizer``. ``meta_grad``: see `L2B`. Returns the
+    loss and the weight masses.
     """
     model.train()
-    logits = model(x)
-    losses = l2b_losses(logits, targets, reweight_label)
     lr = float(optimizer.param_groups[0]["lr"])
-    w, _ = l2b_weights(
-        model,
-        losses,
-        meta_x,
-        meta_y,
-        lr=lr,
-        optimizer=optimizer if use_optimizer_state else None,
-        norm_type=norm_type,
-        temperature=temperature,
-    )
+    opt = optimizer if use_optimizer_state else None
+    if meta_grad == "forward":
+        _, losses, g = l2b_forward_meta_grad(
+            model, x, targets, meta_x, meta_y, lr=lr, optimizer=opt, reweight_label=reweight_label
+        )
+        w = normalise_meta_weights(g, norm_type, temperature)
+    else:
+        losses = l2b_losses(model(x), targets, reweight_label)
+        w, _ = l2b_weights(
+            model,
+            losses,
+            meta_x,
+            meta_y,
+            lr=lr,
+            optimizer=opt,
+            norm_type=norm_type,
+            temperature=temperature,
+        )
     loss = (w * losses).sum()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -173,6 +225,12 @@ class L2B(Method):
     ``reweight_label=False`` gives L2RW (Ren et al. 2018). Defaults follow the official CIFAR
     setting: 10 warm-up epochs of CE, joint "org" normalisation, the real optimizer's momentum and
     weight decay in the virtual step. Set ``train.grad_clip`` (0.25 CIFAR-10, 0.8 CIFAR-100).
+
+    ``meta_grad="forward"`` (default) computes ``∂L_meta/∂ε`` with one meta forward/backward at
+    ``θ'(0)`` and a forward-mode training forward (`l2b_forward_meta_grad`);
+    ``"double_backward"`` is the papers' computation (create_graph virtual step, then a backward
+    through it, `l2b_weights`). Both give the same numbers; the first is cheaper.
+    ``lookahead="head"`` restricts the virtual step to the classifier head (an approximation).
     """
 
     needs_meta = True
@@ -189,8 +247,11 @@ class L2B(Method):
         use_optimizer_state: bool = True,
         meta_every: int = 1,
         lookahead: str = "all",
+        meta_grad: str = "forward",
     ) -> None:
         super().__init__(model, info)
+        if meta_grad not in META_GRADS:
+            raise ValueError(f"meta_grad must be one of {META_GRADS}, got {meta_grad!r}.")
         if norm_type not in NORM_TYPES:
             raise ValueError(f"norm_type must be one of {NORM_TYPES}, got {norm_type!r}.")
         if meta_every < 1:
@@ -206,6 +267,7 @@ class L2B(Method):
         self.use_optimizer_state = use_optimizer_state
         self.meta_every = meta_every
         self.lookahead = lookahead
+        self.meta_grad = meta_grad
         # Latest weight of each sample's observed label, times B (1 = uniform): a clean score.
         self.register_buffer("sample_weight", torch.full((info.num_train,), float("nan")))
         self.last_weights: Tensor | None = None  # [R, B] of the latest meta step, for inspection
@@ -216,26 +278,44 @@ class L2B(Method):
         return trainable_parameters(self.model)
 
     def training_step(self, batch: Batch, ctx: Context) -> dict[str, torch.Tensor]:
-        logits = self.model(batch.x)
-        with torch.no_grad():
-            acc = (logits.argmax(1) == batch.labels).float().mean()
         meta_now = ctx.epoch >= self.warmup_epochs and ctx.step % self.meta_every == 0
         if not meta_now:
+            logits = self.model(batch.x)
+            with torch.no_grad():
+                acc = (logits.argmax(1) == batch.labels).float().mean()
             loss = F.cross_entropy(at_least_float32(logits), batch.labels)
             return {"loss": loss, "train_accuracy_noisy": acc, "meta_step": torch.tensor(0.0)}
-        losses = l2b_losses(logits, batch.labels, self.reweight_label)
         meta = ctx.meta_batch()
-        w, _ = l2b_weights(
-            self.model,
-            losses,
-            meta.x,
-            meta.labels,
-            lr=ctx.lr,
-            optimizer=ctx.optimizer if self.use_optimizer_state else None,
-            norm_type=self.norm_type,
-            temperature=self.temperature,
-            params=self._params(),
-        )
+        opt = ctx.optimizer if self.use_optimizer_state else None
+        if self.meta_grad == "forward":
+            logits, losses, g = l2b_forward_meta_grad(
+                self.model,
+                batch.x,
+                batch.labels,
+                meta.x,
+                meta.labels,
+                lr=ctx.lr,
+                optimizer=opt,
+                reweight_label=self.reweight_label,
+                params=self._params(),
+            )
+            w = normalise_meta_weights(g, self.norm_type, self.temperature)
+        else:
+            logits = self.model(batch.x)
+            losses = l2b_losses(logits, batch.labels, self.reweight_label)
+            w, _ = l2b_weights(
+                self.model,
+                losses,
+                meta.x,
+                meta.labels,
+                lr=ctx.lr,
+                optimizer=opt,
+                norm_type=self.norm_type,
+                temperature=self.temperature,
+                params=self._params(),
+            )
+        with torch.no_grad():
+            acc = (logits.argmax(1) == batch.labels).float().mean()
         self.last_weights = w
         self.sample_weight[batch.idx] = w[0].float() * len(batch)
         out: dict[str, Any] = {

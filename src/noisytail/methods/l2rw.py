@@ -36,6 +36,7 @@ class L2RW(L2B):
         use_optimizer_state: bool = False,
         meta_every: int = 1,
         lookahead: str = "all",
+        meta_grad: str = "forward",
     ) -> None:
         super().__init__(
             model,
@@ -47,4 +48,5 @@ class L2RW(L2B):
             use_optimizer_state=use_optimizer_state,
             meta_every=meta_every,
             lookahead=lookahead,
+            meta_grad=meta_grad,
         )

@@ -39,9 +39,11 @@ from torch.func import functional_call
 
 __all__ = [
     "at_least_float32",
+    "forward_with_tangents",
     "functional_forward",
     "head_parameters",
     "lookahead_meta_loss",
+    "meta_tangents",
     "trainable_parameters",
     "virtual_step",
 ]
@@ -75,6 +77,33 @@ def _sgd_hyper(optimizer: torch.optim.Optimizer) -> dict[int, dict]:
     return {id(p): g for g in optimizer.param_groups for p in g["params"]}
 
 
+def _sgd_direction(
+    p: Tensor, g: Tensor, group: dict | None, state: dict, lr: float | None
+) -> tuple[float, Tensor, float]:
+    """``(lr, d, c)``: the step is ``p − lr·d``; ``c = ∂(lr·d)/∂g`` (a scalar)."""
+    if group is None:
+        return float(lr), g, float(lr)
+    step_lr = group["lr"] if lr is None else lr
+    d = g
+    wd = group.get("weight_decay", 0.0)
+    if wd:
+        d = d + wd * p.detach()
+    mom = group.get("momentum", 0.0)
+    c = 1.0
+    if mom:
+        buf = state.get("momentum_buffer")
+        damp = 1.0 - group.get("dampening", 0.0)
+        if buf is None:  # torch's first step: buf = d
+            buf, dbuf = d, 1.0
+        else:
+            buf, dbuf = mom * buf + damp * d, damp
+        if group.get("nesterov", False):
+            d, c = d + mom * buf, 1.0 + mom * dbuf
+        else:
+            d, c = buf, dbuf
+    return step_lr, d, step_lr * c
+
+
 def virtual_step(
     loss: Tensor,
     params: Mapping[str, Tensor],
@@ -95,32 +124,87 @@ def virtual_step(
     names = list(params)
     tensors = [params[n] for n in names]
     grads = torch.autograd.grad(loss, tensors, create_graph=create_graph, allow_unused=True)
+    return _apply_sgd(names, tensors, grads, lr=lr, optimizer=optimizer)[0]
+
+
+def _apply_sgd(
+    names: list[str],
+    tensors: list[Tensor],
+    grads: list[Tensor | None],
+    *,
+    lr: float | None,
+    optimizer: torch.optim.Optimizer | None,
+) -> tuple[dict[str, Tensor], dict[str, float]]:
     groups = _sgd_hyper(optimizer) if optimizer is not None else None
     if groups is None and lr is None:
-        raise ValueError("virtual_step needs lr or an optimizer.")
+        raise ValueError("the virtual step needs lr or an optimizer.")
     out: dict[str, Tensor] = {}
+    scale: dict[str, float] = {}
     for name, p, g in zip(names, tensors, grads):
         if g is None:
             g = torch.zeros_like(p)
-        if groups is None:
-            out[name] = p - lr * g
-            continue
-        group = groups.get(id(p))
-        if group is None:
-            raise ValueError(f"parameter {name!r} is not in the optimizer.")
-        step_lr = group["lr"] if lr is None else lr
-        d = g
-        wd = group.get("weight_decay", 0.0)
-        if wd:
-            d = d + wd * p.detach()
-        mom = group.get("momentum", 0.0)
-        if mom:
-            buf = optimizer.state.get(p, {}).get("momentum_buffer")
-            damp = 1.0 - group.get("dampening", 0.0)
-            buf = d if buf is None else mom * buf + damp * d  # torch's first step: buf = d
-            d = d + mom * buf if group.get("nesterov", False) else buf
+        group = None
+        if groups is not None:
+            group = groups.get(id(p))
+            if group is None:
+                raise ValueError(f"parameter {name!r} is not in the optimizer.")
+        state = optimizer.state.get(p, {}) if optimizer is not None else {}
+        step_lr, d, scale[name] = _sgd_direction(p, g, group, state, lr)
         out[name] = p - step_lr * d
-    return out
+    return out, scale
+
+
+def meta_tangents(
+    model: nn.Module,
+    meta_x: Tensor,
+    meta_y: Tensor,
+    *,
+    lr: float | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    params: Mapping[str, Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """The direction ``t`` with ``∂L_meta(θ'(ε))/∂ε_i |_{ε=0} = ⟨t, ∇θ ℓ_i(θ)⟩`` (L2RW/L2B).
+
+    At ``ε = 0`` the weighted loss has zero gradient, so ``θ'(0) = θ − lr·(λθ + μ·buf)`` does not
+    depend on the batch, and ``∂θ'/∂ε_i = −c·∇θ ℓ_i`` with ``c`` the step's scale (``lr``, times
+    ``1 − dampening`` with a momentum buffer, ``1 + μ(...)`` for Nesterov). Hence ``t = −c·∇θ'
+    L_meta(θ'(0))``: one meta forward and backward, no second-order graph. The per-sample
+    products ``⟨t, ∇θ ℓ_i⟩`` are then a forward-mode derivative (`forward_with_tangents`).
+    """
+    if params is None:
+        params = trainable_parameters(model)
+    names = list(params)
+    shifted, scale = _apply_sgd(
+        names, [params[n] for n in names], [None] * len(names), lr=lr, optimizer=optimizer
+    )
+    shifted = {n: shifted[n].detach().requires_grad_() for n in names}
+    logits = functional_forward(model, shifted, meta_x)
+    meta = torch.nn.functional.cross_entropy(at_least_float32(logits), meta_y.long())
+    grads = torch.autograd.grad(meta, [shifted[n] for n in names])
+    return {n: -scale[n] * g.to(params[n].dtype) for n, g in zip(names, grads)}
+
+
+def forward_with_tangents(
+    model: nn.Module, x: Tensor, tangents: Mapping[str, Tensor], *, clone_buffers: bool = False
+) -> tuple[Tensor, Tensor]:
+    """``(model(x), d/ds model(x; θ + s·t)|_{s=0})`` in one forward pass (forward-mode AD).
+
+    The first output keeps its ordinary autograd graph (it is the real training forward: the
+    BatchNorm running statistics are updated once, as by ``model(x)``, unless ``clone_buffers``);
+    the tangent is detached.
+    """
+    import torch.autograd.forward_ad as fwad
+
+    params = dict(model.named_parameters())
+    with fwad.dual_level():
+        dual: dict[str, Tensor] = {n: fwad.make_dual(params[n], t) for n, t in tangents.items()}
+        if clone_buffers:
+            dual.update({n: b.clone() for n, b in model.named_buffers()})
+        out = functional_call(model, dual, (x,), strict=False)
+        primal, tangent = fwad.unpack_dual(out)
+    if tangent is None:
+        tangent = torch.zeros_like(primal)
+    return primal, tangent.detach()
 
 
 def functional_forward(

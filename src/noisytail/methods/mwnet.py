@@ -12,12 +12,17 @@ training loss to its weight. Each iteration (Algorithm 1):
    network and detached                                                                  (Eq. 6).
 
 The loss fed to ``V`` is detached (as in the official code). The real step reuses the forward
-pass of step 1 (same parameters, same batch) instead of a second forward. The Adam state of the
-weighting network is in ``extra_state()`` for resume.
+pass of step 1 (same parameters, same batch) instead of a second forward. By default
+(``meta_grad="forward"``) the meta-gradient is computed without a second-order graph: a plain
+backward gives the virtual step, one meta forward/backward gives ``v = ∇L_meta(θ')``, and a
+forward-mode pass along ``−η_t v`` gives ``∂L_meta/∂w_i`` (exact: ``θ'`` is linear in the
+weights; `VNetReweighting._meta_step`); ``"double_backward"`` is the official computation. The
+Adam state of the weighting network is in ``extra_state()`` for resume.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -28,7 +33,14 @@ from torch import Tensor, nn
 from ..models.base import Backbone
 from ..registry import METHODS
 from .base import Batch, Context, Method, TaskInfo
-from .lookahead import at_least_float32, head_parameters, lookahead_meta_loss, trainable_parameters
+from .lookahead import (
+    at_least_float32,
+    forward_with_tangents,
+    functional_forward,
+    head_parameters,
+    lookahead_meta_loss,
+    trainable_parameters,
+)
 
 
 class VNet(nn.Module):
@@ -58,10 +70,16 @@ class VNetReweighting(Method):
         vnet_lr: float = 1e-3,
         vnet_weight_decay: float = 1e-4,
         lookahead: str = "all",
+        meta_grad: str = "forward",
     ) -> None:
         super().__init__(model, info)
         if lookahead not in ("all", "head"):
             raise ValueError(f"lookahead must be 'all' or 'head', got {lookahead!r}.")
+        if meta_grad not in ("forward", "double_backward"):
+            raise ValueError(
+                f"meta_grad must be 'forward' or 'double_backward', got {meta_grad!r}."
+            )
+        self.meta_grad = meta_grad
         self.vnet = VNet(hidden)
         self.vnet_optimizer = torch.optim.Adam(
             self.vnet.parameters(), lr=vnet_lr, weight_decay=vnet_weight_decay
@@ -74,20 +92,74 @@ class VNetReweighting(Method):
             return head_parameters(self.model)
         return trainable_parameters(self.model)
 
-    def _vnet_update(self, meta_loss: Tensor, extra: list[Tensor] = ()) -> list[Tensor]:
-        """Adam step of the weighting network on ``meta_loss``; returns the grads of ``extra``.
+    def _meta_step(
+        self,
+        x: Tensor,
+        logits: Tensor,
+        labels: Tensor,
+        probs: Tensor,
+        weights: Tensor,
+        meta: Batch,
+        lr: float,
+    ) -> tuple[Tensor, Tensor]:
+        """Look-ahead, meta loss and Adam step of the weighting network; returns
+        ``(meta_loss, G)`` with ``G = ∂L_meta/∂ω`` ``[B, K]`` for the class-level weights
+        ``weights`` (``[B, K]``, in the graph of the VNet output) of the virtual step whose logit
+        gradient is ``ω ⊙ (p − y) / B`` (plain SGD at ``lr``; for ``ω_ij = w_i`` this is MW-Net's
+        ``∇ mean(w·ℓ)``).
 
-        The gradients are set, used and cleared here, so they never reach the loop's gradient
-        clipping or optimizer.
+        ``meta_grad="double_backward"``: the papers' computation (create_graph virtual step,
+        backward through it). ``"forward"`` (default, same numbers): a plain backward gives the
+        step ``g``; one meta forward/backward at ``θ' = θ − lr·g`` gives ``v = ∇L_meta(θ')``;
+        since ``θ'`` is linear in ``ω``, ``G_ij = −lr·(∂z_ij/∂θ · v)(p_ij − y_ij)/B``, a
+        forward-mode pass of the batch along ``−lr·v`` (on cloned BatchNorm buffers). No
+        second-order graph is built.
         """
+        from .gdw import class_weighted_logit_loss
+
+        params = self._params()
+        if self.meta_grad == "double_backward":
+            virtual = class_weighted_logit_loss(logits, weights, probs, labels)
+            meta_loss = lookahead_meta_loss(
+                self.model, virtual, meta.x, meta.labels, lr=lr, params=params
+            )
+            grads = torch.autograd.grad(
+                meta_loss, list(self.vnet.parameters()) + [weights], allow_unused=True
+            )
+            g_omega = grads[-1] if grads[-1] is not None else torch.zeros_like(weights)
+            self._vnet_step(grads[:-1])
+            return meta_loss.detach(), g_omega.detach()
+        virtual = class_weighted_logit_loss(logits, weights.detach(), probs, labels)
+        names = list(params)
+        grads = torch.autograd.grad(
+            virtual, [params[n] for n in names], retain_graph=True, allow_unused=True
+        )
+        shifted = {
+            n: (params[n] - lr * (g if g is not None else 0.0)).detach().requires_grad_()
+            for n, g in zip(names, grads)
+        }
+        meta_logits = functional_forward(self.model, shifted, meta.x)
+        meta_loss = F.cross_entropy(at_least_float32(meta_logits), meta.labels)
+        v = torch.autograd.grad(meta_loss, [shifted[n] for n in names])
+        tangents = {n: -lr * vi.to(params[n].dtype) for n, vi in zip(names, v)}
+        _, dz = forward_with_tangents(self.model, x, tangents, clone_buffers=True)
+        onehot = F.one_hot(labels, probs.shape[1]).to(probs.dtype)
+        g_omega = dz.to(probs.dtype) * (probs - onehot) / x.shape[0]
+        vgrads = torch.autograd.grad(
+            weights, list(self.vnet.parameters()), grad_outputs=g_omega, allow_unused=True
+        )
+        self._vnet_step(vgrads)
+        return meta_loss.detach(), g_omega
+
+    def _vnet_step(self, grads: Sequence[Tensor | None]) -> None:
+        """Adam step of the weighting network with ``grads`` (set, used and cleared here, so
+        they never reach the loop's gradient clipping or optimizer)."""
         vparams = list(self.vnet.parameters())
-        grads = torch.autograd.grad(meta_loss, vparams + list(extra), allow_unused=True)
-        for p, g in zip(vparams, grads[: len(vparams)]):
+        for p, g in zip(vparams, grads):
             p.grad = None if g is None else g.detach().to(p.dtype)
         self.vnet_optimizer.step()
         for p in vparams:
             p.grad = None
-        return list(grads[len(vparams) :])
 
     def extra_state(self) -> dict[str, Any]:
         return {"vnet_optimizer": self.vnet_optimizer.state_dict()}
@@ -109,24 +181,24 @@ class MWNet(VNetReweighting):
     def training_step(self, batch: Batch, ctx: Context) -> dict[str, torch.Tensor]:
         logits = self.model(batch.x)
         losses = F.cross_entropy(at_least_float32(logits), batch.labels, reduction="none")
+        probs = torch.softmax(at_least_float32(logits.detach()), dim=1)
         w = self.vnet(losses.detach())
-        meta = ctx.meta_batch()
-        meta_loss = lookahead_meta_loss(
-            self.model,
-            (w * losses).mean(),
-            meta.x,
-            meta.labels,
-            lr=ctx.lr,
-            params=self._params(),
+        meta_loss, _ = self._meta_step(
+            batch.x,
+            logits,
+            batch.labels,
+            probs,
+            w[:, None].expand_as(probs),
+            ctx.meta_batch(),
+            ctx.lr,
         )
-        self._vnet_update(meta_loss)
         with torch.no_grad():
             w_new = self.vnet(losses.detach())
-            self.sample_weight[batch.idx] = w_new
+            self.sample_weight[batch.idx] = w_new.to(self.sample_weight.dtype)
             acc = (logits.argmax(1) == batch.labels).float().mean()
         return {
             "loss": (w_new * losses).mean(),
             "train_accuracy_noisy": acc,
-            "meta_loss": meta_loss.detach(),
+            "meta_loss": meta_loss,
             "mean_weight": w_new.mean(),
         }
