@@ -65,7 +65,9 @@ def main() -> None:
     machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads"
     if torch.cuda.is_available():
         machine += f", {torch.cuda.get_device_name()}"
-    print(f"| device | small_cnn width | batch | images/s (median of {args.epochs} epochs) | machine |")
+    print(
+        f"| device | small_cnn width | batch | images/s (median of {args.epochs} epochs) | machine |"
+    )
     print("|---|---|---|---|---|")
     for device in devices:
         r = measure(device, args.epochs, args.width, args.batch_size, args.subset)

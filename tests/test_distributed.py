@@ -12,11 +12,25 @@ import torch
 def test_two_process_ddp_run(tmp_path):
     out = tmp_path / "ddp"
     overrides = [
-        "data.name=digits", "model.options.width=16", "train.epochs=3", "train.batch_size=64",
-        "train.progress=false", "train.num_threads=1", "noise.kind=symmetric", "noise.rate=0.2",
+        "data.name=digits",
+        "model.options.width=16",
+        "train.epochs=3",
+        "train.batch_size=64",
+        "train.progress=false",
+        "train.num_threads=1",
+        "noise.kind=symmetric",
+        "noise.rate=0.2",
     ]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "noisytail", "train"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "noisytail",
+        "train",
+    ]
     for o in overrides:
         cmd += ["--set", o]
     cmd += ["--out", str(out), "--no-report"]

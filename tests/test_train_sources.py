@@ -22,11 +22,19 @@ def _image_folder(root, per_class=12):
 def test_image_folder_run(tmp_path):
     _image_folder(tmp_path / "photos")
     before = sorted(p.stat().st_mtime_ns for p in (tmp_path / "photos").rglob("*.png"))
-    cfg = load_config(None, [
-        "data.name=image_folder", f"data.root={tmp_path / 'photos'}", "data.options.image_size=16",
-        "data.val_fraction=0", "model.options.width=8", "train.epochs=3", "train.batch_size=8",
-        "train.progress=false",
-    ])
+    cfg = load_config(
+        None,
+        [
+            "data.name=image_folder",
+            f"data.root={tmp_path / 'photos'}",
+            "data.options.image_size=16",
+            "data.val_fraction=0",
+            "model.options.width=8",
+            "train.epochs=3",
+            "train.batch_size=8",
+            "train.progress=false",
+        ],
+    )
     summary = fit(cfg, tmp_path / "run", write_report=False)
     assert summary["test_accuracy"] > 0.6  # three colours: easy
     after = sorted(p.stat().st_mtime_ns for p in (tmp_path / "photos").rglob("*.png"))
@@ -41,11 +49,21 @@ def test_csv_features_with_mlp(tmp_path):
         x = rng.normal(3.0 * label, 1.0, size=2)
         rows.append(f"{x[0]:.4f},{x[1]:.4f},{'yes' if label else 'no'}")
     (tmp_path / "table.csv").write_text("\n".join(rows) + "\n")
-    cfg = load_config(None, [
-        "data.name=csv", f"data.options.train_csv={tmp_path / 'table.csv'}", "model.name=mlp",
-        "model.options.hidden=[16]", "data.augment=none", "train.epochs=5", "train.batch_size=16",
-        "train.progress=false", "noise.kind=symmetric", "noise.rate=0.2",
-    ])
+    cfg = load_config(
+        None,
+        [
+            "data.name=csv",
+            f"data.options.train_csv={tmp_path / 'table.csv'}",
+            "model.name=mlp",
+            "model.options.hidden=[16]",
+            "data.augment=none",
+            "train.epochs=5",
+            "train.batch_size=16",
+            "train.progress=false",
+            "noise.kind=symmetric",
+            "noise.rate=0.2",
+        ],
+    )
     summary = fit(cfg, tmp_path / "run", write_report=False)
     assert summary["test_accuracy"] > 0.8
     assert summary["class_names"] == ["no", "yes"]

@@ -409,6 +409,7 @@ class Run:
             input_shape=tuple(bundle.input_shape),
             epochs=t.epochs,
             steps_per_epoch=len(self.loader),
+            train_labels=prepared.train_labels.copy(),
         )
         self.method: Method = METHODS.build(
             cfg.method.name, args=cfg.method.args, model=model, info=self.info
@@ -774,9 +775,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, checkpoint: str = "last") -> dic
     else:
         run.method.model.load_state_dict(state["model"])
     probs = predict_probs(run.method, run.test_data, cfg.train.eval_batch_size, run.autocast)
-    metrics = classification_metrics(
-        run.data.bundle.test.labels, probs, run.data.true_class_counts
-    )
+    metrics = classification_metrics(run.data.bundle.test.labels, probs, run.data.true_class_counts)
     metrics["checkpoint"] = str(ckpt)
     _write_json(metrics, out / f"evaluation_{checkpoint}.json")
     return metrics

@@ -41,6 +41,7 @@ class TaskInfo:
     input_shape: tuple[int, ...]
     epochs: int
     steps_per_epoch: int
+    train_labels: np.ndarray | None = None  # [N] the noisy training labels, pool order
 
 
 class Context:

@@ -39,7 +39,14 @@ from ..models.base import Backbone
 from ..registry import METHODS
 from .base import Batch, Context, TaskInfo
 from .lookahead import at_least_float32
-from .mwnet import VNetReweighting
+from .mwnet import VNetReweighting, class_weighted_logit_loss
+
+__all__ = [
+    "GDW",
+    "class_weight_step",
+    "class_weighted_logit_loss",
+    "zero_mean_constraint",
+]
 
 
 def zero_mean_constraint(
@@ -57,17 +64,6 @@ def zero_mean_constraint(
     num = (omega * other).sum(1)
     den = torch.maximum(other.sum(1), 1.0 - p_y)
     return omega * (1.0 - onehot) + (num / den)[:, None] * onehot
-
-
-def class_weighted_logit_loss(
-    logits: Tensor, omega: Tensor, probs: Tensor, labels: Tensor
-) -> Tensor:
-    """The surrogate ``(1/B) Σ_ij ω_ij · sg(p_ij − y_ij) · z_ij``: its gradient with respect to the
-    logits ``z`` is ``ω ⊙ (p − y) / B``; differentiable (linearly) in ``ω``."""
-    logits = at_least_float32(logits)
-    onehot = F.one_hot(labels.long(), logits.shape[1]).to(logits.dtype)
-    residual = (probs.detach().to(logits.dtype) - onehot) * omega
-    return (residual * logits).sum() / logits.shape[0]
 
 
 def class_weight_step(
@@ -140,14 +136,16 @@ class GDW(VNetReweighting):
         if self.mode == "mwnet":
             with torch.no_grad():
                 w_new = self.vnet(losses.detach())
-                self.sample_weight[batch.idx] = w_new
+                self.sample_weight[batch.idx] = w_new.to(self.sample_weight.dtype)
             out.update(loss=(w_new * losses).mean(), mean_weight=w_new.mean())
             return out
         with torch.no_grad():
             new = class_weight_step(omega.detach(), g, lr=self.eta_omega, max_step=self.max_step)
             new = zero_mean_constraint(new, probs, labels, self.p_max)
             self.last_omega = new
-            self.sample_weight[batch.idx] = new.gather(1, labels[:, None]).squeeze(1)
+            self.sample_weight[batch.idx] = (
+                new.gather(1, labels[:, None]).squeeze(1).to(self.sample_weight.dtype)
+            )
         surrogate = class_weighted_logit_loss(logits, new, probs, labels)
         out.update(
             loss=surrogate - surrogate.detach() + ce,

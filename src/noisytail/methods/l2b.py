@@ -317,7 +317,7 @@ class L2B(Method):
         with torch.no_grad():
             acc = (logits.argmax(1) == batch.labels).float().mean()
         self.last_weights = w
-        self.sample_weight[batch.idx] = w[0].float() * len(batch)
+        self.sample_weight[batch.idx] = (w[0] * len(batch)).to(self.sample_weight.dtype)
         out: dict[str, Any] = {
             "loss": (w * losses).sum(),
             "train_accuracy_noisy": acc,

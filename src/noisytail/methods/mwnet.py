@@ -43,6 +43,17 @@ from .lookahead import (
 )
 
 
+def class_weighted_logit_loss(
+    logits: Tensor, omega: Tensor, probs: Tensor, labels: Tensor
+) -> Tensor:
+    """The surrogate ``(1/B) Σ_ij ω_ij · sg(p_ij − y_ij) · z_ij``: its gradient with respect to the
+    logits ``z`` is ``ω ⊙ (p − y) / B``; differentiable (linearly) in ``ω``."""
+    logits = at_least_float32(logits)
+    onehot = F.one_hot(labels.long(), logits.shape[1]).to(logits.dtype)
+    residual = (probs.detach().to(logits.dtype) - onehot) * omega
+    return (residual * logits).sum() / logits.shape[0]
+
+
 class VNet(nn.Module):
     """The MW-Net weighting network: ``loss [B] -> weight [B]`` in (0, 1), 1-hidden-1 MLP."""
 
@@ -115,8 +126,6 @@ class VNetReweighting(Method):
         forward-mode pass of the batch along ``−lr·v`` (on cloned BatchNorm buffers). No
         second-order graph is built.
         """
-        from .gdw import class_weighted_logit_loss
-
         params = self._params()
         if self.meta_grad == "double_backward":
             virtual = class_weighted_logit_loss(logits, weights, probs, labels)
