@@ -66,7 +66,7 @@ def main() -> None:
     if torch.cuda.is_available():
         machine += f", {torch.cuda.get_device_name()}"
     print(
-        f"| device | small_cnn width | batch | images/s (median of {args.epochs} epochs) | machine |"
+        f"| device | small_cnn width | batch | images/s (median, {args.epochs} epochs) | machine |"
     )
     print("|---|---|---|---|---|")
     for device in devices:
