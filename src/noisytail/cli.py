@@ -84,7 +84,7 @@ def train(config, overrides, out, resume, no_progress, no_report) -> None:  # ty
             Path("runs")
             / f"{stem}-{cfg.method.name}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
-    summary = fit(cfg, out, resume=resume, progress=not no_progress, write_report=not no_report)
+    summary = fit(cfg, out, resume=resume, progress=False if no_progress else None, write_report=not no_report)
     _print_summary(summary, Path(out))
 
 
@@ -172,7 +172,7 @@ def pretrain(config, overrides, out, resume, probe_epochs, no_progress) -> None:
         out = Path("runs") / (
             f"pretrain-{cfg.method.name}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
-    summary = fit(cfg, out, resume=resume, progress=not no_progress)
+    summary = fit(cfg, out, resume=resume, progress=False if no_progress else None)
     if not summary.get("finished", True):
         _print_summary(summary, Path(out))
         return
