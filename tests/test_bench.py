@@ -40,6 +40,9 @@ def test_bad_grid_is_refused_before_running(tmp_path):
     path.write_text("grid:\n  train.lrr: [0.1]\n")
     with pytest.raises(ConfigError, match="Did you mean 'lr'"):
         plan(load_grid(path), tmp_path / "out")
+    path.write_text("set: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_grid(path)
     path.write_text("grids:\n  train.lr: [0.1]\n")
     with pytest.raises(ConfigError, match="Unknown grid keys"):
         load_grid(path)

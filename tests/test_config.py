@@ -47,3 +47,12 @@ def test_free_form_sections_and_round_trip(tmp_path):
     assert cfg.method.args["loss"] == {"name": "gce", "q": 0.5}
     dump_config(cfg, tmp_path / "config.yaml", extra={"git_commit": "abc"})
     assert to_dict(load_run_config(tmp_path / "config.yaml")) == to_dict(cfg)
+
+
+def test_naming_another_method_drops_the_previous_arguments(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("method:\n  name: erm\n  loss: gce\n")
+    cfg = load_config(path, ["method.name=l2b", "method.warmup_epochs=3"])
+    assert cfg.method.name == "l2b" and cfg.method.args == {"warmup_epochs": 3}
+    cfg = load_config(path, ["method.name=erm"])
+    assert cfg.method.args == {"loss": "gce"}

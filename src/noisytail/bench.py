@@ -79,7 +79,12 @@ def load_grid(path: str | os.PathLike) -> Grid:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Grid file {str(path)!r} not found.")
-    spec = yaml.safe_load(path.read_text()) or {}
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err}).") from err
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: a grid file holds a mapping (name, set, seeds, grid, ...).")
     unknown = set(spec) - GRID_KEYS
     if unknown:
         raise ConfigError(f"Unknown grid keys {sorted(unknown)}; allowed: {sorted(GRID_KEYS)}.")

@@ -84,7 +84,9 @@ def train(config, overrides, out, resume, no_progress, no_report) -> None:  # ty
             Path("runs")
             / f"{stem}-{cfg.method.name}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
-    summary = fit(cfg, out, resume=resume, progress=False if no_progress else None, write_report=not no_report)
+    summary = fit(
+        cfg, out, resume=resume, progress=False if no_progress else None, write_report=not no_report
+    )
     _print_summary(summary, Path(out))
 
 

@@ -166,6 +166,11 @@ def _check_type(path: str, value: Any, default: Any, annotation: Any) -> Any:
 
 def _merge_section(obj: Any, values: dict[str, Any], prefix: str) -> None:
     fields = _fields(type(obj))
+    if prefix == "method." and "name" in values:
+        # The arguments belong to a method: naming another method drops the previous one's.
+        if values["name"] != obj.name:
+            obj.args = {}
+        values = {"name": values["name"], **{k: v for k, v in values.items() if k != "name"}}
     for key, value in values.items():
         path = f"{prefix}{key}"
         if prefix == "method." and key != "name":
