@@ -134,7 +134,7 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return out
 
 
-def _check_type(path: str, value: Any, default: Any, annotation: Any) -> Any:
+def _check_type(path: str, value: Any, annotation: Any) -> Any:
     """Coerce simple scalar types (int->float) and reject obvious mismatches."""
     ann = str(annotation)
     if value is None:
@@ -190,7 +190,7 @@ def _merge_section(obj: Any, values: dict[str, Any], prefix: str) -> None:
         elif (prefix.rstrip("."), key) in _FREE_FORM and isinstance(value, dict):
             current.update(value)
         else:
-            coerced = _check_type(path, value, current, fields[key].type)
+            coerced = _check_type(path, value, fields[key].type)
             setattr(obj, key, coerced)
 
 

@@ -17,8 +17,8 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from .data.label_file import apply_label_file
 from .data.loader import CyclingLoader, PoolData, TrainLoader, epoch_generator
 from .data.sources import load_dataset
 from .data.splits import stratified_split
-from .data.types import DataError, DatasetBundle
+from .data.types import DataError, DatasetBundle, DataSplit, TensorStore
 from .evaluate import classification_metrics
 from .methods import Context, Method, TaskInfo
 from .registry import METHODS, MODELS
@@ -166,9 +166,6 @@ def subset_bundle(
     bundle: DatasetBundle, train_idx: np.ndarray, test_idx: np.ndarray
 ) -> DatasetBundle:
     """The bundle restricted to the given train/test ids (in-memory stores are materialised)."""
-    from dataclasses import replace
-
-    from .data.types import DataSplit, TensorStore
 
     def cut(split: Any, idx: np.ndarray) -> Any:
         if len(idx) == len(split):
@@ -453,6 +450,7 @@ class Run:
         )
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {}
+        self.last_test_probs: np.ndarray | None = None  # [N_test, K] of the last evaluated epoch
         self.start_epoch = 0
 
     # -- helpers --------------------------------------------------------------------------
@@ -647,7 +645,7 @@ def fit(
             torch.cuda.synchronize(rt.device)
         seconds = time.perf_counter() - start
         evals = run.evaluate()
-        evals.pop("_probs")
+        run.last_test_probs = evals.pop("_probs")
         record = {"epoch": epoch + 1, **record, "seconds": seconds, **evals}
         record["images"] = len(run.loader) * run.loader.batch_size * rt.world_size
         run.history.append(record)
@@ -694,8 +692,9 @@ def fit(
 def finish_run(run: Run) -> dict[str, Any]:
     """Final evaluation, ``predictions.npz`` and ``summary.json``."""
     cfg, data, out = run.cfg, run.data, run.out
-    evals = run.evaluate()
-    probs = evals.pop("_probs")
+    probs = run.last_test_probs
+    if probs is None:  # resumed after the last epoch: nothing evaluated in this process yet
+        probs = run.evaluate()["_probs"]
     test_labels = data.bundle.test.labels
     metrics = classification_metrics(test_labels, probs, data.true_class_counts)
     corr_summary = data.corruption.summary()
@@ -779,9 +778,3 @@ def evaluate_run(run_dir: str | os.PathLike, *, checkpoint: str = "last") -> dic
     metrics["checkpoint"] = str(ckpt)
     _write_json(metrics, out / f"evaluation_{checkpoint}.json")
     return metrics
-
-
-def iterate_run_dirs(root: Path) -> Iterator[Path]:
-    """Run folders (holding ``summary.json``) under ``root``."""
-    for path in sorted(root.rglob("summary.json")):
-        yield path.parent

@@ -8,7 +8,7 @@ state. True labels never reach a method. See ``shared/design.md`` for how each f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -157,11 +157,3 @@ class Method(nn.Module):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Inverse of `extra_state`."""
-
-
-def iterate_views(x: torch.Tensor | tuple[torch.Tensor, ...]) -> Iterator[torch.Tensor]:
-    """Yield the views in ``x`` whether it is a single tensor or a tuple."""
-    if isinstance(x, torch.Tensor):
-        yield x
-    else:
-        yield from x
