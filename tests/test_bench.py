@@ -46,3 +46,47 @@ def test_bad_grid_is_refused_before_running(tmp_path):
     path.write_text("grids:\n  train.lr: [0.1]\n")
     with pytest.raises(ConfigError, match="Unknown grid keys"):
         load_grid(path)
+
+
+def test_variant_axis_bundles_overrides_and_labels_the_setting(tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text(
+        "set: [data.name=digits]\nseeds: [0]\ngrid:\n  variant:\n"
+        "    - {label: plain, set: [train.lr=0.1]}\n"
+        "    - {label: clipped, set: [train.lr=0.2, train.grad_clip=0.5]}\n"
+    )
+    runs = plan(load_grid(path), tmp_path / "out")
+    assert [r.label for r in runs] == ["variant=plain", "variant=clipped"]
+    assert "train.grad_clip=0.5" in runs[1].overrides and "train.lr=0.2" in runs[1].overrides
+    assert not any(o.startswith("variant") for o in runs[1].overrides)
+    path.write_text("grid:\n  variant: [{set: [train.lr=0.1]}]\n")
+    with pytest.raises(ConfigError, match="label"):
+        load_grid(path)
+
+
+def test_run_reference_orders_runs_and_passes_the_folder(tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text(
+        "set: [data.name=digits, model.options.width=8, train.epochs=1, train.batch_size=64]\n"
+        "seeds: [0]\njobs: 2\ngrid:\n"
+        "  noise: [{kind: symmetric, rate: 0.2}, {kind: symmetric, rate: 0.4}]\n"
+        "  variant:\n"
+        "    - {label: finetune, set: ['model.init={run:scratch}', train.lr=0.01]}\n"
+        "    - {label: scratch, set: [train.lr=0.1]}\n"
+    )
+    runs = plan(load_grid(path), tmp_path / "out")
+    finetune = [r for r in runs if r.setting["variant"]["label"] == "finetune"]
+    for run in finetune:
+        (scratch,) = [
+            r
+            for r in runs
+            if r.setting["variant"]["label"] == "scratch"
+            and r.setting["noise"] == run.setting["noise"]
+        ]
+        assert run.needs == [scratch.out]
+        assert f"model.init={scratch.out}" in run.overrides
+    rows = run_grid(path, tmp_path / "out", echo=lambda *_: None)  # the dependants wait
+    assert len(rows) == 4
+    path.write_text("grid:\n  variant:\n    - {label: a, set: ['model.init={run:b}']}\n")
+    with pytest.raises(ConfigError, match="names no variant"):
+        plan(load_grid(path), tmp_path / "out2")

@@ -11,6 +11,17 @@ A grid file::
       method.loss: [ce, gce, sce]
       noise: [{kind: symmetric, rate: 0.4}, {kind: asymmetric, rate: 0.4}]
 
+The axis named ``variant`` is special: each value is ``{label: <name>, set: [<overrides>]}``, a
+bundle of overrides that vary together (e.g. a method and the gradient clipping its paper uses)::
+
+      variant:
+        - {label: erm, set: [method.name=erm]}
+        - {label: l2b, set: [method.name=l2b, train.grad_clip=0.25]}
+
+A variant's overrides may name another variant's run folder as ``{run:<label>}``: the run of that
+variant with the same seed and the same values on the other axes. It runs after that one (e.g.
+MOIT+ fine-tuning a finished MOIT run: ``model.init={run:moit}``, ``method.clean_from={run:moit}``).
+
 Each run is a separate ``noisytail train`` process writing its own run folder under
 ``OUT/runs/``; a run whose ``summary.json`` exists is skipped, one with a checkpoint is resumed, so
 an interrupted grid continues where it stopped. ``OUT/results.jsonl`` holds one line per run,
@@ -24,6 +35,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -35,6 +47,8 @@ import yaml
 
 from .config import ConfigError, load_config
 
+VARIANT_AXIS = "variant"
+_RUN_REF = re.compile(r"\{run:([^}]+)\}")
 GRID_KEYS = {"name", "base", "set", "seeds", "jobs", "grid", "metrics"}
 DEFAULT_METRICS = [
     "test_accuracy",
@@ -63,6 +77,7 @@ class PlannedRun:
     seed: int
     overrides: list[str]
     out: Path
+    needs: list[Path] = field(default_factory=list)  # run folders that must finish first
 
     @property
     def label(self) -> str:
@@ -70,6 +85,8 @@ class PlannedRun:
 
 
 def _short(value: Any) -> str:
+    if isinstance(value, dict) and set(value) == {"label", "set"}:
+        return str(value["label"])
     if isinstance(value, dict):
         return " ".join(f"{v}" for v in value.values())
     return str(value)
@@ -91,6 +108,17 @@ def load_grid(path: str | os.PathLike) -> Grid:
     axes = spec.get("grid") or {}
     if not isinstance(axes, dict) or not all(isinstance(v, list) and v for v in axes.values()):
         raise ConfigError("grid: must map config keys to non-empty lists of values.")
+    for value in axes.get(VARIANT_AXIS, []):
+        if not (
+            isinstance(value, dict)
+            and set(value) == {"label", "set"}
+            and isinstance(value["set"], list)
+            and all(isinstance(o, str) and "=" in o for o in value["set"])
+        ):
+            raise ConfigError(
+                f"grid: each '{VARIANT_AXIS}' value is {{label: <name>, set: [key=value, ...]}}, "
+                f"got {value!r}."
+            )
     base = spec.get("base")
     if base is not None:
         base = str((path.parent / base).resolve())
@@ -113,15 +141,45 @@ def plan(grid: Grid, out: Path) -> list[PlannedRun]:
         setting = dict(zip(keys, values))
         for seed in grid.seeds:
             overrides = list(grid.common)
-            overrides += [f"{k}={json.dumps(v)}" for k, v in setting.items()]
+            for k, v in setting.items():
+                overrides += list(v["set"]) if k == VARIANT_AXIS else [f"{k}={json.dumps(v)}"]
             overrides.append(f"seed={seed}")
-            load_config(grid.base, overrides)  # fail before running anything
             digest = hashlib.sha1(json.dumps(overrides).encode()).hexdigest()[:10]
             slug = "-".join(_short(v).replace(" ", "_").replace("/", "_") for v in values)
             runs.append(
                 PlannedRun(setting, seed, overrides, out / "runs" / f"{slug}-s{seed}-{digest}")
             )
+    for run in runs:
+        run.overrides = [_resolve_run_refs(o, run, runs) for o in run.overrides]
+        load_config(grid.base, run.overrides)  # fail before running anything
     return runs
+
+
+def _resolve_run_refs(override: str, run: PlannedRun, runs: list[PlannedRun]) -> str:
+    """Replace each ``{run:<label>}`` with the folder of that variant's sibling run."""
+
+    def folder(match: re.Match) -> str:
+        label = match.group(1)
+        for other in runs:
+            variant = other.setting.get(VARIANT_AXIS)
+            if (
+                other.seed == run.seed
+                and variant is not None
+                and variant["label"] == label
+                and all(v == run.setting[k] for k, v in other.setting.items() if k != VARIANT_AXIS)
+            ):
+                if other is run:
+                    raise ConfigError(f"Variant {label!r} refers to its own run folder.")
+                if other.needs:
+                    raise ConfigError(f"{{run:{label}}}: that run depends on another run itself.")
+                run.needs.append(other.out)
+                return str(other.out)
+        labels = sorted(
+            {r.setting[VARIANT_AXIS]["label"] for r in runs if VARIANT_AXIS in r.setting}
+        )
+        raise ConfigError(f"{{run:{label}}} names no variant of the grid {labels}.")
+
+    return _RUN_REF.sub(folder, override)
 
 
 def _command(run: PlannedRun, base: str | None, threads: int) -> list[str]:
@@ -160,8 +218,24 @@ def run_grid(
     failures = []
     (out / "logs").mkdir(exist_ok=True)
     while todo or running:
+        if (
+            todo
+            and not running
+            and not any(all((p / "summary.json").exists() for p in r.needs) for r in todo)
+            and not any({r.out for r in failures}.intersection(r.needs) for r in todo)
+        ):
+            raise RuntimeError("bench: runs wait for runs that are not in the grid.")
         while todo and len(running) < jobs:
-            run = todo.pop(0)
+            failed = {r.out for r in failures}
+            for run in [r for r in todo if failed.intersection(r.needs)]:
+                todo.remove(run)
+                failures.append(run)
+                echo(f"  SKIPPED {run.label} seed={run.seed}: a run it needs failed")
+            ready = [r for r in todo if all((p / "summary.json").exists() for p in r.needs)]
+            if not ready:
+                break
+            run = ready[0]
+            todo.remove(run)
             log = open(out / "logs" / f"{run.out.name}.log", "w")  # noqa: SIM115
             proc = subprocess.Popen(
                 _command(run, grid.base, threads), stdout=log, stderr=subprocess.STDOUT
