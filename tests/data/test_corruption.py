@@ -160,3 +160,30 @@ def test_overlap_mode_keeps_meta_in_training_pool():
     assert np.isin(c.meta_idx, np.union1d(c.train_idx, c.val_idx)).all()
     idx, lab = c.split("meta")
     assert np.array_equal(lab, TRUE[idx])  # the meta set itself stays clean
+
+
+def test_provided_meta_split_is_the_only_meta_source_and_never_trained_on():
+    rng = np.random.default_rng(0)
+    true = rng.integers(0, 4, size=400)
+    offered = np.arange(300, 400)  # the source's clean split, appended after its training set
+    corr = corrupt(
+        true,
+        num_classes=4,
+        noise=NoiseSpec(kind="symmetric", rate=0.4),
+        meta=MetaSpec(),
+        provided_meta=offered,
+        seed=1,
+    )
+    assert np.array_equal(corr.meta_idx, offered)
+    assert not np.intersect1d(corr.train_idx, offered).size
+    assert np.array_equal(corr.noisy_labels[offered], true[offered])  # clean
+    small = corrupt(true, num_classes=4, meta=MetaSpec(per_class=5), provided_meta=offered, seed=1)
+    assert np.isin(small.meta_idx, offered).all()
+    assert np.bincount(true[small.meta_idx], minlength=4).tolist() == [5, 5, 5, 5]
+    assert len(small.train_idx) == 300  # the unused offered samples are not trained on either
+    with pytest.raises(CorruptionError, match="provided meta split has"):
+        corrupt(true, num_classes=4, meta=MetaSpec(per_class=90), provided_meta=offered, seed=1)
+    with pytest.raises(CorruptionError, match="overlap"):
+        corrupt(
+            true, num_classes=4, meta=MetaSpec(overlap=True, per_class=1), provided_meta=offered
+        )

@@ -50,7 +50,7 @@ from noisytail.data.noise import (
     symmetric_noise,
     validate_transition_matrix,
 )
-from noisytail.data.splits import split_meta, stratified_split
+from noisytail.data.splits import meta_counts, split_meta, stratified_split
 from noisytail.registry import suggest
 
 __all__ = [
@@ -414,6 +414,29 @@ class Corruption:
 
 
 # ---------------------------------------------------------------------------------- entry point
+def _pick_from_provided(
+    offered: np.ndarray, labels: np.ndarray, meta: MetaSpec, k: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``meta``'s share of a source's clean split ``offered`` (labels ``[len(offered)]``)."""
+    if not meta.balanced:
+        if meta.total > len(offered):
+            raise CorruptionError(
+                f"meta total {meta.total} is larger than the provided meta split ({len(offered)})."
+            )
+        return np.sort(rng.permutation(offered)[: meta.total])
+    want = meta_counts(k, per_class=meta.per_class or None, total=meta.total or None)
+    picked = []
+    for c in range(k):
+        members = offered[labels == c]
+        if len(members) < want[c]:
+            raise CorruptionError(
+                f"the provided meta split has {len(members)} samples of class {c}; "
+                f"{want[c]} were asked for."
+            )
+        picked.append(rng.permutation(members)[: want[c]])
+    return np.sort(np.concatenate(picked))
+
+
 def corrupt(
     true_labels: np.ndarray,
     *,
@@ -427,13 +450,16 @@ def corrupt(
     features: np.ndarray | None = None,
     asymmetric_map: Mapping[int, int] | None = None,
     coarse_labels: np.ndarray | None = None,
+    provided_meta: np.ndarray | None = None,
 ) -> Corruption:
     """Meta split, long-tail subsampling, noise and validation split; see the module docstring
     for the order. true_labels ``[N]``; features ``[N, D]`` only for 'instance' noise;
     ``asymmetric_map`` (e.g. the data set's ``{9: 1, 2: 0, ...}``) or ``coarse_labels [K]``
     (super-class of each fine class) for the 'asymmetric' kinds, the map taking precedence.
     Deterministic in its inputs and ``seed``. A spec left as None means: no noise, no imbalance,
-    no meta set.
+    no meta set. ``provided_meta``: indices of samples a source offers as its clean meta split;
+    the meta set is then drawn from them only (all of them when ``meta`` asks for no size), and
+    none of them is trained on.
     """
     noise = noise if noise is not None else NoiseSpec()
     imbalance = imbalance if imbalance is not None else ImbalanceSpec()
@@ -470,8 +496,19 @@ def corrupt(
         np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(4)
     )
 
-    # 1. clean meta set from the full training set
-    if meta.active:
+    # 1. clean meta set from the full training set (or from the source's own clean split)
+    if provided_meta is not None:
+        offered = np.unique(np.asarray(provided_meta, dtype=np.int64))
+        if len(offered) == 0 or offered[0] < 0 or offered[-1] >= n:
+            raise CorruptionError(f"provided meta indices must be a non-empty subset of [0, {n}).")
+        if meta.overlap:
+            raise CorruptionError("a provided meta split is never trained on: overlap must be off.")
+        if meta.active:
+            meta_idx = _pick_from_provided(offered, true[offered], meta, k, rng_meta)
+        else:
+            meta_idx = offered
+        pool = np.setdiff1d(np.arange(n), offered)
+    elif meta.active:
         meta_idx, pool = split_meta(
             true,
             per_class=meta.per_class or None,

@@ -1,7 +1,7 @@
 """Every data source, registered in `DATASETS`, and the two calls the rest of noisytail uses.
 
 Importing this module registers ``fashion_mnist``, ``digits``, ``cifar10``, ``cifar100``,
-``image_folder`` and ``csv``.
+``image_folder``, ``csv``, ``list_file`` (e.g. ImageNet-LT), ``clothing1m`` and ``isic2019``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,16 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from noisytail.data import cifar, csv_source, digits, fashion_mnist, image_folder  # noqa: F401
+from noisytail.data import (  # noqa: F401
+    cifar,
+    clothing1m,
+    csv_source,
+    digits,
+    fashion_mnist,
+    image_folder,
+    isic2019,
+    list_file,
+)
 from noisytail.data.types import DatasetBundle
 from noisytail.registry import DATASETS
 
@@ -50,6 +59,10 @@ def find_datasets() -> list[dict[str, Any]]:
         "class folders.",
         "csv": "Needs data.options.train_csv=<file.csv> ('path,label' rows or numeric features "
         "plus 'label'); data.root sets where relative paths start.",
+        "list_file": "Needs data.options.train_list=<file> ('relative/path label' lines, e.g. "
+        "ImageNet_LT_train.txt; test_list / val_list likewise) and data.root=<image root>.",
+        "clothing1m": clothing1m.HOW_TO_GET,
+        "isic2019": isic2019.HOW_TO_GET,
     }
     rows = []
     for name in DATASETS.names():

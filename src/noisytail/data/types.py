@@ -100,6 +100,49 @@ class SubsetStore:
 
 
 @dataclass
+class ConcatStore:
+    """The stores ``parts`` one after the other (all with the same sample shape)."""
+
+    parts: list[ImageStore]
+
+    def __post_init__(self) -> None:
+        if len({tuple(p.shape) for p in self.parts}) > 1:
+            raise DataError(f"cannot join stores of shapes {[tuple(p.shape) for p in self.parts]}.")
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.parts[0].shape)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def get(self, idx: np.ndarray) -> torch.Tensor:
+        idx = np.asarray(idx, dtype=np.int64)
+        part = np.searchsorted(self.offsets, idx, side="right") - 1
+        out = None
+        for p in np.unique(part):
+            sel = np.nonzero(part == p)[0]
+            block = self.parts[p].get(idx[sel] - self.offsets[p])
+            if out is None:
+                out = block.new_empty((len(idx), *block.shape[1:]))
+            out[torch.as_tensor(sel, device=block.device)] = block
+        if out is None:
+            raise DataError("ConcatStore.get needs at least one index.")
+        return out
+
+
+def concat_splits(first: DataSplit, second: DataSplit) -> DataSplit:
+    """``first`` then ``second`` as one split (paths kept only if both have them)."""
+    paths = first.paths + second.paths if first.paths is not None and second.paths else None
+    return DataSplit(
+        ConcatStore([first.images, second.images]),
+        np.concatenate([first.labels, second.labels]),
+        paths,
+    )
+
+
+@dataclass
 class DatasetBundle:
     """What a data source returns.
 
@@ -107,6 +150,10 @@ class DatasetBundle:
     (empty for feature vectors). ``coarse_labels`` maps each fine class to a super-class where the
     data set has them (CIFAR-100), for within-super-class asymmetric noise. ``asymmetric_map`` is
     the data set's standard semantic flip map ``{source class: target class}`` if it has one.
+    ``meta`` is a clean labelled split the source offers for meta-learning (Clothing1M's clean
+    validation keys, a list file of verified images), used with ``meta.source: provided``.
+    ``labels_are_noisy``: the training labels carry real noise and the true labels are unknown
+    (Clothing1M), so noise rates and detection scores against "true" labels mean nothing.
     """
 
     name: str
@@ -118,6 +165,8 @@ class DatasetBundle:
     coarse_labels: np.ndarray | None = None
     asymmetric_map: dict[int, int] = field(default_factory=dict)
     root: str | None = None
+    meta: DataSplit | None = None
+    labels_are_noisy: bool = False
 
     @property
     def num_classes(self) -> int:

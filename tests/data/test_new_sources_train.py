@@ -1,0 +1,75 @@
+"""The list_file, clothing1m and isic2019 sources through a one-epoch `noisytail train`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from click.testing import CliRunner
+
+from noisytail.cli import main
+from noisytail.config import load_config
+from noisytail.train import fit
+
+TINY = [
+    "model.name=small_cnn",
+    "model.options.width=4",
+    "data.val_fraction=0",
+    "train.epochs=1",
+    "train.batch_size=4",
+    "train.progress=false",
+]
+
+
+def test_list_file_through_the_cli(tmp_path, write_lists):
+    write_lists(tmp_path / "data", counts=(6, 6, 6))
+    sets = [
+        "data.name=list_file",
+        f"data.root={tmp_path / 'data'}",
+        "data.options.train_list=train.txt",
+        "data.options.test_list=test.txt",
+        "data.options.image_size=8",
+        *TINY,
+    ]
+    args = ["train", "--no-progress", "--no-report", "--out", str(tmp_path / "run")]
+    for s in sets:
+        args += ["--set", s]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["class_names"] == ["0", "1", "2"]
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
+
+
+def test_clothing1m_observed_labels_are_the_noisy_ones(tmp_path, write_clothing):
+    splits = write_clothing(tmp_path / "c1m")
+    cfg = load_config(
+        None,
+        ["data.name=clothing1m", f"data.root={tmp_path / 'c1m'}", "data.options.image_size=8"]
+        + TINY,
+    )
+    summary = fit(cfg, tmp_path / "run", write_report=False)
+    assert len(summary["class_names"]) == 14
+    corr = np.load(tmp_path / "run" / "corruption.npz")
+    assert corr["noisy_labels"].tolist() == [y for _, y in splits["noisy_train"]]
+
+
+def test_isic2019_with_meta_set(tmp_path, write_isic):
+    write_isic(tmp_path / "isic", counts=(6, 8, 4, 4, 4, 4, 4, 4))
+    cfg = load_config(
+        None,
+        [
+            "data.name=isic2019",
+            f"data.root={tmp_path / 'isic'}",
+            "data.options.image_size=8",
+            "data.options.test_fraction=0.25",
+            "meta.total=8",
+            "noise.kind=uniform",
+            "noise.rate=0.4",
+        ]
+        + TINY,
+    )
+    summary = fit(cfg, tmp_path / "run", write_report=False)
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
+    corr = np.load(tmp_path / "run" / "corruption.npz")
+    assert len(corr["meta_idx"]) == 8
