@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup data demo test lint format bench-throughput bench-losses clean
+.PHONY: setup data demo test lint format bench-throughput bench-losses bench-detection clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,11 @@ bench-throughput: setup data
 
 bench-losses: setup data
 	$(VENV)/bin/noisytail bench configs/bench/losses_fmnist.yaml --out runs/bench-losses
+
+# Detection quality against cleanlab (issue 4); cleanlab (and faiss-cpu) come from the bench extra.
+bench-detection: setup data
+	$(VENV)/bin/pip install -q -e '.[bench]'
+	$(PY) scripts/bench_detection.py --out runs/bench-detection
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -147,3 +147,102 @@ def test_agreement_beats_balanced_selection_on_long_tailed_blobs():
     # the median-balanced rule keeps only ~median-count samples of the head class
     assert agree["precision"] > 0.9 and agree["recall"] > 0.9
     assert balanced["precision"] < agree["precision"] - 0.2
+
+
+# --------------------------------------------------------------------------- backends and memory
+
+
+def test_faiss_and_torch_backends_agree():
+    pytest.importorskip("faiss")
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(300, 16, generator=g)
+    x = torch.cat([x, x[:4]])  # duplicates: the self-exclusion must be by index for both
+
+    def same(a, b):  # same neighbour sets; a duplicate may stand for its twin in a tie
+        a, b = torch.where(a >= 300, a - 300, a), torch.where(b >= 300, b - 300, b)
+        return torch.equal(a.sort(1).values, b.sort(1).values)
+
+    for block_size in (7, 1024):
+        s_t, i_t = knn_cosine(x, 12, block_size=block_size, backend="torch")
+        s_f, i_f = knn_cosine(x, 12, block_size=block_size, backend="faiss")
+        assert torch.allclose(s_t, s_f, atol=1e-5)
+        assert not (i_f == torch.arange(len(x))[:, None]).any()
+        assert same(i_t, i_f)  # the order may differ only between (near-)equal similarities
+    _, i_t = knn_cosine(x, 5, exclude_self=False, backend="torch")
+    _, i_f = knn_cosine(x, 5, exclude_self=False, backend="faiss")
+    assert same(i_t, i_f)
+
+
+def test_faiss_detection_matches_torch():
+    pytest.importorskip("faiss")
+    g = torch.Generator().manual_seed(4)
+    centres = torch.randn(3, 8, generator=g) * 4
+    y = torch.arange(150) % 3
+    x = centres[y] + torch.randn(150, 8, generator=g)
+    a = moit_detect(x, y.numpy(), 3, k=10, backend="torch")
+    b = moit_detect(x, y.numpy(), 3, k=10, backend="faiss")
+    assert np.array_equal(a.clean, b.clean)
+    assert np.allclose(a.suspicion, b.suspicion)
+
+
+def test_backend_choice(monkeypatch):
+    from noisytail.detect import knn as knn_lib
+
+    assert knn_lib.resolve_backend("torch", 10**7) == "torch"
+    assert knn_lib.resolve_backend("auto", 1000) == "torch"  # small: torch even with faiss
+    monkeypatch.setattr(knn_lib, "faiss_available", lambda: False)
+    assert knn_lib.resolve_backend("auto", 10**7) == "torch"  # never a hard dependency
+    with pytest.raises(ImportError, match="faiss-cpu"):
+        knn_lib.resolve_backend("faiss", 10)
+    monkeypatch.setattr(knn_lib, "faiss_available", lambda: True)
+    assert knn_lib.resolve_backend("auto", knn_lib.FAISS_AUTO_MIN_KEYS + 1) == "faiss"
+    assert knn_lib.resolve_backend("auto", knn_lib.FAISS_AUTO_MIN_KEYS + 1, "cuda") == "torch"
+    with pytest.raises(ValueError, match="backend"):
+        knn_cosine(torch.randn(5, 2), 2, backend="annoy")
+
+
+@pytest.mark.parametrize("block_size", [1, 16, 100, 5000])
+def test_torch_backend_similarity_block_is_bounded(monkeypatch, block_size):
+    """The torch backend never builds more than ``block_size x N`` similarities at once: every
+    similarity matrix goes through ``_block_scores``, which is checked here."""
+    from noisytail.detect import knn as knn_lib
+
+    n = 257
+    shapes = []
+    real = knn_lib._block_scores
+
+    def spy(q_block, keys):
+        out = real(q_block, keys)
+        shapes.append(tuple(out.shape))
+        return out
+
+    monkeypatch.setattr(knn_lib, "_block_scores", spy)
+    matmuls = []
+    real_matmul = torch.Tensor.__matmul__
+
+    def no_square(a, b):  # any other product inside the search must not be N x N either
+        out = real_matmul(a, b)
+        matmuls.append(tuple(out.shape))
+        return out
+
+    monkeypatch.setattr(torch.Tensor, "__matmul__", no_square)
+    x = torch.randn(n, 6, generator=torch.Generator().manual_seed(5))
+    _, idx = knn_cosine(x, 5, block_size=block_size, backend="torch")
+    assert idx.shape == (n, 5)
+    assert sum(s[0] for s in shapes) == n  # every query scored once
+    assert all(s[0] <= min(block_size, n) and s[1] == n for s in shapes)
+    assert all(m[0] * m[1] <= min(block_size, n) * n for m in matmuls)
+    assert len(shapes) == -(-n // block_size)
+
+
+def test_knn_detector_backend_argument(monkeypatch):
+    from noisytail.config import ConfigError
+    from noisytail.detect import knn as knn_lib
+    from noisytail.detect.detectors import KnnDetector
+
+    with pytest.raises(ConfigError, match="backend"):
+        KnnDetector(backend="annoy")
+    monkeypatch.setattr(knn_lib, "faiss_available", lambda: False)
+    with pytest.raises(ConfigError, match="faiss-cpu"):
+        KnnDetector(backend="faiss")
+    assert KnnDetector().args()["backend"] == "auto"

@@ -100,6 +100,13 @@ class DetectionTask:
     def from_run(self) -> bool:
         return self.loader is not None
 
+    def use_run(self, run: Run, loss_history: np.ndarray | None = None) -> None:
+        """Attach a model already trained on the whole pool (and its ``loss_history [E, N]``),
+        so that `trained` returns it instead of training one (e.g. a benchmark that shares one
+        model between several detectors and times the training itself)."""
+        self._run = run
+        self.loss_history = loss_history
+
     def new_run(self, prepared: PreparedData | None = None) -> Run:
         return Run(self.cfg, self.work_dir, self.runtime, prepared or self.prepared)
 
@@ -204,7 +211,8 @@ class KnnDetector(Detector):
     ``selection``: ``"agreement"`` (default: flagged = the second vote disagrees with the label)
     or ``"balanced"`` (MOIT's per-class median selection, which MOIT uses to pick a class-balanced
     clean *training* set; on long-tailed data it flags many correct head-class samples, so it
-    is not the default for reporting label issues).
+    is not the default for reporting label issues). ``backend`` of the neighbour search:
+    ``"auto"``, ``"torch"`` or ``"faiss"`` (`knn.knn_search`; faiss is optional).
     """
 
     description = "MOIT kNN agreement in feature space"
@@ -216,6 +224,7 @@ class KnnDetector(Detector):
         space: str = "model",
         selection: str = "agreement",
         block_size: int = 1024,
+        backend: str = "auto",
     ) -> None:
         if space not in ("model", "input"):
             raise ConfigError(f"knn: space must be 'model' or 'input', got {space!r}.")
@@ -225,7 +234,12 @@ class KnnDetector(Detector):
             )
         if k is not None and k < 1:
             raise ConfigError(f"knn: k must be a positive integer, got {k}.")
+        if backend not in knn_lib.BACKENDS:
+            raise ConfigError(f"knn: backend must be one of {knn_lib.BACKENDS}, got {backend!r}.")
+        if backend == "faiss" and not knn_lib.faiss_available():
+            raise ConfigError("knn: backend='faiss' needs the faiss package: pip install faiss-cpu")
         self.k, self.space, self.selection, self.block_size = k, space, selection, block_size
+        self.backend = backend
 
     def detect(self, task: DetectionTask) -> DetectorOutput:
         if self.space == "input":
@@ -247,12 +261,17 @@ class KnnDetector(Detector):
             k=k,
             selection=self.selection,
             block_size=self.block_size,
+            backend=self.backend,
         )
         return DetectorOutput(
             suspicion=det.suspicion,
             flagged=det.flagged,
             suggested=det.vote.suggested.numpy(),
-            info={"k": det.k, "agreement_rate": float(det.vote.agreement.float().mean())},
+            info={
+                "k": det.k,
+                "agreement_rate": float(det.vote.agreement.float().mean()),
+                "backend": knn_lib.resolve_backend(self.backend, n, features.device),
+            },
         )
 
 
@@ -351,8 +370,12 @@ class ConfidentLearningDetector(Detector):
         return probs
 
     def detect(self, task: DetectionTask) -> DetectorOutput:
-        probs = self.out_of_sample_probs(task)
-        y = task.labels
+        return self.from_probs(self.out_of_sample_probs(task), task.labels, task.num_classes)
+
+    def from_probs(self, probs: np.ndarray, labels: np.ndarray, num_classes: int) -> DetectorOutput:
+        """The verdict from given out-of-sample probabilities ``probs [N, K]`` (e.g. shared with
+        another tool) and the given ``labels [N]``; `detect` = this on `out_of_sample_probs`."""
+        y = np.asarray(labels, dtype=np.int64)
         flagged, guess = sc.confident_learning_flags(
             probs, y, require_disagreement=self.require_disagreement
         )
@@ -362,7 +385,7 @@ class ConfidentLearningDetector(Detector):
             else sc.normalized_margin(probs, y)
         )
         suggested = np.where(flagged, guess, probs.argmax(1))  # flagged implies guess >= 0
-        thresholds = sc.class_thresholds(probs, y, task.num_classes)
+        thresholds = sc.class_thresholds(probs, y, num_classes)
         return DetectorOutput(
             1.0 - quality,
             flagged,

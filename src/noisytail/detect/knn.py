@@ -3,7 +3,11 @@
 1. `knn_search` / `knn_cosine`: the k nearest neighbours by cosine similarity, computed in blocks
    of queries against all keys (memory ``block_size x N``, never ``N x N``), each sample's own
    index excluded (the official code's self-neighbour bug, fixed in its issue #5, is not
-   reproduced: exclusion is by index, not by position in the block).
+   reproduced: exclusion is by index, not by position in the block). Two backends: ``"torch"``
+   (exact, blocked matrix products, on the features' device) and ``"faiss"`` (exact flat
+   inner-product index of the optional ``faiss`` package, CPU, searched in the same blocks);
+   ``"auto"`` takes faiss only when it is importable, the features are on the CPU and there are
+   more than `FAISS_AUTO_MIN_KEYS` keys. faiss is never a dependency of the package.
 2. `moit_vote`: the *unweighted* vote of the neighbours' labels gives a class distribution
    ``q1``; corrected labels ``argmax q1``; discrepancy ``d1 = -log clamp(q1[y], 0.01, 0.99)``.
    A second vote over the neighbours' *corrected* labels gives ``q2``, ``d2`` and the agreement
@@ -29,6 +33,11 @@ import torch.nn.functional as F
 #: MOIT's clamp of the kNN class probabilities before ``-log``.
 Q_CLAMP = (0.01, 0.99)
 
+#: ``backend="auto"`` switches to faiss above this many keys (when faiss is importable).
+FAISS_AUTO_MIN_KEYS = 200_000
+
+BACKENDS = ("auto", "torch", "faiss")
+
 
 def default_k(class_counts: np.ndarray | list[int], *, k_max: int = 250, k_min: int = 10) -> int:
     """k for a training set with these per-class counts: 5 % of the median non-empty class,
@@ -48,6 +57,62 @@ def _numpy(x: torch.Tensor | np.ndarray, dtype: type | np.dtype) -> np.ndarray:
     return np.asarray(x, dtype=dtype)
 
 
+def faiss_available() -> bool:
+    """True when the optional ``faiss`` package (e.g. ``pip install faiss-cpu``) imports."""
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(backend: str, n_keys: int, device: torch.device | str = "cpu") -> str:
+    """The backend ``knn_search`` uses: ``"torch"`` or ``"faiss"`` (see the module docstring)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "faiss":
+        if not faiss_available():
+            raise ImportError("backend='faiss' needs the faiss package: pip install faiss-cpu")
+        return "faiss"
+    if backend == "auto":
+        on_cpu = torch.device(device).type == "cpu"
+        if on_cpu and n_keys > FAISS_AUTO_MIN_KEYS and faiss_available():
+            return "faiss"
+    return "torch"
+
+
+def _block_scores(q_block: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Similarities ``[B, Nk]`` of one block of queries: the only similarity matrix the torch
+    backend materialises (a separate function so that tests can check its size)."""
+    return q_block @ keys.T
+
+
+def _faiss_search(
+    q: torch.Tensor, kk: torch.Tensor, k: int, ids: torch.Tensor | None, block_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-``k`` by inner product with a faiss flat index, queries in blocks; with ``ids``
+    one extra neighbour is fetched and each query's own index dropped (else the last one)."""
+    import faiss
+
+    index = faiss.IndexFlatIP(kk.shape[1])
+    index.add(np.ascontiguousarray(kk.detach().cpu().numpy(), dtype=np.float32))
+    queries = np.ascontiguousarray(q.detach().cpu().numpy(), dtype=np.float32)
+    own = None if ids is None else ids.cpu().numpy()
+    fetch = k + (1 if own is not None else 0)
+    sims, idx = [], []
+    for start in range(0, len(queries), block_size):
+        stop = min(start + block_size, len(queries))
+        d, i = index.search(queries[start:stop], fetch)
+        if own is not None:
+            drop = i == own[start:stop, None]
+            drop[~drop.any(axis=1), -1] = True  # the query was not among them: drop the last
+            keep = ~drop
+            d, i = d[keep].reshape(-1, k), i[keep].reshape(-1, k)
+        sims.append(torch.from_numpy(np.ascontiguousarray(d)))
+        idx.append(torch.from_numpy(np.ascontiguousarray(i, dtype=np.int64)))
+    return torch.cat(sims).to(q.device), torch.cat(idx).to(q.device)
+
+
 @torch.no_grad()
 def knn_search(
     queries: torch.Tensor,
@@ -57,13 +122,15 @@ def knn_search(
     query_ids: torch.Tensor | np.ndarray | None = None,
     block_size: int = 1024,
     normalize: bool = True,
+    backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` keys for every query by cosine similarity (dot product if not ``normalize``).
 
     ``queries [Nq, D]``, ``keys [Nk, D]``; ``query_ids [Nq]`` (optional) is the key index of each
     query, which is excluded from its own neighbours. Works in blocks of ``block_size`` queries,
-    so memory is ``block_size x Nk``. Returns ``(similarities [Nq, k], indices [Nq, k])``, most
-    similar first, on the inputs' device.
+    so memory is ``block_size x Nk`` (plus the inputs and the ``[Nq, k]`` result). ``backend``:
+    ``"auto"``, ``"torch"`` or ``"faiss"`` (`resolve_backend`). Returns
+    ``(similarities [Nq, k], indices [Nq, k])``, most similar first, on the queries' device.
     """
     if queries.dim() != 2 or keys.dim() != 2 or queries.shape[1] != keys.shape[1]:
         raise ValueError(
@@ -79,6 +146,8 @@ def knn_search(
         )
     if block_size < 1:
         raise ValueError(f"block_size must be positive, got {block_size}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     q = queries.float()
     kk = keys.float().to(q.device)
     if normalize:
@@ -89,10 +158,12 @@ def knn_search(
         ids = torch.as_tensor(_numpy(query_ids, np.int64), device=q.device)
         if ids.shape != (q.shape[0],):
             raise ValueError(f"query_ids must have shape ({q.shape[0]},), got {tuple(ids.shape)}")
+    if q.shape[0] and resolve_backend(backend, n_keys, q.device) == "faiss":
+        return _faiss_search(q, kk, k, ids, block_size)
     sims, idx = [], []
     for start in range(0, q.shape[0], block_size):
         stop = min(start + block_size, q.shape[0])
-        s = q[start:stop] @ kk.T  # [B, Nk]
+        s = _block_scores(q[start:stop], kk)  # [B, Nk]
         if ids is not None:
             s[torch.arange(stop - start, device=q.device), ids[start:stop]] = -float("inf")
         top = torch.topk(s, k, dim=1)
@@ -105,12 +176,17 @@ def knn_search(
 
 
 def knn_cosine(
-    features: torch.Tensor, k: int, *, exclude_self: bool = True, block_size: int = 1024
+    features: torch.Tensor,
+    k: int,
+    *,
+    exclude_self: bool = True,
+    block_size: int = 1024,
+    backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` nearest neighbours of every row of ``features [N, D]`` among all rows, by
     cosine similarity, the row itself excluded (by index). Returns ``(sims, indices)``."""
     ids = torch.arange(features.shape[0]) if exclude_self else None
-    return knn_search(features, features, k, query_ids=ids, block_size=block_size)
+    return knn_search(features, features, k, query_ids=ids, block_size=block_size, backend=backend)
 
 
 def knn_vote(neighbors: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -231,16 +307,18 @@ def moit_detect(
     k: int | None = None,
     selection: str = "balanced",
     block_size: int = 1024,
+    backend: str = "auto",
 ) -> KnnDetection:
     """MOIT's detector on ``features [N, D]`` with the given ``labels [N]``.
 
     ``k`` defaults to `default_k`. ``selection``: ``"balanced"`` (MOIT's per-class median
-    selection) or ``"agreement"`` (clean = the second vote agrees with the label).
+    selection) or ``"agreement"`` (clean = the second vote agrees with the label). ``backend``
+    of the neighbour search: see `knn_search`.
     """
     y = _numpy(labels, np.int64)
     if k is None:
         k = default_k(np.bincount(y, minlength=num_classes))
-    _, neighbors = knn_cosine(features, k, block_size=block_size)
+    _, neighbors = knn_cosine(features, k, block_size=block_size, backend=backend)
     vote = moit_vote(neighbors, y, num_classes)
     if selection == "balanced":
         clean = balanced_selection(vote.agreement, vote.d2, y, num_classes)
