@@ -56,3 +56,15 @@ def test_naming_another_method_drops_the_previous_arguments(tmp_path):
     assert cfg.method.name == "l2b" and cfg.method.args == {"warmup_epochs": 3}
     cfg = load_config(path, ["method.name=erm"])
     assert cfg.method.args == {"loss": "gce"}
+
+
+def test_freeze_schedule_options_are_checked():
+    cfg = load_config(None, ["train.freeze_backbone_epochs=2", "train.backbone_lr_scale=0.1"])
+    assert cfg.train.freeze_backbone_epochs == 2 and cfg.train.backbone_lr_scale == 0.1
+    assert load_config(None).train.freeze_backbone_epochs == 0  # off by default
+    with pytest.raises(ConfigError, match=r"freeze_backbone_epochs must be >= 0.*got -1"):
+        load_config(None, ["train.freeze_backbone_epochs=-1"])
+    with pytest.raises(ConfigError, match=r"backbone_lr_scale must be >= 0.*got -0.5"):
+        load_config(None, ["train.backbone_lr_scale=-0.5"])
+    with pytest.raises(ConfigError, match="must be an integer"):
+        load_config(None, ["train.freeze_backbone_epochs=1.5"])

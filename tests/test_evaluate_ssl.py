@@ -150,8 +150,53 @@ def test_export_pretrained_then_fine_tune(tmp_path, digits_config):
     fit(pre, tmp_path / "pre", write_report=False)
     res = export_pretrained(tmp_path / "pre", probe_epochs=2, knn_k=10)
     assert (tmp_path / "pre" / "encoder.pt").exists()
+    keys = set(torch.load(tmp_path / "pre" / "encoder.pt", weights_only=False)["model"])
+    assert keys and not any(k.startswith("head.") for k in keys)  # the probe head stays behind
     saved = json.loads((tmp_path / "pre" / "ssl_evaluation.json").read_text())
     assert saved["linear_probe"]["accuracy"] == res["linear_probe"]["accuracy"]
     assert "few_shot_accuracy" in saved["knn"]
     fine = digits_config("train.epochs=1", f"model.init={tmp_path / 'pre' / 'encoder.pt'}")
     assert fit(fine, tmp_path / "fine", write_report=False)["finished"]
+
+
+def test_save_encoder_without_head_leaves_a_fresh_classifier(tmp_path):
+    src = model()
+    with torch.no_grad():
+        for p in src.parameters():
+            p.add_(1.0)
+    path = save_encoder(src, tmp_path / "e.pt", include_head=False)
+    keys = set(torch.load(path, weights_only=False)["model"])
+    assert keys and not any(k.startswith("head.") for k in keys)
+    dst = model()  # same seed as src before the shift: equal head means "not loaded"
+    fresh_head = {k: v.clone() for k, v in dst.head.state_dict().items()}
+    load_init(dst, str(path))
+    assert torch.equal(dst.body[0].weight, src.body[0].weight)
+    for k, v in dst.head.state_dict().items():
+        assert torch.equal(v, fresh_head[k]), k
+
+
+def test_frequency_thirds_and_group_accuracy():
+    from noisytail.evaluate_ssl import frequency_groups, group_accuracy
+
+    counts = [6000, 3602, 2163, 1298, 779, 468, 281, 169, 101, 60]  # FMNIST, ratio 100
+    groups = frequency_groups(counts)
+    assert list(groups) == ["many"] * 3 + ["medium"] * 4 + ["few"] * 3
+    shuffled = frequency_groups([60, 6000, 779, 3602, 101, 2163, 169, 1298, 281, 468])
+    assert list(shuffled[[1, 3, 5]]) == ["many"] * 3 and list(shuffled[[0, 4, 6]]) == ["few"] * 3
+    acc = [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.0, 0.2, None]
+    res = group_accuracy(acc, groups)
+    assert res == pytest.approx({"many": 1.0, "medium": 0.5, "few": 0.1})
+    assert group_accuracy([0.5] * 3, ["many"] * 3)["few"] is None
+    with pytest.raises(ValueError, match="at least 3"):
+        frequency_groups([5, 1])
+
+
+def test_balanced_indices():
+    from noisytail.evaluate_ssl import balanced_indices
+
+    labels = np.repeat([0, 1, 2], [50, 20, 3])
+    idx = balanced_indices(labels, 10, seed=1)
+    assert np.bincount(labels[idx]).tolist() == [10, 10, 3]
+    assert len(set(idx.tolist())) == len(idx)
+    assert np.array_equal(idx, balanced_indices(labels, 10, seed=1))
+    assert not np.array_equal(idx, balanced_indices(labels, 10, seed=2))

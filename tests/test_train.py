@@ -121,3 +121,125 @@ def test_meta_split_is_disjoint_and_clean(tmp_path, digits_config):
     c = Corruption.load(tmp_path / "run" / "corruption.npz")
     assert len(np.intersect1d(c.meta_idx, c.train_idx)) == 0
     assert np.array_equal(c.noisy_labels[c.meta_idx], c.true_labels[c.meta_idx])
+
+
+# -- two-stage fine-tuning: frozen backbone, then everything -----------------------------------
+
+
+def _run(cfg, out):
+    from noisytail.train import Run, prepare_data, setup_runtime
+
+    return Run(cfg, out, setup_runtime(cfg), prepare_data(cfg))
+
+
+def _snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _split(state):
+    """(backbone entries, head entries) of a model state dict."""
+    body = {k: v for k, v in state.items() if not k.startswith("head.")}
+    head = {k: v for k, v in state.items() if k.startswith("head.")}
+    return body, head
+
+
+def _encoder(tmp_path, digits_config):
+    """A saved encoder whose weights differ from a fresh model's (another seed), as after SSL."""
+    from noisytail.evaluate_ssl import save_encoder
+
+    run = _run(digits_config("seed=5"), tmp_path / "unused")
+    run.train_epoch(0, progress=False)  # moved weights and BN statistics
+    return save_encoder(run.method.model, tmp_path / "encoder.pt")
+
+
+def test_frozen_epochs_train_only_the_head_then_everything(tmp_path, digits_config):
+    enc = _encoder(tmp_path, digits_config)
+    cfg = digits_config(
+        f"model.init={enc}",
+        "train.freeze_backbone_epochs=1",
+        "train.weight_decay=0.01",  # a decay step would move frozen weights too
+        "train.epochs=2",
+    )
+    run = _run(cfg, tmp_path / "run")
+    loaded = torch.load(enc, weights_only=False)["model"]
+    start_body, start_head = _split(_snapshot(run.method.model))
+    for k, v in start_body.items():  # model.init loaded the encoder (BN statistics included)
+        assert torch.equal(v, loaded[k]), k
+    record = run.train_epoch(0, progress=False)
+    assert record["backbone_frozen"] == 1.0
+    body, head = _split(_snapshot(run.method.model))
+    for k, v in body.items():  # weights and BN running stats / counters untouched
+        assert torch.equal(v, start_body[k]), k
+    assert any(not torch.equal(v, start_head[k]) for k, v in head.items())
+    for p in run.backbone:  # no optimizer state was created for the frozen parameters
+        assert p.grad is None and not run.optimizer.state.get(p)
+    assert run.method.training  # the loop's mode is otherwise normal
+    record = run.train_epoch(1, progress=False)
+    assert record["backbone_frozen"] == 0.0
+    body2, _ = _split(_snapshot(run.method.model))
+    assert not torch.equal(body2["body.0.weight"], body["body.0.weight"])
+    assert not torch.equal(body2["body.1.running_mean"], body["body.1.running_mean"])
+
+
+def test_frozen_backbone_stays_in_eval_mode_after_inference(tmp_path, digits_config):
+    from noisytail.methods.erm import ERM
+
+    seen = []
+    original = ERM.training_step
+
+    def spy(self, batch, ctx):
+        ctx.predict_train(self.model.features)  # inference restores train mode on return
+        seen.append((self.model.body[1].training, self.model.head.training))
+        return original(self, batch, ctx)
+
+    cfg = digits_config("train.freeze_backbone_epochs=1", "train.epochs=2")
+    run = _run(cfg, tmp_path / "run")
+    ERM.training_step = spy
+    try:
+        run.train_epoch(0, progress=False)
+        frozen = list(seen)
+        seen.clear()
+        run.train_epoch(1, progress=False)
+    finally:
+        ERM.training_step = original
+    # after an inference inside a step, the frozen BN is back in eval mode, the head training
+    assert frozen and all(bn is False and head is True for bn, head in frozen)
+    assert all(bn is True for bn, _ in seen)
+
+
+def test_backbone_lr_scale_splits_the_groups(tmp_path, digits_config):
+    cfg = digits_config("train.backbone_lr_scale=0.1", "train.schedule=constant", "train.epochs=1")
+    run = _run(cfg, tmp_path / "run")
+    run.train_epoch(0, progress=False)
+    body = {id(p) for p in run.backbone}
+    lrs = {}
+    for group in run.optimizer.param_groups:
+        kinds = {id(p) in body for p in group["params"]}
+        assert len(kinds) == 1  # a group is all backbone or all head
+        lrs[kinds.pop()] = group["lr"]
+    assert lrs[False] == pytest.approx(0.05) and lrs[True] == pytest.approx(0.005)
+    assert len(run.backbone) + len(list(run.method.model.head.parameters())) == len(
+        list(run.method.model.parameters())
+    )
+
+
+@pytest.mark.parametrize("stop", [1, 2], ids=["mid-freeze", "after-unfreeze"])
+def test_resume_with_frozen_epochs_matches_uninterrupted(tmp_path, digits_config, stop):
+    enc = _encoder(tmp_path, digits_config)
+    cfg = digits_config(
+        f"model.init={enc}",
+        "noise.kind=symmetric",
+        "noise.rate=0.3",
+        "train.epochs=3",
+        "train.freeze_backbone_epochs=2" if stop == 1 else "train.freeze_backbone_epochs=1",
+        "train.backbone_lr_scale=0.5",
+    )
+    fit(cfg, tmp_path / "full", write_report=False)
+    part = fit(cfg, tmp_path / "split", write_report=False, stop_after_epochs=stop)
+    assert not part["finished"]
+    fit(cfg, tmp_path / "split", resume=True, write_report=False)
+    assert _metrics(tmp_path / "full") == _metrics(tmp_path / "split")
+    a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=False)
+    for k, v in a["method"].items():
+        assert torch.equal(v, b["method"][k]), k

@@ -91,6 +91,10 @@ class TrainConfig:
     gamma: float = 0.1
     warmup_epochs: float = 0.0
     grad_clip: float = 0.0  # max gradient norm; 0 = off
+    # Two-stage fine-tuning: the first N epochs train only the head (backbone frozen, its
+    # BatchNorm in eval mode); afterwards everything trains, the backbone at lr * backbone_lr_scale.
+    freeze_backbone_epochs: int = 0
+    backbone_lr_scale: float = 1.0
     sampler: str = "random"  # random | class_balanced
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
@@ -260,6 +264,16 @@ def validate(cfg: Config) -> None:
         raise ConfigError("train.epochs and train.batch_size must be at least 1.")
     if cfg.train.lr <= 0:
         raise ConfigError(f"train.lr must be positive, got {cfg.train.lr}.")
+    if cfg.train.freeze_backbone_epochs < 0:
+        raise ConfigError(
+            "train.freeze_backbone_epochs must be >= 0 (0 = never frozen), got "
+            f"{cfg.train.freeze_backbone_epochs}."
+        )
+    if cfg.train.backbone_lr_scale < 0:
+        raise ConfigError(
+            "train.backbone_lr_scale must be >= 0 (1 = the same lr as the head), got "
+            f"{cfg.train.backbone_lr_scale}."
+        )
     choices = {
         "train.optimizer": (cfg.train.optimizer, ("sgd", "adamw")),
         "train.schedule": (cfg.train.schedule, ("cosine", "step", "constant")),

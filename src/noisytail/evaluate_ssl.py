@@ -9,8 +9,11 @@
 - `evaluate_encoder(...)`: both, for a model and train/test pools.
 - `save_encoder(model, path)`: ``{"model": state_dict}``, read by ``model.init=...``
   (``noisytail.train.load_init``).
-- `export_pretrained(run_dir)`: for a finished pre-training run, ``encoder.pt`` plus
+- `export_pretrained(run_dir)`: for a finished pre-training run, ``encoder.pt`` (no head) plus
   ``ssl_evaluation.json`` (both of the above on the run's own data).
+- `frequency_groups(counts)` / `group_accuracy(per_class, groups)`: many / medium / few classes as
+  thirds by training frequency, and their mean accuracies (for when the fixed shot thresholds
+  leave a group empty); `balanced_indices(labels, per_class)`: a balanced labelled probe split.
 
 Results are `noisytail.evaluate.classification_metrics` dicts (accuracy, balanced accuracy,
 many / medium / few-shot accuracy, ...). Shot groups come from ``class_counts``: pass the
@@ -242,37 +245,76 @@ def evaluate_encoder(
     }
 
 
-def save_encoder(model: nn.Module, path: str | os.PathLike) -> Path:
+def save_encoder(model: nn.Module, path: str | os.PathLike, *, include_head: bool = True) -> Path:
     """Write ``{"model": state_dict}`` (CPU tensors) of a backbone (or of a method's ``model``) to
-    ``path`` atomically; returns the path. Fine-tune from it with ``--set model.init=<path>``."""
+    ``path`` atomically; returns the path. Fine-tune from it with ``--set model.init=<path>``.
+
+    ``include_head=False`` leaves out the linear ``head`` (``head.*`` keys), so that fine-tuning
+    starts from a fresh classifier: use it when the head (e.g. SimCLR's online probe) was trained
+    on labels the fine-tuning run must not see, such as clean labels of the same images."""
     inner = getattr(model, "model", None)
     if isinstance(inner, nn.Module) and hasattr(inner, "features"):
         model = inner  # a Method: save its backbone, whose keys model.init expects
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = {
+        k: v.detach().cpu()
+        for k, v in model.state_dict().items()
+        if include_head or not k.startswith("head.")
+    }
     tmp = p.with_suffix(p.suffix + ".tmp")
     torch.save({"model": state}, tmp)
     os.replace(tmp, p)
     return p
 
 
-def export_pretrained(
-    run_dir: str | os.PathLike,
-    *,
-    checkpoint: str = "last",
-    probe_epochs: int = 100,
-    probe_lr: float = 0.005,
-    knn_k: int = 200,
-    knn_t: float = 0.1,
-) -> dict[str, Any]:
-    """For a (pre-training) run folder: write ``encoder.pt`` (`save_encoder` of the backbone) and
-    ``ssl_evaluation.json`` (linear probe + kNN on its frozen features, trained on the run's
-    training pool with the labels the run trained on, i.e. noisy ones in a noisy run, tested on
-    its test set; shot groups by the training-set class counts by true class). Returns the
-    evaluation, with ``"encoder"`` (its path)."""
-    import json
+def frequency_groups(class_counts: Any, parts: int = 3) -> np.ndarray:
+    """``[K]`` array of ``"many"`` / ``"medium"`` / ``"few"``: the classes sorted by training
+    frequency (largest first, ties by class id) and cut into thirds (MTTV's many/medium/few
+    split). With K = 10: 3 many, 4 medium, 3 few. Use it where the fixed >100 / <20 thresholds of
+    `noisytail.evaluate.shot_thresholds` leave a group empty (e.g. Fashion-MNIST at ratio 100,
+    whose smallest class still has about 60 images)."""
+    if parts != 3:
+        raise ValueError(f"only thirds are supported, got parts={parts}")
+    counts = np.asarray(class_counts)
+    k = len(counts)
+    if k < 3:
+        raise ValueError(f"frequency thirds need at least 3 classes, got {k}")
+    order = np.lexsort((np.arange(k), -counts))  # by count descending, then class id
+    n_many = n_few = int(round(k / 3))
+    groups = np.full(k, "medium", dtype=object)
+    groups[order[:n_many]] = "many"
+    groups[order[k - n_few :]] = "few"
+    return groups.astype(str)
 
+
+def group_accuracy(per_class_accuracy: Any, groups: Any) -> dict[str, float | None]:
+    """Mean per-class accuracy of each group: ``{"many": ..., "medium": ..., "few": ...}``
+    (None for an empty group or one whose classes were never tested, i.e. NaN accuracies)."""
+    acc = np.asarray([np.nan if a is None else a for a in per_class_accuracy], dtype=np.float64)
+    groups = np.asarray(groups)
+    out: dict[str, float | None] = {}
+    for name in ("many", "medium", "few"):
+        vals = acc[(groups == name) & ~np.isnan(acc)]
+        out[name] = float(vals.mean()) if len(vals) else None
+    return out
+
+
+def balanced_indices(labels: Any, per_class: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of ``per_class`` samples of every class of ``labels`` (all of a smaller
+    class), drawn without replacement with ``seed``: a balanced labelled split for a probe."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
+    picked = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        picked.append(rng.choice(idx, size=min(per_class, len(idx)), replace=False))
+    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
+
+
+def load_trained_run(run_dir: str | os.PathLike, *, checkpoint: str = "last") -> Any:
+    """A run folder's `noisytail.train.Run` (its data prepared, its config) with the weights of
+    ``checkpoints/<checkpoint>.pt`` loaded into its method."""
     from .config import load_run_config
     from .data.types import DataError
     from .train import Run, prepare_data, setup_runtime
@@ -285,14 +327,39 @@ def export_pretrained(
         raise DataError(f"{ckpt} not found: the run has no '{checkpoint}' checkpoint.")
     cfg = load_run_config(out / "config.yaml")
     rt = setup_runtime(cfg)
-    prepared = prepare_data(cfg)
-    run = Run(cfg, out, rt, prepared)
+    run = Run(cfg, out, rt, prepare_data(cfg))
     state = torch.load(ckpt, map_location=rt.device, weights_only=False)
     if "method" in state:
         run.method.load_state_dict(state["method"])
     else:
         run.method.model.load_state_dict(state["model"])
-    encoder = save_encoder(run.method.model, out / "encoder.pt")
+    return run
+
+
+def export_pretrained(
+    run_dir: str | os.PathLike,
+    *,
+    checkpoint: str = "last",
+    probe_epochs: int = 100,
+    probe_lr: float = 0.005,
+    knn_k: int = 200,
+    knn_t: float = 0.1,
+) -> dict[str, Any]:
+    """For a (pre-training) run folder: write ``encoder.pt`` (`save_encoder` of the backbone,
+    without its ``head``: fine-tuning starts from a fresh classifier) and
+    ``ssl_evaluation.json`` (linear probe + kNN on its frozen features, trained on the run's
+    training pool with the labels the run trained on, i.e. noisy ones in a noisy run, tested on
+    its test set; shot groups by the training-set class counts by true class). Returns the
+    evaluation, with ``"encoder"`` (its path)."""
+    import json
+
+    out = Path(run_dir)
+    run = load_trained_run(out, checkpoint=checkpoint)
+    cfg, prepared = run.cfg, run.data
+    ckpt = out / "checkpoints" / f"{checkpoint}.pt"
+    # Backbone only: the head is the online probe, trained on this run's labels (often the clean
+    # labels of the very images a noisy fine-tuning run then trains on), so it must not travel.
+    encoder = save_encoder(run.method.model, out / "encoder.pt", include_head=False)
     counts = getattr(prepared, "true_class_counts", prepared.class_counts)
     result = evaluate_encoder(
         run.method.model,

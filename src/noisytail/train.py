@@ -5,6 +5,12 @@
 report. ``fit(..., resume=True)`` continues an interrupted run to the same result as an
 uninterrupted one: batches, augmentation and method randomness are seeded per epoch.
 Under ``torchrun`` it runs data-parallel with DistributedDataParallel (gloo on CPU, NCCL on GPU).
+
+Two-stage fine-tuning (``model.init=<encoder.pt>``): ``train.freeze_backbone_epochs=N`` trains only
+the model's ``head`` for the first N epochs (backbone gradients dropped before each step, backbone
+modules in eval mode so BatchNorm statistics stay put); then everything trains, the backbone at
+``lr * train.backbone_lr_scale``. Whether an epoch is frozen depends on its number only, so resume
+mid-freeze or after it gives the uninterrupted result.
 """
 
 from __future__ import annotations
@@ -290,6 +296,43 @@ def load_init(model: torch.nn.Module, path: str) -> None:
     model.load_state_dict(usable, strict=False)
 
 
+def backbone_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The trainable parameters of ``model`` outside its linear ``head``: what
+    ``train.freeze_backbone_epochs`` freezes and ``train.backbone_lr_scale`` scales."""
+    head = getattr(model, "head", None)
+    skip = {id(p) for p in head.parameters()} if isinstance(head, torch.nn.Module) else set()
+    return [p for p in model.parameters() if p.requires_grad and id(p) not in skip]
+
+
+def scale_backbone_groups(
+    groups: list[dict[str, Any]], backbone: list[torch.nn.Parameter], scale: float
+) -> list[dict[str, Any]]:
+    """Split each optimizer group into its non-backbone and backbone parameters; the backbone
+    part gets ``lr_scale`` multiplied by ``scale`` (other group options are kept)."""
+    ids = {id(p) for p in backbone}
+    out: list[dict[str, Any]] = []
+    for group in groups:
+        params = list(group["params"])
+        opts = {k: v for k, v in group.items() if k != "params"}
+        rest = [p for p in params if id(p) not in ids]
+        body = [p for p in params if id(p) in ids]
+        if rest:
+            out.append({**opts, "params": rest})
+        if body:
+            out.append({**opts, "params": body, "lr_scale": opts.get("lr_scale", 1.0) * scale})
+    return out
+
+
+def set_backbone_eval(model: torch.nn.Module) -> None:
+    """Put every module of ``model`` except its ``head`` in eval mode (BatchNorm uses and keeps
+    its running statistics, dropout is off): the frozen backbone is a fixed feature extractor."""
+    head = getattr(model, "head", None)
+    skip = {id(m) for m in head.modules()} if isinstance(head, torch.nn.Module) else set()
+    for module in model.modules():
+        if id(module) not in skip:
+            module.training = False
+
+
 def build_optimizer(cfg: Config, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
     t = cfg.train
     if t.optimizer == "sgd":
@@ -414,7 +457,13 @@ class Run:
         self.method.to(runtime.device)
         if channels_last and bundle.is_image:
             self.method.to(memory_format=torch.channels_last)
-        self.optimizer = build_optimizer(cfg, self.method.parameter_groups())
+        # train.freeze_backbone_epochs: frozen epochs drop these gradients (see train_epoch).
+        self.backbone = backbone_parameters(self.method.model)
+        self.frozen = False  # whether the current epoch trains the head only
+        groups = self.method.parameter_groups()
+        if t.backbone_lr_scale != 1.0:
+            groups = scale_backbone_groups(groups, self.backbone, t.backbone_lr_scale)
+        self.optimizer = build_optimizer(cfg, groups)
         self.engine: torch.nn.Module = self.method
         if runtime.distributed:
             self.engine = torch.nn.parallel.DistributedDataParallel(
@@ -463,6 +512,8 @@ class Run:
             with self.autocast():
                 outs.append(fn(x).float())
         self.method.train(was_training)
+        if was_training and self.frozen:
+            set_backbone_eval(self.method.model)
         return torch.cat(outs)
 
     def checkpoint_state(self, epoch: int) -> dict[str, Any]:
@@ -503,7 +554,10 @@ class Run:
         ctx.epoch = epoch
         if self.meta_cycle is not None:
             self.meta_cycle.reset(epoch)
+        frozen = self.frozen = epoch < cfg.train.freeze_backbone_epochs
         method.train()
+        if frozen:
+            set_backbone_eval(method.model)
         method.on_epoch_start(ctx)
         sums: dict[str, torch.Tensor] = {}
         losses = torch.zeros(steps, device=self.rt.device)
@@ -522,12 +576,20 @@ class Run:
             lr = learning_rate(cfg, ctx.step, steps)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_scale", 1.0)
+            if frozen:  # again each step, in case a method reset the modes
+                set_backbone_eval(method.model)
             with self.autocast():
                 out = self.engine(batch, ctx)
             loss = out["loss"]
             losses[i] = loss.detach().float()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if frozen:
+                # No update at all: SGD/AdamW skip a parameter without a gradient (no momentum,
+                # no weight decay). Gradients are still computed: some methods need them inside
+                # their step, and DDP's all-reduce expects every rank to produce them.
+                for p in self.backbone:
+                    p.grad = None
             if cfg.train.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.train.grad_clip)
             self.optimizer.step()
@@ -545,6 +607,8 @@ class Run:
         bar.close()
         record = {("train_loss" if k == "loss" else k): float(v) / steps for k, v in sums.items()}
         record["lr"] = learning_rate(cfg, (epoch + 1) * steps - 1, steps)
+        if cfg.train.freeze_backbone_epochs > 0:
+            record["backbone_frozen"] = float(frozen)
         return self._reduce_mean(record)
 
     def _check_finite(self, losses: torch.Tensor, epoch: int, steps: int) -> None:

@@ -1,0 +1,70 @@
+"""scripts/bench_ssl.py (the issue-5 benchmark) in --quick mode on digits: every part runs and
+produces the rows and tables it promises."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_ssl.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_ssl", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_on_digits_produces_every_row(tmp_path, bench):
+    out = tmp_path / "bench"
+    args = bench.parse_args(
+        ["--quick", "--data", "digits", "--ratio", "10", "--seeds", "0", "--out", str(out)]
+        + ["--noise-rates", "0.4"]  # one noise level keeps it short; the default has two
+    )
+    assert args.pretrain_epochs == 1 and args.finetune_epochs == 2  # --quick shrinks the budget
+    assert bench.parse_args([]).noise_rates == [0.2, 0.4]
+    rows = bench.run_bench(args)
+
+    pre = {r["method"]: r for r in rows if r["part"] == "pretrain"}
+    assert set(pre) == {"random", "simclr", "multiview", "mttv"}
+    # equal views-with-gradient budget: k-view (k = 4) gets half of SimCLR's epochs, at least 1
+    assert (
+        pre["simclr"]["grad_views_per_image"] == 2 and pre["multiview"]["grad_views_per_image"] == 4
+    )
+    assert bench.pretrain_epochs(bench.parse_args(["--pretrain-epochs", "6"]), "multiview") == 3
+    for r in pre.values():
+        for key in ("probe_accuracy", "probe_few_third", "probe_many_third", "knn_accuracy"):
+            assert 0.0 <= r[key] <= 1.0, (r["method"], key)
+        assert r["probe_labelled"] == 10 * args.probe_per_class  # balanced labelled split
+    assert (out / "pretrain" / "simclr-seed0" / "backbone.pt").exists()
+
+    fine = [r for r in rows if r["part"] == "finetune"]
+    got = {(r["noise_rate"], r["init"], r["loss"]) for r in fine}
+    want = {
+        (rate, init, loss)
+        for rate in (0.4,)
+        for init, losses in (("simclr", args.losses), ("scratch", args.scratch_losses))
+        for loss in losses
+    }
+    assert got == want
+    assert all(abs(r["realised_noise_rate"] - r["noise_rate"]) < 0.1 for r in fine)
+
+    cost = {r["method"]: r for r in rows if r["part"] == "cost"}
+    assert set(cost) == {"simclr", "multiview", "mttv"}
+    assert all(0.0 < r["augment_share"] < 1.0 and r["images_per_second"] > 0 for r in cost.values())
+    assert cost["multiview"]["views_built"] == 4 and cost["mttv"]["views_built"] == 3
+
+    text = (out / "tables.md").read_text()
+    for heading in ("(a) Linear probe", "(b) Two-stage fine-tuning", "(c) Pre-training cost"):
+        assert heading in text
+    assert "| mttv |" in text and "| sym. 40 % | scratch | ce |" in text and "best by mean" in text
+    saved = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(saved) == len(rows)
+
+
+def test_tables_show_mean_and_sample_std(bench):
+    assert bench._fmt([0.5, 0.7]) == "60.00 ± 14.14"  # sample (n-1) std, in percent
+    assert bench._fmt([0.5]) == "50.00" and bench._fmt([None]) == "n/a"
