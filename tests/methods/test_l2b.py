@@ -90,7 +90,7 @@ def test_warmup_is_plain_ce_then_meta_steps():
 
 
 def test_meta_every_k_falls_back_to_ce():
-    m = _method("l2rw", meta_every=3)
+    m = _method("l2rw", meta_every=3, between="ce")
     x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
     ctx, _ = _ctx(m, x, y)
     steps = []
@@ -148,3 +148,28 @@ def test_l2b_meta_path_in_the_loop(args, tmp_path, digits_config):
     )
     summary = fit(cfg, tmp_path / "run", write_report=False)
     assert summary["finished"] and summary["test_accuracy"] > 0.2
+
+
+def test_skipped_iterations_reuse_each_samples_own_latest_weights():
+    torch.manual_seed(0)
+    m = _method("l2b", meta_every=2, warmup_epochs=0)
+    x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+    ctx, _ = _ctx(m, x, y)
+    idx = torch.arange(8)
+    ctx.step = 0
+    m(Batch(x, y, idx), ctx)  # meta step: remembers alpha, beta per sample
+    alpha, beta = m.last_weights[0] * 8, m.last_weights[1] * 8
+    ctx.step = 1
+    out = m(Batch(x, y, idx), ctx)
+    assert float(out["meta_step"]) == 0.0
+    losses = l2b_losses(m.model(x), y)
+    want = (alpha * losses[0] + beta * losses[1]).sum() / (alpha + beta).sum()
+    torch.testing.assert_close(out["loss"], want)
+    # a sample never weighted yet counts as plain CE on its observed label
+    m2 = _method("l2rw", meta_every=2)
+    ctx2, _ = _ctx(m2, x, y)
+    ctx2.step = 1
+    ce = nn.functional.cross_entropy(m2.model(x), y)
+    torch.testing.assert_close(m2(Batch(x, y, idx), ctx2)["loss"], ce)
+    with pytest.raises(ValueError, match="between"):
+        _method("l2b", between="old")

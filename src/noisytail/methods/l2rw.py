@@ -35,6 +35,7 @@ class L2RW(L2B):
         warmup_epochs: int = 0,
         use_optimizer_state: bool = False,
         meta_every: int = 1,
+        between: str = "cached",
         lookahead: str = "all",
         meta_grad: str = "forward",
     ) -> None:
@@ -47,6 +48,7 @@ class L2RW(L2B):
             warmup_epochs=warmup_epochs,
             use_optimizer_state=use_optimizer_state,
             meta_every=meta_every,
+            between=between,
             lookahead=lookahead,
             meta_grad=meta_grad,
         )
