@@ -61,6 +61,9 @@ class MetaConfig:
     total: int = 0  # or a fixed total, spread over classes
     balanced: bool = True  # False: `total` drawn at random (L2B+DivideMix)
     overlap: bool = False  # paper-code compatibility only: meta samples stay in the train pool
+    source: str = (
+        "train"  # "train": drawn from the training pool; "provided": the source's clean split
+    )
 
 
 @dataclass

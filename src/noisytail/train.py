@@ -41,10 +41,12 @@ from .data.label_file import apply_label_file
 from .data.loader import CyclingLoader, PoolData, TrainLoader, epoch_generator
 from .data.sources import load_dataset
 from .data.splits import stratified_split
-from .data.types import DataError, DatasetBundle, DataSplit, TensorStore
+from .data.types import DataError, DatasetBundle, DataSplit, TensorStore, concat_splits
 from .evaluate import classification_metrics
 from .methods import Context, Method, TaskInfo
-from .registry import METHODS, MODELS
+from .registry import METHODS, MODELS, suggest
+
+META_SOURCES = ("train", "provided")
 
 
 class TrainingError(RuntimeError):
@@ -65,7 +67,9 @@ class PreparedData:
 
     bundle: DatasetBundle
     corruption: Corruption
-    train_source_idx: np.ndarray  # [N_train_split] ids in the source's train split
+    # [N_train_split] ids in the source's train split; with meta.source=provided, ids from
+    # len(source train) on are the source's meta split
+    train_source_idx: np.ndarray
     test_source_idx: np.ndarray  # [N_test] ids in the source's test split
 
     @property
@@ -129,7 +133,28 @@ def prepare_data(cfg: Config) -> PreparedData:
     test_src = _stratified_subset(
         bundle.test.labels, cfg.data.test_subset, seed + 1, "data.test_subset"
     )
+    n_source_train = len(bundle.train)
     bundle = subset_bundle(bundle, train_src, test_src)
+    provided_meta = None
+    if cfg.meta.source not in META_SOURCES:
+        raise ConfigError(
+            f"meta.source must be one of {META_SOURCES}, got {cfg.meta.source!r}."
+            f"{suggest(str(cfg.meta.source), META_SOURCES)}"
+        )
+    if cfg.meta.source == "provided":
+        if bundle.meta is None:
+            raise ConfigError(
+                f"meta.source=provided, but the data source {cfg.data.name!r} offers no clean meta "
+                "split (clothing1m offers clean_val; isic2019 takes data.options.meta_list). Use "
+                "meta.source=train to hold clean samples out of the training pool instead."
+            )
+        # the source's clean split goes after the training split; corrupt() keeps it apart
+        n_pool, n_meta = len(bundle.train), len(bundle.meta)
+        bundle = replace(bundle, train=concat_splits(bundle.train, bundle.meta), meta=None)
+        provided_meta = np.arange(n_pool, n_pool + n_meta)
+        train_src = np.concatenate([train_src, n_source_train + np.arange(n_meta)])
+        if given_noisy is not None:
+            given_noisy = np.concatenate([given_noisy, np.full(n_meta, -1, dtype=np.int64)])
     features = _instance_features(bundle) if cfg.noise.kind == "instance" else None
     corruption = corrupt(
         bundle.train.labels,
@@ -161,6 +186,7 @@ def prepare_data(cfg: Config) -> PreparedData:
         features=features,
         asymmetric_map=bundle.asymmetric_map or None,
         coarse_labels=bundle.coarse_labels,
+        provided_meta=provided_meta,
     )
     if given_noisy is not None:
         kept = np.concatenate([corruption.train_idx, corruption.val_idx])
@@ -777,7 +803,8 @@ def finish_run(run: Run) -> dict[str, Any]:
         "noise": {
             "kind": cfg.noise.kind,
             "rate": cfg.noise.rate,
-            "realised_rate": data.corruption.noise_rate(),
+            # real noise (Clothing1M): the true labels are unknown, so the rate is too
+            "realised_rate": None if data.bundle.labels_are_noisy else data.corruption.noise_rate(),
         },
         "imbalance_ratio": cfg.imbalance.ratio,
         "realised_imbalance_ratio": corr_summary.get("realised_imbalance_ratio"),

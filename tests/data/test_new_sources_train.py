@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from noisytail.cli import main
-from noisytail.config import load_config
+from noisytail.config import ConfigError, load_config
 from noisytail.train import fit
 
 TINY = [
@@ -73,3 +74,23 @@ def test_isic2019_with_meta_set(tmp_path, write_isic):
     assert 0.0 <= summary["test_accuracy"] <= 1.0
     corr = np.load(tmp_path / "run" / "corruption.npz")
     assert len(corr["meta_idx"]) == 8
+
+
+def test_clothing1m_clean_val_is_the_meta_set_of_a_meta_method(tmp_path, write_clothing):
+    splits = write_clothing(tmp_path / "c1m")
+    base = ["data.name=clothing1m", f"data.root={tmp_path / 'c1m'}", "data.options.image_size=8"]
+    cfg = load_config(None, base + TINY + ["meta.source=provided", "method.name=l2rw"])
+    summary = fit(cfg, tmp_path / "run", write_report=False)
+    assert summary["noise"]["realised_rate"] is None  # real noise: the truth is unknown
+    corr = np.load(tmp_path / "run" / "corruption.npz")
+    n_train, n_val = len(splits["noisy_train"]), len(splits["clean_val"])
+    assert corr["meta_idx"].tolist() == list(range(n_train, n_train + n_val))
+    assert corr["true_labels"][corr["meta_idx"]].tolist() == [y for _, y in splits["clean_val"]]
+    assert corr["train_idx"].max() < n_train  # the clean split is never trained on
+    no_meta = load_config(
+        None, base + TINY + ["meta.source=provided", "data.options.meta_split=null"]
+    )
+    with pytest.raises(ConfigError, match="offers no clean meta split"):
+        fit(no_meta, tmp_path / "run2", write_report=False)
+    with pytest.raises(ConfigError, match="meta.source must be one of"):
+        fit(load_config(None, base + TINY + ["meta.source=clean"]), tmp_path / "run3")
