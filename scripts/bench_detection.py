@@ -60,6 +60,7 @@ import numpy as np
 import torch
 
 from noisytail.config import Config, load_config
+from noisytail.detect.api import json_default
 from noisytail.detect.detectors import (
     ConfidentLearningDetector,
     DetectionTask,
@@ -286,7 +287,7 @@ def run_benchmark(
                 if jsonl is not None:
                     with open(jsonl, "a") as f:
                         for row in unit_rows:
-                            f.write(json.dumps(row, default=_json_default) + "\n")
+                            f.write(json.dumps(row, default=json_default) + "\n")
                 done += 1
                 elapsed = time.perf_counter() - start
                 log(
@@ -294,14 +295,6 @@ def run_benchmark(
                     f"{elapsed / done * s.units / 60:.1f} min"
                 )
     return rows
-
-
-def _json_default(x: Any) -> Any:
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return str(x)
 
 
 def _mean_std(values: list[float], fmt: str = "{:.3f}") -> str:

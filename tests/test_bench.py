@@ -90,3 +90,9 @@ def test_run_reference_orders_runs_and_passes_the_folder(tmp_path):
     path.write_text("grid:\n  variant:\n    - {label: a, set: ['model.init={run:b}']}\n")
     with pytest.raises(ConfigError, match="names no variant"):
         plan(load_grid(path), tmp_path / "out2")
+    path.write_text(  # a chain is refused whatever the order of the variants
+        "grid:\n  variant:\n    - {label: a, set: ['model.init={run:b}']}\n"
+        "    - {label: b, set: ['model.init={run:c}']}\n    - {label: c, set: [train.lr=0.1]}\n"
+    )
+    with pytest.raises(ConfigError, match="one level of reference only"):
+        plan(load_grid(path), tmp_path / "out3")

@@ -285,6 +285,7 @@ def validate(cfg: Config) -> None:
         "data.augment": (cfg.data.augment, ("none", "flip", "crop", "crop_flip", "simclr")),
         "noise.order": (cfg.noise.order, ("imbalance_first", "noise_first")),
         "imbalance.profile": (cfg.imbalance.profile, ("exponential", "step")),
+        "meta.source": (cfg.meta.source, ("train", "provided")),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:

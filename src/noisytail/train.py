@@ -44,9 +44,7 @@ from .data.splits import stratified_split
 from .data.types import DataError, DatasetBundle, DataSplit, TensorStore, concat_splits
 from .evaluate import classification_metrics
 from .methods import Context, Method, TaskInfo
-from .registry import METHODS, MODELS, suggest
-
-META_SOURCES = ("train", "provided")
+from .registry import METHODS, MODELS
 
 
 class TrainingError(RuntimeError):
@@ -136,11 +134,6 @@ def prepare_data(cfg: Config) -> PreparedData:
     n_source_train = len(bundle.train)
     bundle = subset_bundle(bundle, train_src, test_src)
     provided_meta = None
-    if cfg.meta.source not in META_SOURCES:
-        raise ConfigError(
-            f"meta.source must be one of {META_SOURCES}, got {cfg.meta.source!r}."
-            f"{suggest(str(cfg.meta.source), META_SOURCES)}"
-        )
     if cfg.meta.source == "provided":
         if bundle.meta is None:
             raise ConfigError(

@@ -92,5 +92,5 @@ def test_clothing1m_clean_val_is_the_meta_set_of_a_meta_method(tmp_path, write_c
     )
     with pytest.raises(ConfigError, match="offers no clean meta split"):
         fit(no_meta, tmp_path / "run2", write_report=False)
-    with pytest.raises(ConfigError, match="meta.source must be one of"):
+    with pytest.raises(ConfigError, match="meta.source='clean' is not one of train, provided"):
         fit(load_config(None, base + TINY + ["meta.source=clean"]), tmp_path / "run3")

@@ -321,12 +321,12 @@ def detect_label_issues(
         "per_class": per_class,
         "files": {k: str(v) for k, v in result.files.items()},
     }
-    (out / JSON_FILE).write_text(json.dumps(info, indent=2, default=_json_default))
+    (out / JSON_FILE).write_text(json.dumps(info, indent=2, default=json_default))
     result.files["json"] = out / JSON_FILE
     return result
 
 
-def _json_default(x: Any) -> Any:
+def json_default(x: Any) -> Any:
     if isinstance(x, np.generic):
         return x.item()
     if isinstance(x, np.ndarray):
