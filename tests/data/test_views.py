@@ -78,13 +78,27 @@ def test_crop_resizes_to_a_given_size():
     assert random_resized_crop(x, gen(), size=(16, 24)).shape == (2, 3, 16, 24)
 
 
-def test_single_channel_gets_no_colour_ops():
+def test_single_channel_gets_no_colour_ops_without_jitter():
     x, _, _ = images(4, 1, 8, 8)
     # 8 px: blur kernel is 1 (no blur); a full, unflipped crop must then leave x unchanged.
-    out = simclr_augment(x, gen(), crop_scale=(1.0, 1.0))
+    out = simclr_augment(x, gen(), crop_scale=(1.0, 1.0), jitter_p=0.0)
     flips = (out - x).abs().amax(dim=(1, 2, 3)) > 1e-5
     assert torch.allclose(out[~flips], x[~flips], atol=1e-5)
     assert torch.allclose(out[flips], x[flips].flip(3), atol=1e-5)
+
+
+def test_single_channel_jitter_is_brightness_and_contrast_only():
+    # torchvision's ColorJitter on a grayscale image: an affine map of each image's intensities
+    # (no clamping here: values stay inside [0, 1]); saturation and hue do nothing.
+    p = 0.25 + 0.5 * torch.rand(6, 1, 8, 8, generator=gen(3))
+    out = color_jitter01(p, gen(4), brightness=0.2, contrast=0.2, saturation=0.9, hue=0.5, prob=1)
+    assert out.shape == p.shape and not torch.allclose(out, p)
+    for before, after in zip(p.flatten(1), out.flatten(1), strict=True):
+        design = torch.stack([before, torch.ones_like(before)], 1)
+        coef = torch.linalg.lstsq(design, after.unsqueeze(1)).solution
+        assert torch.allclose(design @ coef, after.unsqueeze(1), atol=1e-5)
+    only_sat_hue = color_jitter01(p, gen(4), brightness=0, contrast=0, saturation=0.9, hue=0.5)
+    assert torch.allclose(only_sat_hue, p, atol=1e-6)
 
 
 def test_colour_ops_with_probability_zero_or_one():

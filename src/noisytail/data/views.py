@@ -3,7 +3,8 @@
 The recipe (Chen et al. 2020; MTTV's Kornia pipeline, arXiv 2509.08469) is, per image:
 random resized crop (scale 0.08-1, aspect 3/4-4/3) -> horizontal flip (p=0.5) -> colour jitter
 0.4/0.4/0.4/0.1 (p=0.8) -> grayscale (p=0.2) -> Gaussian blur (p=0.5, sigma 0.1-2, kernel about
-10% of the image side, forced odd). Colour jitter and grayscale apply to 3-channel images only.
+10% of the image side, forced odd). On one-channel images the jitter is brightness and contrast
+only (torchvision's ``ColorJitter`` on a grayscale image) and grayscale is a no-op.
 
 Like ``augment.py``, every function takes a float batch ``[B, C, H, W]`` and a CPU
 `torch.Generator`; all random numbers are drawn there, in a fixed amount per call, so the views
@@ -95,7 +96,9 @@ def random_resized_crop(
 
 
 def _gray(p: torch.Tensor) -> torch.Tensor:
-    """Luma ``[B, 1, H, W]`` of RGB ``[B, 3, H, W]``."""
+    """Luma ``[B, 1, H, W]`` of RGB ``[B, 3, H, W]``; a one-channel batch is its own luma."""
+    if p.shape[1] == 1:
+        return p
     wts = torch.tensor(_LUMA, device=p.device, dtype=p.dtype).view(1, 3, 1, 1)
     return (p * wts).sum(1, keepdim=True)
 
@@ -129,7 +132,8 @@ def color_jitter01(
     prob: float = 0.8,
 ) -> torch.Tensor:
     """Colour jitter of RGB images in [0, 1], each image with probability ``prob``; factors drawn
-    per image from ``[1 - s, 1 + s]`` (hue: ``[-hue, hue]`` of a turn)."""
+    per image from ``[1 - s, 1 + s]`` (hue: ``[-hue, hue]`` of a turn). On one-channel images
+    only brightness and contrast act, as torchvision's ``ColorJitter`` on a grayscale image."""
     b = p.shape[0]
     dev = p.device
     u = _rand((5, b), generator, dev)
@@ -148,7 +152,7 @@ def color_jitter01(
         elif op == 2:
             g = _gray(out)
             out = (out - g) * f.view(-1, 1, 1, 1) + g
-        else:
+        elif p.shape[1] == 3:
             out = _hue_rotate(out, f)
         out = out.clamp(0.0, 1.0)
     return torch.where(apply, out, p)
@@ -228,13 +232,15 @@ def simclr_augment(
 ) -> torch.Tensor:
     """One SimCLR view of each image of a normalised batch ``[B, C, H, W]`` (see module docstring).
 
-    ``colour=None`` applies jitter and grayscale to 3-channel images only. Feature vectors
+    ``colour=None`` applies the jitter to 1- and 3-channel images (on one channel only brightness
+    and contrast act, as torchvision's ``ColorJitter`` on a grayscale image does) and grayscale
+    to 3-channel images; other channel counts get no colour operations. Feature vectors
     (``x.dim() != 4``) are returned unchanged.
     """
     if x.dim() != 4:
         return x
     out = random_resized_crop(x.float(), generator, scale=crop_scale, flip_p=0.5)
-    use_colour = (x.shape[1] == 3) if colour is None else colour
+    use_colour = (x.shape[1] in (1, 3)) if colour is None else colour
     if use_colour:
         p, lo, span = _to01(out, mean, std)
         b, c, s, h = jitter
