@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup data demo test lint format bench-throughput bench-losses bench-detection clean
+.PHONY: setup data demo test lint format bench-throughput bench-losses bench-detection bench-ssl clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,10 @@ bench-losses: setup data
 bench-detection: setup data
 	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(PY) scripts/bench_detection.py --out runs/bench-detection
+
+# Self-supervised pre-training and the two-stage recipe (issue 5): about an hour on 2 CPU cores.
+bench-ssl: setup data
+	$(PY) scripts/bench_ssl.py --part all --jobs 2 --threads 1 --out runs/bench-ssl
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
