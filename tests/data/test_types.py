@@ -20,3 +20,11 @@ def test_concat_refuses_different_shapes():
     b = DataSplit(TensorStore(torch.zeros(2, 1, 3, 3, dtype=torch.uint8)), [0, 1])
     with pytest.raises(DataError, match="cannot join"):
         concat_splits(a, b)
+
+
+def test_concat_get_of_no_index_is_an_empty_batch_like_a_tensor_store():
+    a = DataSplit(TensorStore(torch.zeros(3, 1, 2, 2, dtype=torch.uint8)), [0, 1, 2])
+    b = DataSplit(TensorStore(torch.ones(2, 1, 2, 2, dtype=torch.uint8)), [3, 4])
+    empty = concat_splits(a, b).images.get(np.array([], dtype=np.int64))
+    assert empty.shape == (0, 1, 2, 2) and empty.dtype == torch.uint8
+    assert empty.shape == a.images.get(np.array([], dtype=np.int64)).shape

@@ -127,8 +127,8 @@ class ConcatStore:
             if out is None:
                 out = block.new_empty((len(idx), *block.shape[1:]))
             out[torch.as_tensor(sel, device=block.device)] = block
-        if out is None:
-            raise DataError("ConcatStore.get needs at least one index.")
+        if out is None:  # no index: an empty batch shaped like the first part's
+            return self.parts[0].get(idx)
         return out
 
 
