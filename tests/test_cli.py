@@ -1,8 +1,10 @@
 import json
 
+import yaml
 from click.testing import CliRunner
 
 from noisytail.cli import main
+from noisytail.evaluate_ssl import FINETUNE_LOSS
 
 FAST = [
     "--set",
@@ -84,18 +86,20 @@ def test_pretrain_then_fine_tune(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert (pre / "encoder.pt").exists() and "linear probe" in result.output
-    result = runner.invoke(
-        main,
-        [
-            "train",
-            *FAST,
-            "--set",
-            f"model.init={pre / 'encoder.pt'}",
-            "--out",
-            str(tmp_path / "ft"),
-        ],
-    )
+    # The printed fine-tuning command (encoder + the measured default loss) runs as printed.
+    hint = next(ln for ln in result.output.splitlines() if ln.startswith("fine-tune:"))
+    printed = hint.split("noisytail train CONFIG", 1)[1].split()
+    assert printed == [
+        "--set",
+        f"model.init={pre / 'encoder.pt'}",
+        "--set",
+        f"method.loss={FINETUNE_LOSS}",
+    ]
+    result = runner.invoke(main, ["train", *FAST, *printed, "--out", str(tmp_path / "ft")])
     assert result.exit_code == 0, result.output
+    assert yaml.safe_load((tmp_path / "ft" / "config.yaml").read_text())["method"]["loss"] == (
+        "cb_focal"
+    )
     result = runner.invoke(
         main, ["pretrain", *FAST, "--set", "method.name=erm", "--out", str(tmp_path / "x")]
     )

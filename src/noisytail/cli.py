@@ -155,8 +155,9 @@ def _given(key: str, config: str | None, overrides: tuple[str, ...]) -> bool:
 def pretrain(config, overrides, out, resume, probe_epochs, no_progress) -> None:  # type: ignore[no-untyped-def]
     """Self-supervised pre-training (default: simclr with SimCLR augmentation). Writes
     OUT/encoder.pt and OUT/ssl_evaluation.json (linear probe + kNN on frozen features);
-    fine-tune with `noisytail train ... --set model.init=OUT/encoder.pt`."""
-    from .evaluate_ssl import export_pretrained
+    fine-tune with `noisytail train ... --set model.init=OUT/encoder.pt --set method.loss=cb_focal`
+    (the fine-tuning loss chosen by measurement: BENCHMARKS.md)."""
+    from .evaluate_ssl import FINETUNE_LOSS, export_pretrained
     from .train import fit
 
     defaults = [
@@ -191,7 +192,10 @@ def pretrain(config, overrides, out, resume, probe_epochs, no_progress) -> None:
         f"kNN {pct(knn['accuracy'])}"
     )
     click.echo(f"encoder:   {res['encoder']}")
-    click.echo(f"fine-tune: noisytail train CONFIG --set model.init={res['encoder']}")
+    click.echo(
+        f"fine-tune: noisytail train CONFIG --set model.init={res['encoder']} "
+        f"--set method.loss={FINETUNE_LOSS}"
+    )
 
 
 @main.command()
