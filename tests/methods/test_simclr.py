@@ -30,7 +30,8 @@ def setup(name, views=2, b=16, seed=0, **kw):
     )
     g = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(b, 1, 8, 8, generator=g)
-    batch = Batch(multi_view(x, views, g), torch.randint(0, 4, (b,), generator=g), torch.arange(b))
+    labels = (torch.arange(b) % 4)[torch.randperm(b, generator=g)]  # every class at least twice
+    batch = Batch(multi_view(x, views, g), labels, torch.arange(b))
     return method, opt, ctx, batch
 
 
