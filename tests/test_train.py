@@ -123,6 +123,26 @@ def test_meta_split_is_disjoint_and_clean(tmp_path, digits_config):
     assert np.array_equal(c.noisy_labels[c.meta_idx], c.true_labels[c.meta_idx])
 
 
+def test_validation_reports_plain_and_balanced_accuracy(tmp_path, digits_config, monkeypatch):
+    # A model that always answers class 0: accuracy is class 0's share of the (noisy,
+    # long-tailed) validation labels, balanced accuracy 1 / (classes present there).
+    import noisytail.train as train_module
+
+    run = _run(digits_config("imbalance.ratio=10", "data.val_fraction=0.2"), tmp_path / "r")
+
+    def always_zero(method, data, batch_size, autocast):
+        probs = np.zeros((len(data), run.info.num_classes), dtype=np.float32)
+        probs[:, 0] = 1.0
+        return probs
+
+    monkeypatch.setattr(train_module, "predict_probs", always_zero)
+    out = run.evaluate()
+    labels = run.data.corruption.noisy_labels[run.data.corruption.val_idx]
+    assert out["val_accuracy"] == pytest.approx(float(np.mean(labels == 0)))
+    assert out["val_accuracy"] > out["val_balanced_accuracy"]  # class 0 is the head class
+    assert out["val_balanced_accuracy"] == pytest.approx(1.0 / len(np.unique(labels)))
+
+
 # -- two-stage fine-tuning: frozen backbone, then everything -----------------------------------
 
 

@@ -42,7 +42,7 @@ from .data.loader import CyclingLoader, PoolData, TrainLoader, epoch_generator
 from .data.sources import load_dataset
 from .data.splits import stratified_split
 from .data.types import DataError, DatasetBundle, DataSplit, TensorStore, concat_splits
-from .evaluate import classification_metrics
+from .evaluate import classification_metrics, per_class_accuracy
 from .methods import Context, Method, TaskInfo
 from .registry import METHODS, MODELS
 
@@ -654,6 +654,9 @@ class Run:
             probs = predict_probs(self.method, self.val_data, eval_bs, self.autocast)
             labels = self.data.corruption.noisy_labels[self.data.corruption.val_idx]
             out["val_accuracy"] = float((probs.argmax(1) == labels).mean())
+            # Mean recall over the classes in the (noisy, long-tailed) validation labels.
+            recall = per_class_accuracy(labels, probs.argmax(1), probs.shape[1])
+            out["val_balanced_accuracy"] = float(np.nanmean(recall))
         probs = predict_probs(self.method, self.test_data, eval_bs, self.autocast)
         test_labels = self.data.bundle.test.labels
         out["test_accuracy"] = float((probs.argmax(1) == test_labels).mean())
