@@ -27,6 +27,8 @@ def test_bad_values_are_errors():
         load_config(None, ["train.epochs=abc"])
     with pytest.raises(ConfigError, match="not one of"):
         load_config(None, ["train.schedule=cosin"])
+    with pytest.raises(ConfigError, match="Did you mean 'val_balanced_accuracy'"):
+        load_config(None, ["train.select_metric=val_balanced_acc"])
     with pytest.raises(ConfigError, match="key=value"):
         load_config(None, ["train.lr"])
 

@@ -143,6 +143,26 @@ def test_validation_reports_plain_and_balanced_accuracy(tmp_path, digits_config,
     assert out["val_balanced_accuracy"] == pytest.approx(1.0 / len(np.unique(labels)))
 
 
+@pytest.mark.parametrize("metric", ["val_accuracy", "val_balanced_accuracy"])
+def test_best_epoch_is_picked_by_the_chosen_validation_metric(tmp_path, digits_config, metric):
+    cfg = digits_config(
+        "imbalance.ratio=10",
+        "data.val_fraction=0.2",
+        "noise.kind=symmetric",
+        "noise.rate=0.4",
+        "train.epochs=5",
+        f"train.select_metric={metric}",
+    )
+    summary = fit(cfg, tmp_path / "run", write_report=False)
+    rows = _metrics(tmp_path / "run")
+    top = max(r[metric] for r in rows)
+    chosen = [r for r in rows if r[metric] == top][-1]  # ties: the later epoch
+    assert summary["select_metric"] == metric
+    assert summary["best_epoch"] == chosen["epoch"]
+    assert summary["test_accuracy_at_best_val"] == chosen["test_accuracy"]
+    assert summary["best_val_balanced_accuracy"] == chosen["val_balanced_accuracy"]
+
+
 # -- two-stage fine-tuning: frozen backbone, then everything -----------------------------------
 
 

@@ -107,6 +107,9 @@ class TrainConfig:
     num_threads: int | None = None
     checkpoint_every: int = 1
     progress: bool = True
+    # Which noisy-validation metric picks the best epoch (checkpoints/best.pt): "val_accuracy" or
+    # "val_balanced_accuracy" (mean recall over classes; better on long-tailed data, BENCHMARKS.md).
+    select_metric: str = "val_accuracy"
 
 
 @dataclass
@@ -286,6 +289,10 @@ def validate(cfg: Config) -> None:
         "noise.order": (cfg.noise.order, ("imbalance_first", "noise_first")),
         "imbalance.profile": (cfg.imbalance.profile, ("exponential", "step")),
         "meta.source": (cfg.meta.source, ("train", "provided")),
+        "train.select_metric": (
+            cfg.train.select_metric,
+            ("val_accuracy", "val_balanced_accuracy"),
+        ),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:

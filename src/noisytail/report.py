@@ -185,6 +185,7 @@ def plot_learning_curves(
             ("test_accuracy", "test accuracy", "#1f77b4", "-"),
             ("test_balanced_accuracy", "test balanced accuracy", "#2ca02c", "-"),
             ("val_accuracy", "validation accuracy (noisy)", "#ff7f0e", "--"),
+            ("val_balanced_accuracy", "validation balanced accuracy (noisy)", "#9467bd", "--"),
             ("train_accuracy_noisy", "train accuracy on noisy labels", "#7f7f7f", ":"),
         ]
         for key, label, colour, ls in curves:
@@ -386,10 +387,13 @@ def _summary_paragraph(s: dict[str, Any], m: dict[str, Any] | None, names, count
                 f"The {n} rarest classes ({rare}) compare with a mean of {_pct(head)} "
                 f"on the {n} most frequent."
             )
-    best, val = s.get("best_epoch"), _num(s.get("best_val_accuracy"))
+    balanced = s.get("select_metric") == "val_balanced_accuracy"
+    metric = "balanced validation accuracy" if balanced else "validation accuracy"
+    best = s.get("best_epoch")
+    val = _num(s.get("best_val_balanced_accuracy" if balanced else "best_val_accuracy"))
     if best is not None and val is not None:
         text.append(
-            f"Choosing the epoch by validation accuracy picks epoch {best} (validation "
+            f"Choosing the epoch by {metric} picks epoch {best} (validation "
             f"{_pct(val)}), where test accuracy is {_pct(s.get('test_accuracy_at_best_val'))}."
         )
     if _num(s.get("last5_test_accuracy_mean")) is not None:
@@ -425,6 +429,10 @@ def _metrics_table(s: dict[str, Any], m: dict[str, Any] | None) -> list[str]:
             str(s["best_epoch"]) if s.get("best_epoch") is not None else "n/a",
         ),
         ("Validation accuracy at best epoch", _pct(s.get("best_val_accuracy"), 2)),
+        (
+            "Balanced validation accuracy at best epoch",
+            _pct(s.get("best_val_balanced_accuracy"), 2),
+        ),
         ("Test accuracy at best-validation epoch", _pct(s.get("test_accuracy_at_best_val"), 2)),
         ("Mean test accuracy, last 5 epochs", _pct(s.get("last5_test_accuracy_mean"), 2)),
         ("Expected calibration error (15 bins)", plain(pick("ece", "ece"), "{:.4f}")),

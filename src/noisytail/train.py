@@ -735,12 +735,13 @@ def fit(
         record = {"epoch": epoch + 1, **record, "seconds": seconds, **evals}
         record["images"] = len(run.loader) * run.loader.batch_size * rt.world_size
         run.history.append(record)
-        improved = "val_accuracy" not in record or record["val_accuracy"] >= run.best.get(
-            "val_accuracy", -1.0
-        )
+        key = cfg.train.select_metric
+        improved = key not in record or record[key] >= run.best.get(key, -1.0)
         if improved:
             run.best = {
-                k: record[k] for k in ("epoch", "val_accuracy", "test_accuracy") if k in record
+                k: record[k]
+                for k in ("epoch", "val_accuracy", "val_balanced_accuracy", "test_accuracy")
+                if k in record
             }
         if rt.is_main:
             with open(out / "metrics.jsonl", "a") as fh:
@@ -818,7 +819,9 @@ def finish_run(run: Run) -> dict[str, Any]:
         "ece": metrics["ece"],
         "nll": metrics.get("nll"),
         "best_epoch": run.best.get("epoch"),
+        "select_metric": cfg.train.select_metric,
         "best_val_accuracy": run.best.get("val_accuracy"),
+        "best_val_balanced_accuracy": run.best.get("val_balanced_accuracy"),
         "test_accuracy_at_best_val": run.best.get("test_accuracy"),
         "last5_test_accuracy_mean": float(np.mean(last5)),
         "best_test_accuracy_any_epoch": max(r["test_accuracy"] for r in history),
