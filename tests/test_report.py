@@ -198,3 +198,27 @@ def test_plot_accuracy_vs_noise(tmp_path):
     assert_png(plot_accuracy_vs_noise(flat, tmp_path / "flat.png"))
     md, _ = render_bench_tables(flat, ["method", "noise.kind"], ["test_accuracy"])
     assert md.splitlines()[2] == "| erm | sym | 3 | 82.00 ± 2.00 |"
+
+
+def test_accuracy_curves_merge_equal_test_curves_and_skip_missing_ones():
+    from noisytail.report import accuracy_curves
+
+    balanced_test = [
+        {"epoch": e, "test_accuracy": 0.5 + 0.1 * e, "test_balanced_accuracy": 0.5 + 0.1 * e}
+        for e in (1, 2)
+    ]
+    curves = accuracy_curves(balanced_test)
+    assert [(c[0], c[1]) for c in curves] == [("test_accuracy", "test accuracy (= balanced)")]
+    long_tailed = [
+        {
+            "epoch": e,
+            "test_accuracy": 0.6,
+            "test_balanced_accuracy": 0.4,
+            "val_accuracy": 0.5,
+            "val_balanced_accuracy": None,
+        }
+        for e in (1, 2)
+    ]
+    keys = [c[0] for c in accuracy_curves(long_tailed)]
+    assert keys == ["test_accuracy", "test_balanced_accuracy", "val_accuracy"]
+    assert accuracy_curves(long_tailed)[0][1] == "test accuracy"

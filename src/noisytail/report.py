@@ -163,6 +163,36 @@ def _tick_step(k: int, fit: int = 40) -> int:
     return max(1, math.ceil(k / fit))
 
 
+def _series(rows: Sequence[dict[str, Any]], key: str) -> np.ndarray | None:
+    vals = np.array([_num(r.get(key)) for r in rows], dtype=float)  # None -> nan
+    return vals if np.isfinite(vals).any() else None
+
+
+def accuracy_curves(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """``(key, label, colour, line style)`` of the accuracy curves to draw from per-epoch
+    ``rows``. On a balanced test set test accuracy equals balanced test accuracy: one curve,
+    labelled so, instead of one hiding the other."""
+    test, test_bal = _series(rows, "test_accuracy"), _series(rows, "test_balanced_accuracy")
+    same = test is not None and test_bal is not None and np.allclose(test, test_bal)
+    curves = [
+        (
+            "test_accuracy",
+            "test accuracy (= balanced)" if same else "test accuracy",
+            "#1f77b4",
+            "-",
+        ),
+        ("test_balanced_accuracy", "test balanced accuracy", "#2ca02c", "-"),
+        ("val_accuracy", "validation accuracy (noisy)", "#ff7f0e", "--"),
+        ("val_balanced_accuracy", "validation balanced accuracy (noisy)", "#9467bd", "--"),
+        ("train_accuracy_noisy", "train accuracy on noisy labels", "#7f7f7f", ":"),
+    ]
+    return [
+        c
+        for c in curves
+        if _series(rows, c[0]) is not None and not (same and c[0] == "test_balanced_accuracy")
+    ]
+
+
 def plot_learning_curves(
     rows: Sequence[dict[str, Any]], path: Path, best_epoch: int | None = None
 ) -> Path:
@@ -170,8 +200,7 @@ def plot_learning_curves(
     epochs = np.array([_num(r.get("epoch")) for r in rows], dtype=float)
 
     def series(key: str) -> np.ndarray | None:
-        vals = np.array([_num(r.get(key)) for r in rows], dtype=float)  # None -> nan
-        return vals if np.isfinite(vals).any() else None
+        return _series(rows, key)
 
     marker = "o" if len(rows) <= 40 else None
     with matplotlib.rc_context(STYLE):
@@ -181,19 +210,10 @@ def plot_learning_curves(
         if loss is not None:
             ax_loss.plot(epochs, loss, marker=marker, ms=3, color="#444444")
         ax_loss.set(title="Training loss", xlabel="Epoch", ylabel="Loss (noisy labels)")
-        curves = [
-            ("test_accuracy", "test accuracy", "#1f77b4", "-"),
-            ("test_balanced_accuracy", "test balanced accuracy", "#2ca02c", "-"),
-            ("val_accuracy", "validation accuracy (noisy)", "#ff7f0e", "--"),
-            ("val_balanced_accuracy", "validation balanced accuracy (noisy)", "#9467bd", "--"),
-            ("train_accuracy_noisy", "train accuracy on noisy labels", "#7f7f7f", ":"),
-        ]
-        for key, label, colour, ls in curves:
-            vals = series(key)
-            if vals is not None:
-                ax_acc.plot(
-                    epochs, 100 * vals, ls=ls, marker=marker, ms=3, color=colour, label=label
-                )
+        for key, label, colour, ls in accuracy_curves(rows):
+            ax_acc.plot(
+                epochs, 100 * series(key), ls=ls, marker=marker, ms=3, color=colour, label=label
+            )
         if best_epoch is not None:
             ax_acc.axvline(best_epoch, color="#d62728", lw=1, ls="--", label="best by validation")
         ax_acc.set(title="Accuracy", xlabel="Epoch", ylabel="Accuracy (%)")
