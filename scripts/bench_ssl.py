@@ -541,6 +541,13 @@ def _fmt(values: Iterable[float | None], scale: float = 100.0, digits: int = 2) 
     return f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
 
 
+def _stat_cells(
+    rows: list[dict[str, Any]], keys: tuple[str, ...], scale: float = 100.0, digits: int = 2
+) -> str:
+    """Table cells ``a | b | ...``: `_fmt` (mean +- std) of each key over ``rows``."""
+    return " | ".join(_fmt([r.get(k) for r in rows], scale, digits) for k in keys)
+
+
 def _group(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
     out: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -557,17 +564,15 @@ def pretrain_table(rows: list[dict[str, Any]]) -> str:
     order = {m: i for i, m in enumerate(("random", *SSL_METHODS))}
     groups = _group(rows, ("method",))
     for (method,), rs in sorted(groups.items(), key=lambda kv: order.get(kv[0][0], 99)):
-        col = lambda key, rs=rs: [r.get(key) for r in rs]  # noqa: E731
         failed = sum("error" in r for r in rs)
         name = f"{method} ({failed} failed)" if failed else method
         seen = max(r["grad_views_seen"] for r in rs)
+        probe = ("accuracy", "balanced_accuracy", "many_third", "medium_third", "few_third")
+        accuracies = _stat_cells(rs, (*(f"probe_{k}" for k in probe), "probe_few_shot"))
         lines.append(
             f"| {name} | {rs[0]['epochs']} | {rs[0]['grad_views_per_image']} | {seen:,} "
-            f"| {_fmt(col('pretrain_seconds'), 1.0, 0)} "
-            f"| {_fmt(col('probe_accuracy'))} | {_fmt(col('probe_balanced_accuracy'))} "
-            f"| {_fmt(col('probe_many_third'))} | {_fmt(col('probe_medium_third'))} "
-            f"| {_fmt(col('probe_few_third'))} | {_fmt(col('probe_few_shot'))} "
-            f"| {_fmt(col('knn_accuracy'))} |"
+            f"| {_stat_cells(rs, ('pretrain_seconds',), 1.0, 0)} "
+            f"| {accuracies} | {_stat_cells(rs, ('knn_accuracy',))} |"
         )
     return "\n".join(lines)
 
@@ -594,18 +599,22 @@ def finetune_table(rows: list[dict[str, Any]]) -> str:
         return (rate, init == "scratch", order.get(loss, 99), loss)
 
     for (rate, init, loss), rs in sorted(groups.items(), key=key):
-        col = lambda k, rs=rs: [r.get(k) for r in rs]  # noqa: E731
-        acc = _fmt(col("test_accuracy"))
+        acc = _stat_cells(rs, ("test_accuracy",))
         failed = sum("error" in r for r in rs)
         if failed:
             acc += f" ({failed} failed)"
         if (rate, init) in best and best[(rate, init)][1] == loss and len(groups) > 1:
             acc = f"**{acc}**"
-        lines.append(
-            f"| sym. {round(100 * rate)} % | {init} | {loss} | {acc} "
-            f"| {_fmt(col('test_balanced_accuracy'))} | {_fmt(col('test_few_third'))} "
-            f"| {_fmt(col('test_many_third'))} | {_fmt(col('test_accuracy_at_best_val'))} |"
+        rest = _stat_cells(
+            rs,
+            (
+                "test_balanced_accuracy",
+                "test_few_third",
+                "test_many_third",
+                "test_accuracy_at_best_val",
+            ),
         )
+        lines.append(f"| sym. {round(100 * rate)} % | {init} | {loss} | {acc} | {rest} |")
     lines.append("")
     for (rate, init), (mean, loss) in sorted(best.items()):
         lines.append(
