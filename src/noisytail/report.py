@@ -172,25 +172,20 @@ def accuracy_curves(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str, str,
     """``(key, label, colour, line style)`` of the accuracy curves to draw from per-epoch
     ``rows``. On a balanced test set test accuracy equals balanced test accuracy: one curve,
     labelled so, instead of one hiding the other."""
-    test, test_bal = _series(rows, "test_accuracy"), _series(rows, "test_balanced_accuracy")
-    same = test is not None and test_bal is not None and np.allclose(test, test_bal)
     curves = [
-        (
-            "test_accuracy",
-            "test accuracy (= balanced)" if same else "test accuracy",
-            "#1f77b4",
-            "-",
-        ),
+        ("test_accuracy", "test accuracy", "#1f77b4", "-"),
         ("test_balanced_accuracy", "test balanced accuracy", "#2ca02c", "-"),
         ("val_accuracy", "validation accuracy (noisy)", "#ff7f0e", "--"),
         ("val_balanced_accuracy", "validation balanced accuracy (noisy)", "#9467bd", "--"),
         ("train_accuracy_noisy", "train accuracy on noisy labels", "#7f7f7f", ":"),
     ]
-    return [
-        c
-        for c in curves
-        if _series(rows, c[0]) is not None and not (same and c[0] == "test_balanced_accuracy")
-    ]
+    series = {key: _series(rows, key) for key, *_ in curves}
+    test, test_bal = series["test_accuracy"], series["test_balanced_accuracy"]
+    same = test is not None and test_bal is not None and np.allclose(test, test_bal)
+    if same:
+        curves[0] = ("test_accuracy", "test accuracy (= balanced)", "#1f77b4", "-")
+        del curves[1]
+    return [c for c in curves if series[c[0]] is not None]
 
 
 def plot_learning_curves(
@@ -198,21 +193,23 @@ def plot_learning_curves(
 ) -> Path:
     """Two panels from per-epoch ``rows``: training loss, and accuracies (%) per epoch."""
     epochs = np.array([_num(r.get("epoch")) for r in rows], dtype=float)
-
-    def series(key: str) -> np.ndarray | None:
-        return _series(rows, key)
-
     marker = "o" if len(rows) <= 40 else None
     with matplotlib.rc_context(STYLE):
         fig = _figure(11, 4.2)
         ax_loss, ax_acc = fig.subplots(1, 2)
-        loss = series("train_loss")
+        loss = _series(rows, "train_loss")
         if loss is not None:
             ax_loss.plot(epochs, loss, marker=marker, ms=3, color="#444444")
         ax_loss.set(title="Training loss", xlabel="Epoch", ylabel="Loss (noisy labels)")
         for key, label, colour, ls in accuracy_curves(rows):
             ax_acc.plot(
-                epochs, 100 * series(key), ls=ls, marker=marker, ms=3, color=colour, label=label
+                epochs,
+                100 * _series(rows, key),
+                ls=ls,
+                marker=marker,
+                ms=3,
+                color=colour,
+                label=label,
             )
         if best_epoch is not None:
             ax_acc.axvline(best_epoch, color="#d62728", lw=1, ls="--", label="best by validation")

@@ -653,9 +653,10 @@ class Run:
         if self.val_data is not None:
             probs = predict_probs(self.method, self.val_data, eval_bs, self.autocast)
             labels = self.data.corruption.noisy_labels[self.data.corruption.val_idx]
-            out["val_accuracy"] = float((probs.argmax(1) == labels).mean())
+            pred = probs.argmax(1)
+            out["val_accuracy"] = float((pred == labels).mean())
             # Mean recall over the classes in the (noisy, long-tailed) validation labels.
-            recall = per_class_accuracy(labels, probs.argmax(1), probs.shape[1])
+            recall = per_class_accuracy(labels, pred, probs.shape[1])
             out["val_balanced_accuracy"] = float(np.nanmean(recall))
         probs = predict_probs(self.method, self.test_data, eval_bs, self.autocast)
         test_labels = self.data.bundle.test.labels
