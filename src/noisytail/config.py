@@ -8,7 +8,9 @@ source, model or method they configure, by the registries.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,70 @@ from .registry import suggest
 
 class ConfigError(ValueError):
     """A bad configuration key or value; the message says what to do."""
+
+
+# YAML 1.1 (PyYAML) reads ``1e-3`` as a string: its floats need a dot. Every config, grid and
+# override is read with this loader, whose float rule is YAML 1.2's (``1e-3``, ``1E5``, ``.5``,
+# ``-2.5e+3``, ``.inf``, ``.nan``) and which refuses a key repeated in one mapping.
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, line: int) -> None:
+        super().__init__(key, line)
+        self.key, self.line = key, line
+
+
+class _Loader(yaml.SafeLoader):
+    """`yaml.SafeLoader` (no Python objects) with YAML 1.2 floats and no repeated keys."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                repeated = key in seen
+            except TypeError:  # unhashable key: let PyYAML report it
+                continue
+            if repeated:
+                raise _DuplicateKey(key, key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != _FLOAT_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_FLOAT_TAG, _FLOAT, list("-+0123456789."))
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """Parse YAML ``text`` safely (`_Loader`); errors are one-line `ConfigError` naming
+    ``where`` (a file name or ``override 'k=v'``) and the line."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506  (_Loader is a SafeLoader)
+    except _DuplicateKey as err:
+        raise ConfigError(
+            f"{where} line {err.line}: key {err.key!r} is given twice; keep one."
+        ) from None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = " ".join(str(err.problem or err.context or "syntax error").split())
+        raise ConfigError(f"{where}: not valid YAML ({problem}{at}).") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where}: not valid YAML ({' '.join(str(err).split())}).") from None
 
 
 @dataclass
@@ -100,7 +166,7 @@ class TrainConfig:
     backbone_lr_scale: float = 1.0
     sampler: str = "random"  # random | class_balanced
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    precision: str = "auto"  # auto (bf16 on GPU and bf16-capable CPUs, else fp32) | fp32 | bf16
     channels_last: bool | None = None  # default: on for GPU
     compile: bool = False
     data_on_device: bool = True
@@ -154,6 +220,8 @@ def _check_type(path: str, value: Any, annotation: Any) -> Any:
     if ann.startswith("float") or ann.startswith("float |"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path} must be a number, got {value!r}.")
+        if not math.isfinite(value):
+            raise ConfigError(f"{path} must be a finite number, got {value!r}.")
         return float(value)
     if ann.startswith("int"):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -221,10 +289,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"Override {text!r} has no key.")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"Override {text!r}: cannot parse value {raw!r} ({err}).") from err
+    value = load_yaml(raw, f"Override {text!r}") if raw.strip() else None
     return key.split("."), value
 
 
@@ -237,23 +302,47 @@ def nest(path: list[str], value: Any) -> dict[str, Any]:
     return out
 
 
+def read_yaml_file(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    """The mapping in a user's YAML file (a ``what``: "config", "grid"), read with `load_yaml`.
+
+    A missing, unreadable, empty or comment-only file, or one that is not a mapping, is a
+    `ConfigError`: an empty file is more likely a mistake than a wish for the defaults.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what.capitalize()} file {str(path)!r} not found.")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"Cannot read {what} file {path}: {err}.") from None
+    values = load_yaml(text, str(path))
+    if values is None:
+        raise ConfigError(
+            f"{what.capitalize()} file {path} is empty (or only comments): give it some "
+            f"'key: value' lines{', or omit it to use the defaults' if what == 'config' else ''}."
+        )
+    if not isinstance(values, dict):
+        raise ConfigError(
+            f"{what.capitalize()} file {path} must hold a mapping of keys ('key: value' lines), "
+            f"not a {type(values).__name__}."
+        )
+    return values
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> Config:
     """Defaults <- YAML file (``path``) <- ``overrides`` (``key=value`` strings)."""
     cfg = Config()
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"Config file {str(path)!r} not found.")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err}).") from err
-        cfg = from_dict(values, cfg)
+        cfg = from_dict(read_yaml_file(path, "config"), cfg)
     for text in overrides:
         keys, value = parse_override(text)
         cfg = from_dict(nest(keys, value), cfg)
     validate(cfg)
     return cfg
+
+
+_DEVICE = re.compile(r"auto|cpu|cuda|cuda:\d+|mps")
 
 
 def validate(cfg: Config) -> None:
@@ -270,6 +359,30 @@ def validate(cfg: Config) -> None:
         raise ConfigError("train.epochs and train.batch_size must be at least 1.")
     if cfg.train.lr <= 0:
         raise ConfigError(f"train.lr must be positive, got {cfg.train.lr}.")
+    if cfg.train.eval_batch_size < 1:
+        raise ConfigError(f"train.eval_batch_size must be >= 1, got {cfg.train.eval_batch_size}.")
+    for key in ("weight_decay", "grad_clip", "warmup_epochs", "momentum"):
+        if getattr(cfg.train, key) < 0:
+            raise ConfigError(f"train.{key} must be >= 0, got {getattr(cfg.train, key)}.")
+    if cfg.train.gamma <= 0:
+        raise ConfigError(
+            f"train.gamma (the step schedule's factor) must be > 0, got {cfg.train.gamma}."
+        )
+    if cfg.train.checkpoint_every < 1:
+        raise ConfigError(
+            "train.checkpoint_every is a number of epochs and must be >= 1, got "
+            f"{cfg.train.checkpoint_every}."
+        )
+    if cfg.train.num_threads is not None and cfg.train.num_threads < 1:
+        raise ConfigError(
+            "train.num_threads must be >= 1 (or left empty for PyTorch's default), got "
+            f"{cfg.train.num_threads}."
+        )
+    if not _DEVICE.fullmatch(cfg.train.device):
+        raise ConfigError(
+            f"train.device={cfg.train.device!r} is not one of auto, cpu, cuda, cuda:<N>, mps."
+            + suggest(cfg.train.device, ["auto", "cpu", "cuda", "mps"])
+        )
     if cfg.train.freeze_backbone_epochs < 0:
         raise ConfigError(
             "train.freeze_backbone_epochs must be >= 0 (0 = never frozen), got "
