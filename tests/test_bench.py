@@ -96,3 +96,69 @@ def test_run_reference_orders_runs_and_passes_the_folder(tmp_path):
     )
     with pytest.raises(ConfigError, match="one level of reference only"):
         plan(load_grid(path), tmp_path / "out3")
+
+
+def test_run_folder_hash_follows_the_resolved_config(tmp_path):
+    base = tmp_path / "base.yaml"
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(
+        "base: base.yaml\nset: [data.name=digits]\nseeds: [0, 1]\n"
+        "grid:\n  noise: [{kind: symmetric, rate: 0.2}]\n"
+    )
+
+    def folders() -> list:
+        return [r.out for r in plan(load_grid(grid), tmp_path / "out")]
+
+    base.write_text("train:\n  lr: 0.1\n")
+    first = folders()
+    assert len(set(first)) == 2
+    base.write_text("train:\n  lr: 0.2\n")  # an edit of the base file: other runs
+    assert not set(folders()) & set(first)
+    # settings that cannot change results, and the same value written another way: same runs
+    base.write_text("train:\n  lr: 1e-1\n  progress: false\n  num_threads: 3\n")
+    assert folders() == first
+    grid.write_text(grid.read_text().replace("data.name=digits", "data.name=digits, train.lr=0.1"))
+    base.write_text("train:\n  lr: 0.3\n")  # overridden by the grid: the resolved lr is 0.1
+    assert folders() == first
+
+
+def test_run_reference_hash_follows_the_referenced_run(tmp_path):
+    path = tmp_path / "grid.yaml"
+    text = (
+        "set: [data.name=digits]\nseeds: [0]\ngrid:\n  variant:\n"
+        "    - {label: finetune, set: ['model.init={run:scratch}']}\n"
+        "    - {label: scratch, set: [train.lr=LR]}\n"
+    )
+    path.write_text(text.replace("LR", "0.1"))
+    a = {r.label: r.out for r in plan(load_grid(path), tmp_path / "out")}
+    path.write_text(text.replace("LR", "0.2"))
+    b = {r.label: r.out for r in plan(load_grid(path), tmp_path / "out")}
+    assert a["variant=scratch"] != b["variant=scratch"]
+    assert a["variant=finetune"] != b["variant=finetune"]  # it starts from another run
+
+
+def test_folder_lock_is_exclusive_and_names_its_holder(tmp_path):
+    import os
+    import socket
+
+    from noisytail.bench import LOCK_FILE, BenchBusyError, folder_lock
+
+    with folder_lock(tmp_path, echo=lambda *_: None) as lock:
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+        with pytest.raises(BenchBusyError, match=f"pid {os.getpid()} on {socket.gethostname()}"):
+            with folder_lock(tmp_path, echo=lambda *_: None):
+                pass
+    assert not (tmp_path / LOCK_FILE).exists()  # released and removed
+    with folder_lock(tmp_path, echo=lambda *_: None):  # free again
+        pass
+
+
+def test_folder_lock_takes_over_a_dead_holder(tmp_path):
+    from noisytail.bench import LOCK_FILE, folder_lock
+
+    stale = {"pid": 999999, "host": "elsewhere", "started": "2024-01-01 00:00:00"}
+    (tmp_path / LOCK_FILE).write_text(json.dumps(stale))  # a file nobody holds a lock on
+    said = []
+    with folder_lock(tmp_path, echo=said.append):
+        pass
+    assert len(said) == 1 and "no longer running" in said[0] and "pid 999999" in said[0]

@@ -24,32 +24,40 @@ MOIT+ fine-tuning a finished MOIT run: ``model.init={run:moit}``, ``method.clean
 
 Each run is a separate ``noisytail train`` process writing its own run folder under
 ``OUT/runs/``; a run whose ``summary.json`` exists is skipped, one with a checkpoint is resumed, so
-an interrupted grid continues where it stopped. ``OUT/results.jsonl`` holds one line per run,
-``OUT/results.md`` / ``results.csv`` the mean +- std over seeds, ``OUT/accuracy_vs_noise.png``
-the plot.
+an interrupted grid continues where it stopped. A run folder's name ends in a hash of the run's
+*resolved* config (base file, shared and axis overrides, defaults; not the settings that cannot
+change results, `UNHASHED`), so editing the base config makes a rerun redo the runs it changes.
+One bench at a time owns ``OUT``: ``OUT/.bench.lock`` holds an exclusive lock with the owner's pid,
+host and start time, and a second bench on the same folder stops, naming the owner.
+``OUT/results.jsonl`` holds one line per run, ``OUT/results.md`` / ``results.csv`` the mean +- std
+over seeds, ``OUT/accuracy_vs_noise.png`` the plot.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .config import ConfigError, load_config
+from .config import ConfigError, load_config, read_yaml_file, to_dict
 
 VARIANT_AXIS = "variant"
 _RUN_REF = re.compile(r"\{run:([^}]+)\}")
 GRID_KEYS = {"name", "base", "set", "seeds", "jobs", "grid", "metrics"}
+LOCK_FILE = ".bench.lock"
+#: Config keys that do not change a run's results, left out of its hash.
+UNHASHED = {("train", "progress"), ("train", "num_threads"), ("train", "checkpoint_every")}
 DEFAULT_METRICS = [
     "test_accuracy",
     "balanced_accuracy",
@@ -94,14 +102,7 @@ def _short(value: Any) -> str:
 
 def load_grid(path: str | os.PathLike) -> Grid:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"Grid file {str(path)!r} not found.")
-    try:
-        spec = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err}).") from err
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{path}: a grid file holds a mapping (name, set, seeds, grid, ...).")
+    spec = read_yaml_file(path, "grid")
     unknown = set(spec) - GRID_KEYS
     if unknown:
         raise ConfigError(f"Unknown grid keys {sorted(unknown)}; allowed: {sorted(GRID_KEYS)}.")
@@ -134,7 +135,12 @@ def load_grid(path: str | os.PathLike) -> Grid:
 
 
 def plan(grid: Grid, out: Path) -> list[PlannedRun]:
-    """Every (setting, seed) with its overrides and run folder; configs are validated now."""
+    """Every (setting, seed) with its overrides and run folder; configs are validated now.
+
+    A run folder is ``<setting>-s<seed>-<hash of the resolved config>`` (`config_digest`). A run
+    whose overrides name another run's folder (``{run:<label>}``) is hashed after that folder
+    is known, so its hash follows the other run's config too.
+    """
     runs = []
     keys = list(grid.axes)
     for values in itertools.product(*(grid.axes[k] for k in keys)):
@@ -144,22 +150,31 @@ def plan(grid: Grid, out: Path) -> list[PlannedRun]:
             for k, v in setting.items():
                 overrides += list(v["set"]) if k == VARIANT_AXIS else [f"{k}={json.dumps(v)}"]
             overrides.append(f"seed={seed}")
-            digest = hashlib.sha1(json.dumps(overrides).encode()).hexdigest()[:10]
             slug = "-".join(_short(v).replace(" ", "_").replace("/", "_") for v in values)
-            runs.append(
-                PlannedRun(setting, seed, overrides, out / "runs" / f"{slug}-s{seed}-{digest}")
-            )
+            runs.append(PlannedRun(setting, seed, overrides, out / "runs" / f"{slug}-s{seed}"))
+    stems = {id(run): run.out for run in runs}
+    direct = [run for run in runs if not any(_RUN_REF.search(o) for o in run.overrides)]
+    for run in direct:  # first the runs that name no other run, then the ones that do
+        run.out = _hashed(stems[id(run)], load_config(grid.base, run.overrides))
     for run in runs:
+        if run in direct:
+            continue
         run.overrides = [_resolve_run_refs(o, run, runs) for o in run.overrides]
-    by_folder = {run.out: run for run in runs}
-    for run in runs:
-        if any(by_folder[folder].needs for folder in run.needs):
-            raise ConfigError(
-                f"{run.label}: a {{run:...}} reference names a run that itself refers to another "
-                "run; one level of reference only."
-            )
-        load_config(grid.base, run.overrides)  # fail before running anything
+        run.out = _hashed(stems[id(run)], load_config(grid.base, run.overrides))
     return runs
+
+
+def config_digest(cfg: Any) -> str:
+    """A short hash of a resolved `Config`, without the keys in `UNHASHED`."""
+    values = to_dict(cfg)
+    for section, key in UNHASHED:
+        values.get(section, {}).pop(key, None)
+    text = json.dumps(values, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def _hashed(stem: Path, cfg: Any) -> Path:
+    return stem.with_name(f"{stem.name}-{config_digest(cfg)}")
 
 
 def _resolve_run_refs(override: str, run: PlannedRun, runs: list[PlannedRun]) -> str:
@@ -177,6 +192,11 @@ def _resolve_run_refs(override: str, run: PlannedRun, runs: list[PlannedRun]) ->
             ):
                 if other is run:
                     raise ConfigError(f"Variant {label!r} refers to its own run folder.")
+                if any(_RUN_REF.search(o) for o in other.overrides) or other.needs:
+                    raise ConfigError(
+                        f"{run.label}: a {{run:...}} reference names a run that itself refers "
+                        "to another run; one level of reference only."
+                    )
                 run.needs.append(other.out)
                 return str(other.out)
         labels = sorted(
@@ -185,6 +205,76 @@ def _resolve_run_refs(override: str, run: PlannedRun, runs: list[PlannedRun]) ->
         raise ConfigError(f"{{run:{label}}} names no variant of the grid {labels}.")
 
     return _RUN_REF.sub(folder, override)
+
+
+class BenchBusyError(RuntimeError):
+    """Another bench process holds the output folder's lock."""
+
+
+@contextlib.contextmanager
+def folder_lock(out: Path, echo: Any = print) -> Iterator[Path]:
+    """Hold an exclusive lock on the bench folder ``out`` (``out/.bench.lock``) while inside.
+
+    The lock is an ``flock`` on the file, which the system drops when its holder dies, so a lock
+    left by a killed bench is taken over (saying so); the file records the holder's pid, host and
+    start time, which a refused second bench names (`BenchBusyError`).
+    """
+    import fcntl
+
+    path = out / LOCK_FILE
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise BenchBusyError(
+                f"{out} is in use by another noisytail bench ({holder}); wait for it to finish "
+                "or choose another --out."
+            ) from None
+        except OSError as err:
+            os.close(fd)
+            raise BenchBusyError(f"Cannot lock {path}: {err.strerror or err}.") from None
+        try:  # the file may have been removed by a holder that just finished: lock the new one
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        stale = os.read(fd, 4096).decode(errors="replace").strip()
+        if stale:
+            echo(f"taking over the lock of a bench that is no longer running ({_describe(stale)})")
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        os.fsync(fd)
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        return _describe(os.pread(fd, 4096, 0).decode(errors="replace"))
+    except OSError:
+        return "holder unknown"
+
+
+def _describe(text: str) -> str:
+    try:
+        info = json.loads(text)
+        return f"pid {info['pid']} on {info['host']}, since {info['started']}"
+    except (ValueError, KeyError, TypeError):
+        return "starting up" if not text.strip() else "holder unknown"
 
 
 def _command(run: PlannedRun, base: str | None, threads: int) -> list[str]:
@@ -213,8 +303,15 @@ def run_grid(
     """Run (or finish) every run of the grid, then aggregate; returns the result rows."""
     grid = load_grid(grid_path)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     runs = plan(grid, out)
+    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out, echo):
+        return _run_locked(grid, runs, out, jobs, echo)
+
+
+def _run_locked(
+    grid: Grid, runs: list[PlannedRun], out: Path, jobs: int | None, echo: Any
+) -> list[dict[str, Any]]:
     jobs = max(1, jobs or grid.jobs)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     todo = [r for r in runs if not (r.out / "summary.json").exists()]

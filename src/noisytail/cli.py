@@ -241,11 +241,13 @@ def bench(grid, out, jobs) -> None:  # type: ignore[no-untyped-def]
 
     Finished runs are skipped and interrupted ones resumed, so rerunning continues a grid.
     """
-    from .bench import run_grid
+    from .bench import BenchBusyError, run_grid
 
     out = Path(out) if out else Path("runs") / f"bench-{Path(grid).stem}"
     try:
         run_grid(grid, out, jobs=jobs, echo=click.echo)
+    except BenchBusyError as err:
+        _fail(str(err), BAD_INPUT)
     except RuntimeError as err:
         _fail(str(err), RUN_FAILED)
     click.echo(f"results: {out / 'results.md'}")
