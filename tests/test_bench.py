@@ -145,9 +145,10 @@ def test_folder_lock_is_exclusive_and_names_its_holder(tmp_path):
 
     with folder_lock(tmp_path, echo=lambda *_: None) as lock:
         assert json.loads(lock.read_text())["pid"] == os.getpid()
-        with pytest.raises(BenchBusyError, match=f"pid {os.getpid()} on {socket.gethostname()}"):
-            with folder_lock(tmp_path, echo=lambda *_: None):
-                pass
+        holder = f"pid {os.getpid()} on {socket.gethostname()}"
+        second = folder_lock(tmp_path, echo=lambda *_: None)
+        with pytest.raises(BenchBusyError, match=holder):
+            second.__enter__()
     assert not (tmp_path / LOCK_FILE).exists()  # released and removed
     with folder_lock(tmp_path, echo=lambda *_: None):  # free again
         pass
