@@ -10,6 +10,7 @@ from noisytail.detect.knn import (
     knn_cosine,
     knn_search,
     knn_vote,
+    lower_median,
     moit_detect,
     moit_vote,
 )
@@ -94,13 +95,25 @@ def test_selection_is_median_balanced_by_hand():
     assert clean[5:9].all()  # class 1 has exactly 4
     assert np.flatnonzero(clean[9:]).tolist() == [1, 3, 5, 7]  # 0.1, 0.2, 0.3, 0.5
     assert np.bincount(labels[clean], minlength=3).tolist() == [4, 4, 4]
-    # An empty class does not pull the median down; an even count takes the floor of it.
+    # An empty class does not pull the median down.
     clean4 = balanced_selection(agree, score, labels, 5)
     assert clean4.sum() == 12
-    two = balanced_selection(
-        np.array([1, 1, 1, 0], bool), np.arange(4.0), np.array([0, 0, 1, 1]), 2
-    )
-    assert two.tolist() == [True, False, True, False]  # median(2, 1) = 1.5 -> 1
+
+
+def test_even_class_count_takes_the_lower_median_as_torch_median():
+    # 4 classes of 6 samples; agreements per class 1, 2, 4, 6. The official code's torch.median
+    # gives the lower middle count, 2; the average of the middle ones (3) would keep 3 per class.
+    labels = np.repeat(np.arange(4), 6)
+    agree = np.zeros(24, dtype=bool)
+    for c, n in enumerate([1, 2, 4, 6]):
+        agree[6 * c : 6 * c + n] = True
+    score = np.tile(np.arange(6.0)[::-1], 4)  # the last sample of each class scores lowest
+    clean = balanced_selection(agree, score, labels, 4)
+    assert np.bincount(labels[clean], minlength=4).tolist() == [2, 2, 2, 2]
+    assert np.flatnonzero(clean[:6]).tolist() == [4, 5]  # the two smallest scores
+    assert float(torch.median(torch.tensor([1.0, 2.0, 4.0, 6.0]))) == 2.0  # the rule we follow
+    assert lower_median(np.array([6, 1, 4, 2])) == 2
+    assert lower_median(np.array([5, 1, 3])) == 3
 
 
 def test_default_k():

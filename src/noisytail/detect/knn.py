@@ -13,9 +13,11 @@
    A second vote over the neighbours' *corrected* labels gives ``q2``, ``d2`` and the agreement
    ``argmax q2 == y``.
 3. `balanced_selection`: per-class median-balanced clean set. The agreements are counted per
-   (given) class; ``m`` = the median of those counts over the non-empty classes (rounded down);
-   in each class the ``m`` samples with the smallest ``d2`` are clean (all of them if the class
-   has ``m`` or fewer). The rest are flagged.
+   (given) class; ``m`` = the *lower* median of those counts over the non-empty classes (for an
+   even number of classes the smaller of the two middle counts, as ``torch.median`` in the
+   official code; not their average); in each class the ``m`` samples with the smallest ``d2``
+   are clean (all of them if the class has ``m`` or fewer). The rest are flagged. The official
+   code takes the median over all K classes, empty ones included; we skip empty classes.
 
 How k scales (`default_k`): MOIT uses k = 250 on CIFAR (5 000 images per class), i.e. 5 % of a
 class. For other sizes we take 5 % of the median class size, at least 10 and at most 250 (and
@@ -250,6 +252,15 @@ def moit_vote(
     )
 
 
+def lower_median(values: np.ndarray) -> int:
+    """The lower median of integer ``values`` (``torch.median``'s rule): the middle value of the
+    sorted values, the smaller of the two middle ones for an even count."""
+    v = np.sort(np.asarray(values, dtype=np.int64))
+    if v.size == 0:
+        raise ValueError("lower_median of an empty array")
+    return int(v[(v.size - 1) // 2])
+
+
 def balanced_selection(
     agreement: torch.Tensor | np.ndarray,
     score: torch.Tensor | np.ndarray,
@@ -258,9 +269,10 @@ def balanced_selection(
 ) -> np.ndarray:
     """MOIT's median-balanced clean mask ``[N]`` (bool, True = clean).
 
-    ``m`` = floor(median over the non-empty classes of the number of agreeing samples); in each
-    class the ``m`` samples with the smallest ``score`` (the discrepancy ``d2``; ties by index)
-    are clean, or all of the class if it has at most ``m`` samples.
+    ``m`` = the lower median (`lower_median`) over the non-empty classes of the number of
+    agreeing samples; in each class the ``m`` samples with the smallest ``score`` (the
+    discrepancy ``d2``; ties by index) are clean, or all of the class if it has at most ``m``
+    samples.
     """
     agree = _numpy(agreement, bool)
     s = _numpy(score, np.float64)
@@ -273,7 +285,7 @@ def balanced_selection(
     clean = np.zeros(len(y), dtype=bool)
     if not present.any():
         return clean
-    m = int(np.floor(np.median(agreeing[present])))
+    m = lower_median(agreeing[present])
     for c in np.flatnonzero(present):
         members = np.flatnonzero(y == c)
         order = members[np.argsort(s[members], kind="stable")]
