@@ -90,11 +90,44 @@ def test_without_test_csv_the_split_is_stratified_and_seeded(tmp_path):
     assert not torch.equal(a.test.images.data, b.test.images.data)
 
 
-def test_int_labels_give_max_plus_one_classes(tmp_path):
-    write(tmp_path / "t.csv", "f,label\n1,4\n2,0\n")
+def test_int_labels_0_to_k_are_kept_as_they_are(tmp_path, caplog):
+    write(tmp_path / "t.csv", "f,label\n1,2\n2,0\n3,1\n4,10\n5,3\n6,4\n7,5\n8,6\n9,7\n0,8\n1,9\n")
     path = str(tmp_path / "t.csv")
     bundle = load_dataset("csv", options={"train_csv": path, "test_csv": path})
-    assert bundle.class_names == ["0", "1", "2", "3", "4"]
+    assert bundle.class_names == [str(c) for c in range(11)]  # numeric order: "10" after "9"
+    assert bundle.train.labels.tolist() == [2, 0, 1, 10, 3, 4, 5, 6, 7, 8, 9]
+    assert not caplog.records  # nothing reinterpreted
+
+
+def test_int_labels_with_gaps_are_renumbered_saying_so(tmp_path, caplog):
+    write(tmp_path / "t.csv", "f,label\n1,9\n2,0\n3,1\n4,9\n")
+    write(tmp_path / "test.csv", "f,label\n1,1\n2,9\n")
+    bundle = load_dataset(
+        "csv",
+        options={"train_csv": str(tmp_path / "t.csv"), "test_csv": str(tmp_path / "test.csv")},
+    )
+    assert bundle.class_names == ["0", "1", "9"]  # no empty classes 2..8 for noise to fill
+    assert bundle.train.labels.tolist() == [2, 0, 1, 2] and bundle.test.labels.tolist() == [1, 2]
+    (record,) = caplog.records
+    assert "{0, 1, 9}" in record.getMessage() and "renumbered" in record.getMessage()
+    assert "\n" not in record.getMessage()
+
+
+def test_a_stray_value_in_an_integer_label_column_is_an_error(tmp_path):
+    write(tmp_path / "t.csv", "f,label\n1,0\n2,1\n3,1x\n4,2\n")
+    with pytest.raises(DataError, match=r"t.csv line 4: label '1x' is not an integer, unlike 3"):
+        load_dataset("csv", options={"train_csv": str(tmp_path / "t.csv")})
+
+
+def test_names_mixed_with_integers_are_all_names_in_natural_order(tmp_path, caplog):
+    write(tmp_path / "t.csv", "f,label\n1,cat\n2,10\n3,dog\n4,2\n5,cat\n")
+    bundle = load_dataset(
+        "csv", options={"train_csv": str(tmp_path / "t.csv"), "test_csv": str(tmp_path / "t.csv")}
+    )
+    assert bundle.class_names == ["2", "10", "cat", "dog"]
+    assert bundle.train.labels.tolist() == [2, 1, 3, 0, 2]
+    (record,) = caplog.records
+    assert "class names" in record.getMessage()
 
 
 @pytest.mark.parametrize(

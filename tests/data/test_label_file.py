@@ -154,3 +154,20 @@ def test_bad_files(tmp_path, bundle):
     (tmp_path / "broken.pt").write_bytes(b"garbage")
     with pytest.raises(DataError, match="broken.pt"):
         apply_label_file(bundle, tmp_path / "broken.pt")
+
+
+def test_labels_of_a_renumbered_source_are_its_original_values(tmp_path, bundle):
+    import dataclasses
+
+    gaps = dataclasses.replace(bundle, class_names=["0", "1", "9"])  # labels {0, 1, 9} renumbered
+    np.save(tmp_path / "y.npy", np.array([1, 1, 0, 9, 1, 0]))
+    noisy = apply_label_file(gaps, tmp_path / "y.npy")
+    assert noisy.train.labels.tolist() == [1, 1, 0, 2, 1, 0]
+    (tmp_path / "y.csv").write_text("label\n1\n1\n0\n9\n1\n0\n")
+    assert apply_label_file(gaps, tmp_path / "y.csv").train.labels.tolist() == [1, 1, 0, 2, 1, 0]
+    np.save(tmp_path / "bad.npy", np.array([1, 1, 0, 2, 1, 0]))  # 2 is no label of the data
+    with pytest.raises(DataError, match="label 2 at index 3 is not one of the data's labels"):
+        apply_label_file(gaps, tmp_path / "bad.npy")
+    (tmp_path / "bad.csv").write_text("label\n1\n1\n0\n2\n1\n0\n")
+    with pytest.raises(DataError, match="line 5: '2' is neither"):
+        apply_label_file(gaps, tmp_path / "bad.csv")

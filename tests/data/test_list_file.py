@@ -95,3 +95,19 @@ def test_registered_and_options_checked(tmp_path):
     assert "list_file" in DATASETS
     with pytest.raises(RegistryError, match="train_list"):
         load_dataset("list_file", root=tmp_path, options={"train_lst": "train.txt"})
+
+
+def test_labels_with_gaps_are_renumbered_saying_so(tmp_path, write_lists, caplog):
+    write_lists(tmp_path)
+    for name in ("train.txt", "test.txt"):  # labels 0, 1, 2 become 0, 4, 7
+        text = (tmp_path / name).read_text()
+        (tmp_path / name).write_text(text.replace(" 1\n", " 4\n").replace(" 2\n", " 7\n"))
+    b = load_list_file(str(tmp_path), train_list="train.txt", test_list="test.txt")
+    assert b.class_names == ["0", "4", "7"]
+    assert np.bincount(b.train.labels).tolist() == [5, 3, 1]
+    assert np.bincount(b.test.labels).tolist() == [2, 2, 2]
+    assert any("{0, 4, 7}" in r.getMessage() for r in caplog.records)
+    kept = load_list_file(
+        str(tmp_path), train_list="train.txt", test_list="test.txt", num_classes=8
+    )
+    assert kept.num_classes == 8 and np.bincount(kept.train.labels).tolist()[7] == 1

@@ -10,13 +10,22 @@ Two forms, told apart by the header:
   split's per-column mean and standard deviation (a constant column becomes all zeros), so the
   bundle's ``mean``/``std`` are empty.
 
-Labels are integers ``0..K-1`` (class names ``"0"``..``str(K-1)`` with ``K = max + 1``) or strings
-(class names = the sorted distinct training labels). Errors name the file and line.
+Labels are integers ``>= 0`` or strings:
+
+- integers: one class per distinct value, in numeric order, named by the value; values that are
+  not ``0..K-1`` (e.g. ``{0, 1, 9}``) are renumbered ``0..K-1``, saying so in one line;
+- strings: class names = the sorted distinct training labels;
+- a column of integers with a few other values (fewer than the integers) is an error naming the
+  first such row (a stray value, most likely a typo); a column of mostly names with a few
+  integers treats every label as a name, integers first in numeric order, saying so.
+
+Errors name the file and line.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
 import re
@@ -26,10 +35,11 @@ import numpy as np
 import torch
 
 from noisytail.data.image_folder import LazyImageStore, imagenet_stats, split_train_test
-from noisytail.data.types import DataError, DatasetBundle, DataSplit, TensorStore
+from noisytail.data.types import DataError, DatasetBundle, DataSplit, TensorStore, renumber_classes
 from noisytail.registry import DATASETS
 
 _INT = re.compile(r"[+-]?\d+")
+log = logging.getLogger(__name__)
 
 
 def read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
@@ -118,20 +128,44 @@ class _Table:
                     self.features[r, c] = value
 
 
-def _encode_labels(train: _Table, test: _Table | None) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Class names and int64 label arrays for train and test."""
+def _encode_labels(
+    train: _Table, test: _Table | None, notes: list[str] | None = None
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Class names and int64 label arrays for train and test (module docstring); a one-line
+    note for each reinterpretation of the labels is appended to ``notes``."""
     tables = [train] if test is None else [train, test]
-    values = [v for t in tables for v in t.labels]
-    if all(_INT.fullmatch(v) for v in values):
+    is_int = [[bool(_INT.fullmatch(v)) for v in t.labels] for t in tables]
+    n = sum(len(t.labels) for t in tables)
+    n_int = sum(sum(flags) for flags in is_int)
+    if n_int == n:
         ints = [np.array([int(v) for v in t.labels], dtype=np.int64) for t in tables]
         for t, y in zip(tables, ints):
             if (y < 0).any():
                 line = t.lines[int(np.flatnonzero(y < 0)[0])]
                 raise DataError(f"CSV {t.path} line {line}: negative label; labels must be >= 0.")
-        k = max(int(y.max()) for y in ints) + 1
-        names = [str(c) for c in range(k)]
+        ints, names, note = renumber_classes(ints, f"CSV {train.path}")
+        if note is not None and notes is not None:
+            notes.append(note)
     else:
-        names = sorted(set(train.labels))
+        if n_int > n - n_int:  # an integer column with a stray value
+            for t, flags in zip(tables, is_int):
+                if not all(flags):
+                    r = flags.index(False)
+                    raise DataError(
+                        f"CSV {t.path} line {t.lines[r]}: label {t.labels[r]!r} is not an "
+                        f"integer, unlike {n_int} of the {n} labels; correct that row (or write "
+                        "every label as a class name)."
+                    )
+        if n_int and notes is not None:
+            notes.append(
+                f"CSV {train.path}: the labels mix names and integers ({n_int} of {n}); all are "
+                "taken as class names, the integers first in numeric order."
+            )
+
+        def order(name: str) -> tuple[int, int, str]:
+            return (0, int(name), name) if _INT.fullmatch(name) else (1, 0, name)
+
+        names = sorted(set(train.labels), key=order)
         index = {n: i for i, n in enumerate(names)}
         ints = []
         for t in tables:
@@ -186,7 +220,10 @@ def load_csv(
         test = _Table(_resolve(test_csv, base), base, label_column, path_column)
         if (test.files is None) != (train.files is None) or test.columns != train.columns:
             raise DataError(f"CSV {test.path} does not have the same form/columns as {train.path}.")
-    class_names, y_train, y_test = _encode_labels(train, test)
+    notes: list[str] = []
+    class_names, y_train, y_test = _encode_labels(train, test, notes)
+    for note in notes:
+        log.warning(note)
     if test is None:
         train_idx, test_idx = split_train_test(y_train, test_fraction, seed)
     else:

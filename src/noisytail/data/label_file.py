@@ -11,7 +11,9 @@ Formats, chosen by the file's extension:
 - ``.csv``: a header with a ``label`` column (integers, or class names) and optionally an
   ``index`` column giving each row's training-sample index (then every index must occur once).
 
-``N`` must equal the number of training samples, in the bundle's training order.
+``N`` must equal the number of training samples, in the bundle's training order. Where the source
+renumbered integer labels with gaps (``{0, 1, 9}`` became classes 0, 1, 2 named "0", "1", "9"),
+integer labels in the file are those original values, and are renumbered the same way.
 """
 
 from __future__ import annotations
@@ -115,13 +117,14 @@ def _read_csv_labels(path: Path, class_names: list[str], n: int) -> np.ndarray:
     label_at = header.index("label")
     index_at = header.index("index") if "index" in header else None
     names = {name: i for i, name in enumerate(class_names)}
+    renumbered = _original_values(class_names) is not None
     labels = np.empty(len(rows), dtype=np.int64)
     order = np.arange(len(rows))
     for r, (line, row) in enumerate(rows):
         value = row[label_at].strip()
         if value in names:
             labels[r] = names[value]
-        elif _INT.fullmatch(value):
+        elif _INT.fullmatch(value) and not renumbered:
             labels[r] = int(value)
         else:
             raise DataError(
@@ -146,6 +149,31 @@ def _read_csv_labels(path: Path, class_names: list[str], n: int) -> np.ndarray:
     return out
 
 
+def _original_values(class_names: list[str]) -> list[int] | None:
+    """The original integer labels of a source that renumbered them (class names that are
+    integers other than ``0..K-1``), else None."""
+    if not all(_INT.fullmatch(n) for n in class_names):
+        return None
+    values = [int(n) for n in class_names]
+    return None if values == list(range(len(values))) else values
+
+
+def _renumber(labels: np.ndarray, class_names: list[str], file: Path) -> np.ndarray:
+    values = _original_values(class_names)
+    if values is None:
+        return labels
+    index = {v: i for i, v in enumerate(values)}
+    out = np.empty_like(labels)
+    for i, v in enumerate(labels.tolist()):
+        if v not in index:
+            raise DataError(
+                f"Label file {file}: label {v} at index {i} is not one of the data's labels "
+                f"({', '.join(class_names)})."
+            )
+        out[i] = index[v]
+    return out
+
+
 def apply_label_file(
     bundle: DatasetBundle, path: str | os.PathLike[str], *, key: str | None = None
 ) -> DatasetBundle:
@@ -165,7 +193,7 @@ def apply_label_file(
             raise DataError(f"key={key!r} does not apply to a CSV label file ({file}).")
         labels = _read_csv_labels(file, bundle.class_names, n)
     elif suffix in (".npy", ".npz", ".pt", ".pth"):
-        labels = _to_labels(_read_array_file(file, key), file)
+        labels = _renumber(_to_labels(_read_array_file(file, key), file), bundle.class_names, file)
     else:
         raise DataError(
             f"Label file {file}: unknown format {suffix!r}; use .npy, .npz, .pt, .pth or .csv."

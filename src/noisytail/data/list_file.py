@@ -8,8 +8,9 @@ ImageNet image root (``train/n01440764/n01440764_10026.JPEG 0``); papers.md E4 u
   up there first, then in the working directory.
 - A line is a path, white space, and an integer label ``>= 0``; the path may contain spaces
   (the label is the last field). Blank lines and lines starting with ``#`` are skipped.
-- Class names are ``"0"``..``str(K-1)`` with ``K = num_classes`` or, by default, the largest
-  label in any list plus one.
+- Class names are ``"0"``..``str(K-1)`` with ``K = num_classes``. Without ``num_classes``, each
+  distinct label in the lists is one class, named by its value; labels that are not ``0..K-1``
+  (gaps, e.g. a subset of ImageNet's classes) are renumbered in numeric order, saying so.
 - The bundle has a train and a test split only: ``test_list`` is the test split; with
   ``evaluate_on="val"`` (or when only ``val_list`` is given) ``val_list`` is used instead. With
   neither, a seeded stratified ``test_fraction`` of the training list is held out. A
@@ -22,6 +23,7 @@ Errors are `DataError` naming the list file and line. Images are decoded lazily
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -29,10 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from noisytail.data.image_folder import LazyImageStore, imagenet_stats, split_train_test
-from noisytail.data.types import DataError, DatasetBundle, DataSplit
+from noisytail.data.types import DataError, DatasetBundle, DataSplit, renumber_classes
 from noisytail.registry import DATASETS
 
 _INT = re.compile(r"\d+")
+log = logging.getLogger(__name__)
 
 
 def resolve_file(name: str | os.PathLike[str], root: Path | None, what: str) -> Path:
@@ -152,7 +155,13 @@ def load_list_file(
                 f"List file {listed} has label {k - 1}, but num_classes={num_classes}: labels "
                 f"must be 0..{num_classes - 1}."
             )
-        k = int(num_classes)
+        class_names = [str(c) for c in range(num_classes)]
+    else:
+        (labels, test_labels), class_names, note = renumber_classes(
+            [labels, test_labels], f"List file {train_path}"
+        )
+        if note is not None:
+            log.warning(note)
 
     paths = _absolute(paths, image_base)
     test_paths = _absolute(test_paths, image_base)
@@ -168,7 +177,7 @@ def load_list_file(
         name="list_file",
         train=split(paths, labels),
         test=split(test_paths, test_labels),
-        class_names=[str(c) for c in range(k)],
+        class_names=class_names,
         mean=mean,
         std=std,
         root=str(image_base),

@@ -20,6 +20,30 @@ class DataError(ValueError):
     """Bad or missing data; the message says what to do."""
 
 
+def renumber_classes(
+    label_arrays: list[np.ndarray], where: str
+) -> tuple[list[np.ndarray], list[str], str | None]:
+    """Integer labels ``>= 0`` as contiguous classes ``0..K-1``.
+
+    Returns the renumbered arrays, the class names (each class's original integer, as text) and,
+    when the values were not already ``0..K-1``, a one-line note saying so (e.g. labels
+    ``{0, 1, 9}`` become classes 0, 1, 2 named "0", "1", "9"), so that no class is left empty
+    for noise to flip labels into. The order of the classes is the numeric order of the values.
+    """
+    arrays = [np.asarray(a, dtype=np.int64) for a in label_arrays]
+    values = np.unique(np.concatenate(arrays)) if arrays else np.zeros(0, dtype=np.int64)
+    names = [str(int(v)) for v in values]
+    if np.array_equal(values, np.arange(len(values))):
+        return arrays, names, None
+    shown = ", ".join(names) if len(names) <= 8 else f"{', '.join(names[:6])}, ..., {names[-1]}"
+    note = (
+        f"{where}: the integer labels {{{shown}}} are not 0..{len(values) - 1}; they are "
+        f"renumbered as classes 0..{len(values) - 1} in numeric order (reports keep the "
+        "original labels as class names), so that no class is empty."
+    )
+    return [np.searchsorted(values, a) for a in arrays], names, note
+
+
 class ImageStore(Protocol):
     """Random access to a split's inputs.
 
