@@ -187,3 +187,57 @@ def test_provided_meta_split_is_the_only_meta_source_and_never_trained_on():
         corrupt(
             true, num_classes=4, meta=MetaSpec(overlap=True, per_class=1), provided_meta=offered
         )
+
+
+# --- properties that planted bugs slipped past (issue 13, item 10; see scripts/mutants.py)
+
+
+def test_summary_rates_come_from_their_own_splits():
+    c = run(NoiseSpec("symmetric", 0.4), val_fraction=0.2)
+    s = c.summary()
+    train, val = c.train_idx, c.val_idx
+    train_rate = float(np.mean(TRUE[train] != c.noisy_labels[train]))
+    val_rate = float(np.mean(TRUE[val] != c.noisy_labels[val]))
+    assert train_rate != val_rate  # so that swapping them is visible
+    assert s["noise_rate_realised"] == pytest.approx(train_rate, abs=1e-12)
+    assert s["val_noise_rate_realised"] == pytest.approx(val_rate, abs=1e-12)
+
+
+def test_expected_rate_weights_classes_by_their_train_counts():
+    # Asymmetric noise flips only the mapped classes (2, 3, 4, 5, 9) with probability 0.4, so on a
+    # long tail the expected rate is 0.4 x the share of training samples in those classes, not
+    # 0.4 x 5/10 (the unweighted class mean).
+    c = run(NoiseSpec("asymmetric", 0.4), asymmetric_map=CIFAR10_ASYMMETRIC_MAP)
+    counts = np.bincount(TRUE[c.train_idx], minlength=K)
+    share = counts[[2, 3, 4, 5, 9]].sum() / counts.sum()
+    assert abs(share - 0.5) > 0.05
+    assert c.summary()["noise_rate_expected"] == pytest.approx(0.4 * share, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_imbalance_first_flips_exactly_the_rate_of_the_long_tailed_pool(seed):
+    # The long tail comes first, so exact-flip noise hits exactly floor(0.4 n) of the n kept
+    # samples; noise drawn on the whole pool and then subsampled would only be 0.4 on average.
+    c = run(NoiseSpec("symmetric", 0.4), seed=seed)
+    kept = np.union1d(c.train_idx, c.val_idx)
+    assert len(kept) < len(TRUE) - 100  # the long tail dropped samples
+    assert int((c.noisy_labels[kept] != TRUE[kept]).sum()) == int(0.4 * len(kept) + 1e-9)
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_validation_split_is_stratified_by_noisy_label(seed):
+    # Each noisy class c of the kept pool holds out round-half-up(0.2 n_c) samples exactly.
+    c = run(NoiseSpec("uniform", 0.6), val_fraction=0.2, seed=seed)
+    kept = np.union1d(c.train_idx, c.val_idx)
+    n_c = np.bincount(c.noisy_labels[kept], minlength=K)
+    want = np.floor(0.2 * n_c + 0.5).astype(int)
+    assert c.class_counts("val", "noisy").tolist() == want.tolist()
+
+
+def test_is_noisy_ignores_samples_dropped_by_the_long_tail():
+    c = run(NoiseSpec("symmetric", 0.4), ImbalanceSpec(ratio=10), MetaSpec())
+    dropped = c.noisy_labels < 0
+    assert dropped.sum() > 0
+    assert not c.is_noisy()[dropped].any()
+    kept = np.union1d(c.train_idx, c.val_idx)
+    assert c.is_noisy().sum() == (c.noisy_labels[kept] != TRUE[kept]).sum()

@@ -62,3 +62,19 @@ def test_subsample_to_counts_keeps_exact_counts_and_nests():
     assert np.isin(smaller, idx).all()
     with pytest.raises(CorruptionError, match="class 3"):
         subsample_to_counts(y, np.array([1, 1, 1, 10_000]), np.random.default_rng(0))
+
+
+def test_subsample_draws_a_random_subset_of_each_class():
+    # Not the first samples of a class: two rngs keep different subsets, and over many draws every
+    # sample of a class is kept about equally often (here 100 of 400, so 1/4 each).
+    y = np.repeat(np.arange(2), 400)
+    counts = np.array([100, 100])
+    a = subsample_to_counts(y, counts, np.random.default_rng(1))
+    b = subsample_to_counts(y, counts, np.random.default_rng(2))
+    assert not np.array_equal(a, b)
+    kept = np.zeros(len(y))
+    for seed in range(200):
+        kept[subsample_to_counts(y, counts, np.random.default_rng(seed))] += 1
+    frequency = kept / 200  # binomial(200, 1/4) / 200 per sample: std 0.031
+    assert np.abs(frequency - 0.25).max() < 0.15
+    assert abs(frequency[:400].mean() - 0.25) < 1e-12

@@ -1,5 +1,7 @@
 """Properties of the label-noise generators: measured rates and transitions match the request."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -189,3 +191,71 @@ def test_bad_labels_and_matrices_raise():
 def test_realised_transition_rows_without_samples_are_zero():
     t = realised_transition(np.array([0, 0, 2]), np.array([0, 1, 2]), 3)
     assert np.allclose(t, [[0.5, 0.5, 0], [0, 0, 0], [0, 0, 1]])
+
+
+# --- properties that planted bugs slipped past (issue 13, item 10; see scripts/mutants.py)
+
+
+@pytest.mark.parametrize(("n", "rate", "wrong"), [(100, 0.29, 29), (100, 0.57, 57), (7, 0.3, 2)])
+def test_symmetric_count_survives_float_round_off(n, rate, wrong):
+    # 0.29 * 100 = 28.999999999999996 in floating point: floor() alone would flip 28.
+    y = labels(n=n)
+    noisy = symmetric_noise(y, num_classes=K, rate=rate, rng=rng())
+    assert int((noisy != y).sum()) == wrong
+
+
+def test_instance_noise_flips_every_class_at_rate_q():
+    # rate_std = 0 makes q_i = rate for every sample, so the wrong fraction of *each* class is a
+    # binomial proportion with mean rate: the flip mass q must go to other classes only.
+    n, d, k, rate = 30_000, 8, 3, 0.3
+    g = np.random.default_rng(4)
+    y, x = g.integers(0, k, n), g.random((n, d))
+    noisy = instance_dependent_noise(y, x, num_classes=k, rate=rate, rng=rng(), rate_std=0.0)
+    for c in range(k):
+        members = y == c
+        std = np.sqrt(rate * (1 - rate) / members.sum())
+        assert abs((noisy[members] != c).mean() - rate) < 4 * std, c
+
+
+def test_instance_noise_normalises_features_by_default():
+    # Unit-norm rows make the flip distribution invariant to the scale of the features.
+    n, d, k, rate = 2000, 8, 4, 0.4
+    g = np.random.default_rng(5)
+    y, x = g.integers(0, k, n), g.random((n, d))
+    a = instance_dependent_noise(y, x, num_classes=k, rate=rate, rng=rng())
+    b = instance_dependent_noise(y, 10.0 * x, num_classes=k, rate=rate, rng=rng())
+    assert np.array_equal(a, b)
+    raw = instance_dependent_noise(
+        y, 10.0 * x, num_classes=k, rate=rate, rng=rng(), normalize=False
+    )
+    assert not np.array_equal(a, raw)
+
+
+def test_instance_noise_rate_is_the_mean_of_q_truncated_to_the_open_unit_interval():
+    # q ~ N(0.05, 0.1^2) redrawn until 0 < q < 1: E[q] = mu + sigma (phi(a) - phi(b)) / Z with
+    # a = -mu / sigma, b = (1 - mu) / sigma, Z = Phi(b) - Phi(a); here 0.1009, twice the rate.
+    mu, sigma = 0.05, 0.1
+    a, b = -mu / sigma, (1 - mu) / sigma
+
+    def phi(t):
+        return math.exp(-t * t / 2) / math.sqrt(2 * math.pi)
+
+    def cdf(t):
+        return 0.5 * (1 + math.erf(t / math.sqrt(2)))
+
+    expected = mu + sigma * (phi(a) - phi(b)) / (cdf(b) - cdf(a))
+    n, d, k = 40_000, 8, 5
+    g = np.random.default_rng(6)
+    y, x = g.integers(0, k, n), g.random((n, d))
+    noisy = instance_dependent_noise(y, x, num_classes=k, rate=mu, rng=rng(), rate_std=sigma)
+    std = np.sqrt(expected * (1 - expected) / n)
+    assert expected == pytest.approx(0.1009, abs=1e-4)
+    assert abs(realised_noise_rate(y, noisy) - expected) < 4 * std
+
+
+def test_random_subset_transition_is_uniform_mixing():
+    # Every class, the true one included, is drawn with probability rate / K.
+    y, rate = labels(n=100_000), 0.5
+    noisy = random_subset_noise(y, num_classes=K, rate=rate, rng=rng())
+    t = realised_transition(y, noisy, K)
+    assert np.abs(t - symmetric_matrix(K, rate, include_true=True)).max() < 0.01
