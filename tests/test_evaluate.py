@@ -130,3 +130,35 @@ def test_shape_errors():
         classification_metrics(np.array([0, 1]), np.ones((3, 2)) / 2, np.array([1, 1]))
     with pytest.raises(ValueError):
         classification_metrics(np.array([0, 1]), np.ones((2, 2)) / 2, np.array([1, 1, 1]))
+
+
+# --- properties that planted bugs slipped past (issue 13, item 10; see scripts/mutants.py)
+
+
+def test_ece_uses_15_bins_by_default():
+    # Confidences 0.64 (right) and 0.68 (wrong). With 15 bins they fall in (0.600, 0.667] and
+    # (0.667, 0.733]: ECE = (0.36 + 0.68) / 2 = 0.52. With 10 bins both are in (0.6, 0.7]:
+    # accuracy 0.5, mean confidence 0.66, ECE 0.16.
+    probs = np.array([[0.64, 0.36], [0.68, 0.32]])
+    y = np.array([0, 1])
+    assert expected_calibration_error(probs, y) == pytest.approx(0.52)
+    assert expected_calibration_error(probs, y, n_bins=15) == pytest.approx(0.52)
+    assert expected_calibration_error(probs, y, n_bins=10) == pytest.approx(0.16)
+    m = classification_metrics(y, probs, np.array([600, 600]))
+    assert m["ece"] == pytest.approx(0.52)
+
+
+def test_ece_weights_bins_by_their_sample_counts():
+    # Three right at confidence 0.7 (gap 0.3) and one wrong at 0.9 (gap 0.9):
+    # ECE = (3 * 0.3 + 1 * 0.9) / 4 = 0.45, not the unweighted bin mean (0.3 + 0.9) / 2 = 0.6.
+    probs = np.array([[0.7, 0.3]] * 3 + [[0.9, 0.1]])
+    y = np.array([0, 0, 0, 1])
+    assert expected_calibration_error(probs, y) == pytest.approx(0.45)
+
+
+def test_ece_bins_are_closed_on_the_right():
+    # With 5 bins a confidence of exactly 0.8 is in (0.6, 0.8], with 0.7: accuracy 1/2, mean
+    # confidence 0.75, ECE 0.25 (in [0.8, 1.0) on its own it would give (0.3 + 0.8) / 2 = 0.55).
+    probs = np.array([[0.7, 0.3], [0.8, 0.2]])
+    y = np.array([0, 1])
+    assert expected_calibration_error(probs, y, n_bins=5) == pytest.approx(0.25)

@@ -52,6 +52,9 @@ def test_fit_writes_the_run_folder_and_learns(tmp_path, digits_config):
     }
     assert required <= set(saved)
     assert saved["test_accuracy"] > 0.5  # 10 classes: chance is 0.1
+    last = [r["test_accuracy"] for r in rows[-5:]]
+    assert np.mean(last) != np.mean(last[1:])  # 5 epochs and 4 would differ here
+    assert saved["last5_test_accuracy_mean"] == pytest.approx(np.mean(last), abs=1e-12)
     assert abs(saved["noise"]["realised_rate"] - 0.2) < 0.02
     corruption = Corruption.load(run / "corruption.npz")
     assert len(corruption.train_idx) == summary["num_train"]
