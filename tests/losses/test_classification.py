@@ -134,3 +134,8 @@ def test_half_precision_logits_computed_in_float32():
     out = focal(logits, y)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, focal(logits.float(), y))
+
+
+def test_focal_default_gamma_is_2():
+    logits, y = two_class()  # p_y = 3/4
+    assert focal(logits, y).item() == pytest.approx(0.25**2 * math.log(4 / 3))

@@ -176,3 +176,26 @@ def test_cosine_logits():
     z = cosine_logits(feats, w)
     assert z.shape == (5, 3) and z.abs().max() <= 1 + 1e-6
     torch.testing.assert_close(cosine_logits(feats, feats)[range(5), range(5)], torch.ones(5))
+
+
+def test_defaults_by_independent_formulas():
+    # cb_ce: beta = 0.9999, weights (1 - b) / (1 - b^n) scaled to sum to K (Cui et al. 2019);
+    # cb_focal: also gamma = 2, -(1 - p_y)^2 log p_y; la_gce: q = 0.7 on z + log(n / sum n).
+    logits, y = batch(6)
+    n = torch.tensor(COUNTS, dtype=torch.float64)
+    w = (1 - 0.9999) / (1 - 0.9999**n)
+    w = (w / w.sum() * 4).float()
+    log_p = F.log_softmax(logits, 1).gather(1, y[:, None]).squeeze(1)
+    ce = -log_p
+    torch.testing.assert_close(
+        class_balanced_ce(logits, y, class_counts=COUNTS), (w[y] * ce).sum() / w[y].sum()
+    )
+    fl = (1 - log_p.exp()) ** 2 * ce
+    torch.testing.assert_close(
+        class_balanced_focal(logits, y, class_counts=COUNTS), (w[y] * fl).sum() / w[y].sum()
+    )
+    adjusted = logits + (n / n.sum()).log().float()
+    p_y = F.softmax(adjusted, 1).gather(1, y[:, None]).squeeze(1)
+    torch.testing.assert_close(
+        logit_adjusted_gce(logits, y, class_counts=COUNTS), ((1 - p_y**0.7) / 0.7).mean()
+    )

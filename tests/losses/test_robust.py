@@ -91,3 +91,18 @@ def test_bootstrap_hard():
     torch.testing.assert_close(bootstrap_hard(logits, y, reduction="none"), expected)
     # when the prediction agrees with the label it is plain CE
     torch.testing.assert_close(bootstrap_hard(logits, pred), cross_entropy(logits, pred))
+
+
+def test_gce_default_q_is_the_papers_0_7():
+    # p_y = 3/4: L = (1 - 0.75^0.7) / 0.7
+    logits, y = torch.tensor([[0.0, math.log(3.0)]]), torch.tensor([1])
+    assert generalized_ce(logits, y).item() == pytest.approx((1 - 0.75**0.7) / 0.7)
+
+
+@pytest.mark.parametrize("loss", [generalized_ce, symmetric_ce, bootstrap_soft, bootstrap_hard])
+def test_class_weight_scales_each_sample_by_its_labels_weight(loss):
+    logits, y = batch(4)
+    w = torch.tensor([0.5, 1.0, 2.0, 4.0])
+    plain = loss(logits, y, reduction="none")
+    torch.testing.assert_close(loss(logits, y, reduction="none", class_weight=w), w[y] * plain)
+    torch.testing.assert_close(loss(logits, y, class_weight=w), (w[y] * plain).sum() / w[y].sum())
