@@ -90,3 +90,15 @@ def test_per_class_detection_counts():
     ]
     with pytest.raises(ValueError):
         per_class_detection(noisy, flags, labels, 2)
+
+
+def test_clean_mask_precision_and_recall_differ_by_hand():
+    # 2 noisy of 6, 3 flagged (one right). Kept: samples 1, 4, 5, of which 4 and 5 are clean:
+    # clean precision 2/3 (of the kept), clean recall 2/4 (of the clean).
+    noisy = np.array([1, 1, 0, 0, 0, 0], dtype=bool)
+    flags = np.array([1, 0, 1, 1, 0, 0], dtype=bool)
+    m = detection_metrics(noisy, flags)
+    assert m["clean_precision"] == pytest.approx(2 / 3)
+    assert m["clean_recall"] == pytest.approx(2 / 4)
+    assert m["flagged_fraction"] == pytest.approx(3 / 6)
+    assert m["noise_rate"] == pytest.approx(2 / 6)

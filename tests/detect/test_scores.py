@@ -91,3 +91,28 @@ def test_bad_shapes():
         sc.self_confidence(PROBS, LABELS[:3])
     with pytest.raises(ValueError):
         sc.self_confidence(PROBS, np.array([0, 0, 0, 1, 1, 3]))
+
+
+def test_confident_class_is_the_largest_probability_among_those_that_pass():
+    # t0 = (0.2 + 0.4) / 2 = 0.3, t1 = (0.62 + 0.58) / 2 = 0.6, t2 = 0.8.
+    labels = np.array([0, 0, 1, 1, 2])
+    probs = np.array(
+        [
+            [0.2, 0.7, 0.1],  # only class 1 passes
+            [0.4, 0.5, 0.1],  # only class 0 passes
+            [0.35, 0.62, 0.03],  # both pass: p1 = 0.62 is largest (p - t would pick 0: 0.05 > 0.02)
+            [0.1, 0.58, 0.32],  # none passes
+            [0.1, 0.1, 0.8],
+        ]
+    )
+    assert sc.class_thresholds(probs, labels).tolist() == pytest.approx([0.3, 0.6, 0.8])
+    assert sc.confident_classes(probs, labels).tolist() == [1, 0, 1, -1, 2]
+    assert sc.confident_joint(probs, labels).tolist() == [[1, 1, 0], [0, 1, 0], [0, 0, 1]]
+
+
+def test_a_probability_equal_to_its_threshold_passes_despite_round_off():
+    # Seven samples give class 0 the same 0.7: the mean is 0.7000000000000001 in floating point,
+    # yet each sample sits exactly at the threshold and is confidently of class 0.
+    labels = np.array([0] * 7 + [1])
+    probs = np.array([[0.7, 0.3]] * 7 + [[0.2, 0.8]])
+    assert sc.confident_classes(probs, labels).tolist() == [0] * 7 + [1]
