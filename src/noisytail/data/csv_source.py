@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from noisytail.data.image_folder import LazyImageStore, imagenet_stats, split_train_test
+from noisytail.data.locations import image_parents
 from noisytail.data.types import DataError, DatasetBundle, DataSplit, TensorStore, renumber_classes
 from noisytail.registry import DATASETS
 
@@ -268,4 +269,8 @@ def load_csv(
         mean=mean,
         std=std,
         root=str(base if base is not None else train_path.parent),
+        data_folders=image_parents(
+            (train.files or []) + ((test.files or []) if test is not None else [])
+        ),
+        data_files=tuple(str(t.path) for t in (train, test) if t is not None),
     )

@@ -7,11 +7,15 @@ Layouts (``root`` is the data set folder):
 - ``root/<class>/*``, split into train and test by a seeded stratified ``test_fraction``.
 
 Class names are the sorted folder names under the training folder; images are searched
-recursively inside each class folder (hidden files and folders are skipped).
+recursively inside each class folder. Hidden files and folders (names starting with ``.``) and
+noisytail's own output (run, detection and bench folders, or a folder of them such as ``runs/``:
+`noisytail.data.locations.is_output_folder`) are never classes or images; a skipped folder where
+a class could be is named in one log line.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -21,9 +25,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from noisytail.data.locations import is_output_folder
 from noisytail.data.splits import stratified_split
 from noisytail.data.types import DataError, DatasetBundle, DataSplit
 from noisytail.registry import DATASETS
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
@@ -129,30 +136,46 @@ class LazyImageStore:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursively), sorted, skipping hidden files and folders."""
+    """Image files under ``folder`` (recursively), sorted, skipping hidden files and folders and
+    noisytail's output folders."""
     found = []
-    for p in folder.rglob("*"):
-        rel = p.relative_to(folder).parts
-        if any(part.startswith(".") for part in rel):
-            continue
-        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
-            found.append(p)
+    for here, dirs, files in os.walk(folder):
+        base = Path(here)
+        dirs[:] = [d for d in dirs if not d.startswith(".") and not is_output_folder(base / d)]
+        for name in files:
+            p = base / name
+            if not name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
+                found.append(p)
     return sorted(found)
 
 
 def class_folders(folder: Path) -> list[str]:
-    """Sorted names of the non-hidden sub-folders of ``folder``."""
-    return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    """Sorted names of the sub-folders of ``folder`` that can be classes: not hidden, not
+    noisytail's output. The folders skipped are named in one log line."""
+    names, skipped = [], []
+    for d in sorted(folder.iterdir()):
+        if not d.is_dir():
+            continue
+        if d.name.startswith("."):
+            skipped.append(f"{d.name} (hidden)")
+        elif is_output_folder(d):
+            skipped.append(f"{d.name} (noisytail output)")
+        else:
+            names.append(d.name)
+    if skipped:
+        log.warning(f"image_folder {folder}: not classes, skipped: {', '.join(skipped)}.")
+    return names
 
 
 def _scan(
-    folder: Path, class_names: list[str], *, allow_empty: bool
+    folder: Path, class_names: list[str], *, allow_empty: bool, found: list[str] | None = None
 ) -> tuple[list[str], list[int]]:
-    """Paths and labels of every image in ``folder/<class>/``, for classes in ``class_names``."""
+    """Paths and labels of every image in ``folder/<class>/``, for classes in ``class_names``
+    (``found``: the class folders of ``folder``, if already listed)."""
     index = {name: i for i, name in enumerate(class_names)}
     paths: list[str] = []
     labels: list[int] = []
-    for name in class_folders(folder):
+    for name in class_folders(folder) if found is None else found:
         if name not in index:
             raise DataError(
                 f"Class folder {folder / name} is not among the training classes "
@@ -201,7 +224,7 @@ def load_image_folder(
         raise DataError(
             f"No class folders in {train_dir}: expected {train_dir}/<class>/<image> files."
         )
-    paths, labels = _scan(train_dir, class_names, allow_empty=False)
+    paths, labels = _scan(train_dir, class_names, allow_empty=False, found=class_names)
     if test_dir is not None:
         test_paths, test_labels = _scan(test_dir, class_names, allow_empty=True)
     else:
@@ -223,4 +246,5 @@ def load_image_folder(
         mean=mean,
         std=std,
         root=str(base),
+        data_folders=(str(base),),
     )

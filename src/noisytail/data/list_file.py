@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from noisytail.data.image_folder import LazyImageStore, imagenet_stats, split_train_test
+from noisytail.data.locations import image_parents
 from noisytail.data.types import DataError, DatasetBundle, DataSplit, renumber_classes
 from noisytail.registry import DATASETS
 
@@ -181,4 +182,6 @@ def load_list_file(
         mean=mean,
         std=std,
         root=str(image_base),
+        data_folders=image_parents(paths + test_paths),
+        data_files=tuple(str(f) for f in (train_path, eval_path) if f is not None),
     )

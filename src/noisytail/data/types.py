@@ -178,6 +178,8 @@ class DatasetBundle:
     validation keys, a list file of verified images), used with ``meta.source: provided``.
     ``labels_are_noisy``: the training labels carry real noise and the true labels are unknown
     (Clothing1M), so noise rates and detection scores against "true" labels mean nothing.
+    ``data_folders`` / ``data_files``: where the source's data live, so that no output lands
+    among them (`noisytail.data.locations`); a source that sets neither owns its ``root``.
     """
 
     name: str
@@ -191,6 +193,8 @@ class DatasetBundle:
     root: str | None = None
     meta: DataSplit | None = None
     labels_are_noisy: bool = False
+    data_folders: tuple[str, ...] = ()
+    data_files: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:

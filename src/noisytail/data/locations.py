@@ -1,0 +1,99 @@
+"""Where a data set's files live, so that no output lands among them.
+
+A data source declares what it reads on its `DatasetBundle`:
+
+- ``data_folders``: folders whose whole tree is data (an image folder's root, the folders that
+  hold listed images). No output folder may lie inside one: the next scan would take it as data
+  (a ``runs`` class), and a file written there could replace a data file.
+- ``data_files``: single files (a CSV manifest, list files). No output folder may be the folder
+  that holds one, where an output named like it would replace it; a sibling folder is fine
+  (``project/runs`` beside ``project/data.csv``).
+
+A source that declares neither is taken to own its ``root`` as a data folder. `check_outside_data`
+is the one check; `train`, `pretrain` and `detect` call it before they write anything.
+
+`is_output_folder` recognises what noisytail writes (run, detection and bench folders, and a
+folder of those such as ``runs/``), so that a source scanning for classes can skip it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from noisytail.data.types import DataError, DatasetBundle
+
+#: Files that, together, mark a folder as noisytail's output: a run, a detection, a bench.
+OUTPUT_MARKERS: tuple[frozenset[str], ...] = (
+    frozenset({"config.yaml", "metrics.jsonl"}),
+    frozenset({"config.yaml", "corruption.npz"}),
+    frozenset({"config.yaml", "summary.json"}),
+    frozenset({"detection.json", "label_issues.csv"}),
+    frozenset({"results.jsonl"}),
+    frozenset({".bench.lock"}),
+)
+
+
+def _marked(folder: Path) -> bool:
+    try:
+        names = {p.name for p in folder.iterdir()}
+    except OSError:
+        return False
+    return any(marker <= names for marker in OUTPUT_MARKERS)
+
+
+def is_output_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a noisytail run, detection or bench folder, or a folder of them
+    (e.g. ``runs/``: every non-hidden sub-folder is one, and no image file lies beside them)."""
+    from noisytail.data.image_folder import IMAGE_EXTENSIONS
+
+    if _marked(folder):
+        return True
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return False
+    children = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
+    if not children or any(p.suffix.lower() in IMAGE_EXTENSIONS for p in entries):
+        return False
+    return all(_marked(child) for child in children)
+
+
+def image_parents(paths: Iterable[str] | None) -> tuple[str, ...]:
+    """The distinct folders that directly hold the files ``paths`` (sorted)."""
+    return tuple(sorted({os.path.dirname(os.path.abspath(p)) for p in paths or ()}))
+
+
+def _real(path: str | os.PathLike[str]) -> Path:
+    return Path(os.path.realpath(os.path.expanduser(os.fspath(path))))
+
+
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_outside_data(
+    out: str | os.PathLike[str],
+    bundle: DatasetBundle,
+    *,
+    extra_files: Sequence[str | os.PathLike[str] | None] = (),
+) -> None:
+    """Raise `DataError` if the output folder ``out`` lies inside a data folder of ``bundle``,
+    or is the folder of one of its data files or of ``extra_files`` (e.g. a label file)."""
+    target = _real(out)
+    folders = list(bundle.data_folders)
+    if not folders and not bundle.data_files and bundle.root:
+        folders = [bundle.root]
+    for folder in folders:
+        if _within(target, _real(folder)):
+            raise DataError(
+                f"The output folder {out} lies inside the data folder {folder}: choose an --out "
+                "outside the data (noisytail never writes into your data)."
+            )
+    for file in [*bundle.data_files, *(f for f in extra_files if f)]:
+        if target == _real(file).parent:
+            raise DataError(
+                f"The output folder {out} is the folder of the data file {file}: choose an --out "
+                "elsewhere, e.g. a new sub-folder (noisytail never writes over your data)."
+            )
