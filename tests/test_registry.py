@@ -36,3 +36,25 @@ def test_fixed_arguments_cannot_come_from_config():
     reg = make()
     with pytest.raises(RegistryError, match="set by noisytail"):
         reg.build("alpha", {"size": 2}, size=1)
+
+
+def test_build_checks_scalar_argument_types():
+    reg = Registry("widget")
+
+    @reg.register("beta")
+    def beta(*, k: int | None = None, rate: float = 0.5, name: str | float = "x", on: bool = True):
+        return (k, rate, name, on)
+
+    assert reg.build("beta", {"k": 3, "rate": 1, "name": 0.2, "on": False}) == (3, 1, 0.2, False)
+    assert reg.build("beta", {"k": None})[0] is None
+    for args, message in [
+        ({"k": "abc"}, "'k' must be an integer or empty, got 'abc'"),
+        ({"k": True}, "'k' must be an integer"),
+        ({"k": 2.5}, "'k' must be an integer"),
+        ({"rate": "fast"}, "'rate' must be a finite number"),
+        ({"rate": float("nan")}, "'rate' must be a finite number"),
+        ({"name": [1]}, "'name' must be a string or a finite number"),
+        ({"on": "yes"}, "'on' must be true or false"),
+    ]:
+        with pytest.raises(RegistryError, match=message):
+            reg.build("beta", args)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -101,7 +102,7 @@ def check_kwargs(
     """Raise `RegistryError` if `args` holds a name `target` does not accept (or a reserved one)."""
     params = keyword_parameters(target)
     allowed = sorted(set(params) - set(reserved))
-    for key in args:
+    for key, value in args.items():
         if key in reserved:
             raise RegistryError(f"{what}: argument {key!r} is set by noisytail, not by the config.")
         if key not in params:
@@ -109,6 +110,37 @@ def check_kwargs(
                 f"{what} has no argument {key!r}.{suggest(key, allowed)} "
                 f"Its arguments: {', '.join(allowed) or '(none)'}."
             )
+        _check_value(what, key, value, params[key].annotation)
+
+
+_SCALARS = {
+    "int": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "float": (
+        "a finite number",
+        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+    ),
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+    "None": ("empty", lambda v: v is None),
+}
+
+
+def _check_value(what: str, key: str, value: Any, annotation: Any) -> None:
+    """Raise `RegistryError` if ``value`` does not fit an annotation made only of scalar types
+    (``int``, ``float``, ``str``, ``bool``, ``None`` and their unions); others are not checked."""
+    if annotation is inspect.Parameter.empty:
+        return
+    if isinstance(annotation, str):
+        text = annotation
+    else:
+        text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+        text = text.replace("NoneType", "None")
+    parts = [p.strip() for p in text.split("|")]
+    if not all(p in _SCALARS for p in parts):
+        return
+    if not any(_SCALARS[p][1](value) for p in parts):
+        wanted = " or ".join(_SCALARS[p][0] for p in parts)
+        raise RegistryError(f"{what}: argument {key!r} must be {wanted}, got {value!r}.")
 
 
 METHODS: Registry[Any] = Registry("method")
