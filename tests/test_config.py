@@ -70,3 +70,58 @@ def test_freeze_schedule_options_are_checked():
         load_config(None, ["train.backbone_lr_scale=-0.5"])
     with pytest.raises(ConfigError, match="must be an integer"):
         load_config(None, ["train.freeze_backbone_epochs=1.5"])
+
+
+def test_every_float_notation_is_a_number(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 1e-3\n  weight_decay: 5E-4\n  momentum: .9\n  gamma: 1.e-1\n")
+    cfg = load_config(path, ["train.grad_clip=2.5e+1", "noise.rate=4e-1"])
+    assert (cfg.train.lr, cfg.train.weight_decay, cfg.train.momentum) == (1e-3, 5e-4, 0.9)
+    assert (cfg.train.gamma, cfg.train.grad_clip, cfg.noise.rate) == (0.1, 25.0, 0.4)
+    assert load_config(None, ["method.tau=1e-2"]).method.args["tau"] == 0.01  # free-form too
+    assert load_config(None, ["data.options.train_csv=1e3.csv"]).data.options["train_csv"] == (
+        "1e3.csv"
+    )
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.lr=.nan", "train.lr must be a finite number"),
+        ("train.lr=.inf", "train.lr must be a finite number"),
+        ("train.weight_decay=-.inf", "must be a finite number"),
+        ("train.device=tpu", "train.device='tpu' is not one of auto, cpu, cuda"),
+        ("train.device=cuda:x", "train.device"),
+        ("train.num_threads=-2", "train.num_threads must be >= 1"),
+        ("train.num_threads=0", "train.num_threads must be >= 1"),
+        ("train.checkpoint_every=0", "train.checkpoint_every .* must be >= 1"),
+        ("train.eval_batch_size=0", "train.eval_batch_size must be >= 1"),
+        ("train.weight_decay=-1e-4", "train.weight_decay must be >= 0"),
+        ("train.lr=[0.1", "not valid YAML"),
+    ],
+)
+def test_bad_train_values_are_one_line_errors(override, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(None, [override])
+    assert "\n" not in str(err.value)
+
+
+def test_repeated_keys_and_empty_files_are_errors(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 0.1\n  epochs: 3\n  lr: 0.2\n")
+    with pytest.raises(ConfigError, match=r"c.yaml line 4: key 'lr' is given twice"):
+        load_config(path)
+    path.write_text("seed: 1\nseed: 2\n")
+    with pytest.raises(ConfigError, match="key 'seed' is given twice"):
+        load_config(path)
+    for text in ("", "# only a comment\n", "\n\n"):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match="is empty"):
+            load_config(path)
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(path)
+    path.write_text("train: {lr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML \(.* at line 2") as err:
+        load_config(path)
+    assert "\n" not in str(err.value)
