@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup data demo test lint format bench-throughput bench-losses bench-detection bench-ssl clean
+.PHONY: setup data demo test lint format bench-throughput bench-speed bench-losses bench-detection bench-ssl gpu-check clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,14 @@ format: setup
 
 bench-throughput: setup data
 	$(PY) scripts/bench_throughput.py
+
+# Images/s of every method in fp32 and bf16 (issue 15): a few minutes on a quiet machine.
+bench-speed: setup data
+	$(PY) scripts/bench_speed.py
+
+# On a machine with a GPU: the CUDA tests and images/s of ERM, L2B and MOIT (under 10 minutes).
+gpu-check: setup
+	bash scripts/gpu_check.sh
 
 bench-losses: setup data
 	$(VENV)/bin/noisytail bench configs/bench/losses_fmnist.yaml --out runs/bench-losses

@@ -19,6 +19,7 @@ from noisytail.data import (  # noqa: F401
     image_folder,
     isic2019,
     list_file,
+    random_images,
 )
 from noisytail.data.types import DatasetBundle
 from noisytail.registry import DATASETS
@@ -53,6 +54,7 @@ def find_datasets() -> list[dict[str, Any]]:
         "cifar10": (cifar.find_cifar("cifar10"), cifar.how_to_get("cifar10")),
         "cifar100": (cifar.find_cifar("cifar100"), cifar.how_to_get("cifar100")),
         "digits": (digits.digits_location(), "Ships with scikit-learn; nothing to get."),
+        "random_images": ("(generated)", "Generated on the fly (for speed checks only)."),
     }
     needs_root = {
         "image_folder": "Needs data.root=<folder> with <class>/<image> or train/ and test/ "

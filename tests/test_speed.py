@@ -1,0 +1,91 @@
+"""The speed table's machinery (not its figures: those go into BENCHMARKS.md), the random-images
+source it runs on where no data set is present, and how ``train.precision=auto`` resolves."""
+
+import numpy as np
+import pytest
+import torch
+
+import noisytail.train as train_mod
+from noisytail.data.sources import load_dataset
+from noisytail.data.types import DataError
+from noisytail.speed import method_overrides, speed_table
+from noisytail.train import resolve_precision
+
+TINY = [
+    "data.name=random_images",
+    "data.options.num_train=400",
+    "data.options.num_test=20",
+    "data.options.image_size=8",
+    "data.val_fraction=0",
+    "model.name=small_cnn",
+    "model.options.width=4",
+    "train.batch_size=32",
+]
+
+
+def test_random_images_are_seeded_shaped_and_cover_every_class():
+    a = load_dataset("random_images", options={"num_train": 50, "num_test": 12, "seed": 3})
+    b = load_dataset("random_images", options={"num_train": 50, "num_test": 12, "seed": 3})
+    c = load_dataset("random_images", options={"num_train": 50, "num_test": 12, "seed": 4})
+    x = a.train.images.get(np.arange(50))
+    assert x.shape == (50, 3, 32, 32) and x.dtype == torch.uint8
+    assert torch.equal(x, b.train.images.get(np.arange(50)))
+    assert not torch.equal(x, c.train.images.get(np.arange(50)))
+    assert set(a.train.labels) == set(range(10)) and set(a.test.labels) == set(range(10))
+    with pytest.raises(DataError, match="one image per class"):
+        load_dataset("random_images", options={"num_train": 5, "num_test": 12})
+
+
+def test_speed_table_rows_and_cost_ratios():
+    table, rows = speed_table(
+        ["erm", "l2b"], base=TINY, precisions=["fp32"], device="cpu", epochs=1
+    )
+    rate = {r["method"]: r["images_per_second"] for r in rows}
+    assert all(r > 0 for r in rate.values()) and {r["precision"] for r in rows} == {"fp32"}
+    lines = table.splitlines()
+    assert lines[0] == "| method | fp32 images/s | fp32 cost × ERM |"
+    erm_row, l2b_row = lines[2].split(" | "), lines[3].split(" | ")
+    assert erm_row[-1].rstrip(" |") == "1.00"
+    assert float(l2b_row[-1].rstrip(" |")) == pytest.approx(rate["erm"] / rate["l2b"], abs=0.006)
+
+
+def test_method_overrides_put_phases_first_and_give_meta_methods_a_meta_set():
+    assert method_overrides("l2b") == [
+        "method.name=l2b",
+        "method.warmup_epochs=0",
+        "meta.per_class=20",
+    ]
+    assert "data.augment=simclr" in method_overrides("simclr")
+    assert method_overrides("erm") == ["method.name=erm"]
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch):
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert resolve_precision(gpu, "auto") == "bf16"
+    assert resolve_precision(cpu, "fp32") == "fp32" and resolve_precision(gpu, "fp32") == "fp32"
+    monkeypatch.setattr(train_mod, "cpu_has_bf16", lambda: True)
+    assert resolve_precision(cpu, "auto") == "bf16"
+    monkeypatch.setattr(train_mod, "cpu_has_bf16", lambda: False)
+    assert resolve_precision(cpu, "auto") == "fp32"
+    assert resolve_precision(cpu, "bf16") == "bf16"  # asked for: emulated, but honoured
+
+
+def test_the_summary_records_the_precision_run(tmp_path, digits_config):
+    summary = train_mod.fit(
+        digits_config("train.epochs=1", "train.precision=fp32"), tmp_path / "r", write_report=False
+    )
+    assert summary["precision"] == "fp32"
+
+
+def test_gpu_check_refuses_in_one_line_without_a_gpu():
+    import subprocess
+    from pathlib import Path
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: scripts/gpu_check.sh would run in full")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        ["bash", str(root / "scripts" / "gpu_check.sh")], capture_output=True, text=True
+    )
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == ["gpu_check: no CUDA device is visible"]
