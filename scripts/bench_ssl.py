@@ -15,7 +15,10 @@ Parts:
   same backbone (small_cnn, ``--width``), trained with ``noisytail.train.fit`` exactly as
   ``noisytail pretrain`` does. **Equal budget = equal number of views encoded with a gradient**:
   SimCLR and MTTV encode 2 views per image with gradient (MTTV also runs 2 no-grad EMA passes),
-  k-view encodes k, so k-view gets ``epochs * 2 / k`` epochs (at least 1). Evaluation: the frozen
+  k-view encodes k, so k-view gets ``epochs * 2 / k`` epochs (at least 1). MTTV draws each
+  anchor's partner from the whole training pool (``--mttv-partner dataset``, the official code;
+  ``batch`` = from the same batch) with the loss form ``--mttv-loss`` (``clean`` by default;
+  ``mean_log`` with ``batch`` is this benchmark's first version). Evaluation: the frozen
   backbone's features, a linear probe (``evaluate_ssl.linear_probe``, AdamW lr 0.005, cosine) and
   a weighted kNN trained on a **balanced** labelled split (``--probe-per-class`` images per class
   of the pool, true labels) and tested on the test set; accuracy, balanced accuracy, and
@@ -35,7 +38,8 @@ Parts:
   augmentation (``data/views.py``) on that device, median over ``--cost-steps`` steps of (i)
   making the views (indexing, conversion, augmentation: the loader's batch) and (ii) forward,
   backward and optimiser step, timed separately (CUDA synchronised); images/s counts anchor
-  images per second of (i) + (ii).
+  images per second of (i) + (ii). MTTV's partners drawn from the data set are made inside its
+  step, so their views count in (ii), not (i) (``views_built`` counts the loader's only).
 
 Pre-trained encoders are cached in ``OUT/pretrain/<method>-seed<s>/`` and fine-tuning runs in
 ``OUT/finetune/...``; a re-run skips finished runs (delete the folder to redo them). Rows go to
@@ -118,6 +122,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--views", type=int, default=4, help="k of the k-view method.")
     p.add_argument("--ssl-batch", type=int, default=256)
     p.add_argument("--ssl-lr", type=float, default=0.3)
+    p.add_argument(
+        "--mttv-partner",
+        choices=["dataset", "batch"],
+        default="dataset",
+        help="MTTV's partner draw (the official code: dataset).",
+    )
+    p.add_argument(
+        "--mttv-loss",
+        choices=["clean", "official", "mean_log"],
+        default="clean",
+        help="MTTV's loss form (docs/methods.md, MTTV).",
+    )
     p.add_argument("--probe-per-class", type=int, default=300)
     p.add_argument("--probe-epochs", type=int, default=100)
     # fine-tuning
@@ -177,6 +193,8 @@ def grad_views(args: argparse.Namespace, method: str) -> int:
 
 def pretrain_config(args: argparse.Namespace, method: str, seed: int) -> Any:
     extra = [f"method.num_views={args.views}"] if method == "multiview" else []
+    if method == "mttv":
+        extra = [f"method.partner={args.mttv_partner}", f"method.loss={args.mttv_loss}"]
     return load_config(
         None,
         base_overrides(args, seed)
@@ -305,6 +323,7 @@ def pretrain_one(args: argparse.Namespace, method: str, seed: int) -> dict[str, 
         "part": "pretrain",
         "method": method,
         "seed": seed,
+        "method_args": dict(cfg.method.args),
         "epochs": epochs,
         "grad_views_per_image": grad_views(args, method),
         "grad_views_seen": items * grad_views(args, method),

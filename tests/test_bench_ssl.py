@@ -55,7 +55,10 @@ def test_quick_run_on_digits_produces_every_row(tmp_path, bench):
     cost = {r["method"]: r for r in rows if r["part"] == "cost"}
     assert set(cost) == {"simclr", "multiview", "mttv"}
     assert all(0.0 < r["augment_share"] < 1.0 and r["images_per_second"] > 0 for r in cost.values())
-    assert cost["multiview"]["views_built"] == 4 and cost["mttv"]["views_built"] == 3
+    # MTTV's loader makes (augmented, plain); its partners' views are made inside the step
+    assert cost["multiview"]["views_built"] == 4 and cost["mttv"]["views_built"] == 2
+    assert pre["mttv"]["method_args"]["partner"] == "dataset"
+    assert pre["mttv"]["method_args"]["loss"] == "clean"
 
     text = (out / "tables.md").read_text()
     for heading in ("(a) Linear probe", "(b) Two-stage fine-tuning", "(c) Pre-training cost"):

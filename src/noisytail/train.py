@@ -545,11 +545,21 @@ class Run:
             meta_batches=self.meta_cycle.next_batch if self.meta_cycle else None,
             predict_train=self._predict_train,
             autocast=self.autocast,
+            pool_batch=self.loader.make_batch,
         )
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {}
         self.last_test_probs: np.ndarray | None = None  # [N_test, K] of the last evaluated epoch
         self.start_epoch = 0
+
+    def start(self) -> None:
+        """Before the first epoch (and after a resume): `Method.on_train_start`, then restrict
+        the loader to the method's `Method.train_subset` (if any), which sets the epoch's steps."""
+        self.method.on_train_start(self.ctx)
+        subset = self.method.train_subset()
+        if subset is not None:
+            self.loader.restrict(subset)
+            self.info.steps_per_epoch = len(self.loader)
 
     # -- helpers --------------------------------------------------------------------------
     @torch.no_grad()
@@ -751,7 +761,7 @@ def fit(
             train_source_idx=prepared.train_source_idx,
             test_source_idx=prepared.test_source_idx,
         )
-    run.method.on_train_start(run.ctx)
+    run.start()
     last_epoch = cfg.train.epochs
     if stop_after_epochs is not None:
         last_epoch = min(last_epoch, run.start_epoch + stop_after_epochs)

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from noisytail.data.augment import augment, random_crop, random_flip, to_float
@@ -108,3 +109,51 @@ def test_cycling_loader_restarts():
     )
     idx = [cyc.next_batch().idx for _ in range(5)]
     assert len(idx) == 5
+
+
+def test_restrict_draws_only_from_the_subset_and_sets_the_steps():
+    data = pool(50)
+    labels = np.arange(50) % 5
+    loader = TrainLoader(data, labels, batch_size=4, augment_kind="none", seed=3)
+    assert len(loader) == 12  # 50 // 4
+    subset = np.array([1, 4, 9, 16, 25, 36, 49, 2, 3, 7, 11])  # 11 positions
+    loader.restrict(subset)
+    assert len(loader) == 2  # 11 // 4, the last partial batch dropped
+    for epoch in range(3):
+        idx = torch.cat([b.idx for b in loader.epoch(epoch)])
+        assert len(idx) == 8 and len(idx.unique()) == 8
+        assert set(idx.tolist()) <= set(subset.tolist())
+        batch = next(iter(loader.epoch(epoch)))
+        assert torch.equal(batch.labels, torch.as_tensor(labels)[batch.idx])  # pool positions
+    loader.restrict(None)
+    assert len(loader) == 12
+
+
+def test_restrict_with_the_class_balanced_sampler_stays_in_the_subset():
+    labels = np.array([0] * 40 + [1] * 10)
+    loader = TrainLoader(
+        pool(50), labels, batch_size=10, augment_kind="none", sampler="class_balanced"
+    )
+    subset = np.r_[30:45]  # 10 of class 0, 5 of class 1
+    loader.restrict(subset)
+    idx = torch.cat([torch.cat([b.idx for b in loader.epoch(e)]) for e in range(20)])
+    assert set(idx.tolist()) <= set(subset.tolist())
+    assert float((torch.as_tensor(labels)[idx] == 1).float().mean()) == pytest.approx(0.5, abs=0.06)
+
+
+def test_make_batch_serves_any_pool_positions_with_the_loader_views():
+    data = pool(20)
+    loader = TrainLoader(
+        data,
+        np.arange(20) % 3,
+        batch_size=4,
+        augment_kind="crop_flip",
+        views=1,
+        include_plain_view=True,
+    )
+    idx = torch.tensor([7, 7, 0, 19])  # repeats allowed
+    batch = loader.make_batch(idx, torch.Generator().manual_seed(0))
+    aug, plain = batch.x
+    assert aug.shape == plain.shape == (4, 1, 8, 8)
+    assert torch.equal(plain, data.inputs(idx)) and torch.equal(batch.idx, idx)
+    assert batch.labels.tolist() == [1, 1, 0, 1]

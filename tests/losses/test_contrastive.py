@@ -129,41 +129,102 @@ def test_interleave_puts_positives_side_by_side():
     assert torch.equal(interleave(u, v), torch.tensor([[1.0, 0], [0, 1], [2, 0], [0, 2]]))
 
 
-def _mttv_reference(u, v, t, low, high, compat):
+def _mttv_reference(u, v, t, low, high, form):
     """Straight loops over the interleaved rows (independent of the vectorised code)."""
     x = interleave(u, v).double()
     n = len(x)
     s = [[float(F.cosine_similarity(x[i], x[j], dim=0)) for j in range(n)] for i in range(n)]
     ext = [[abs(s[i][j]) > high or abs(s[i][j]) < low for j in range(n)] for i in range(n)]
-    if compat:
-        ratios = []
-        for j in range(n):
-            p = j + 1 if j % 2 == 0 else j - 1
-            col = sum(math.exp(s[i][j] / t) for i in range(n) if not ext[i][j])
-            num = 0.0 if ext[p][j] else math.exp(s[p][j] / t)
-            ratios.append(num / (col - math.exp(1 / t)))
-        return -math.log(sum(ratios) / n)
-    terms = []
+    ratios = []
     for j in range(n):
         p = j + 1 if j % 2 == 0 else j - 1
-        if ext[j][p]:
-            continue
-        den = sum(math.exp(s[j][i] / t) for i in range(n) if i != j and (i == p or not ext[j][i]))
-        terms.append(-math.log(math.exp(s[j][p] / t) / den))
-    return sum(terms) / len(terms)
+        num = 0.0 if ext[p][j] else math.exp(s[p][j] / t)
+        if form == "official":
+            col = sum(math.exp(s[i][j] / t) for i in range(n) if not ext[i][j])
+            ratios.append(num / (col - math.exp(1 / t)))
+        else:
+            den = sum(math.exp(s[i][j] / t) for i in range(n) if i != j and not ext[i][j])
+            ratios.append(num / den if num > 0 else 0.0)
+    if form == "mean_log":
+        kept = [r for r in ratios if r > 0]
+        return -sum(math.log(r) for r in kept) / len(kept)
+    return -math.log(sum(ratios) / n)
 
 
-@pytest.mark.parametrize("compat", [False, True])
-def test_mttv_loss_matches_reference_on_a_non_degenerate_batch(compat):
+@pytest.mark.parametrize("form", ["clean", "official", "mean_log"])
+def test_mttv_loss_matches_reference_on_a_non_degenerate_batch(form):
     g = torch.Generator().manual_seed(3)
     u = torch.randn(24, 6, generator=g)
     v = u + 0.8 * torch.randn(24, 6, generator=g)
     mask = mttv_mask(cosine_matrix(interleave(u, v)))
     off = ~torch.eye(48, dtype=torch.bool)
     assert 0.05 < mask[off].float().mean() < 0.6  # the filter is active but not everything
-    got = mttv_loss(u, v, temperature=0.3, compat=compat).item()
+    assert bool(mask[torch.arange(48), torch.arange(48) ^ 1].any())  # some positive is filtered
+    got = mttv_loss(u, v, temperature=0.3, form=form).item()
     assert math.isfinite(got)
-    assert got == pytest.approx(_mttv_reference(u, v, 0.3, 0.1, 0.9, compat), rel=1e-5)
+    assert got == pytest.approx(_mttv_reference(u, v, 0.3, 0.1, 0.9, form), rel=1e-5)
+
+
+def _rows_with_gram(gram):
+    """Rows whose cosine matrix is ``gram`` (Cholesky factor), split into interleaved u, v."""
+    x = torch.linalg.cholesky(torch.tensor(gram, dtype=torch.float64)).float()
+    return x[0::2].clone(), x[1::2].clone()
+
+
+# Rows [u0, v0, u1, v1] with these cosines; t = 1, low 0.1, high 0.9. Filtered: (u0, u1) at 0.05
+# (too orthogonal) and the positive (u1, v1) at 0.95 (too similar).
+GRAM = [
+    [1.0, 0.6, 0.05, 0.2],
+    [0.6, 1.0, 0.5, 0.45],
+    [0.05, 0.5, 1.0, 0.95],
+    [0.2, 0.45, 0.95, 1.0],
+]
+E = math.exp
+R0 = E(0.6) / (E(0.6) + E(0.2))  # anchor u0: positive v0; u1 filtered; v1 a negative
+R1 = E(0.6) / (E(0.6) + E(0.5) + E(0.45))  # anchor v0: positive u0; u1, v1 negatives
+# anchors u1, v1: their positive is filtered, r = 0
+
+
+def test_mttv_clean_form_by_hand():
+    u, v = _rows_with_gram(GRAM)
+    got = mttv_loss(u, v, temperature=1.0, form="clean").item()
+    # log of the mean over all 4 anchors; the two with a filtered positive count as 0
+    assert got == pytest.approx(-math.log((R0 + R1 + 0 + 0) / 4), rel=1e-5)
+
+
+def test_mttv_mean_log_form_by_hand():
+    u, v = _rows_with_gram(GRAM)
+    got = mttv_loss(u, v, temperature=1.0, form="mean_log").item()
+    # mean of the per-anchor logs over the 2 anchors whose positive is kept
+    assert got == pytest.approx(-(math.log(R0) + math.log(R1)) / 2, rel=1e-5)
+
+
+def test_mttv_official_and_clean_forms_by_hand_on_equal_similarities():
+    # 4 rows, every pair at cosine 0.8 (x_i = sqrt(.8) e_0 + sqrt(.2) e_(i+1)); t = 1, nothing
+    # filtered but the self term. Clean: r = e^.8 / (3 e^.8) = 1/3. Official: the self term (e^1)
+    # is subtracted although already masked, r = e^.8 / (3 e^.8 - e^1) = 1 / (3 - e^.2).
+    x = torch.cat([math.sqrt(0.8) * torch.ones(4, 1), math.sqrt(0.2) * torch.eye(4)], dim=1)
+    u, v = x[0::2], x[1::2]
+    assert mttv_loss(u, v, temperature=1.0, form="clean").item() == pytest.approx(math.log(3))
+    assert mttv_loss(u, v, temperature=1.0, form="mean_log").item() == pytest.approx(math.log(3))
+    official = mttv_loss(u, v, temperature=1.0, form="official").item()
+    assert official == pytest.approx(math.log(3 - math.exp(0.2)), rel=1e-5)
+
+
+def test_mttv_official_form_with_high_two_is_the_clean_form_and_the_imagenet_mask():
+    # high = 2 never filters |s| > high, so the self term stays in and the official subtraction
+    # removes it once: the official ImageNet variant (mask |s| < low only) equals the clean form.
+    g = torch.Generator().manual_seed(6)
+    u = torch.randn(16, 6, generator=g)
+    v = u + 0.8 * torch.randn(16, 6, generator=g)
+    sim = cosine_matrix(interleave(u, v))
+    assert torch.equal(mttv_mask(sim, low=0.1, high=2.0), sim.abs() < 0.1)
+    off = ~torch.eye(32, dtype=torch.bool)
+    assert bool((sim[off].abs() > 0.9).any())  # the default high would have filtered some
+    clean = mttv_loss(u, v, high=2.0, form="clean").item()
+    official = mttv_loss(u, v, high=2.0, form="official").item()
+    assert official == pytest.approx(clean, rel=1e-4)
+    assert mttv_loss(u, v, high=0.9, form="clean").item() != pytest.approx(clean, rel=1e-3)
 
 
 def test_mttv_masked_entries_do_not_reach_the_loss():
@@ -189,7 +250,8 @@ def test_mttv_masked_entries_do_not_reach_the_loss():
     "case",
     ["identical", "orthogonal", "antipodal"],
 )
-def test_mttv_safe_form_is_finite_when_every_similarity_is_extreme(case):
+@pytest.mark.parametrize("form", ["clean", "mean_log"])
+def test_mttv_safe_forms_are_finite_when_every_similarity_is_extreme(case, form):
     d = 8
     if case == "identical":  # every |s| = 1 > 0.9
         u = torch.ones(4, d)
@@ -201,20 +263,32 @@ def test_mttv_safe_form_is_finite_when_every_similarity_is_extreme(case):
         u = torch.ones(4, d)
         v = -torch.ones(4, d)
     u = u.clone().requires_grad_()
-    loss = mttv_loss(u, v)
+    loss = mttv_loss(u, v, form=form)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(u.grad).all()
 
 
-def test_mttv_compat_form_can_be_nan_where_safe_form_is_not():
+def test_mttv_official_form_can_be_nan_where_the_others_are_not():
     u = torch.ones(4, 8)
     v = torch.ones(4, 8)
-    assert not torch.isfinite(mttv_loss(u, v, compat=True))
-    assert torch.isfinite(mttv_loss(u, v, compat=False))
+    assert not torch.isfinite(mttv_loss(u, v, form="official"))
+    assert torch.isfinite(mttv_loss(u, v, form="clean"))
+    assert torch.isfinite(mttv_loss(u, v, form="mean_log"))
 
 
 def test_mttv_loss_without_filter_is_nt_xent_on_interleaved_rows():
+    # mean_log without a filter is NT-Xent; clean is the log of the mean of the same ratios
     g = torch.Generator().manual_seed(5)
     u, v = torch.randn(2, 10, 4, generator=g)
-    got = mttv_loss(u, v, temperature=0.3, low=0.0, high=2.0)
+    got = mttv_loss(u, v, temperature=0.3, low=0.0, high=2.0, form="mean_log")
     assert got.item() == pytest.approx(nt_xent(u, v, 0.3).item(), rel=1e-5)
+    z = F.normalize(interleave(u, v), dim=1)
+    logits = (z @ z.T / 0.3).masked_fill(torch.eye(20, dtype=torch.bool), float("-inf"))
+    ratios = torch.softmax(logits, dim=1)[torch.arange(20), torch.arange(20) ^ 1]
+    clean = mttv_loss(u, v, temperature=0.3, low=0.0, high=2.0, form="clean")
+    assert clean.item() == pytest.approx(-math.log(ratios.mean().item()), rel=1e-5)
+
+
+def test_mttv_loss_rejects_an_unknown_form():
+    with pytest.raises(ValueError, match="form"):
+        mttv_loss(torch.ones(2, 3), torch.ones(2, 3), form="compat")

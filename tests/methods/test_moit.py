@@ -11,8 +11,9 @@ import torch
 from noisytail.config import ConfigError
 from noisytail.methods.base import Batch, Context, TaskInfo
 from noisytail.methods.moit import CrossBatchMemory
+from noisytail.methods.moit_plus import MOITPlus
 from noisytail.registry import METHODS, MODELS
-from noisytail.train import fit
+from noisytail.train import fit, prepare_data
 
 N, K = 64, 4
 
@@ -243,3 +244,42 @@ def test_moit_resumes_to_the_same_result(tmp_path, digits_config):
     b = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=False)["extra"]
     assert torch.equal(a["clean"], b["clean"]) and torch.equal(a["labels"], b["labels"])
     assert torch.equal(a["memory"]["feats"], b["memory"]["feats"])
+
+
+@pytest.mark.parametrize("batches", ["clean", "masked"])
+def test_moit_plus_batches_come_from_the_clean_samples_only(tmp_path, digits_config, batches):
+    # A MOIT checkpoint whose mask keeps every third pool position; 1 epoch, batch 32.
+    noise = ["noise.kind=symmetric", "noise.rate=0.3", "train.batch_size=32", "train.epochs=1"]
+    n = len(prepare_data(digits_config(*noise)).corruption.train_idx)
+    clean = torch.zeros(n, dtype=torch.bool)
+    clean[::3] = True
+    n_clean = int(clean.sum())
+    torch.save(
+        {"extra": {"clean": clean}, "config": {"method": {"name": "moit"}}, "method": {}},
+        tmp_path / "moit.pt",
+    )
+    seen = []
+    original = MOITPlus.training_step
+
+    def spy(self, batch, ctx):
+        seen.append(batch.idx.cpu().clone())
+        return original(self, batch, ctx)
+
+    cfg = digits_config(
+        *noise,
+        "method.name=moit_plus",
+        f"method.clean_from={tmp_path / 'moit.pt'}",
+        "method.redetect=false",
+        f"method.batches={batches}",
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(MOITPlus, "training_step", spy)
+        fit(cfg, tmp_path / "plus", write_report=False)
+    flags = [clean[idx] for idx in seen]
+    if batches == "clean":  # the official loader: full batches of clean samples
+        assert len(seen) == n_clean // 32
+        assert all(len(idx) == 32 and bool(f.all()) for idx, f in zip(seen, flags))
+        assert len(torch.cat(seen).unique()) == len(torch.cat(seen))  # no repeat in an epoch
+    else:  # the whole pool, noisy rows masked in the step: about 1/3 of each batch is clean
+        assert len(seen) == n // 32
+        assert 0.2 < float(torch.cat(flags).float().mean()) < 0.45

@@ -110,21 +110,48 @@ class TrainLoader:
         self.sampler = sampler
         self.seed, self.stream = seed, stream
         self.rank, self.world_size = rank, world_size
-        n = len(data)
-        global_batch = batch_size * world_size
+        self.subset: np.ndarray | None = None  # pool positions the epochs cover (None: all)
+        self._set_steps()
+
+    def _set_steps(self) -> None:
+        n = self.size
+        global_batch = self.batch_size * self.world_size
         # Drop the last partial batch (BatchNorm dislikes tiny batches) unless the pool is small.
         self.steps_per_epoch = max(1, n // global_batch)
+
+    @property
+    def size(self) -> int:
+        """How many samples an epoch covers: the pool, or the subset of `restrict`."""
+        return len(self.data) if self.subset is None else len(self.subset)
+
+    def restrict(self, positions: np.ndarray | None) -> None:
+        """Draw every epoch from these pool positions only (None: the whole pool again); batch
+        indices stay pool positions. The number of steps per epoch follows."""
+        if positions is None:
+            self.subset = None
+        else:
+            pos = np.unique(np.asarray(positions, dtype=np.int64))
+            if pos.size == 0 or pos[0] < 0 or pos[-1] >= len(self.data):
+                raise ValueError(
+                    f"restrict: need 1 or more positions in [0, {len(self.data)}), got "
+                    f"{pos.size} (range {pos[:1].tolist()}..{pos[-1:].tolist()})."
+                )
+            self.subset = pos
+        self._set_steps()
 
     def __len__(self) -> int:
         return self.steps_per_epoch
 
     def _order(self, generator: torch.Generator) -> torch.Tensor:
-        n = len(self.data)
+        labels = self.labels_np if self.subset is None else self.labels_np[self.subset]
+        n = len(labels)
         if self.sampler == "class_balanced":
-            counts = np.bincount(self.labels_np, minlength=int(self.labels_np.max()) + 1)
-            weights = torch.as_tensor(1.0 / counts[self.labels_np], dtype=torch.float64)
-            return torch.multinomial(weights, n, replacement=True, generator=generator)
-        return torch.randperm(n, generator=generator)
+            counts = np.bincount(labels, minlength=int(labels.max()) + 1)
+            weights = torch.as_tensor(1.0 / counts[labels], dtype=torch.float64)
+            order = torch.multinomial(weights, n, replacement=True, generator=generator)
+        else:
+            order = torch.randperm(n, generator=generator)
+        return order if self.subset is None else torch.from_numpy(self.subset)[order]
 
     def _augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if self.augment_fn is not None:
@@ -137,13 +164,15 @@ class TrainLoader:
         aug_gen = epoch_generator(self.seed, epoch, self.stream + 1000 + self.rank)
         order = self._order(order_gen)
         global_batch = self.batch_size * self.world_size
-        n = len(self.data)
+        n = self.size
         for step in range(self.steps_per_epoch):
             chunk = order[step * global_batch : min((step + 1) * global_batch, n)]
             local = chunk[self.rank :: self.world_size]
             yield self.make_batch(local, aug_gen)
 
     def make_batch(self, local: torch.Tensor, generator: torch.Generator) -> Batch:
+        """The batch of pool positions ``local [B]`` with this loader's views (also what
+        `noisytail.methods.base.Context.pool_batch` serves)."""
         x = self.data.inputs(local)
         if self.views == 1 and not self.include_plain_view:
             views: torch.Tensor | tuple[torch.Tensor, ...] = self._augment(x, generator)

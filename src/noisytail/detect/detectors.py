@@ -53,7 +53,7 @@ def train_run(
     run: Run, *, progress: bool = False, on_epoch: Callable[[int], None] | None = None
 ) -> Run:
     """Train ``run`` for ``cfg.train.epochs`` epochs in memory (no run folder is written)."""
-    run.method.on_train_start(run.ctx)
+    run.start()
     for epoch in range(run.cfg.train.epochs):
         run.train_epoch(epoch, progress)
         if on_epoch is not None:

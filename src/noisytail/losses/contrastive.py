@@ -7,8 +7,9 @@
 - `nt_xent`: the two-view case.
 - `mttv_loss`: MTTV's NT-Xent with "extreme-feature filtering" (arXiv 2509.08469, official code
   ``Loss/loss.py::Our_xent_loss``): similarities with ``|s| > high`` or ``|s| < low`` are dropped.
-  The default form is finite for every input; ``compat=True`` keeps the official form, which can
-  return NaN (see `mttv_loss`).
+  Three forms (see `mttv_loss` and docs/methods.md, MTTV): ``"clean"`` (the official objective
+  with its double removal of the self term fixed), ``"official"`` (exact, can be NaN) and
+  ``"mean_log"`` (a per-anchor InfoNCE, noisytail's earlier default).
 
 All functions compute in float32 whatever the input dtype (bf16 autocast is safe).
 """
@@ -84,6 +85,9 @@ def mttv_mask(sim: torch.Tensor, *, low: float = 0.1, high: float = 0.9) -> torc
     return (a > high) | (a < low)
 
 
+MTTV_LOSS_FORMS = ("clean", "official", "mean_log")
+
+
 def mttv_loss(
     u: torch.Tensor,
     v: torch.Tensor,
@@ -91,30 +95,43 @@ def mttv_loss(
     temperature: float = 0.3,
     low: float = 0.1,
     high: float = 0.9,
-    compat: bool = False,
+    form: str = "clean",
 ) -> torch.Tensor:
     """MTTV's filtered contrastive loss for fused embeddings ``u, v [B, D]`` (``(u_i, v_i)`` are
     positives, every other row of the ``2B`` is a negative).
 
-    ``S`` is the cosine matrix of the interleaved rows and ``M = mttv_mask(S)``.
+    ``S`` is the cosine matrix of the ``n = 2B`` interleaved rows, ``M = mttv_mask(S)`` the
+    filtered entries, ``p(j)`` the positive of row ``j`` and ``e_ij = exp(s_ij / t)``.
 
-    Default (``compat=False``): InfoNCE over the unmasked entries, mean of logs,
+    ``form="clean"`` (default): the official objective, a log of the mean, with the self term
+    removed exactly once:
 
-        loss_j = -log( e^{s_jp/t} / (e^{s_jp/t} + sum_{i != j, p, not M_ij} e^{s_ij/t}) ),
+        r_j = e_{j,p(j)} [not M_{j,p(j)}] / sum_{i != j, not M_ij} e_ij,
+        loss = -log( (1/n) sum_j r_j ).
 
-    averaged over the anchors ``j`` whose positive ``p`` is not masked. The denominator always holds
-    the positive, so it is never zero; the self term is left out by index, not subtracted. If every
-    positive is masked the loss is a zero with a graph (no signal, no NaN).
+    An anchor whose positive is filtered contributes ``r_j = 0`` but still counts in the mean, as
+    in the official code. The denominator holds the positive whenever ``r_j > 0``, so it is never
+    zero there. If every positive is filtered the loss is a zero with a graph (the official form
+    gives ``inf``). Computed in log space (``logsumexp``).
 
-    ``compat=True``: the official code's exact form. Masked entries of ``e^{S/t}`` are set to zero
-    (the self term is masked already since ``|1| > high``), then per column
-    ``ratio_j = e^{s_jp/t}[p unmasked] / (sum_i e^{s_ij/t}[unmasked] - e^{1/t})`` and
-    ``loss = -log(mean_j ratio_j)``. Subtracting ``e^{1/t}`` removes the self term a second time, so
-    the denominator can be zero or negative: NaN or inf when the batch is small or the similarities
-    are extreme.
+    ``form="official"``: the official code's exact form. Masked entries of ``e^{S/t}`` are set to
+    zero (the self term is masked already, since ``|1| > high``), then
+    ``r_j = e_{j,p(j)}[unmasked] / (sum_i e_ij[unmasked] - e^{1/t})`` and
+    ``loss = -log(mean_j r_j)``. Subtracting ``e^{1/t}`` removes the self term a second time, so
+    the denominator can be zero or negative: NaN or inf when the batch is small or the
+    similarities are extreme. With ``high >= 1`` the self term is not masked, the subtraction
+    removes it once, and the form equals ``"clean"`` (the mask is then only ``|s| < low``: the
+    official code's ImageNet variant).
+
+    ``form="mean_log"``: InfoNCE over the unmasked entries, a mean of per-anchor logs,
+    ``loss = mean_j -log r_j`` over the anchors whose positive is not filtered (the others are
+    dropped). Not the official objective: it weighs anchors differently (noisytail's earlier
+    default, kept for comparison).
     """
     if temperature <= 0:
         raise ValueError(f"mttv_loss: temperature must be positive, got {temperature}")
+    if form not in MTTV_LOSS_FORMS:
+        raise ValueError(f"mttv_loss: form must be one of {MTTV_LOSS_FORMS}, got {form!r}")
     x = interleave(u, v)
     n = x.shape[0]
     sim = cosine_matrix(x)
@@ -122,20 +139,20 @@ def mttv_loss(
         mask = mttv_mask(sim, low=low, high=high)
     partner = torch.arange(n, device=x.device) ^ 1  # 2i <-> 2i+1
     cols = torch.arange(n, device=x.device)
-    if compat:
+    if form == "official":
         e = torch.exp(sim / temperature).masked_fill(mask, 0.0)
         numer = e[partner, cols]
         denom = e.sum(0) - math.exp(1.0 / temperature)
         return -torch.log((numer / denom).mean())
-    logits = (sim / temperature).masked_fill(mask, float("-inf"))
-    self_mask = torch.eye(n, dtype=torch.bool, device=x.device)
-    logits = logits.masked_fill(self_mask, float("-inf"))
-    pos_logit = (sim / temperature)[cols, partner]
     pos_kept = ~mask[cols, partner]
-    # The positive enters its denominator by value, so logsumexp sees at least one finite term.
-    logits = logits.clone()
-    logits[cols, partner] = pos_logit
     if not bool(pos_kept.any()):
         return sim.sum() * 0.0
-    log_den = torch.logsumexp(logits[pos_kept], dim=1)
-    return (log_den - pos_logit[pos_kept]).mean()
+    self_mask = torch.eye(n, dtype=torch.bool, device=x.device)
+    logits = (sim / temperature).masked_fill(mask | self_mask, float("-inf"))
+    kept = pos_kept.nonzero().squeeze(1)
+    # Rows of the kept anchors only: each holds its (unmasked) positive, so logsumexp is finite.
+    log_den = torch.logsumexp(logits[kept], dim=1)
+    log_ratio = (sim / temperature)[kept, partner[kept]] - log_den
+    if form == "mean_log":
+        return -log_ratio.mean()
+    return math.log(n) - torch.logsumexp(log_ratio, dim=0)

@@ -47,8 +47,8 @@ class TaskInfo:
 class Context:
     """What the loop offers a method during training.
 
-    Attributes are plain values the loop updates (``epoch``, ``step``, ...); ``meta_batch()`` and
-    ``predict_train()`` are callables the loop installs.
+    Attributes are plain values the loop updates (``epoch``, ``step``, ...); ``meta_batch()``,
+    ``predict_train()`` and ``pool_batch()`` are callables the loop installs.
     """
 
     def __init__(
@@ -61,6 +61,7 @@ class Context:
         meta_batches: Callable[[], Batch] | None,
         predict_train: Callable[[Callable[[torch.Tensor], torch.Tensor]], torch.Tensor],
         autocast: Callable[[], Any],
+        pool_batch: Callable[[torch.Tensor, torch.Generator], Batch] | None = None,
     ) -> None:
         self.info = info
         self.optimizer = optimizer
@@ -68,6 +69,7 @@ class Context:
         self.generator = generator
         self._meta_batches = meta_batches
         self._predict_train = predict_train
+        self._pool_batch = pool_batch
         self.autocast = autocast
         self.epoch = 0
         self.step = 0  # global step, counted from 0
@@ -90,6 +92,16 @@ class Context:
         if self._meta_batches is None:
             raise RuntimeError("This run has no clean meta set: set meta.per_class or meta.total.")
         return self._meta_batches()
+
+    def pool_batch(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> Batch:
+        """The training-pool samples at positions ``idx [M]`` (any positions, repeats allowed),
+        built as the loop builds its batches: the same views, augmentation and plain view, the
+        same (noisy) labels. Random numbers come from ``generator`` (default: ``self.generator``,
+        seeded per epoch, so resumed runs replay). For methods that need samples beyond the batch
+        (e.g. MTTV's partner images, drawn from the whole training set)."""
+        if self._pool_batch is None:
+            raise RuntimeError("This loop offers no pool_batch: extra training samples by index.")
+        return self._pool_batch(idx, generator if generator is not None else self.generator)
 
     def predict_train(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """Apply ``fn`` (inputs ``[B, ...]`` -> outputs ``[B, ...]``) to every training sample,
@@ -131,6 +143,13 @@ class Method(nn.Module):
 
     def on_train_start(self, ctx: Context) -> None:
         """Called once before the first epoch (and again after a resume)."""
+
+    def train_subset(self) -> np.ndarray | None:
+        """Training-pool positions ``[M]`` the loop's batches cover (None, the default: the whole
+        pool). The loop asks once, after `on_train_start` (so a method may decide there, e.g.
+        from a detection) and after a resume; every epoch then shuffles only these positions, so
+        an epoch has ``M // batch_size`` full batches (e.g. MOIT+'s clean-only loader)."""
+        return None
 
     def on_epoch_start(self, ctx: Context) -> None:
         """Called at the start of every epoch, e.g. for epoch-level statistics."""

@@ -21,14 +21,19 @@ different pool fails with a clear message. The mask in use is checkpointed, so a
 run keeps it. ``clean_from=None`` treats every sample as clean (with a warning): plain mixup +
 bootstrapping fine-tuning; the contract test runs it that way.
 
-Per batch (``x = (augmented view, plain image)``): only the rows flagged clean are used (the
-others contribute zero loss); they are mixed among themselves (one permutation, ``lam = max(l,
-1 - l)``, ``l ~ Beta(1, 1)``) and the loss is their mean of ``lam CE(y_a) + (1 - lam) CE(y_b)``.
-From ``bootstrap_epoch`` (0-based; the official ``epoch > 30``), **hard bootstrapping** with
-``beta = 0.2`` in both terms: ``(1 - beta) CE(y) + beta CE(argmax of the prediction on the plain
-image)`` (prediction detached). The official loader holds only the clean samples; here a batch of
-the loop holds all kinds, so the clean part of a batch is smaller than ``train.batch_size`` by the
-clean fraction.
+Batches (``batches``): ``"clean"`` (default, the official loader) asks the loop to draw only
+from the clean samples (`Method.train_subset`, once the mask is final in ``on_train_start``):
+full batches of ``train.batch_size`` clean samples and ``|clean| // batch_size`` steps an epoch.
+``"masked"`` keeps the loop's loader over the whole pool and drops the noisy rows of each batch,
+so a batch holds about ``batch_size * f`` clean samples (``f`` the clean fraction) and an epoch
+has ``1/f`` times more steps.
+
+Per batch (``x = (augmented view, plain image)``): only the rows flagged clean are used (with
+``"masked"`` the others contribute zero loss); they are mixed among themselves (one permutation,
+``lam = max(l, 1 - l)``, ``l ~ Beta(1, 1)``) and the loss is their mean of
+``lam CE(y_a) + (1 - lam) CE(y_b)``. From ``bootstrap_epoch`` (0-based; the official
+``epoch > 30``), **hard bootstrapping** with ``beta = 0.2`` in both terms: ``(1 - beta) CE(y) +
+beta CE(argmax of the prediction on the plain image)`` (prediction detached).
 """
 
 from __future__ import annotations
@@ -126,10 +131,14 @@ class MOITPlus(Method):
         beta: float = 0.2,
         reinit_head: bool = True,
         redetect: bool = True,
+        batches: str = "clean",
     ) -> None:
         super().__init__(model, info)
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"moit_plus: beta must lie in [0, 1], got {beta}")
+        if batches not in ("clean", "masked"):
+            raise ValueError(f"moit_plus: batches must be 'clean' or 'masked', got {batches!r}")
+        self.batches = batches
         self.alpha, self.bootstrap_epoch, self.beta = alpha, bootstrap_epoch, beta
         self.clean_from = clean_from
         self.redetect = redetect
@@ -192,6 +201,17 @@ class MOITPlus(Method):
         self.mask_source = "redetected"
         run.projector = {}
         self._clean_dev = None
+
+    def train_subset(self) -> np.ndarray | None:
+        """With ``batches="clean"`` the loop draws only the clean samples' pool positions."""
+        if self.batches != "clean" or bool(self.clean.all()):
+            return None
+        if not bool(self.clean.any()):
+            raise ConfigError(
+                f"moit_plus: the MOIT run {self.clean_from!r} kept no sample as clean: nothing "
+                "to fine-tune on."
+            )
+        return self.clean.nonzero().squeeze(1).numpy()
 
     def extra_state(self) -> dict[str, Any]:
         return {"clean": self.clean.clone(), "mask_source": self.mask_source}

@@ -1,22 +1,34 @@
-"""MTTV, "more than two views" (arXiv 2509.08469; official code ``models/MTTVModel.py``).
+"""MTTV, "more than two views" (arXiv 2509.08469; official code ``models/MTTVModel.py``;
+docs/methods.md, MTTV).
 
-Each anchor ``x`` gets a random partner ``y`` from the same batch (a permutation without fixed
-points, `noisytail.data.views.partner_permutation`). With normalised (plain) views ``xn, yn`` and
+Each anchor ``x`` gets a random partner ``y``. With normalised (plain) views ``xn, yn`` and
 augmented views ``xa, ya``, an online encoder ``q`` (backbone + 3-layer MLP with BN, hidden =
 feature size, output = feature size / 4) and a momentum encoder ``k``:
 
     u = q(xn) + q(ya)        v = k(xa) + k(yn)        (sum fusion; "concat" also offered)
 
 ``(u_i, v_i)`` are positives and `noisytail.losses.contrastive.mttv_loss` filters extreme
-similarities (|s| > 0.9 or < 0.1, t = 0.3). ``k`` has no gradient and is not in the optimizer.
+similarities (|s| > 0.9 or < 0.1, t = 0.3; ``loss`` picks its form, ``"clean"`` by default,
+``compat: true`` = ``loss: official``). ``k`` has no gradient and is not in the optimizer.
 
-Views: the loader gives ``(a1, a2, plain)`` (``views = 2`` plus ``include_plain_view``):
-``xa = a1``, ``ya = a2[pi]``, ``xn = plain``, ``yn = plain[pi]``, so the partner's augmented view is
-independent of the anchor's. Each encoder runs once per view type over the whole batch and the
-partner's embeddings are gathered by ``pi`` (the same BatchNorm statistics as encoding the
-permuted batch). Caveat: because partners come from the batch, the negative pair
-``(u_pi(i), v_i)`` shares the plain image of ``pi(i)``; the official code draws partners from the
-whole training set, where that coincidence is rare.
+Partners (``partner``):
+
+- ``"dataset"`` (default, the official code): each partner is drawn uniformly from the whole
+  training pool, independently per anchor (so it is the anchor itself with probability 1/N, as
+  ``random.randint`` over the data set in the official ``__getitem__``). The loader gives
+  ``(xa, xn)`` per anchor (``views_for`` = 1 plus the plain view); the partners' ``(ya, yn)``
+  come from `Context.pool_batch` with the same augmentation. A negative shares an image with
+  its anchor only when some other anchor or partner of the batch happens to be that image
+  (about ``4B/N`` such negatives per anchor).
+- ``"batch"``: partners from the same batch, a permutation ``pi`` without fixed points
+  (`noisytail.data.views.partner_permutation`); the loader gives ``(a1, a2, plain)``,
+  ``xa = a1``, ``ya = a2[pi]``, ``xn = plain``, ``yn = plain[pi]``. Cheaper (no extra images),
+  but every anchor then has **four** negatives that share an image with it. For ``u_i = q(xn_i) +
+  q(a2_pi(i))`` they are ``v_{pi^-1(i)} = k(a1_{pi^-1(i)}) + k(xn_i)`` (the anchor's own plain
+  image through the other encoder), ``u_{pi^-1(i)}`` (holds ``q(a2_i)``), ``u_pi(i)`` (holds
+  ``q(xn_pi(i))``) and ``v_pi(i)`` (holds ``k(a1_pi(i))``); the rows ``v_i`` likewise.
+
+Each encoder runs once per view type over the whole batch (the official code does the same).
 
 EMA rule (``m = 0.9``): ``k <- m * k + (1 - m) * q`` over parameters (not BN buffers), applied at
 the *start* of each `training_step`, before ``k`` encodes. The loop steps the optimizer after
@@ -24,31 +36,42 @@ the *start* of each `training_step`, before ``k`` encodes. The loop steps the op
 same (``_momentum_update_encoder_k`` at the top of ``training_step``). ``momentum_update()`` applies
 the rule on demand.
 
-``predict`` is the online linear probe (the backbone's head on detached features), as in SimCLR.
+``predict`` is the online linear probe (the backbone's head on detached features), as in SimCLR;
+it trains on the features of the anchors' plain views and the partners' augmented views.
 """
 
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..data.views import partner_permutation
-from ..losses.contrastive import cosine_matrix, interleave, mttv_loss, mttv_mask
+from ..losses.contrastive import (
+    MTTV_LOSS_FORMS,
+    cosine_matrix,
+    interleave,
+    mttv_loss,
+    mttv_mask,
+)
 from ..models.base import Backbone
 from ..registry import METHODS
 from .base import Batch, Context, TaskInfo
 from .simclr import ContrastiveMethod, probe_step, projection_mlp
 
+PARTNER_DRAWS = ("dataset", "batch")
+
 
 @METHODS.register("mttv")
 class MTTV(ContrastiveMethod):
     """MTTV: fused anchor+partner embeddings from an online and an EMA momentum encoder (m = 0.9),
-    NT-Xent with extreme-similarity filtering (|s| > 0.9 or < 0.1 dropped, t = 0.3); online linear
-    probe for ``predict``."""
+    NT-Xent with extreme-similarity filtering (|s| > 0.9 or < 0.1 dropped, t = 0.3); partners
+    drawn from the whole training set (``partner="dataset"``) or the batch; online linear probe
+    for ``predict``."""
 
-    views = 2
+    views = 1
     include_plain_view = True
 
     def __init__(
@@ -62,6 +85,8 @@ class MTTV(ContrastiveMethod):
         momentum: float = 0.9,
         proj_dim: int | None = None,
         fusion: str = "sum",
+        partner: str = "dataset",
+        loss: str = "clean",
         compat: bool = False,
         probe_lr_scale: float = 1.0,
         knn_every: int = 0,
@@ -82,16 +107,29 @@ class MTTV(ContrastiveMethod):
             raise ValueError(f"mttv: fusion must be 'sum' or 'concat', got {fusion!r}")
         if not 0.0 <= low <= high:
             raise ValueError(f"mttv: need 0 <= low <= high, got low={low}, high={high}")
+        if partner not in PARTNER_DRAWS:
+            raise ValueError(f"mttv: partner must be one of {PARTNER_DRAWS}, got {partner!r}")
+        if loss not in MTTV_LOSS_FORMS:
+            raise ValueError(f"mttv: loss must be one of {MTTV_LOSS_FORMS}, got {loss!r}")
+        if compat and loss not in ("clean", "official"):
+            raise ValueError(f"mttv: compat: true is loss: official, but loss is {loss!r}")
         self.temperature, self.low, self.high = temperature, low, high
         self.momentum = momentum
         self.fusion = fusion
-        self.compat = compat
+        self.partner = partner
+        self.loss_form = "official" if compat else loss
         d = model.feature_dim
         self.projector = projection_mlp(d, d, proj_dim or max(1, d // 4), layers=3, last_bn=True)
         self.momentum_model = copy.deepcopy(model)
         self.momentum_projector = copy.deepcopy(self.projector)
         for p in self._momentum_params():
             p.requires_grad_(False)
+
+    @classmethod
+    def views_for(cls, args: dict[str, Any]) -> int:
+        """One augmented view per anchor with partners from the data set, two in-batch (the
+        second is the partner's ``ya``)."""
+        return 2 if args.get("partner", "dataset") == "batch" else 1
 
     # -- momentum encoder ------------------------------------------------------------------
     @staticmethod
@@ -127,25 +165,44 @@ class MTTV(ContrastiveMethod):
     def _fuse(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return a + b if self.fusion == "sum" else torch.cat([a, b], dim=1)
 
+    # -- partners ----------------------------------------------------------------------------
+    def draw_partners(self, batch: Batch, ctx: Context) -> tuple[torch.Tensor, ...]:
+        """``(xa, xn, ya, yn, y_labels)``: the anchors' augmented and plain views, their partners'
+        augmented and plain views, and the partners' (noisy) labels, for the probe."""
+        if isinstance(batch.x, torch.Tensor):
+            raise ValueError("mttv: batch.x must be a tuple of views plus the plain view")
+        if self.partner == "batch":
+            if len(batch.x) != 3:
+                raise ValueError(
+                    "mttv: partner=batch needs batch.x = (augmented, augmented, plain)"
+                )
+            a1, a2, plain = batch.x
+            perm = partner_permutation(len(batch), ctx.generator).to(plain.device)
+            return a1, plain, a2[perm], plain[perm], batch.labels[perm]
+        if len(batch.x) != 2:
+            raise ValueError("mttv: partner=dataset needs batch.x = (augmented, plain)")
+        xa, xn = batch.x
+        idx = torch.randint(self.info.num_train, (len(batch),), generator=ctx.generator)
+        other = ctx.pool_batch(idx)
+        self._remember_labels(other)
+        ya, yn = other.x
+        return xa, xn, ya.to(xa.device), yn.to(xn.device), other.labels.to(batch.labels.device)
+
     # -- the step ----------------------------------------------------------------------------
     def training_step(self, batch: Batch, ctx: Context) -> dict[str, torch.Tensor]:
-        if isinstance(batch.x, torch.Tensor) or len(batch.x) != 3:
-            raise ValueError("mttv: batch.x must be (augmented, augmented, plain) views")
-        a1, a2, plain = batch.x
         self._remember_labels(batch)
-        b = len(batch)
-        perm = partner_permutation(b, ctx.generator).to(plain.device)
+        xa, xn, ya, yn, y_labels = self.draw_partners(batch, ctx)
         self.momentum_update()
-        h_n, q_n = self._q(plain)  # q(xn)
-        h_a, q_a = self._q(a2)  # q(ya) = q_a[perm]
-        u = self._fuse(q_n, q_a[perm])
+        h_n, q_n = self._q(xn)  # q(xn)
+        h_a, q_a = self._q(ya)  # q(ya)
+        u = self._fuse(q_n, q_a)
         with torch.no_grad():
-            v = self._fuse(self._k(a1), self._k(plain)[perm])  # k(xa) + k(yn)
+            v = self._fuse(self._k(xa), self._k(yn))  # k(xa) + k(yn)
         ssl = mttv_loss(
-            u, v, temperature=self.temperature, low=self.low, high=self.high, compat=self.compat
+            u, v, temperature=self.temperature, low=self.low, high=self.high, form=self.loss_form
         )
         probe, acc = probe_step(
-            self.model, torch.cat([h_n, h_a]), torch.cat([batch.labels, batch.labels])
+            self.model, torch.cat([h_n, h_a]), torch.cat([batch.labels, y_labels])
         )
         with torch.no_grad():
             sim = cosine_matrix(interleave(u.detach(), v))
