@@ -14,7 +14,7 @@ Usage::
 
     .venv/bin/python scripts/mutants.py                  # all mutants
     .venv/bin/python scripts/mutants.py --only data/noise --only losses
-    .venv/bin/python scripts/mutants.py --list           # the catalogue, nothing run
+    .venv/bin/python scripts/mutants.py --list           # the catalogue (stale ones marked)
 
 Exit status 0 when every selected mutant is killed, 1 otherwise, 2 on a broken set-up.
 """
@@ -154,9 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     if not mutants:
         print(f"error: no mutant matches {args.only}", file=sys.stderr)
         return 2
-    if args.list:
+    if args.list:  # with whether each snippet is still found exactly once in this checkout
         for i, m in enumerate(mutants, 1):
-            print(f"{i:3d} {module_of(m.file):22s} {m.description}")
+            path = ROOT / m.file
+            found = path.read_text().count(m.original) if path.exists() else 0
+            mark = "ok" if found == 1 else "STALE"
+            print(f"{i:3d} {mark:5s} {module_of(m.file):20s} {m.description}")
         return 0
 
     results = []

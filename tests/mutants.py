@@ -235,4 +235,126 @@ CORE = [
 ]
 # fmt: on
 
-MUTANTS = CORE
+CONTRASTIVE = "src/noisytail/losses/contrastive.py"
+SIMCLR, MULTIVIEW, MTTV, MOIT = (
+    f"src/noisytail/methods/{m}.py" for m in ("simclr", "multiview", "mttv", "moit")
+)
+L2B, LOOKAHEAD, GDW, MWNET, ERM = (
+    f"src/noisytail/methods/{m}.py" for m in ("l2b", "lookahead", "gdw", "mwnet", "erm")
+)
+# Method tests without the end-to-end runs of the training loop (minutes on a busy CPU).
+UNIT = ("-k", "not digits and not loop and not resume and not batches_come and not optimizer_state")
+T_CONTRASTIVE = ("tests/losses/test_contrastive.py",)
+T_SIMCLR = ("tests/methods/test_simclr.py", *UNIT)
+T_MTTV = ("tests/methods/test_mttv.py", *UNIT)
+T_MOIT = ("tests/methods/test_moit.py", *UNIT)
+T_L2B = ("tests/methods/test_l2b.py", *UNIT)
+T_LOOKAHEAD = ("tests/methods/test_lookahead.py", *UNIT)
+T_GDW = ("tests/methods/test_gdw.py", *UNIT)
+T_MWNET = ("tests/methods/test_mwnet.py", "tests/methods/test_gdw.py", *UNIT)
+T_ERM = ("tests/methods/test_erm.py",)
+
+# fmt: off
+METHODS = [
+    # ---------------------------------------------------------------------- losses/contrastive
+    M(CONTRASTIVE, "InfoNCE multiplies by the temperature instead of dividing",
+      "logits = z @ z.t() / temperature", "logits = z @ z.t() * temperature", T_CONTRASTIVE),
+    M(CONTRASTIVE, "InfoNCE drops the L2 normalisation",
+      "    z = F.normalize(z.float(), dim=1)\n    n = z.shape[0]",
+      "    z = z.float()\n    n = z.shape[0]", T_CONTRASTIVE),
+    M(CONTRASTIVE, "InfoNCE keeps the self-similarity in the denominator",
+      '    logits = logits.masked_fill(self_mask, float("-inf"))\n', "", T_CONTRASTIVE),
+    M(CONTRASTIVE, "InfoNCE counts the anchor as its own positive",
+      "pos = (ids.view(-1, 1) == ids.view(1, -1)) & ~self_mask",
+      "pos = ids.view(-1, 1) == ids.view(1, -1)", T_CONTRASTIVE),
+    M(CONTRASTIVE, "InfoNCE sums over positives instead of averaging",
+      "per_anchor = -pos_log_prob[has_pos] / n_pos[has_pos]",
+      "per_anchor = -pos_log_prob[has_pos]", T_CONTRASTIVE),
+    M(CONTRASTIVE, "NT-Xent pairs row i with row B-1-i of the other view",
+      "torch.cat([ids, ids]), temperature=temperature)",
+      "torch.cat([ids, ids.flip(0)]), temperature=temperature)", T_CONTRASTIVE),
+    M(CONTRASTIVE, "MTTV filter keeps |s| = high exactly at the boundary the other way",
+      "return (a > high) | (a < low)", "return (a >= high) | (a <= low)", T_CONTRASTIVE),
+    M(CONTRASTIVE, "interleave concatenates instead of alternating",
+      "return torch.stack([u, v], dim=1).reshape(-1, u.shape[1])",
+      "return torch.cat([u, v], dim=0)", T_CONTRASTIVE),
+    # ------------------------------------------------------------------ methods/simclr, multiview
+    M(SIMCLR, "SimCLR ignores its temperature (always the default 0.5)",
+      "ssl = info_nce(z, ids, temperature=self.temperature",
+      "ssl = info_nce(z, ids, temperature=0.5", T_SIMCLR),
+    M(SIMCLR, "SimCLR ids are unique per row: no positives",
+      "ids = torch.arange(b, device=z.device).repeat(k)",
+      "ids = torch.arange(b * k, device=z.device)", T_SIMCLR),
+    M(SIMCLR, "online probe not detached from the encoder",
+      "logits = model.head(feats.detach())", "logits = model.head(feats)", T_SIMCLR),
+    M(SIMCLR, "kNN monitor weights by exp(s * t) instead of exp(s / t)",
+      "w = torch.exp(top / t)", "w = torch.exp(top * t)", T_SIMCLR),
+    M(SIMCLR, "leave-one-out kNN masks the wrong column after the first chunk",
+      'sim[rows, rows + start] = float("-inf")', 'sim[rows, rows] = float("-inf")', T_SIMCLR),
+    M(MULTIVIEW, "k-view method drops its last view",
+      "return list(batch.x[: self.num_views])", "return list(batch.x[: self.num_views - 1])",
+      T_SIMCLR),
+    # ------------------------------------------------------------------------------ methods/mttv
+    M(MTTV, "EMA coefficients swapped (k <- (1-m) k + m q)",
+      "torch._foreach_mul_(target, self.momentum)\n        torch._foreach_add_("
+      "target, [p.detach() for p in online], alpha=1.0 - self.momentum)",
+      "torch._foreach_mul_(target, 1.0 - self.momentum)\n        torch._foreach_add_("
+      "target, [p.detach() for p in online], alpha=self.momentum)",
+      T_MTTV),
+    M(MTTV, "sum fusion subtracts the partner",
+      'return a + b if self.fusion == "sum"', 'return a - b if self.fusion == "sum"', T_MTTV),
+    M(MTTV, "probe trains the partners' features on the anchors' labels",
+      "torch.cat([batch.labels, y_labels])", "torch.cat([batch.labels, batch.labels])", T_MTTV),
+    # ------------------------------------------------------------------------------ methods/moit
+    M(MOIT, "mixup lambda is the smaller of l and 1 - l (partner dominates)",
+      "return perm, max(lam, 1.0 - lam)", "return perm, min(lam, 1.0 - lam)", T_MOIT),
+    M(MOIT, "projections not L2-normalised (the memory keeps raw ones)",
+      "z = F.normalize(self.projector(h).float(), dim=1)", "z = self.projector(h).float()",
+      T_MOIT),
+    M(MOIT, "memory stores the partners' labels",
+      "self.memory.enqueue(z.detach(), y.repeat(2))", "self.memory.enqueue(z.detach(), y[perm])",
+      T_MOIT),
+    M(MOIT, "memory used one epoch late",
+      "use_memory = ctx.epoch >= self.xbm_start_epoch",
+      "use_memory = ctx.epoch > self.xbm_start_epoch", T_MOIT),
+    M(MOIT, "pseudo-label term of the anchor weighted by 1 - lam",
+      "unl_a = lam * (1 - a_rows) *", "unl_a = (1 - lam) * (1 - a_rows) *", T_MOIT),
+    M(MOIT, "pseudo-labels of the plain image not detached",
+      "            with torch.no_grad():\n"
+      "                prob = torch.softmax(self.model(plain).float(), dim=1)",
+      "            if True:\n"
+      "                prob = torch.softmax(self.model(plain).float(), dim=1)", T_MOIT),
+    M(MOIT, "memory's newest entries read one slot early",
+      "slots = (self.ptr - n + torch.arange(n, device=self.feats.device)) % self.capacity",
+      "slots = (self.ptr - n - 1 + torch.arange(n, device=self.feats.device)) % self.capacity",
+      T_MOIT),
+    M(MOIT, "sample score ranks high discrepancy as clean",
+      "0.5 * (1.0 - self.d2.double() / D_MAX)", "0.5 * (self.d2.double() / D_MAX)", T_MOIT),
+    # ------------------------------------------------------------ methods/l2b, lookahead, gdw, ...
+    M(L2B, "L2B weights keep the entries the meta-gradient disfavours (sign)",
+      "w = torch.clamp(-grad, min=floor)", "w = torch.clamp(grad, min=floor)", T_L2B),
+    M(L2B, "softmax normalisation multiplies by the temperature",
+      "(-grad / temperature).flatten()", "(-grad * temperature).flatten()", T_L2B),
+    M(LOOKAHEAD, "virtual Nesterov step without the momentum factor",
+      "d, c = d + self.momentum * buf, 1.0 + self.momentum * dbuf",
+      "d, c = d + buf, 1.0 + dbuf", T_LOOKAHEAD),
+    M(LOOKAHEAD, "virtual step applies dampening as (dampening) instead of (1 - dampening)",
+      "damp = 1.0 - self.dampening", "damp = self.dampening", T_LOOKAHEAD),
+    M(LOOKAHEAD, "meta forward updates the real BatchNorm statistics",
+      "x: Tensor, *, clone_buffers: bool = True", "x: Tensor, *, clone_buffers: bool = False",
+      T_LOOKAHEAD),
+    M(GDW, "zero-mean constraint divides by p_y instead of 1 - p_y",
+      "(num / (1.0 - p_y))[:, None] * onehot", "(num / p_y)[:, None] * onehot", T_GDW),
+    M(GDW, "class-level step not clipped",
+      "(omega - step.clamp(-max_step, max_step)).clamp(*clamp)", "(omega - step).clamp(*clamp)",
+      T_GDW),
+    M(MWNET, "class-weighted surrogate not divided by the batch size",
+      "return (residual * logits).sum() / logits.shape[0]", "return (residual * logits).sum()",
+      T_MWNET),
+    M(ERM, "DRW starts one epoch early",
+      "epoch=ctx.epoch,\n                start_epoch=self.drw_epoch,",
+      "epoch=ctx.epoch + 1,\n                start_epoch=self.drw_epoch,", T_ERM),
+]
+# fmt: on
+
+MUTANTS = CORE + METHODS

@@ -102,7 +102,7 @@ def test_multiview_checks_the_number_of_views():
     with pytest.raises(ValueError, match="num_views"):
         setup("multiview", views=4, num_views=1)
     method, _, ctx, batch = setup("multiview", views=4, num_views=5)
-    with pytest.raises(ValueError, match="loader made 4 views"):
+    with pytest.raises(ValueError, match="batch holds 4 views"):
         method(batch, ctx)
     assert type(method).views_for({"num_views": 6}) == 6
     assert type(method).views_for({}) == 4
@@ -130,3 +130,71 @@ def test_knn_monitor_logs_agreement_with_the_labels_seen():
     ctx.epoch = 0
     method.on_epoch_start(ctx)
     assert "knn_train_agreement" not in method(batch, ctx)
+
+
+def test_simclr_uses_its_own_temperature():
+    method, _, ctx, batch = setup("simclr", temperature=0.2)
+    out = method(batch, ctx)
+    with torch.no_grad():
+        z = method.projector(method.model.features(torch.cat(batch.x)))
+    b = len(batch)
+    assert out["ssl_loss"].item() == pytest.approx(nt_xent(z[:b], z[b:], 0.2).item(), rel=1e-5)
+
+
+def test_knn_votes_are_weighted_by_exp_similarity_over_t():
+    # Row 0's three neighbours: one of class 1 at cosine 0.9, two of class 0 at 0.5. With t = 0.1
+    # the votes are e^9 against 2 e^5: class 1; with t = 1, e^0.9 = 2.46 against 2 e^0.5 = 3.30.
+    s = (1 - 0.25) ** 0.5
+    feats = torch.tensor([[1.0, 0.0], [0.9, (1 - 0.81) ** 0.5], [0.5, s], [0.5, -s]])
+    labels = torch.tensor([0, 1, 0, 0])
+    assert knn_leave_one_out(feats, labels, 2, k=3, t=0.1)[0].item() == 1
+    assert knn_leave_one_out(feats, labels, 2, k=3, t=1.0)[0].item() == 0
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 1024])
+def test_knn_leave_one_out_excludes_self_in_every_chunk(chunk):
+    # Four tight pairs whose two members carry different labels: leaving a sample out, its
+    # nearest neighbour is its partner, so every prediction is the other label.
+    centres = torch.eye(4)
+    feats = torch.cat([centres, centres + 0.01 * torch.ones(4, 4)])
+    labels = torch.tensor([0, 1, 0, 1, 1, 0, 1, 0])
+    pred = knn_leave_one_out(feats, labels, 2, k=1, chunk=chunk)
+    assert pred.tolist() == (1 - labels).tolist()
+
+
+def test_simclr_head_as_in_mttv_repo_has_no_batchnorm():
+    method, _, ctx, batch = setup("simclr", head_bn=False, proj_hidden=512, loss_form="log_mean")
+    layers = list(method.projector)
+    assert [type(m).__name__ for m in layers] == ["Linear", "ReLU", "Linear"]
+    assert layers[0].out_features == 512 and layers[2].out_features == 128
+    default, _, _, _ = setup("simclr")
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in default.projector)
+    assert torch.isfinite(method(batch, ctx)["loss"])
+
+
+def test_simclr_log_mean_loss_by_hand():
+    # Embeddings [a0, b0, a1, b1] (pairs by id) with cosines given by GRAM; t = 1. Per anchor,
+    # P = e^{s_pos} / sum_{j != a} e^{s_aj}; log_mean = -log(mean P), mean_log = mean(-log P).
+    gram = torch.tensor(
+        [
+            [1.0, 0.6, 0.05, 0.2],
+            [0.6, 1.0, 0.5, 0.45],
+            [0.05, 0.5, 1.0, 0.7],
+            [0.2, 0.45, 0.7, 1.0],
+        ],
+        dtype=torch.float64,
+    )
+    z = torch.linalg.cholesky(gram).float()
+    ids = torch.tensor([0, 0, 1, 1])
+    e = np.exp
+    p = [
+        e(0.6) / (e(0.6) + e(0.05) + e(0.2)),
+        e(0.6) / (e(0.6) + e(0.5) + e(0.45)),
+        e(0.7) / (e(0.7) + e(0.05) + e(0.5)),
+        e(0.7) / (e(0.7) + e(0.2) + e(0.45)),
+    ]
+    got = info_nce(z, ids, temperature=1.0, reduction="log_mean").item()
+    assert got == pytest.approx(-np.log(np.mean(p)), rel=1e-5)
+    assert info_nce(z, ids, temperature=1.0).item() == pytest.approx(-np.mean(np.log(p)), rel=1e-5)
+    with pytest.raises(ValueError, match="reduction"):
+        info_nce(z, ids, reduction="mean")
