@@ -283,3 +283,62 @@ def test_moit_plus_batches_come_from_the_clean_samples_only(tmp_path, digits_con
     else:  # the whole pool, noisy rows masked in the step: about 1/3 of each batch is clean
         assert len(seen) == n // 32
         assert 0.2 < float(torch.cat(flags).float().mean()) < 0.45
+
+
+# --- properties that planted bugs slipped past (issue 13, item 10; see scripts/mutants.py)
+
+
+def test_mixup_lambda_is_the_dominant_one():
+    # lam = max(l, 1 - l) with l ~ Beta(1, 1) = U(0, 1): uniform on [0.5, 1], mean 0.75.
+    from noisytail.methods.moit import draw_mixup
+
+    g = torch.Generator().manual_seed(0)
+    lams = np.array([draw_mixup(8, 1.0, g)[1] for _ in range(400)])
+    assert lams.min() >= 0.5 and lams.max() <= 1.0
+    assert abs(lams.mean() - 0.75) < 4 * (0.25 / np.sqrt(12)) / np.sqrt(400)
+    perm, lam = draw_mixup(8, 0.0, g)
+    assert lam == 1.0 and sorted(perm.tolist()) == list(range(8))
+
+
+def test_memory_holds_unit_embeddings_of_both_views_with_the_anchors_labels():
+    method, ctx = build()
+    idx = torch.arange(8)
+    labels = torch.tensor([0, 1, 2, 3, 3, 2, 1, 0])
+    method(make_batch(idx, labels), ctx)
+    z, y = method.memory.recent()
+    assert y.tolist() == labels.repeat(2).tolist()
+    torch.testing.assert_close(z.norm(dim=1), torch.ones(16))
+
+
+def test_pseudo_label_term_is_ce_to_the_detached_prediction_of_the_plain_image():
+    # No mixing (alpha = 0, so lam = 1) and no clean sample in the batch: the classification
+    # loss is the soft CE of both views' logits to the softmax of the plain image, and no
+    # gradient flows into that target.
+    from noisytail.losses.classification import soft_target_ce
+
+    method, ctx = build(switch_epoch=1, alpha=0.0)
+    method.detected_epoch, ctx.epoch = 0, 1
+    method.clean[:] = False
+    batch = make_batch(torch.arange(8), torch.arange(8) % K)
+    plain = batch.x[2].clone().requires_grad_()
+    batch = Batch((batch.x[0], batch.x[1], plain), batch.labels, batch.idx)
+    out = method(batch, ctx)
+    with torch.no_grad():
+        logits = method.model(torch.cat(batch.x[:2]))
+        target = torch.softmax(method.model(plain), dim=1).repeat(2, 1)
+    assert out["labelled_loss"].item() == 0.0
+    assert out["ce_loss"].item() == pytest.approx(soft_target_ce(logits, target).item(), rel=1e-5)
+    out["loss"].backward()
+    assert plain.grad is None or not plain.grad.any()
+
+
+def test_sample_scores_by_hand():
+    # 0.5 * clean + 0.5 * (1 - d2 / log 100): clean with no discrepancy 1, clean with half the
+    # largest 0.75, flagged with none 0.5, flagged with the largest 0.
+    from noisytail.methods.moit import D_MAX
+
+    method, _ = build()
+    method.detected_epoch = 1
+    method.clean[:4] = torch.tensor([True, True, False, False])
+    method.d2[:4] = torch.tensor([0.0, D_MAX / 2, 0.0, D_MAX])
+    assert method.sample_scores()[:4].tolist() == pytest.approx([1.0, 0.75, 0.5, 0.0])
