@@ -173,3 +173,10 @@ def test_skipped_iterations_reuse_each_samples_own_latest_weights():
     torch.testing.assert_close(m2(Batch(x, y, idx), ctx2)["loss"], ce)
     with pytest.raises(ValueError, match="between"):
         _method("l2b", between="old")
+
+
+def test_softmax_weights_divide_by_the_temperature_by_hand():
+    # -g / T = [0, ln 3] with T = 10: softmax [1/4, 3/4].
+    grad = torch.tensor([[0.0, -10.0 * float(np.log(3.0))]])
+    w = normalise_meta_weights(grad, "softmax", temperature=10.0)
+    torch.testing.assert_close(w, torch.tensor([[0.25, 0.75]]))

@@ -277,3 +277,22 @@ def test_training_is_finite(fusion, partner):
     for _ in range(3):
         out = real_step(method, opt, ctx, batch)
         assert torch.isfinite(out["loss"])
+
+
+def test_probe_learns_the_partners_features_with_the_partners_labels(monkeypatch):
+    # Anchors 0..3 (labels id % 4), partners drawn from the pool with their own labels: the probe
+    # gets the anchors' plain-view features with the anchors' labels, then the partners'
+    # augmented-view features with the partners' labels.
+    calls, seen = [], {}
+    method = build()
+    _, ctx = context(method, calls)
+
+    def probe(model, feats, labels):
+        seen["labels"] = labels.clone()
+        return feats.sum() * 0.0, torch.tensor(0.0)
+
+    monkeypatch.setattr(mttv_module, "probe_step", probe)
+    method(anchor_batch([0, 1, 2, 3]), ctx)
+    partners = calls[0]
+    assert seen["labels"].tolist() == [0, 1, 2, 3] + (partners % 4).tolist()
+    assert (partners % 4).tolist() != [0, 1, 2, 3]  # the two label lists differ here
