@@ -194,7 +194,7 @@ def grad_views(args: argparse.Namespace, method: str) -> int:
 def pretrain_config(args: argparse.Namespace, method: str, seed: int) -> Any:
     extra = [f"method.num_views={args.views}"] if method == "multiview" else []
     if method == "mttv":
-        extra = [f"method.partner={args.mttv_partner}", f"method.loss={args.mttv_loss}"]
+        extra = [f"method.partner={args.mttv_partner}", f"method.loss_form={args.mttv_loss}"]
     return load_config(
         None,
         base_overrides(args, seed)

@@ -58,7 +58,7 @@ def test_quick_run_on_digits_produces_every_row(tmp_path, bench):
     # MTTV's loader makes (augmented, plain); its partners' views are made inside the step
     assert cost["multiview"]["views_built"] == 4 and cost["mttv"]["views_built"] == 2
     assert pre["mttv"]["method_args"]["partner"] == "dataset"
-    assert pre["mttv"]["method_args"]["loss"] == "clean"
+    assert pre["mttv"]["method_args"]["loss_form"] == "clean"
 
     text = (out / "tables.md").read_text()
     for heading in ("(a) Linear probe", "(b) Two-stage fine-tuning", "(c) Pre-training cost"):

@@ -37,9 +37,10 @@ from .data.loader import PoolData
 from .evaluate import classification_metrics
 
 #: The loss the two-stage recipe fine-tunes a pre-trained encoder with (``method.loss`` of ERM):
-#: the class-balanced focal loss. Chosen by measurement, not taken from a paper (papers.md A does
-#: not give Karthik et al.'s loss): the best mean test accuracy of six candidates (CE, GCE, SCE,
-#: logit adjustment, class-balanced focal, logit-adjusted GCE) fine-tuning SimCLR encoders on
+#: the class-balanced focal loss. Chosen by measurement, not taken from a paper (we could not read
+#: Karthik et al.'s loss; docs/methods.md, Two-stage recipe): the best mean test accuracy of six
+#: candidates (CE, GCE, SCE, logit adjustment, class-balanced focal, logit-adjusted GCE)
+#: fine-tuning SimCLR encoders on
 #: long-tailed Fashion-MNIST with 20 % and 40 % symmetric noise, 3 seeds (BENCHMARKS.md,
 #: ``scripts/bench_ssl.py --part finetune``).
 FINETUNE_LOSS = "cb_focal"

@@ -39,7 +39,7 @@ def test_new_presets_exist():
 def test_preset_loads_and_fits_the_registries(path):
     cfg = load_config(path)
     header = path.read_text().splitlines()[0]
-    assert header.startswith("#"), "each preset starts with a comment citing papers.md"
+    assert header.startswith("#"), "each preset starts with a comment citing its paper"
     if path.stem in NEW:  # the newer presets also carry their run command
         assert "# Run: noisytail " in path.read_text()
     check_kwargs(

@@ -171,8 +171,8 @@ def test_loss_on_hand_built_embeddings(monkeypatch):
     for kw, expected in (
         ({}, math.log(3)),
         ({"compat": True}, math.log(3 - math.exp(0.2))),
-        ({"loss": "official"}, math.log(3 - math.exp(0.2))),
-        ({"loss": "mean_log"}, math.log(3)),
+        ({"loss_form": "official"}, math.log(3 - math.exp(0.2))),
+        ({"loss_form": "mean_log"}, math.log(3)),
     ):
         method = build(temperature=1.0, **kw)
         _, ctx = context(method)
@@ -188,7 +188,7 @@ def test_loss_on_hand_built_embeddings(monkeypatch):
 
 def test_compat_with_another_loss_form_is_an_error():
     with pytest.raises(ValueError, match="compat"):
-        build(compat=True, loss="mean_log")
+        build(compat=True, loss_form="mean_log")
     with pytest.raises(ValueError, match="partner"):
         build(partner="queue")
 

@@ -102,7 +102,7 @@ def test_multiview_checks_the_number_of_views():
     with pytest.raises(ValueError, match="num_views"):
         setup("multiview", views=4, num_views=1)
     method, _, ctx, batch = setup("multiview", views=4, num_views=5)
-    with pytest.raises(ValueError, match="loader made 4 views"):
+    with pytest.raises(ValueError, match="batch holds 4 views"):
         method(batch, ctx)
     assert type(method).views_for({"num_views": 6}) == 6
     assert type(method).views_for({}) == 4

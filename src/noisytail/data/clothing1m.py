@@ -11,16 +11,16 @@ The standard layout under ``root``:
 
 Splits (``train_split`` / ``test_split``): ``noisy_train`` (the noisy key list with its *noisy*
 labels), ``clean_train``, ``clean_val``, ``clean_test`` (clean key lists with clean labels).
-Default: train on ``noisy_train``, test on ``clean_test`` (papers.md B3/B4, D3).
+Default: train on ``noisy_train``, test on ``clean_test`` (docs/methods.md, L2B and GDW).
 
 **Labels.** The noise is real, so no synthetic noise should be added (``noise.kind: none``).
 The noisy labels are the training split's labels, i.e. what every method observes; the bundle
 says ``labels_are_noisy``, so runs do not report a noise rate or detection scores against them.
 
-**Meta set.** L2B (papers.md B3) uses the whole clean validation set (14,313 images) as its meta
-set, and GDW/MW-Net use clean validation data too: the bundle offers ``meta_split`` (default
-``clean_val``) as its clean meta split, which ``meta.source: provided`` makes the meta set
-(never trained on; ``meta.per_class``/``total`` take a share of it).
+**Meta set.** L2B (docs/methods.md, L2B) uses the whole clean validation set (14,313 images) as its
+meta set, and GDW/MW-Net use clean validation data too: the bundle offers ``meta_split`` (default
+``clean_val``) as its clean meta split, which ``meta.source: provided`` makes the meta set (never
+trained on; ``meta.per_class``/``total`` take a share of it).
 
 Images are decoded lazily (`LazyImageStore`, default 224 px, RGB); mean/std are ImageNet's (the
 papers fine-tune ImageNet-pretrained ResNets). Errors are `DataError` naming the file and line.

@@ -1,6 +1,6 @@
 """From true labels to the labels a method trains on, and the record saved with every run.
 
-`corrupt` is pure and seeded. Order of operations (papers.md traps 0.3, 0.4, 0.6):
+`corrupt` is pure and seeded. Order of operations (docs/methods.md, Conventions):
 
 1. **Meta set.** A clean, class-balanced meta set is drawn from the *full* training set (so tail
    classes keep meta samples) and removed from it (`MetaSpec.overlap=True` keeps it in the pool
@@ -163,7 +163,8 @@ class MetaSpec:
     """The clean meta set: ``per_class`` samples of each class, or ``total`` spread evenly (at most
     one of the two non-zero). ``balanced=False`` draws ``total`` at random (L2B+DivideMix).
     ``overlap=True`` leaves the meta samples in the training pool too (paper-code compatibility
-    only, papers.md trap 0.6); by default the meta set is disjoint from train and validation."""
+    only, docs/methods.md, Conventions: meta set); by default the meta set is disjoint from train
+    and validation."""
 
     per_class: int = 0
     total: int = 0

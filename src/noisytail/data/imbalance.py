@@ -1,8 +1,8 @@
 """Long-tailed class profiles and subsampling (pure, seeded numpy).
 
-Convention (papers.md trap 0.3; Cao et al. LDAM, NeurIPS 2019, arXiv 1906.07413; MW-Net; GDW;
-MTTV): the imbalance *ratio* ρ = n_max / n_min ≥ 1 (their ``imb_factor`` f = 1/ρ), rank 0 is the
-head class, and the exponential profile is ``n_c = floor(n_max · f^(c/(K−1)))``.
+Convention (docs/methods.md, Conventions; Cao et al. LDAM, NeurIPS 2019, arXiv 1906.07413; MW-Net;
+GDW; MTTV): the imbalance *ratio* ρ = n_max / n_min ≥ 1 (their ``imb_factor`` f = 1/ρ), rank 0 is
+the head class, and the exponential profile is ``n_c = floor(n_max · f^(c/(K−1)))``.
 """
 
 from __future__ import annotations

@@ -8,18 +8,18 @@ Layout under ``root`` (names as the challenge ships them, both overridable):
 
 Classes are the one-hot columns in header order; a class column that is all zero in every row is
 dropped when it is the last one (``UNK`` in the 2019 training set), so the data set has the 8
-classes L2B uses (papers.md B3).
+classes L2B uses (docs/methods.md, L2B).
 
 Splits. ``test_list`` (and optionally ``train_list``) name the images of each split, one per line:
-an image id (``ISIC_0000000``), a file name or a path, optionally followed by more fields
-separated by white space or a comma (the first field is used). Without ``train_list`` the training
-split is every image not in the test list. Without ``test_list`` a seeded stratified split holds
-out ``test_fraction`` of each class; the default 4,291 / 25,331 gives L2B's test-set size (its
-``ISIC/test.lst``, papers.md B3; the lists themselves are not in papers.md). L2B's 640-image clean
-meta set (``ISIC/val.lst``) is then drawn by noisytail's corruption step (``meta.total: 640``),
-leaving 20,400 training images as in L2B; with the list itself, ``meta_list: ISIC/val.lst``
-offers those images as the clean meta split (``meta.source: provided``) and removes them from the
-training split. ISIC is naturally imbalanced (NV is about half).
+an image id (``ISIC_0000000``), a file name or a path, optionally followed by more fields separated
+by white space or a comma (the first field is used). Without ``train_list`` the training split is
+every image not in the test list. Without ``test_list`` a seeded stratified split holds out
+``test_fraction`` of each class; the default 4,291 / 25,331 gives L2B's test-set size (its
+``ISIC/test.lst``, docs/methods.md, L2B; the lists themselves are not in this repository). L2B's
+640-image clean meta set (``ISIC/val.lst``) is then drawn by noisytail's corruption step
+(``meta.total: 640``), leaving 20,400 training images as in L2B; with the list itself, ``meta_list:
+ISIC/val.lst`` offers those images as the clean meta split (``meta.source: provided``) and removes
+them from the training split. ISIC is naturally imbalanced (NV is about half).
 
 Images are decoded lazily (`LazyImageStore`, default 224 px, RGB); mean/std are ImageNet's (L2B
 fine-tunes an ImageNet-pretrained ResNet-50). Errors are `DataError` naming the file and line.
@@ -45,7 +45,8 @@ from noisytail.data.list_file import check_exist, read_lines, resolve_file
 from noisytail.data.types import DataError, DatasetBundle, DataSplit
 from noisytail.registry import DATASETS
 
-#: L2B's ISIC 2019 split sizes (papers.md B3): train 20,400 + meta 640 + test 4,291 = 25,331.
+#: L2B's ISIC 2019 split sizes (docs/methods.md, L2B): train 20,400 + meta 640 + test 4,291
+#: = 25,331.
 L2B_TEST_FRACTION = 4291 / 25331
 HOW_TO_GET = (
     "Download the ISIC 2019 training images and ground-truth CSV from the ISIC challenge site "

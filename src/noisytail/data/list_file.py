@@ -2,7 +2,8 @@
 
 ImageNet-LT (Liu et al. 2019) ships ``ImageNet_LT_train.txt`` (115,846 images, Pareto profile),
 ``ImageNet_LT_val.txt`` and ``ImageNet_LT_test.txt`` in this form, with paths relative to the
-ImageNet image root (``train/n01440764/n01440764_10026.JPEG 0``); papers.md E4 uses it for MTTV.
+ImageNet image root (``train/n01440764/n01440764_10026.JPEG 0``); MTTV uses it
+(docs/methods.md, MTTV).
 
 - ``root`` is the folder the paths start from; list names that are not absolute are also looked
   up there first, then in the working directory.

@@ -3,8 +3,8 @@
 Every generator maps true labels ``[N]`` (int64 in ``[0, K)``) to noisy labels ``[N]`` and takes an
 explicit ``rng: np.random.Generator``; nothing here touches torch, devices or configs.
 
-"Symmetric noise at rate r" means three different things in the literature (papers.md, trap 0.1),
-so each has its own name:
+"Symmetric noise at rate r" means three different things in the literature (docs/methods.md,
+Conventions), so each has its own name:
 
 ==========================  =======================================================  =============
 function                    what happens                                             wrong fraction
@@ -17,12 +17,12 @@ function                    what happens                                        
                             uniform over all K classes
 ==========================  =======================================================  =============
 
-"Asymmetric / flip" is not one thing either (trap 0.2): `asymmetric_matrix` (a semantic map such
-as `CIFAR10_ASYMMETRIC_MAP`, per sample with probability r, MOIT), `mapped_subset_noise` (the same
-map applied to a random floor(r·N) subset, DivideMix), `superclass_cyclic_matrix` (CIFAR-100,
-MOIT), `pair_flip_matrix` (c → c+1, Han et al. 2018), `random_pair_matrix` /
-`random_two_pair_matrix` (GDW / L2B / MW-Net ``flip`` / ``flip2``, built with their own fixed
-seed 1).
+"Asymmetric / flip" is not one thing either (docs/methods.md, Conventions): `asymmetric_matrix` (a
+semantic map such as `CIFAR10_ASYMMETRIC_MAP`, per sample with probability r, MOIT),
+`mapped_subset_noise` (the same map applied to a random floor(r·N) subset, DivideMix),
+`superclass_cyclic_matrix` (CIFAR-100, MOIT), `pair_flip_matrix` (c → c+1, Han et al. 2018),
+`random_pair_matrix` / `random_two_pair_matrix` (GDW / L2B / MW-Net ``flip`` / ``flip2``, built with
+their own fixed seed 1).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Clean meta set and stratified hold-out splits (pure, seeded numpy).
 
-The meta set follows the intent of L2B and GDW (papers.md trap 0.6): a small clean, class-balanced
-set carved out of the training set (1,000 images for CIFAR: 100 per class for CIFAR-10, 10 per
-class for CIFAR-100) and *removed* from it. Every function returns sorted int64 indices.
+The meta set follows the intent of L2B and GDW (docs/methods.md, Conventions: meta set): a small
+clean, class-balanced set carved out of the training set (1,000 images for CIFAR: 100 per class for
+CIFAR-10, 10 per class for CIFAR-100) and *removed* from it. Every function returns sorted int64
+indices.
 """
 
 from __future__ import annotations

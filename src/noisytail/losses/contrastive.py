@@ -21,18 +21,28 @@ import math
 import torch
 import torch.nn.functional as F
 
+INFO_NCE_REDUCTIONS = ("mean_log", "log_mean")
 
-def info_nce(z: torch.Tensor, ids: torch.Tensor, *, temperature: float = 0.5) -> torch.Tensor:
-    """Multi-positive InfoNCE, averaged over anchors.
+
+def info_nce(
+    z: torch.Tensor, ids: torch.Tensor, *, temperature: float = 0.5, reduction: str = "mean_log"
+) -> torch.Tensor:
+    """Multi-positive InfoNCE over the anchors that have a positive.
 
     ``z [N, D]`` embeddings (rows are L2-normalised here; already-normalised input is unchanged),
-    ``ids [N]`` integers. For anchor ``a`` with positives ``P(a) = {p != a : ids[p] == ids[a]}``:
+    ``ids [N]`` integers. For anchor ``a`` with positives ``P(a) = {p != a : ids[p] == ids[a]}``
+    and ``P_ap = exp(s_ap / t) / sum_{j != a} exp(s_aj / t)`` (``s`` the cosine similarity):
 
-        loss_a = -1/|P(a)| * sum_{p in P(a)} log( exp(s_ap / t) / sum_{j != a} exp(s_aj / t) )
+        "mean_log" (default, SimCLR's NT-Xent):  mean_a  -1/|P(a)| sum_{p in P(a)} log P_ap
+        "log_mean" (MTTV's SimCLR baseline):     -log( mean_a 1/|P(a)| sum_{p in P(a)} P_ap )
 
-    with ``s`` the cosine similarity. Anchors without a positive are left out of the mean; if no
-    anchor has one the result is a zero that still carries a graph.
+    Anchors without a positive are left out of the mean; if no anchor has one the result is a
+    zero that still carries a graph.
     """
+    if reduction not in INFO_NCE_REDUCTIONS:
+        raise ValueError(
+            f"info_nce: reduction must be one of {INFO_NCE_REDUCTIONS}, got {reduction!r}"
+        )
     if z.dim() != 2 or ids.shape != (z.shape[0],):
         raise ValueError(
             f"info_nce: z must be [N, D] and ids [N], got {tuple(z.shape)}, {tuple(ids.shape)}"
@@ -50,6 +60,10 @@ def info_nce(z: torch.Tensor, ids: torch.Tensor, *, temperature: float = 0.5) ->
     has_pos = n_pos > 0
     if not bool(has_pos.any()):
         return z.sum() * 0.0
+    if reduction == "log_mean":
+        lp = log_prob[has_pos].masked_fill(~pos[has_pos], float("-inf"))
+        per_anchor = torch.logsumexp(lp, dim=1) - torch.log(n_pos[has_pos].float())
+        return math.log(per_anchor.shape[0]) - torch.logsumexp(per_anchor, dim=0)
     pos_log_prob = log_prob.masked_fill(~pos, 0.0).sum(1)
     per_anchor = -pos_log_prob[has_pos] / n_pos[has_pos]
     return per_anchor.mean()

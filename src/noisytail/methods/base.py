@@ -3,7 +3,7 @@
 The training loop (``noisytail.train``) feeds each method batches of ``Batch(x, labels, idx)``:
 ``x`` is one tensor, or a tuple of ``views`` tensors; ``labels`` are the (possibly noisy) training
 labels; ``idx`` are the samples' indices into the training set, so methods can keep per-sample
-state. True labels never reach a method. See ``shared/design.md`` for how each family fits.
+state. True labels never reach a method. docs/methods.md describes each method.
 """
 
 from __future__ import annotations

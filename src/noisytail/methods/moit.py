@@ -1,5 +1,6 @@
 """MOIT (Ortego et al., "Multi-Objective Interpolation Training for Robustness to Label Noise",
-CVPR 2021, arXiv 2012.04462; official code github.com/DiegoOrtego/LabelNoiseMOIT, papers.md C).
+CVPR 2021, arXiv 2012.04462; official code github.com/DiegoOrtego/LabelNoiseMOIT; docs/methods.md,
+MOIT and MOIT+).
 
 Per batch (``x = (view 1, view 2, plain image)``):
 

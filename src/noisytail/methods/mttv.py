@@ -8,8 +8,8 @@ feature size, output = feature size / 4) and a momentum encoder ``k``:
     u = q(xn) + q(ya)        v = k(xa) + k(yn)        (sum fusion; "concat" also offered)
 
 ``(u_i, v_i)`` are positives and `noisytail.losses.contrastive.mttv_loss` filters extreme
-similarities (|s| > 0.9 or < 0.1, t = 0.3; ``loss`` picks its form, ``"clean"`` by default,
-``compat: true`` = ``loss: official``). ``k`` has no gradient and is not in the optimizer.
+similarities (|s| > 0.9 or < 0.1, t = 0.3; ``loss_form`` picks its form, ``"clean"`` by default,
+``compat: true`` = ``loss_form: official``). ``k`` has no gradient and is not in the optimizer.
 
 Partners (``partner``):
 
@@ -86,7 +86,7 @@ class MTTV(ContrastiveMethod):
         proj_dim: int | None = None,
         fusion: str = "sum",
         partner: str = "dataset",
-        loss: str = "clean",
+        loss_form: str = "clean",
         compat: bool = False,
         probe_lr_scale: float = 1.0,
         knn_every: int = 0,
@@ -109,15 +109,17 @@ class MTTV(ContrastiveMethod):
             raise ValueError(f"mttv: need 0 <= low <= high, got low={low}, high={high}")
         if partner not in PARTNER_DRAWS:
             raise ValueError(f"mttv: partner must be one of {PARTNER_DRAWS}, got {partner!r}")
-        if loss not in MTTV_LOSS_FORMS:
-            raise ValueError(f"mttv: loss must be one of {MTTV_LOSS_FORMS}, got {loss!r}")
-        if compat and loss not in ("clean", "official"):
-            raise ValueError(f"mttv: compat: true is loss: official, but loss is {loss!r}")
+        if loss_form not in MTTV_LOSS_FORMS:
+            raise ValueError(f"mttv: loss_form must be one of {MTTV_LOSS_FORMS}, got {loss_form!r}")
+        if compat and loss_form not in ("clean", "official"):
+            raise ValueError(
+                f"mttv: compat: true is loss_form: official, but loss_form is {loss_form!r}"
+            )
         self.temperature, self.low, self.high = temperature, low, high
         self.momentum = momentum
         self.fusion = fusion
         self.partner = partner
-        self.loss_form = "official" if compat else loss
+        self.loss_form = "official" if compat else loss_form
         d = model.feature_dim
         self.projector = projection_mlp(d, d, proj_dim or max(1, d // 4), layers=3, last_bn=True)
         self.momentum_model = copy.deepcopy(model)

@@ -2,10 +2,9 @@
 positive, every view of another image a negative (the multi-positive InfoNCE of
 `noisytail.losses.contrastive.info_nce` with ids = sample index; at k = 2 it is SimCLR's loss).
 
-The loop builds ``views`` (a class attribute, 4) augmented views per image before the method
-exists, so with today's loop ``num_views`` can choose k <= 4 (extra views are ignored, more fail at
-the first step); a loop that asks ``MultiView.views_for(cfg.method.args)`` (proposed) builds
-exactly ``num_views``. A subclass with a larger ``views`` also works.
+The loop asks ``MultiView.views_for(cfg.method.args)`` before it builds the method, so its loader
+makes exactly ``num_views`` augmented views per image (default ``views`` = 4). A batch with fewer
+views (a caller that builds its own) fails with a clear error; extra views are ignored.
 """
 
 from __future__ import annotations
@@ -58,14 +57,14 @@ class MultiView(SimCLR):
 
     @classmethod
     def views_for(cls, args: dict[str, Any]) -> int:
-        """How many views a run with method ``args`` needs (for a loop that asks; see module)."""
+        """How many views a run with method ``args`` needs (the loop's loader makes that many)."""
         return int(args.get("num_views", cls.views))
 
     def _views(self, batch: Batch) -> list[torch.Tensor]:
         if isinstance(batch.x, torch.Tensor) or len(batch.x) < self.num_views:
             got = 1 if isinstance(batch.x, torch.Tensor) else len(batch.x)
             raise ValueError(
-                f"multiview: num_views={self.num_views} but the loader made {got} views; this "
-                f"loop builds MultiView.views = {type(self).views} (see the module docstring)."
+                f"multiview: num_views={self.num_views} but the batch holds {got} views; the "
+                "loop's loader makes MultiView.views_for(method args) views."
             )
         return list(batch.x[: self.num_views])

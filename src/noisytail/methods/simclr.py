@@ -25,23 +25,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..losses.contrastive import info_nce
+from ..losses.contrastive import INFO_NCE_REDUCTIONS, info_nce
 from ..models.base import Backbone
 from ..registry import METHODS
 from .base import Batch, Context, Method, TaskInfo
 
 
 def projection_mlp(
-    in_dim: int, hidden_dim: int, out_dim: int, *, layers: int = 2, last_bn: bool = False
+    in_dim: int,
+    hidden_dim: int,
+    out_dim: int,
+    *,
+    layers: int = 2,
+    last_bn: bool = False,
+    bn: bool = True,
 ) -> nn.Sequential:
-    """``layers`` linear layers with BatchNorm + ReLU between them (SimCLR: 2; MTTV: 3 with a BN
-    after the last)."""
+    """``layers`` linear layers with BatchNorm (if ``bn``) + ReLU between them (SimCLR: 2; MTTV:
+    3 with a BN after the last; MTTV's SimCLR baseline: 2 without BN)."""
     if layers < 1:
         raise ValueError(f"projection head needs at least one layer, got {layers}")
     mods: list[nn.Module] = []
     d = in_dim
     for _ in range(layers - 1):
-        mods += [nn.Linear(d, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)]
+        mods += [nn.Linear(d, hidden_dim)]
+        mods += [nn.BatchNorm1d(hidden_dim)] if bn else []
+        mods += [nn.ReLU(inplace=True)]
         d = hidden_dim
     mods.append(nn.Linear(d, out_dim))
     if last_bn:
@@ -158,7 +166,12 @@ class ContrastiveMethod(Method):
 @METHODS.register("simclr")
 class SimCLR(ContrastiveMethod):
     """SimCLR: NT-Xent (temperature 0.5) on a 2-layer projection MLP over two augmented views,
-    with an online linear probe on detached features (``predict`` = the probe)."""
+    with an online linear probe on detached features (``predict`` = the probe).
+
+    ``head_bn`` (BN in the projection MLP, default True) and ``loss_form`` (``"mean_log"``, SimCLR's
+    NT-Xent, or ``"log_mean"``, the log of the mean of MTTV's baseline; `info_nce`) let the
+    ``simclr_*_lt`` presets match MTTV's SimCLR: no BN, hidden 512, log of the mean
+    (docs/methods.md, SimCLR and k views)."""
 
     views = 2
 
@@ -170,6 +183,8 @@ class SimCLR(ContrastiveMethod):
         temperature: float = 0.5,
         proj_dim: int = 128,
         proj_hidden: int | None = None,
+        head_bn: bool = True,
+        loss_form: str = "mean_log",
         probe_lr_scale: float = 1.0,
         knn_every: int = 0,
         knn_k: int = 200,
@@ -185,9 +200,14 @@ class SimCLR(ContrastiveMethod):
         )
         if temperature <= 0:
             raise ValueError(f"simclr: temperature must be positive, got {temperature}")
+        if loss_form not in INFO_NCE_REDUCTIONS:
+            raise ValueError(
+                f"simclr: loss_form must be one of {INFO_NCE_REDUCTIONS}, got {loss_form!r}"
+            )
         self.temperature = temperature
+        self.loss_reduction = loss_form
         d = model.feature_dim
-        self.projector = projection_mlp(d, proj_hidden or d, proj_dim)
+        self.projector = projection_mlp(d, proj_hidden or d, proj_dim, bn=head_bn)
 
     def _views(self, batch: Batch) -> list[torch.Tensor]:
         if isinstance(batch.x, torch.Tensor):
@@ -201,7 +221,7 @@ class SimCLR(ContrastiveMethod):
         h = self.model.features(torch.cat(views))
         z = self.projector(h)
         ids = torch.arange(b, device=z.device).repeat(k)
-        ssl = info_nce(z, ids, temperature=self.temperature)
+        ssl = info_nce(z, ids, temperature=self.temperature, reduction=self.loss_reduction)
         probe, acc = probe_step(self.model, h, batch.labels.repeat(k))
         out = {
             "loss": ssl + probe,
