@@ -127,7 +127,7 @@ def test_refuses_bad_input(image_folder, tmp_path):
         detect_label_issues(cfg, tmp_path / "a", detector="knn", detector_args={"kk": 3})
     with pytest.raises(DataError, match="is not a folder"):
         detect_label_issues(image_config(tmp_path / "missing"), tmp_path / "a")
-    with pytest.raises(ConfigError, match="inside the image folder"):
+    with pytest.raises(DataError, match="inside the data folder"):
         detect_label_issues(cfg, root / "red" / "out")
     with pytest.raises(ConfigError, match="data.name=csv"):
         detect_label_issues(cfg, tmp_path / "a", clean_csv=True)
