@@ -14,7 +14,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import torch
+
+from noisytail.runfolder import read_checkpoint
 
 
 def run_stats(run: Path) -> dict[str, float]:
@@ -28,7 +29,7 @@ def run_stats(run: Path) -> dict[str, float]:
         "peak_epoch": peak["epoch"],
         "wrong_label_share": summary["noise"]["realised_rate"],
     }
-    state = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    state = read_checkpoint(run / "checkpoints" / "last.pt", "cpu", required=("method",))
     weights = state["method"].get("sample_weight") if isinstance(state["method"], dict) else None
     if weights is not None:
         corr = np.load(run / "corruption.npz")

@@ -15,6 +15,7 @@ from noisytail.evaluate_ssl import (
     save_encoder,
 )
 from noisytail.registry import MODELS
+from noisytail.runfolder import read_checkpoint
 from noisytail.train import load_init
 
 
@@ -112,7 +113,7 @@ def test_save_encoder_is_read_by_model_init(tmp_path):
         for p in src.parameters():
             p.add_(1.0)
     path = save_encoder(src, tmp_path / "enc" / "encoder.pt")
-    assert set(torch.load(path, weights_only=False)) == {"model"}
+    assert set(read_checkpoint(path)) == {"model"}
     torch.manual_seed(1)
     dst = MODELS.build("small_cnn", num_classes=7, input_shape=(1, 8, 8), width=4)  # other head
     load_init(dst, str(path))
@@ -128,7 +129,7 @@ def test_save_encoder_of_a_method_saves_its_backbone(tmp_path):
     info = TaskInfo(4, np.array([1, 1, 1, 1]), 4, (1, 8, 8), 1, 1)
     method = METHODS.build("simclr", args={}, model=model(), info=info)
     path = save_encoder(method, tmp_path / "e.pt")
-    keys = set(torch.load(path, weights_only=False)["model"])
+    keys = set(read_checkpoint(path)["model"])
     assert keys == set(method.model.state_dict())
 
 
@@ -150,7 +151,7 @@ def test_export_pretrained_then_fine_tune(tmp_path, digits_config):
     fit(pre, tmp_path / "pre", write_report=False)
     res = export_pretrained(tmp_path / "pre", probe_epochs=2, knn_k=10)
     assert (tmp_path / "pre" / "encoder.pt").exists()
-    keys = set(torch.load(tmp_path / "pre" / "encoder.pt", weights_only=False)["model"])
+    keys = set(read_checkpoint(tmp_path / "pre" / "encoder.pt")["model"])
     assert keys and not any(k.startswith("head.") for k in keys)  # the probe head stays behind
     saved = json.loads((tmp_path / "pre" / "ssl_evaluation.json").read_text())
     assert saved["linear_probe"]["accuracy"] == res["linear_probe"]["accuracy"]
@@ -165,7 +166,7 @@ def test_save_encoder_without_head_leaves_a_fresh_classifier(tmp_path):
         for p in src.parameters():
             p.add_(1.0)
     path = save_encoder(src, tmp_path / "e.pt", include_head=False)
-    keys = set(torch.load(path, weights_only=False)["model"])
+    keys = set(read_checkpoint(path)["model"])
     assert keys and not any(k.startswith("head.") for k in keys)
     dst = model()  # same seed as src before the shift: equal head means "not loaded"
     fresh_head = {k: v.clone() for k, v in dst.head.state_dict().items()}

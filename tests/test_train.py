@@ -6,6 +6,7 @@ import torch
 
 from noisytail.data.corruption import Corruption
 from noisytail.methods.erm import ERM
+from noisytail.runfolder import read_checkpoint
 from noisytail.train import RunExistsError, TrainingError, fit, learning_rate
 
 
@@ -98,7 +99,7 @@ def test_nan_loss_stops_with_step_and_keeps_checkpoint(tmp_path, digits_config, 
     monkeypatch.setattr(ERM, "training_step", poisoned)
     with pytest.raises(TrainingError, match=r"epoch 2, step 3"):
         fit(cfg, tmp_path / "run", write_report=False)
-    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
+    state = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert state["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in state["method"].values() if v.is_floating_point())
 
@@ -204,7 +205,7 @@ def test_frozen_epochs_train_only_the_head_then_everything(tmp_path, digits_conf
         "train.epochs=2",
     )
     run = _run(cfg, tmp_path / "run")
-    loaded = torch.load(enc, weights_only=False)["model"]
+    loaded = read_checkpoint(enc)["model"]
     start_body, start_head = _split(_snapshot(run.method.model))
     for k, v in start_body.items():  # model.init loaded the encoder (BN statistics included)
         assert torch.equal(v, loaded[k]), k
@@ -282,7 +283,7 @@ def test_resume_with_frozen_epochs_matches_uninterrupted(tmp_path, digits_config
     assert not part["finished"]
     fit(cfg, tmp_path / "split", resume=True, write_report=False)
     assert _metrics(tmp_path / "full") == _metrics(tmp_path / "split")
-    a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=False)
+    a = read_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
+    b = read_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
     for k, v in a["method"].items():
         assert torch.equal(v, b["method"][k]), k

@@ -35,6 +35,7 @@ from torch import nn
 
 from .data.loader import PoolData
 from .evaluate import classification_metrics
+from .runfolder import write_checkpoint, write_json
 
 #: The loss the two-stage recipe fine-tunes a pre-trained encoder with (``method.loss`` of ERM):
 #: the class-balanced focal loss. Chosen by measurement, not taken from a paper (we could not read
@@ -271,10 +272,7 @@ def save_encoder(model: nn.Module, path: str | os.PathLike, *, include_head: boo
         for k, v in model.state_dict().items()
         if include_head or not k.startswith("head.")
     }
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    torch.save({"model": state}, tmp)
-    os.replace(tmp, p)
-    return p
+    return write_checkpoint({"model": state}, p)
 
 
 def frequency_groups(class_counts: Any, parts: int = 3) -> np.ndarray:
@@ -324,24 +322,19 @@ def balanced_indices(labels: Any, per_class: int, seed: int = 0) -> np.ndarray:
 def load_trained_run(run_dir: str | os.PathLike, *, checkpoint: str = "last") -> Any:
     """A run folder's `noisytail.train.Run` (its data prepared, its config) with the weights of
     ``checkpoints/<checkpoint>.pt`` loaded into its method."""
-    from .config import load_run_config
-    from .data.types import DataError
+    from .runfolder import CheckpointError, checkpoint_path, read_run_config
     from .train import Run, prepare_data, setup_runtime
 
     out = Path(run_dir)
-    if not (out / "config.yaml").exists():
-        raise DataError(f"{out} is not a run folder (no config.yaml).")
-    ckpt = out / "checkpoints" / f"{checkpoint}.pt"
+    cfg = read_run_config(out)
+    ckpt = checkpoint_path(out, checkpoint)
     if not ckpt.exists():
-        raise DataError(f"{ckpt} not found: the run has no '{checkpoint}' checkpoint.")
-    cfg = load_run_config(out / "config.yaml")
+        raise CheckpointError(f"{ckpt}: not found: the run has no '{checkpoint}' checkpoint.")
     rt = setup_runtime(cfg)
-    run = Run(cfg, out, rt, prepare_data(cfg))
-    state = torch.load(ckpt, map_location=rt.device, weights_only=False)
-    if "method" in state:
-        run.method.load_state_dict(state["method"])
-    else:
-        run.method.model.load_state_dict(state["model"])
+    prepared = prepare_data(cfg)
+    prepared.check_against(out)
+    run = Run(cfg, out, rt, prepared)
+    run.load_weights(ckpt)
     return run
 
 
@@ -360,8 +353,6 @@ def export_pretrained(
     training pool with the labels the run trained on, i.e. noisy ones in a noisy run, tested on
     its test set; shot groups by the training-set class counts by true class). Returns the
     evaluation, with ``"encoder"`` (its path)."""
-    import json
-
     out = Path(run_dir)
     run = load_trained_run(out, checkpoint=checkpoint)
     cfg, prepared = run.cfg, run.data
@@ -387,7 +378,5 @@ def export_pretrained(
     )
     result["encoder"] = str(encoder)
     result["checkpoint"] = str(ckpt)
-    tmp = out / "ssl_evaluation.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out / "ssl_evaluation.json")
+    write_json(result, out / "ssl_evaluation.json")
     return result

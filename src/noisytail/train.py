@@ -16,7 +16,7 @@ mid-freeze or after it gives the uninterrupted result.
 from __future__ import annotations
 
 import contextlib
-import json
+import logging
 import math
 import os
 import platform
@@ -35,17 +35,37 @@ from tqdm import tqdm
 
 from . import __version__
 from . import models as _models  # noqa: F401  (registration)
-from .config import Config, ConfigError, dump_config, load_run_config, to_dict, validate
+from .config import Config, ConfigError, dump_config, to_dict
 from .data.corruption import Corruption, ImbalanceSpec, MetaSpec, NoiseSpec, corrupt
 from .data.label_file import apply_label_file
 from .data.loader import CyclingLoader, PoolData, TrainLoader, epoch_generator
-from .data.locations import check_outside_data
 from .data.sources import load_dataset
 from .data.splits import stratified_split
 from .data.types import DataError, DatasetBundle, DataSplit, TensorStore, concat_splits
 from .evaluate import classification_metrics, per_class_accuracy
 from .methods import Context, Method, TaskInfo
 from .registry import METHODS, MODELS
+from .runfolder import (
+    CHECKPOINT_KEYS,
+    CONFIG_FILE,
+    CORRUPTION_FILE,
+    METRICS_FILE,
+    CheckpointError,
+    WriteError,
+    append_metrics,
+    check_data,
+    checkpoint_path,
+    data_fingerprint,
+    read_checkpoint,
+    read_run_config,
+    write_checkpoint,
+    write_fingerprint,
+    write_json,
+    write_metrics,
+    write_npz,
+)
+
+log = logging.getLogger(__name__)
 
 
 class TrainingError(RuntimeError):
@@ -89,6 +109,16 @@ class PreparedData:
     def true_class_counts(self) -> np.ndarray:
         """Training samples per class by true class: the class sizes evaluation groups by."""
         return self.corruption.class_counts("train", "true")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What the run trains and tests on (`noisytail.runfolder.data_fingerprint`)."""
+        return data_fingerprint(
+            self.bundle, self.corruption, self.train_source_idx, self.test_source_idx
+        )
+
+    def check_against(self, run_dir: Path) -> None:
+        """Refuse (`DataChangedError`) if the run in ``run_dir`` was made on other data."""
+        check_data(run_dir, self.fingerprint(), self.corruption)
 
 
 def _stratified_subset(labels: np.ndarray, size: int | None, seed: int, what: str) -> np.ndarray:
@@ -329,15 +359,23 @@ def load_init(model: torch.nn.Module, path: str) -> None:
         raise ConfigError(
             f"model.init: {str(p)!r} not found (give an encoder .pt or a run folder)."
         )
-    state = torch.load(p, map_location="cpu", weights_only=False)
-    if isinstance(state, dict) and "model" in state:
+    state = read_checkpoint(p, "cpu", what="model.init")
+    if "model" in state:
         state = state["model"]
-    elif isinstance(state, dict) and "method" in state:
-        state = {
-            k[len("model.") :]: v for k, v in state["method"].items() if k.startswith("model.")
-        }
+    elif "method" in state:
+        state = state["method"]
+        if isinstance(state, dict):
+            state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"model.init: {p}: its weights are a {type(state).__name__}, not a dict."
+        )
     own = model.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    usable = {
+        k: v
+        for k, v in state.items()
+        if k in own and isinstance(v, torch.Tensor) and own[k].shape == v.shape
+    }
     if not usable:
         raise ConfigError(
             f"model.init: {p} holds no weights that fit model {type(model).__name__}."
@@ -423,17 +461,20 @@ def predict_probs(
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _write_json(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+@contextlib.contextmanager
+def _unfit(path: Path) -> Any:
+    """Turn a state that does not fit the run's model, method or optimizer into a one-line
+    `CheckpointError` naming ``path``."""
+    try:
+        yield
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as err:
+        if isinstance(err, (ConfigError, DataError)):
+            raise
+        detail = " ".join(str(err).split())
+        detail = detail if len(detail) <= 200 else detail[:197] + "..."
+        raise CheckpointError(
+            f"{path}: does not fit this run's model, method or optimizer ({detail})."
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -588,13 +629,41 @@ class Run:
         }
 
     def restore(self, path: Path) -> None:
-        state = torch.load(path, map_location=self.rt.device, weights_only=False)
-        self.method.load_state_dict(state["method"])
-        self.method.load_extra_state(state["extra"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.history = state["history"]
+        """Continue from the full training state in ``path`` (``checkpoints/last.pt``)."""
+        state = read_checkpoint(path, self.rt.device, required=CHECKPOINT_KEYS)
+        epoch, history = state["epoch"], state["history"]
+        if not (
+            isinstance(epoch, int)
+            and 0 < epoch <= self.cfg.train.epochs
+            and isinstance(history, list)
+            and len(history) == epoch
+            and all(isinstance(r, dict) and r.get("epoch") == i + 1 for i, r in enumerate(history))
+            and isinstance(state["best"], dict)
+        ):
+            raise CheckpointError(
+                f"{path}: its epoch ({epoch!r}) and history do not agree with each other or with "
+                f"train.epochs={self.cfg.train.epochs}: the file is damaged."
+            )
+        with _unfit(path):
+            self.method.load_state_dict(state["method"])
+            self.method.load_extra_state(state["extra"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.history = history
         self.best = state["best"]
-        self.start_epoch = state["epoch"]
+        self.start_epoch = epoch
+
+    def load_weights(self, path: Path) -> None:
+        """Load the weights (and the method's extra state) of a ``last.pt`` or ``best.pt`` for
+        evaluation: ``evaluate``, ``detect --from-run``, the SSL export."""
+        state = read_checkpoint(path, self.rt.device)
+        with _unfit(path):
+            if "method" in state:
+                self.method.load_state_dict(state["method"])
+                self.method.load_extra_state(state.get("extra", {}))
+            elif "model" in state:
+                self.method.model.load_state_dict(state["model"])
+            else:
+                raise CheckpointError(f"{path}: lacks 'method' or 'model': it holds no weights.")
 
     def _reduce_mean(self, values: dict[str, float]) -> dict[str, float]:
         if not self.rt.distributed:
@@ -708,17 +777,39 @@ class Run:
         return out
 
 
-def _prepare_out_dir(out_dir: Path, resume: bool) -> None:
-    has_run = (out_dir / "config.yaml").exists()
+def _prepare_out_dir(out_dir: Path, cfg: Config, resume: bool, is_main: bool) -> bool:
+    """Check ``out_dir`` for a new run or for ``resume``; return whether to resume from a
+    checkpoint. ``--resume`` on a run that stopped before its first checkpoint (a ``config.yaml``
+    but no ``checkpoints/last.pt``) starts it afresh, saying so in one line, with ``cfg``."""
     if resume:
-        if not (out_dir / "checkpoints" / "last.pt").exists():
-            raise RunExistsError(f"--resume: {out_dir} holds no checkpoint to resume from.")
-    elif has_run:
+        if not (out_dir / CONFIG_FILE).exists() and not checkpoint_path(out_dir).exists():
+            raise RunExistsError(
+                f"--resume: {out_dir} holds no run (no config.yaml, no checkpoint); start it "
+                "without --resume."
+            )
+        if not checkpoint_path(out_dir).exists():  # its config.yaml is replaced, even if damaged
+            if is_main:
+                log.warning(
+                    f"--resume: {out_dir} holds no checkpoint (the run stopped before its first "
+                    "one); starting it afresh."
+                )
+                for stale in (out_dir / METRICS_FILE, checkpoint_path(out_dir, "best")):
+                    stale.unlink(missing_ok=True)
+            return False
+        saved = read_run_config(out_dir)  # one-line error if missing or damaged
+        if to_dict(saved) != to_dict(cfg):
+            raise ConfigError(
+                f"--resume: the config differs from the one saved in {out_dir / CONFIG_FILE}; "
+                "resume with the same config and overrides."
+            )
+        return True
+    if (out_dir / CONFIG_FILE).exists():
         raise RunExistsError(
             f"{out_dir} already holds a run; pass --resume to continue it, or choose another --out."
         )
-    elif out_dir.exists() and any(out_dir.iterdir()):
+    if out_dir.exists() and any(out_dir.iterdir()):
         raise RunExistsError(f"{out_dir} exists and is not empty; choose another --out.")
+    return False
 
 
 def fit(
@@ -736,34 +827,35 @@ def fit(
     resume, and for a time-boxed session); the checkpoint then resumes it.
     """
     out = Path(out_dir)
-    validate(cfg)  # before anything is written (a config built in code skips load_config)
     rt = setup_runtime(cfg)
-    if rt.is_main:
-        _prepare_out_dir(out, resume)
+    resume = _prepare_out_dir(out, cfg, resume, rt.is_main)
     if rt.distributed:
         dist.barrier()
     progress = cfg.train.progress if progress is None else progress
     progress = progress and rt.is_main
     prepared = prepare_data(cfg)
-    check_outside_data(out, prepared.bundle, extra_files=[cfg.data.label_file])
+    if resume:
+        prepared.check_against(out)
     run = Run(cfg, out, rt, prepared)
     if resume:
-        saved = load_run_config(out / "config.yaml")
-        if to_dict(saved) != to_dict(cfg):
-            raise ConfigError(
-                f"--resume: the config differs from the one saved in {out / 'config.yaml'}; "
-                "resume with the same config and overrides."
-            )
-        run.restore(out / "checkpoints" / "last.pt")
+        run.restore(checkpoint_path(out))
+        if rt.is_main:  # drop epochs logged after the checkpoint was saved
+            write_metrics(run.history, out / METRICS_FILE)
     elif rt.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, out / "config.yaml", extra=provenance())
-        prepared.corruption.save(out / "corruption.npz")
-        np.savez_compressed(
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            dump_config(cfg, out / CONFIG_FILE, extra=provenance())
+            prepared.corruption.save(out / CORRUPTION_FILE)
+        except OSError as err:
+            raise WriteError(
+                f"{out}: cannot write the run folder ({err.strerror or err})."
+            ) from err
+        write_npz(
             out / "data_indices.npz",
             train_source_idx=prepared.train_source_idx,
             test_source_idx=prepared.test_source_idx,
         )
+        write_fingerprint(prepared.fingerprint(), out)
     run.start()
     last_epoch = cfg.train.epochs
     if stop_after_epochs is not None:
@@ -788,14 +880,19 @@ def fit(
                 if k in record
             }
         if rt.is_main:
-            with open(out / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(record) + "\n")
-            if improved:
-                _atomic_save(
-                    {"model": run.method.model.state_dict()}, out / "checkpoints" / "best.pt"
-                )
-            if (epoch + 1) % cfg.train.checkpoint_every == 0 or epoch + 1 == cfg.train.epochs:
-                _atomic_save(run.checkpoint_state(epoch + 1), out / "checkpoints" / "last.pt")
+            try:
+                append_metrics(record, out / METRICS_FILE)
+                if improved:
+                    write_checkpoint(
+                        {"model": run.method.model.state_dict()}, checkpoint_path(out, "best")
+                    )
+                if (epoch + 1) % cfg.train.checkpoint_every == 0 or epoch + 1 == cfg.train.epochs:
+                    write_checkpoint(run.checkpoint_state(epoch + 1), checkpoint_path(out))
+            except WriteError as err:
+                raise WriteError(
+                    f"{err} Training stopped in epoch {epoch + 1}; free some space, then rerun "
+                    "with --resume to continue from the last checkpoint."
+                ) from err
             if progress:
                 shown = {
                     k: record[k]
@@ -880,36 +977,32 @@ def finish_run(run: Run) -> dict[str, Any]:
         "train_class_counts_noisy": [int(c) for c in data.class_counts],
     }
     if run.rt.is_main:
-        np.savez_compressed(
+        write_npz(
             out / "predictions.npz",
             y_true=test_labels,
             probs=probs.astype(np.float32),
             train_class_counts=data.true_class_counts,
             class_names=np.array(data.bundle.class_names),
         )
-        _write_json(summary, out / "summary.json")
+        write_json(summary, out / "summary.json")
     return summary
 
 
 def evaluate_run(run_dir: str | os.PathLike, *, checkpoint: str = "last") -> dict[str, Any]:
-    """Re-evaluate a finished (or interrupted) run's checkpoint on its test set."""
+    """Re-evaluate a finished (or interrupted) run's checkpoint on its test set; refuses a run
+    whose data changed since (`noisytail.runfolder.check_data`)."""
     out = Path(run_dir)
-    cfg_path = out / "config.yaml"
-    if not cfg_path.exists():
-        raise DataError(f"{out} is not a run folder (no config.yaml).")
-    cfg = load_run_config(cfg_path)
-    rt = setup_runtime(cfg)
-    run = Run(cfg, out, rt, prepare_data(cfg))
-    ckpt = out / "checkpoints" / f"{checkpoint}.pt"
+    cfg = read_run_config(out)
+    ckpt = checkpoint_path(out, checkpoint)
     if not ckpt.exists():
-        raise DataError(f"{ckpt} not found: the run has no '{checkpoint}' checkpoint.")
-    state = torch.load(ckpt, map_location=rt.device, weights_only=False)
-    if "method" in state:
-        run.method.load_state_dict(state["method"])
-    else:
-        run.method.model.load_state_dict(state["model"])
+        raise CheckpointError(f"{ckpt}: not found: the run has no '{checkpoint}' checkpoint.")
+    rt = setup_runtime(cfg)
+    prepared = prepare_data(cfg)
+    prepared.check_against(out)
+    run = Run(cfg, out, rt, prepared)
+    run.load_weights(ckpt)
     probs = predict_probs(run.method, run.test_data, cfg.train.eval_batch_size, run.autocast)
     metrics = classification_metrics(run.data.bundle.test.labels, probs, run.data.true_class_counts)
     metrics["checkpoint"] = str(ckpt)
-    _write_json(metrics, out / f"evaluation_{checkpoint}.json")
+    write_json(metrics, out / f"evaluation_{checkpoint}.json")
     return metrics

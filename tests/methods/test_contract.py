@@ -7,6 +7,7 @@ import pytest
 import noisytail.methods  # noqa: F401  (registration)
 from noisytail.methods.base import Method
 from noisytail.registry import METHODS
+from noisytail.runfolder import CHECKPOINT_KEYS, read_checkpoint
 from noisytail.train import fit
 
 
@@ -32,6 +33,9 @@ def test_runs_in_the_loop(name, tmp_path, digits_config):
     summary = fit(digits_config(*overrides), tmp_path / "run", write_report=False)
     assert summary["finished"]
     assert summary["test_accuracy"] > 0.2  # 10 classes, chance 0.1: it learned something
+    # its checkpoint reads back under torch.load(weights_only=True)
+    state = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", required=CHECKPOINT_KEYS)
+    assert state["epoch"] == 2
 
 
 @pytest.mark.parametrize("name", [n for n in METHODS.names() if METHODS.get(n).needs_meta])

@@ -3,6 +3,7 @@
 import torch
 
 from noisytail.methods.mwnet import VNet
+from noisytail.runfolder import read_checkpoint
 
 
 def test_vnet_maps_losses_to_weights_in_unit_interval():
@@ -17,7 +18,7 @@ def test_vnet_optimizer_state_resumes(tmp_path, digits_config):
 
     cfg = digits_config("method.name=mwnet", "meta.per_class=5", "train.epochs=2")
     fit(cfg, tmp_path / "a", write_report=False, stop_after_epochs=1)
-    state = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=False)
+    state = read_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
     adam = state["extra"]["vnet_optimizer"]
     assert adam["state"] and all("exp_avg" in s for s in adam["state"].values())
     resumed = fit(cfg, tmp_path / "a", resume=True, write_report=False)

@@ -20,20 +20,18 @@ scored (``keep_val=True`` keeps the config's value).
 from __future__ import annotations
 
 import csv
-import json
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from ..config import Config, ConfigError, from_dict, load_run_config, validate
-from ..data.corruption import Corruption
-from ..data.locations import check_outside_data
+from ..config import Config, ConfigError, from_dict, validate
 from ..data.types import DataError
 from ..registry import DETECTORS, RegistryError, keyword_parameters
+from ..runfolder import CheckpointError, read_run_config, write_json, write_text
 from ..train import PreparedData, Run, prepare_data, setup_runtime
 from .detectors import DetectionTask, DetectorOutput
 from .metrics import detection_metrics, per_class_detection
@@ -151,31 +149,26 @@ def _check_detector(detector: str, detector_args: dict[str, Any] | None) -> Any:
     return DETECTORS.build(detector, args=detector_args or {})
 
 
-def _earlier_detection(out: Path) -> bool:
-    """Whether ``out/detection.json`` is one that `detect_label_issues` wrote."""
+def _inside(path: Path, folder: Path) -> bool:
     try:
-        info = json.loads((out / JSON_FILE).read_text())
-    except (OSError, ValueError):
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
         return False
-    return isinstance(info, dict) and {"detector", "n", "n_flagged", "files"} <= set(info)
 
 
 def _precheck(out: Path, cfg: Config, overwrite: bool, clean_csv: Any) -> None:
-    """Refuse bad output settings before any data are loaded or models trained. Files of the
-    names detect writes are replaced only with ``overwrite``, and only when they belong to an
-    earlier detection (never a user's own file of the same name)."""
+    """Refuse bad output settings before any data are loaded or models trained."""
+    if cfg.data.name == "image_folder" and cfg.data.root and _inside(out, Path(cfg.data.root)):
+        raise ConfigError(
+            f"--out {out} lies inside the image folder {cfg.data.root}: choose a folder outside "
+            "the data (noisytail never writes into your data)."
+        )
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder.")
-    present = [name for name in (ISSUES_FILE, PICTURE_FILE, JSON_FILE) if (out / name).exists()]
-    if present and not overwrite:
+    if (out / ISSUES_FILE).exists() and not overwrite:
         raise ConfigError(
-            f"{out / present[0]} already exists: choose another output folder, or overwrite an "
-            "earlier detection there."
-        )
-    if present and not _earlier_detection(out):
-        raise ConfigError(
-            f"{out} holds {', '.join(present)} but no detection.json of an earlier noisytail "
-            "detection: overwrite replaces only that; choose another output folder."
+            f"{out / ISSUES_FILE} already exists: choose another output folder or overwrite it."
         )
     if clean_csv not in (None, False):
         if cfg.data.name != "csv":
@@ -192,14 +185,9 @@ def _run_loader(run_dir: Path, cfg: Config, prepared: PreparedData, rt: Any, che
     def load() -> Run:
         ckpt = run_dir / "checkpoints" / f"{checkpoint}.pt"
         if not ckpt.exists():
-            raise DataError(f"{ckpt} not found: the run has no '{checkpoint}' checkpoint.")
+            raise CheckpointError(f"{ckpt}: not found: the run has no '{checkpoint}' checkpoint.")
         run = Run(cfg, run_dir, rt, prepared)
-        state = torch.load(ckpt, map_location=rt.device, weights_only=False)
-        if "method" in state:
-            run.method.load_state_dict(state["method"])
-            run.method.load_extra_state(state.get("extra", {}))
-        else:
-            run.method.model.load_state_dict(state["model"])
+        run.load_weights(ckpt)
         return run
 
     return load
@@ -207,18 +195,7 @@ def _run_loader(run_dir: Path, cfg: Config, prepared: PreparedData, rt: Any, che
 
 def _load_from_run(run_dir: Path, cfg: Config) -> PreparedData:
     prepared = prepare_data(cfg)
-    saved_path = run_dir / "corruption.npz"
-    if saved_path.exists():
-        saved = Corruption.load(saved_path)
-        now = prepared.corruption
-        if not (
-            np.array_equal(saved.train_idx, now.train_idx)
-            and np.array_equal(saved.noisy_labels, now.noisy_labels)
-        ):
-            raise DataError(
-                f"The data of {run_dir} changed since the run: its saved labels differ from the "
-                "ones the config gives now. Detect with a config instead of from_run."
-            )
+    prepared.check_against(run_dir)
     return prepared
 
 
@@ -256,12 +233,9 @@ def detect_label_issues(
         run_dir = Path(from_run)
         if not run_dir.is_dir():
             raise DataError(f"Run folder {run_dir} does not exist.")
-        if not (run_dir / "config.yaml").is_file():
-            raise DataError(f"{run_dir} is not a run folder (no config.yaml).")
-        cfg = load_run_config(run_dir / "config.yaml")
+        cfg = read_run_config(run_dir)
         _precheck(out, cfg, overwrite, clean_csv)
         prepared = _load_from_run(run_dir, cfg)
-        check_outside_data(out, prepared.bundle, extra_files=[cfg.data.label_file])
         rt = setup_runtime(cfg)
         loader = _run_loader(run_dir, cfg, prepared, rt, checkpoint)
     else:
@@ -272,7 +246,6 @@ def detect_label_issues(
         validate(cfg)
         _precheck(out, cfg, overwrite, clean_csv)
         prepared = prepare_data(cfg)
-        check_outside_data(out, prepared.bundle, extra_files=[cfg.data.label_file])
         rt = setup_runtime(cfg)
     out.mkdir(parents=True, exist_ok=True)
     task = DetectionTask(cfg, prepared, rt, out, progress=progress, loader=loader)
@@ -329,7 +302,7 @@ def detect_label_issues(
         "per_class": per_class,
         "files": {k: str(v) for k, v in result.files.items()},
     }
-    (out / JSON_FILE).write_text(json.dumps(info, indent=2, default=json_default))
+    write_json(info, out / JSON_FILE, default=json_default)
     result.files["json"] = out / JSON_FILE
     return result
 
@@ -350,23 +323,22 @@ def write_issues_csv(
     names = list(prepared.bundle.class_names)
     paths = prepared.bundle.train.paths
     labels = prepared.train_labels
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(CSV_COLUMNS)
-        for pos in order.tolist():
-            j = int(corr.train_idx[pos])  # index in the (sub-setted) train split
-            w.writerow(
-                [
-                    int(prepared.train_source_idx[j]),
-                    paths[j] if paths is not None else "",
-                    names[labels[pos]],
-                    names[output.suggested[pos]],
-                    f"{output.suspicion[pos]:.6g}",
-                    int(output.flagged[pos]),
-                ]
-            )
-    os.replace(tmp, path)
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(CSV_COLUMNS)
+    for pos in order.tolist():
+        j = int(corr.train_idx[pos])  # index in the (sub-setted) train split
+        w.writerow(
+            [
+                int(prepared.train_source_idx[j]),
+                paths[j] if paths is not None else "",
+                names[labels[pos]],
+                names[output.suggested[pos]],
+                f"{output.suspicion[pos]:.6g}",
+                int(output.flagged[pos]),
+            ]
+        )
+    write_text(buf.getvalue(), path)
     return path
 
 

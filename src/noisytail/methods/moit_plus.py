@@ -51,6 +51,7 @@ from ..detect.knn import moit_detect
 from ..losses.classification import cross_entropy
 from ..models.base import Backbone
 from ..registry import METHODS
+from ..runfolder import read_checkpoint
 from .base import Batch, Context, Method, TaskInfo
 from .moit import draw_mixup, split_views
 
@@ -78,9 +79,11 @@ def read_moit_run(path: str | Path, num_train: int) -> MoitRun:
             f"moit_plus: clean_from={str(path)!r}: {p} not found (give the MOIT run folder or its "
             "checkpoint)."
         )
-    state = torch.load(p, map_location="cpu", weights_only=False)
-    extra = state.get("extra", {}) if isinstance(state, dict) else {}
-    method_cfg = (state.get("config") or {}).get("method", {}) if isinstance(state, dict) else {}
+    state = read_checkpoint(p, "cpu", what="moit_plus clean_from")
+    extra = state.get("extra")
+    extra = extra if isinstance(extra, dict) else {}
+    config = state.get("config")
+    method_cfg = config.get("method", {}) if isinstance(config, dict) else {}
     if "clean" not in extra:
         raise ConfigError(
             f"moit_plus: {p} holds no clean mask (method {method_cfg.get('name', '?')!r}); "
@@ -98,7 +101,8 @@ def read_moit_run(path: str | Path, num_train: int) -> MoitRun:
             stacklevel=2,
         )
     labels = extra.get("labels")
-    weights = state.get("method", {})
+    weights = state.get("method")
+    weights = weights if isinstance(weights, dict) else {}
     return MoitRun(
         path=p,
         clean=clean,
