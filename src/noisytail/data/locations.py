@@ -35,29 +35,41 @@ OUTPUT_MARKERS: tuple[frozenset[str], ...] = (
 )
 
 
-def _marked(folder: Path) -> bool:
+def _scan(folder: Path) -> tuple[set[str], list[Path], bool]:
+    """The names in ``folder``, its non-hidden sub-folders, and whether it holds an image file
+    (one directory listing, no stat per file)."""
+    from noisytail.data.image_folder import IMAGE_EXTENSIONS
+
+    names: set[str] = set()
+    children: list[Path] = []
+    has_image = False
     try:
-        names = {p.name for p in folder.iterdir()}
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                names.add(entry.name)
+                if entry.is_dir():
+                    if not entry.name.startswith("."):
+                        children.append(Path(entry.path))
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                    has_image = True
     except OSError:
-        return False
+        pass
+    return names, children, has_image
+
+
+def _marked(names: set[str]) -> bool:
     return any(marker <= names for marker in OUTPUT_MARKERS)
 
 
 def is_output_folder(folder: Path) -> bool:
     """Whether ``folder`` is a noisytail run, detection or bench folder, or a folder of them
     (e.g. ``runs/``: every non-hidden sub-folder is one, and no image file lies beside them)."""
-    from noisytail.data.image_folder import IMAGE_EXTENSIONS
-
-    if _marked(folder):
+    names, children, has_image = _scan(folder)
+    if _marked(names):
         return True
-    try:
-        entries = list(folder.iterdir())
-    except OSError:
+    if has_image or not children:
         return False
-    children = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
-    if not children or any(p.suffix.lower() in IMAGE_EXTENSIONS for p in entries):
-        return False
-    return all(_marked(child) for child in children)
+    return all(_marked(_scan(child)[0]) for child in children)
 
 
 def image_parents(paths: Iterable[str] | None) -> tuple[str, ...]:
