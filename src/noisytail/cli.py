@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 a run failed (e.g. NaN loss), 2 bad input (config, data
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -61,10 +62,52 @@ def _guard(fn):  # type: ignore[no-untyped-def]
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _BadUsage(click.ClickException):
+    """A command-line usage error, shown as one line (click shows three) with exit code 2."""
+
+    exit_code = BAD_INPUT
+
+    def __init__(self, err: click.UsageError) -> None:
+        command = err.ctx.command_path if err.ctx is not None else "noisytail"
+        super().__init__(f"{err.format_message()} (see {command} --help)")
+
+    def show(self, file=None) -> None:  # type: ignore[no-untyped-def]
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class _Group(click.Group):
+    def make_context(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as err:
+            raise _BadUsage(err) from None
+
+    def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as err:
+            raise _BadUsage(err) from None
+
+
+class _NoteHandler(logging.Handler):
+    """The library's log messages (e.g. data reinterpreted) as ``note: ...`` lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"note: {record.getMessage()}", err=True)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="noisytail")
 def main() -> None:
     """noisytail: train robust classifiers from noisy, long-tailed labels."""
+    logger = logging.getLogger("noisytail")
+    if not any(isinstance(h, _NoteHandler) for h in logger.handlers):
+        logger.addHandler(_NoteHandler())
+        logger.setLevel(logging.INFO)
 
 
 @main.command()
@@ -139,17 +182,40 @@ def _print_summary(summary: dict, out: Path) -> None:
 SSL_METHODS = ("simclr", "multiview", "mttv")
 
 
-def _given(key: str, config: str | None, overrides: tuple[str, ...]) -> bool:
-    """Whether the YAML file or an override sets ``section.name``."""
-    import yaml
+def _pretrain_overrides(config: str | None, overrides: tuple[str, ...]) -> list[str]:
+    """Overrides (applied before the user's) that make CONFIG a pre-training config.
 
-    if any(o.split("=", 1)[0].strip() == key for o in overrides):
-        return True
-    if not config or not Path(config).is_file():
-        return False
-    section, name = key.split(".", 1)
-    values = yaml.safe_load(Path(config).read_text()) or {}
-    return name in (values.get(section) or {})
+    Where neither the file nor an override names them: simclr with SimCLR augmentation. A
+    supervised method named by the file (e.g. the demo's ``erm``) is replaced by simclr with
+    SimCLR augmentation, saying so; one named by an override is an error later.
+    """
+    from .config import read_yaml_file
+
+    values = read_yaml_file(config, "config") if config else {}
+
+    def in_file(key: str) -> bool:
+        section, name = key.split(".", 1)
+        return isinstance(values.get(section), dict) and name in values[section]
+
+    def on_line(key: str) -> bool:
+        return any(o.split("=", 1)[0].strip() == key for o in overrides)
+
+    out, replaced = [], None
+    if not on_line("method.name"):
+        named = values["method"]["name"] if in_file("method.name") else None
+        if named is None or named not in SSL_METHODS:
+            out.append("method.name=simclr")
+            replaced = named
+    if not on_line("data.augment") and (replaced is not None or not in_file("data.augment")):
+        out.append("data.augment=simclr")
+    if replaced is not None:
+        click.echo(
+            f"note: {config} names the supervised method {replaced!r}; pre-training uses simclr "
+            f"with SimCLR augmentation instead (choose with --set method.name="
+            f"{'|'.join(SSL_METHODS)}).",
+            err=True,
+        )
+    return out
 
 
 @main.command()
@@ -167,17 +233,19 @@ def _given(key: str, config: str | None, overrides: tuple[str, ...]) -> bool:
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @_guard
 def pretrain(config, overrides, out, resume, probe_epochs, no_progress) -> None:  # type: ignore[no-untyped-def]
-    """Self-supervised pre-training (default: simclr with SimCLR augmentation). Writes
+    """Self-supervised pre-training (default: simclr with SimCLR augmentation, also in place of a
+    supervised method named by CONFIG). Writes
     OUT/encoder.pt and OUT/ssl_evaluation.json (linear probe + kNN on frozen features);
     fine-tune with `noisytail train ... --set model.init=OUT/encoder.pt --set method.loss=cb_focal`
     (the fine-tuning loss chosen by measurement: BENCHMARKS.md)."""
     from .evaluate_ssl import FINETUNE_LOSS, export_pretrained
     from .train import fit
 
-    defaults = [
-        f"{k}=simclr" for k in ("method.name", "data.augment") if not _given(k, config, overrides)
-    ]
-    cfg = load_config(config, defaults + list(overrides))
+    if probe_epochs < 1:
+        raise ConfigError(
+            f"--probe-epochs must be >= 1 (the linear probe's training epochs), got {probe_epochs}."
+        )
+    cfg = load_config(config, _pretrain_overrides(config, overrides) + list(overrides))
     if cfg.method.name not in SSL_METHODS:
         raise ConfigError(
             f"pretrain: method.name must be one of {', '.join(SSL_METHODS)}, "

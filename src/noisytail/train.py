@@ -35,10 +35,11 @@ from tqdm import tqdm
 
 from . import __version__
 from . import models as _models  # noqa: F401  (registration)
-from .config import Config, ConfigError, dump_config, to_dict
+from .config import Config, ConfigError, dump_config, to_dict, validate
 from .data.corruption import Corruption, ImbalanceSpec, MetaSpec, NoiseSpec, corrupt
 from .data.label_file import apply_label_file
 from .data.loader import CyclingLoader, PoolData, TrainLoader, epoch_generator
+from .data.locations import check_outside_data
 from .data.sources import load_dataset
 from .data.splits import stratified_split
 from .data.types import DataError, DatasetBundle, DataSplit, TensorStore, concat_splits
@@ -827,6 +828,7 @@ def fit(
     resume, and for a time-boxed session); the checkpoint then resumes it.
     """
     out = Path(out_dir)
+    validate(cfg)  # before anything is written (a config built in code skips load_config)
     rt = setup_runtime(cfg)
     resume = _prepare_out_dir(out, cfg, resume, rt.is_main)
     if rt.distributed:
@@ -834,6 +836,7 @@ def fit(
     progress = cfg.train.progress if progress is None else progress
     progress = progress and rt.is_main
     prepared = prepare_data(cfg)
+    check_outside_data(out, prepared.bundle, extra_files=[cfg.data.label_file])
     if resume:
         prepared.check_against(out)
     run = Run(cfg, out, rt, prepared)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..config import Config, ConfigError, from_dict, validate
+from ..data.locations import check_outside_data
 from ..data.types import DataError
 from ..registry import DETECTORS, RegistryError, keyword_parameters
 from ..runfolder import CheckpointError, read_run_config, write_json, write_text
@@ -149,26 +151,31 @@ def _check_detector(detector: str, detector_args: dict[str, Any] | None) -> Any:
     return DETECTORS.build(detector, args=detector_args or {})
 
 
-def _inside(path: Path, folder: Path) -> bool:
+def _earlier_detection(out: Path) -> bool:
+    """Whether ``out/detection.json`` is one that `detect_label_issues` wrote."""
     try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
+        info = json.loads((out / JSON_FILE).read_text())
+    except (OSError, ValueError):
         return False
+    return isinstance(info, dict) and {"detector", "n", "n_flagged", "files"} <= set(info)
 
 
 def _precheck(out: Path, cfg: Config, overwrite: bool, clean_csv: Any) -> None:
-    """Refuse bad output settings before any data are loaded or models trained."""
-    if cfg.data.name == "image_folder" and cfg.data.root and _inside(out, Path(cfg.data.root)):
-        raise ConfigError(
-            f"--out {out} lies inside the image folder {cfg.data.root}: choose a folder outside "
-            "the data (noisytail never writes into your data)."
-        )
+    """Refuse bad output settings before any data are loaded or models trained. Files of the
+    names detect writes are replaced only with ``overwrite``, and only when they belong to an
+    earlier detection (never a user's own file of the same name)."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder.")
-    if (out / ISSUES_FILE).exists() and not overwrite:
+    present = [name for name in (ISSUES_FILE, PICTURE_FILE, JSON_FILE) if (out / name).exists()]
+    if present and not overwrite:
         raise ConfigError(
-            f"{out / ISSUES_FILE} already exists: choose another output folder or overwrite it."
+            f"{out / present[0]} already exists: choose another output folder, or overwrite an "
+            "earlier detection there."
+        )
+    if present and not _earlier_detection(out):
+        raise ConfigError(
+            f"{out} holds {', '.join(present)} but no detection.json of an earlier noisytail "
+            "detection: overwrite replaces only that; choose another output folder."
         )
     if clean_csv not in (None, False):
         if cfg.data.name != "csv":
@@ -236,6 +243,7 @@ def detect_label_issues(
         cfg = read_run_config(run_dir)
         _precheck(out, cfg, overwrite, clean_csv)
         prepared = _load_from_run(run_dir, cfg)
+        check_outside_data(out, prepared.bundle, extra_files=[cfg.data.label_file])
         rt = setup_runtime(cfg)
         loader = _run_loader(run_dir, cfg, prepared, rt, checkpoint)
     else:
@@ -246,6 +254,7 @@ def detect_label_issues(
         validate(cfg)
         _precheck(out, cfg, overwrite, clean_csv)
         prepared = prepare_data(cfg)
+        check_outside_data(out, prepared.bundle, extra_files=[cfg.data.label_file])
         rt = setup_runtime(cfg)
     out.mkdir(parents=True, exist_ok=True)
     task = DetectionTask(cfg, prepared, rt, out, progress=progress, loader=loader)
