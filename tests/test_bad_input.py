@@ -143,6 +143,115 @@ def both(*makers: Callable[[Path], None]) -> Callable[[Path], None]:
     return make
 
 
+# -- run folders (items 1, 2, 5, 8, 10): made by the library in setup, then spoilt
+
+#: FAST for two epochs: a run stopped after epoch 1 can be resumed.
+RESUMABLE = [*FAST, "--set", "train.epochs=2"]
+
+
+class Malicious:
+    """A pickle whose loading creates ``marker`` (inside {in}, so the hash check sees it)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple:
+        import builtins
+
+        return (builtins.open, (self.marker, "w"))
+
+
+def malicious(relative: str) -> Callable[[Path], None]:
+    def make(root: Path) -> None:
+        import torch
+
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": Malicious(root / "ran"), "method": Malicious(root / "ran")}, path)
+
+    return make
+
+
+def tensor_file(relative: str, how: str = "bare") -> Callable[[Path], None]:
+    """A bare tensor, an empty file or a checkpoint cut in half at ``{in}/relative``."""
+
+    def make(root: Path) -> None:
+        import torch
+
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if how == "bare":
+            torch.save(torch.ones(3), path)
+        elif how == "empty":
+            path.write_bytes(b"")
+        else:
+            torch.save({"model": {"w": torch.randn(64, 64)}}, path)
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+    return make
+
+
+def run_folder(
+    *spoil: Callable[[Path], None], overrides: list[str] = RESUMABLE
+) -> Callable[[Path], None]:
+    """``{in}/run``: the ``--set`` values of ``overrides`` trained for one epoch (resumable), then
+    each ``spoil(in_dir)``."""
+
+    def make(root: Path) -> None:
+        from noisytail.config import load_config
+        from noisytail.train import fit
+
+        values = [a.replace("{in}", str(root)) for a in overrides[1::2]]
+        fit(load_config(None, values), root / "run", write_report=False, stop_after_epochs=1)
+        for s in spoil:
+            s(root)
+
+    return make
+
+
+def drop_key(key: str) -> Callable[[Path], None]:
+    def make(root: Path) -> None:
+        import torch
+
+        from noisytail.runfolder import read_checkpoint
+
+        path = root / "run" / "checkpoints" / "last.pt"
+        state = read_checkpoint(path)
+        del state[key]
+        torch.save(state, path)
+
+    return make
+
+
+def remove(relative: str) -> Callable[[Path], None]:
+    return lambda root: (root / relative).unlink()
+
+
+def relabel(relative: str, row: int) -> Callable[[Path], None]:
+    """Flip the 0/1 label of data row ``row`` (1-based, after the header) of a CSV."""
+
+    def make(root: Path) -> None:
+        path = root / relative
+        lines = path.read_text().splitlines()
+        features, label = lines[row].rsplit(",", 1)
+        lines[row] = f"{features},{1 - int(label)}"
+        path.write_text("\n".join(lines) + "\n")
+
+    return make
+
+
+def narrow_weights(root: Path) -> None:
+    """Cut every weight of the run's last.pt to one column: a checkpoint of another model."""
+    import torch
+
+    from noisytail.runfolder import read_checkpoint
+
+    path = root / "run" / "checkpoints" / "last.pt"
+    state = read_checkpoint(path)
+    state["method"] = {k: v[..., :1] if v.dim() else v for k, v in state["method"].items()}
+    torch.save(state, path)
+
+
 EVEN = [str(i % 2) for i in range(40)]
 GRID = "set: [data.name=digits, train.epochs=1]\nseeds: [0]\ngrid:\n  train.lr: [0.1]\n"
 
@@ -430,6 +539,155 @@ CASES = [
         "pretrain: --set method.name=erm",
         ["pretrain", *FAST, "--set", "method.name=erm", "--out", "{out}/p"],
         "pretrain: method.name must be one of simclr, multiview, mttv",
+    ),
+    # items 1, 2, 5, 8 and 10: checkpoints and run folders (a refused resume leaves the run as it
+    # was: it lies inside {in}, whose hashes are checked; a malicious pickle would create {in}/ran)
+    Case(
+        "train: model.init is a malicious pickle",
+        ["train", *FAST, "--set", "model.init={in}/encoder.pt", "--out", "{out}/r"],
+        r"model.init: .*encoder.pt: refused: it holds a Python object",
+        setup=malicious("encoder.pt"),
+    ),
+    Case(
+        "train --resume: last.pt is a malicious pickle",
+        ["train", *RESUMABLE, "--out", "{in}/run", "--resume"],
+        r"last.pt: refused: it holds a Python object",
+        setup=run_folder(malicious("run/checkpoints/last.pt")),
+    ),
+    Case(
+        "evaluate: last.pt is a malicious pickle",
+        ["evaluate", "{in}/run"],
+        r"last.pt: refused: it holds a Python object",
+        setup=run_folder(malicious("run/checkpoints/last.pt")),
+    ),
+    Case(
+        "detect --from-run: last.pt is a malicious pickle",
+        ["detect", "--from-run", "{in}/run", "--out", "{out}/d", "--no-progress"],
+        r"last.pt: refused: it holds a Python object",
+        setup=run_folder(malicious("run/checkpoints/last.pt")),
+    ),
+    Case(
+        "train: model.init is a bare tensor",
+        ["train", *FAST, "--set", "model.init={in}/weights.pt", "--out", "{out}/r"],
+        r"model.init: .*weights.pt: holds a bare tensor",
+        setup=tensor_file("weights.pt"),
+    ),
+    Case(
+        "train: model.init is a 0-byte file",
+        ["train", *FAST, "--set", "model.init={in}/weights.pt", "--out", "{out}/r"],
+        r"weights.pt: is empty \(0 bytes\)",
+        setup=tensor_file("weights.pt", "empty"),
+    ),
+    Case(
+        "train: model.init is a truncated checkpoint",
+        ["train", *FAST, "--set", "model.init={in}/weights.pt", "--out", "{out}/r"],
+        r"weights.pt: cannot be read: it is truncated, damaged or not a PyTorch checkpoint",
+        setup=tensor_file("weights.pt", "truncated"),
+    ),
+    Case(
+        "train --resume: last.pt is 0 bytes",
+        ["train", *RESUMABLE, "--out", "{in}/run", "--resume"],
+        r"last.pt: is empty \(0 bytes\)",
+        setup=run_folder(tensor_file("run/checkpoints/last.pt", "empty")),
+    ),
+    Case(
+        "train --resume: last.pt is truncated",
+        ["train", *RESUMABLE, "--out", "{in}/run", "--resume"],
+        r"last.pt: cannot be read",
+        setup=run_folder(tensor_file("run/checkpoints/last.pt", "truncated")),
+    ),
+    Case(
+        "train --resume: last.pt lacks the optimizer's state",
+        ["train", *RESUMABLE, "--out", "{in}/run", "--resume"],
+        r"last.pt: lacks 'optimizer': not a complete noisytail checkpoint",
+        setup=run_folder(drop_key("optimizer")),
+    ),
+    Case(
+        "train --resume: the run's config.yaml is missing",
+        ["train", *RESUMABLE, "--out", "{in}/run", "--resume"],
+        r"run/config.yaml: not found",
+        setup=run_folder(remove("run/config.yaml")),
+    ),
+    Case(
+        "train --resume: the run's config.yaml is corrupt",
+        ["train", *RESUMABLE, "--out", "{in}/run", "--resume"],
+        r"run/config.yaml: not valid YAML",
+        setup=run_folder(text("run/config.yaml", "train: {epochs: 2\nmethod: [")),
+    ),
+    Case(
+        "evaluate: best.pt is 0 bytes",
+        ["evaluate", "{in}/run", "--checkpoint", "best"],
+        r"best.pt: is empty \(0 bytes\)",
+        setup=run_folder(tensor_file("run/checkpoints/best.pt", "empty")),
+    ),
+    Case(
+        "evaluate: the run's config.yaml is corrupt",
+        ["evaluate", "{in}/run"],
+        r"run/config.yaml: not valid YAML",
+        setup=run_folder(text("run/config.yaml", "- [")),
+    ),
+    Case(
+        "train --resume: an image was removed from the data since the run",
+        ["train", *PHOTOS, "--set", "train.epochs=2", "--out", "{in}/run", "--resume"],
+        r"the data changed since the run: the (training|test) split (has \d+ samples, the run "
+        r"was made on \d+|holds other samples \(files or ids\) than the run's)",
+        setup=both(
+            photos,
+            run_folder(
+                remove("photos/class_1/3.png"), overrides=[*PHOTOS, "--set", "train.epochs=2"]
+            ),
+        ),
+    ),
+    Case(
+        "evaluate: an image was removed from the data since the run",
+        ["evaluate", "{in}/run"],
+        r"the data changed since the run: the (training|test) split (has|holds other samples)",
+        setup=both(
+            photos,
+            run_folder(
+                remove("photos/class_2/0.png"), overrides=[*PHOTOS, "--set", "train.epochs=2"]
+            ),
+        ),
+    ),
+    Case(
+        "train --resume: a CSV label changed since the run",
+        ["train", *FAST_CSV, "--set", "data.options.test_csv={in}/data/test.csv"]
+        + ["--set", "train.epochs=2", "--out", "{in}/run", "--resume"],
+        r"the data changed since the run: labels differ at 1 of 40 samples of the training split",
+        setup=both(
+            table(EVEN),
+            table(EVEN[:10], "data/test.csv"),
+            run_folder(
+                relabel("data/table.csv", 7),
+                overrides=[*FAST_CSV, "--set", "data.options.test_csv={in}/data/test.csv"]
+                + ["--set", "train.epochs=2"],
+            ),
+        ),
+    ),
+    Case(
+        "detect --from-run: a CSV label changed since the run",
+        ["detect", "--from-run", "{in}/run", "--out", "{out}/d", "--no-progress"],
+        r"the data changed since the run: labels differ at 1 of 40 samples",
+        setup=both(
+            table(EVEN),
+            table(EVEN[:10], "data/test.csv"),
+            run_folder(
+                relabel("data/table.csv", 2),
+                overrides=[*FAST_CSV, "--set", "data.options.test_csv={in}/data/test.csv"],
+            ),
+        ),
+    ),
+    Case(
+        "train --resume: other settings than the run's",
+        ["train", *RESUMABLE, "--set", "model.options.width=16", "--out", "{in}/run", "--resume"],
+        r"--resume: the config differs from the one saved",
+        setup=run_folder(),
+    ),
+    Case(
+        "train --resume: last.pt holds weights of another model",
+        ["train", *RESUMABLE, "--out", "{in}/run", "--resume"],
+        r"last.pt: does not fit this run's model, method or optimizer",
+        setup=run_folder(narrow_weights),
     ),
     # the command line itself
     Case("train: config file missing", ["train", "{in}/none.yaml"], "Config file .* not found"),
