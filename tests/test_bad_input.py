@@ -615,6 +615,12 @@ CASES = [
         setup=run_folder(text("run/config.yaml", "train: {epochs: 2\nmethod: [")),
     ),
     Case(
+        "train --resume: the run's config.yaml is not a mapping",
+        ["train", *RESUMABLE, "--out", "{in}/run", "--resume"],
+        r"run/config.yaml: holds a list, not a run's config",
+        setup=run_folder(text("run/config.yaml", "- 1\n- 2\n")),
+    ),
+    Case(
         "evaluate: best.pt is 0 bytes",
         ["evaluate", "{in}/run", "--checkpoint", "best"],
         r"best.pt: is empty \(0 bytes\)",

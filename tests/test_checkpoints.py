@@ -1,6 +1,7 @@
 """Checkpoints and resume (issue 12): nothing runs from a checkpoint, a run resumes only on its own
 data, a run that stopped before its first checkpoint restarts, and damaged files or a full disk are
-one-line errors."""
+one-line errors. The CLI's one-line errors for damaged run folders and checkpoints are rows of
+tests/test_bad_input.py."""
 
 from __future__ import annotations
 
@@ -380,67 +381,3 @@ def test_resume_and_detect_refuse_a_changed_csv_label(tmp_path):
     result = _cli("detect", "--from-run", out, "--out", tmp_path / "det", "--no-progress")
     _one_line_error(result, 2, expected)
     assert not (tmp_path / "det").exists()
-
-
-# --------------------------------------------------------------------------------------------
-# Damaged run folders: one line, exit code 2
-
-
-def _damage(run: Path, how: str) -> None:
-    last = run / "checkpoints" / "last.pt"
-    if how == "empty checkpoint":
-        last.write_bytes(b"")
-    elif how == "truncated checkpoint":
-        last.write_bytes(last.read_bytes()[:1000])
-    elif how == "checkpoint without optimizer":
-        state = read_checkpoint(last)
-        del state["optimizer"]
-        torch.save(state, last)
-    elif how == "checkpoint of another model":
-        state = read_checkpoint(last)
-        state["method"] = {k: v[..., :1] if v.dim() else v for k, v in state["method"].items()}
-        torch.save(state, last)
-    elif how == "no config.yaml":
-        (run / "config.yaml").unlink()
-    elif how == "corrupt config.yaml":
-        (run / "config.yaml").write_text("train: {epochs: 2\nmethod: [")
-    elif how == "config.yaml not a mapping":
-        (run / "config.yaml").write_text("- 1\n- 2\n")
-
-
-@pytest.mark.parametrize(
-    ("how", "fragment"),
-    [
-        ("empty checkpoint", "last.pt: is empty (0 bytes)"),
-        ("truncated checkpoint", "last.pt: cannot be read"),
-        ("checkpoint without optimizer", "last.pt: lacks 'optimizer'"),
-        ("checkpoint of another model", "last.pt: does not fit this run's model"),
-        ("no config.yaml", "config.yaml: not found"),
-        ("corrupt config.yaml", "config.yaml: not valid YAML"),
-        ("config.yaml not a mapping", "config.yaml: holds a list"),
-    ],
-)
-def test_resume_from_a_damaged_run_is_one_line(how, fragment, runs, tmp_path):
-    run = _copy(runs, "stopped", tmp_path)
-    _damage(run, how)
-    _one_line_error(_train(run, "--resume"), 2, fragment)
-
-
-@pytest.mark.parametrize(
-    ("how", "fragment"),
-    [
-        ("empty checkpoint", "last.pt: is empty (0 bytes)"),
-        ("corrupt config.yaml", "config.yaml: not valid YAML"),
-    ],
-)
-def test_evaluate_a_damaged_run_is_one_line(how, fragment, runs, tmp_path):
-    run = _copy(runs, "done", tmp_path)
-    _damage(run, how)
-    _one_line_error(_cli("evaluate", run), 2, fragment)
-
-
-def test_model_init_from_a_bare_tensor_is_one_line(tmp_path):
-    bare = tmp_path / "weights.pt"
-    torch.save(torch.ones(3), bare)
-    result = _train(tmp_path / "run", overrides=[*OVERRIDES, f"model.init={bare}"])
-    _one_line_error(result, 2, f"model.init: {bare}: holds a bare tensor")
