@@ -1,0 +1,177 @@
+"""DivideMix: the GMM co-divide, sharpening, co-refinement and co-guessing on hand-worked values,
+the dominant MixMatch mixup, the class-balance penalty, the co-divide wiring (each network learns
+from the other's split) and resume on a tiny digits run."""
+
+import contextlib
+import json
+import math
+
+import numpy as np
+import torch
+
+from noisytail.methods.base import Batch, Context, TaskInfo
+from noisytail.methods.dividemix import (
+    class_balance_penalty,
+    co_guess,
+    co_refine,
+    gmm_clean_probability,
+    linear_rampup,
+    mixmatch_mix,
+    sharpen,
+)
+from noisytail.registry import METHODS, MODELS
+from noisytail.train import fit
+
+N, K = 32, 4
+
+
+def test_gmm_calls_the_lower_mean_component_clean():
+    rng = np.random.default_rng(0)
+    clean = rng.normal(0.5, 0.1, 700)
+    noisy = rng.normal(3.0, 0.4, 300)
+    losses = np.concatenate([clean, noisy])
+    p = gmm_clean_probability(losses)
+    assert p.shape == (1000,)
+    assert (p[:700] > 0.5).mean() > 0.99 and (p[700:] < 0.5).mean() > 0.99
+    assert p[:700].mean() > 0.95 and p[700:].mean() < 0.05
+    # min-max normalised first: an affine change of the losses changes nothing
+    np.testing.assert_allclose(gmm_clean_probability(10 * losses + 3), p, atol=1e-6)
+
+
+def test_sharpen_and_co_guess_hand_worked():
+    p = torch.tensor([[0.6, 0.4], [0.5, 0.5]])
+    # 0.6^2 / (0.36 + 0.16), 0.4^2 / 0.52
+    torch.testing.assert_close(
+        sharpen(p, 0.5), torch.tensor([[0.36 / 0.52, 0.16 / 0.52]] + [[0.5, 0.5]])
+    )
+    torch.testing.assert_close(sharpen(p, 1.0), p)
+    # co-guessing: the mean of 4 predictions is [0.65, 0.35]; sharpened 0.4225 / 0.545
+    probs = [torch.tensor([[a, 1 - a]]) for a in (0.5, 0.7, 0.9, 0.5)]
+    torch.testing.assert_close(
+        co_guess(probs, 0.5), torch.tensor([[0.4225 / 0.545, 0.1225 / 0.545]])
+    )
+    # co-refinement: w = 0.8, own mean [0.3, 0.7] -> [0.86, 0.14]; sharpened 0.7396 / 0.7592
+    refined = co_refine(
+        torch.tensor([[1.0, 0.0]]),
+        torch.tensor([0.8]),
+        [torch.tensor([[0.2, 0.8]]), torch.tensor([[0.4, 0.6]])],
+        0.5,
+    )
+    torch.testing.assert_close(refined, torch.tensor([[0.7396 / 0.7592, 0.0196 / 0.7592]]))
+
+
+def test_mixmatch_mix_keeps_the_first_operand_dominant():
+    x = torch.randn(16, 3)
+    t = torch.softmax(torch.randn(16, 5), dim=1)
+    lams = []
+    for seed in range(50):
+        mixed_x, mixed_t, lam, perm = mixmatch_mix(x, t, 4.0, torch.Generator().manual_seed(seed))
+        lams.append(lam)
+        assert 0.5 <= lam <= 1.0
+        torch.testing.assert_close(mixed_x, lam * x + (1 - lam) * x[perm])
+        torch.testing.assert_close(mixed_t, lam * t + (1 - lam) * t[perm])
+        own = (mixed_x - x).norm(dim=1)
+        partner = (mixed_x - x[perm]).norm(dim=1)
+        assert bool((own <= partner + 1e-6).all())
+    assert min(lams) < 0.7 and max(lams) > 0.75  # a Beta(4, 4) draw folded onto [0.5, 1]
+
+
+def test_class_balance_penalty_hand_worked():
+    # softmax rows [0.8, 0.2] and [0.6, 0.4]: mean [0.7, 0.3];
+    # penalty = 0.5 log(0.5 / 0.7) + 0.5 log(0.5 / 0.3)
+    logits = torch.log(torch.tensor([[0.8, 0.2], [0.6, 0.4]]))
+    expected = 0.5 * math.log(0.5 / 0.7) + 0.5 * math.log(0.5 / 0.3)
+    assert abs(float(class_balance_penalty(logits)) - expected) < 1e-6
+    balanced = torch.log(torch.tensor([[0.7, 0.3], [0.3, 0.7]]))
+    assert abs(float(class_balance_penalty(balanced))) < 1e-6
+
+
+def test_linear_rampup():
+    assert linear_rampup(5.0, 10, 16) == 0.0
+    assert linear_rampup(18.0, 10, 16) == 0.5
+    assert linear_rampup(40.0, 10, 16) == 1.0
+
+
+def _build(**kw):
+    torch.manual_seed(0)
+    model = MODELS.build("mlp", num_classes=K, input_shape=(6,), hidden=(8,))
+    labels = np.arange(N) % K
+    info = TaskInfo(K, np.bincount(labels, minlength=K), N, (6,), 4, 4, train_labels=labels)
+    method = METHODS.build("dividemix", args={"warmup_epochs": 1, **kw}, model=model, info=info)
+    x = torch.randn(N, 6, generator=torch.Generator().manual_seed(3))
+    ctx = Context(
+        info=info,
+        optimizer=torch.optim.SGD(method.parameter_groups(), lr=0.1),
+        device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(0),
+        meta_batches=None,
+        predict_train=lambda fn: fn(x),
+        autocast=contextlib.nullcontext,
+    )
+    batch = Batch((x, x + 0.1), torch.as_tensor(labels), torch.arange(N))
+    return method, ctx, batch
+
+
+def test_second_network_is_distinct_and_trained():
+    method, ctx, batch = _build()
+    w1, w2 = method.model.body[1].weight, method.net2.body[1].weight
+    assert not torch.equal(w1, w2)
+    torch.testing.assert_close(w1.flatten().sort().values, w2.flatten().sort().values)
+    ids = {id(p) for g in method.parameter_groups() for p in g["params"]}
+    assert all(id(p) in ids for p in method.net2.parameters())
+    assert any(k.startswith("net2.") for k in method.state_dict())
+    # predict averages the two networks' logits
+    x = batch.x[0]
+    torch.testing.assert_close(method.predict(x), 0.5 * (method.model(x) + method.net2(x)))
+
+
+def test_each_network_learns_from_the_other_networks_split():
+    method, ctx, batch = _build()
+    assert method.sample_scores() is None
+    ctx.epoch = 1
+    method.on_epoch_start(ctx)  # a real split from the two networks' losses
+    assert method.split_epoch == 1 and method.sample_scores().shape == (N,)
+    np.testing.assert_allclose(method.sample_scores(), method.prob.double().mean(0).numpy())
+    # network 1 thinks everything is clean, network 2 thinks everything is noisy
+    method.prob = torch.stack([torch.ones(N), torch.zeros(N)])
+    method._dev = {}
+    out = method.training_step(batch, ctx)
+    assert float(out["labelled_fraction_batch_net1"]) == 0.0  # net 1 uses net 2's split
+    assert float(out["labelled_fraction_batch_net2"]) == 1.0  # net 2 uses net 1's split
+    assert float(out["labelled_loss_net1"]) == 0.0 and float(out["unlabelled_loss_net2"]) == 0.0
+    out["loss"].backward()
+    assert method.model.head.weight.grad is not None and method.net2.head.weight.grad is not None
+
+
+def test_warmup_is_cross_entropy_of_both_networks():
+    method, ctx, batch = _build()
+    ctx.epoch = 0
+    out = method.training_step(batch, ctx)
+    y = batch.labels
+    ce1 = torch.nn.functional.cross_entropy(method.model(batch.x[0]), y)
+    ce2 = torch.nn.functional.cross_entropy(method.net2(batch.x[1]), y)
+    torch.testing.assert_close(out["loss"], ce1 + ce2)
+
+
+def _metrics(path):
+    rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:
+        r.pop("seconds")
+    return rows
+
+
+def test_resume_matches_uninterrupted(tmp_path, digits_config):
+    cfg = digits_config(
+        "method.name=dividemix",
+        "method.warmup_epochs=1",
+        "noise.kind=random_subset",
+        "noise.rate=0.4",
+        "train.epochs=3",
+    )
+    fit(cfg, tmp_path / "full", write_report=False)
+    part = fit(cfg, tmp_path / "split", write_report=False, stop_after_epochs=2)
+    assert not part["finished"]
+    fit(cfg, tmp_path / "split", resume=True, write_report=False)
+    full, split = _metrics(tmp_path / "full"), _metrics(tmp_path / "split")
+    assert full == split
+    assert "labelled_loss_net1" in full[-1] and "clean_fraction" in full[-1]
