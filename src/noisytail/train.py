@@ -685,6 +685,7 @@ class Run:
         if self.meta_cycle is not None:
             self.meta_cycle.reset(epoch)
         frozen = self.frozen = epoch < cfg.train.freeze_backbone_epochs
+        ctx.frozen_parameters = tuple(self.backbone) if frozen else ()
         method.train()
         if frozen:
             set_backbone_eval(method.model)

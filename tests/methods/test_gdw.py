@@ -1,6 +1,7 @@
 """GDW: the zero-mean constraint, the class-weighted logit gradient, the class-level step."""
 
 import contextlib
+import copy
 
 import numpy as np
 import pytest
@@ -9,11 +10,13 @@ from torch import nn
 
 from noisytail.methods.base import Batch, Context, TaskInfo
 from noisytail.methods.gdw import (
+    clamp_probs,
     class_weight_step,
     class_weighted_logit_loss,
     zero_mean_constraint,
 )
 from noisytail.registry import METHODS, MODELS
+from noisytail.train import backbone_parameters, scale_backbone_groups
 
 
 def test_zero_mean_constraint_keeps_weighted_gradient_zero_mean():
@@ -36,6 +39,62 @@ def test_constraint_survives_saturated_probabilities():
     p = torch.tensor([[1.0, 0.0, 0.0], [0.9995, 0.0005, 0.0]])
     new = zero_mean_constraint(torch.ones(2, 3), p, torch.tensor([0, 0]))
     assert torch.isfinite(new).all()
+    # with the probabilities GDW uses (clamped once), every row still sums to zero
+    pc = clamp_probs(p)
+    onehot = nn.functional.one_hot(torch.tensor([0, 0]), 3).float()
+    torch.testing.assert_close((new * (pc - onehot)).sum(1), torch.zeros(2), atol=1e-9, rtol=0)
+    with pytest.raises(ValueError, match="p_max"):
+        clamp_probs(p, 1.0)
+
+
+def _saturated_gdw(**kw):
+    """GDW on a linear model whose inputs are the basis vectors, so the gradient of the head's
+    weight column i is the logit gradient of sample i; sample 0 has p_y = 0.99963 > 0.999."""
+    torch.manual_seed(0)
+    model = MODELS.build("mlp", num_classes=4, input_shape=(6,), hidden=()).double()
+    with torch.no_grad():
+        model.head.weight.normal_(0, 0.5)
+        model.head.weight[:, 0] = torch.tensor([9.0, 0.0, 0.0, 0.0])
+        model.head.bias.zero_()
+    info = TaskInfo(4, np.array([10] * 4), 40, (6,), 2, 1)
+    m = METHODS.build("gdw", args=kw, model=model, info=info).double()
+    opt = torch.optim.SGD(m.parameter_groups(), lr=0.1)
+    mx = torch.randn(8, 6, dtype=torch.float64)
+    my = torch.randint(0, 4, (8,))
+    ctx = Context(
+        info=info,
+        optimizer=opt,
+        device=torch.device("cpu"),
+        generator=torch.Generator(),
+        meta_batches=lambda: Batch(mx, my, torch.arange(8)),
+        predict_train=None,
+        autocast=contextlib.nullcontext,
+    )
+    x = torch.eye(6, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 3, 0, 1])
+    return m, ctx, x, y
+
+
+def test_saturated_row_keeps_zero_sum_in_the_real_step():
+    m, ctx, x, y = _saturated_gdw()
+    assert float(torch.softmax(m.model(x[:1]), 1)[0, 0]) > 0.999
+    m(Batch(x, y, torch.arange(6)), ctx)["loss"].backward()
+    g = m.model.head.weight.grad  # [K, B]: column i = logit gradient of sample i
+    torch.testing.assert_close(g.sum(0), torch.zeros(6, dtype=torch.float64), atol=1e-15, rtol=0)
+    assert float(g[:, 0].abs().sum()) > 1e-6
+
+
+def test_equal_class_weights_give_mwnet_gradient_on_a_saturated_row():
+    """No class-level step (eta_omega 0) and a fixed weighting network (lr 0): GDW's real step
+    must be MW-Net's, the gradient of mean(V(l) * l), computed here directly."""
+    m, ctx, x, y = _saturated_gdw(eta_omega=0.0, vnet_lr=0.0)
+    ce = nn.functional.cross_entropy(m.model(x), y, reduction="none")
+    w = m.vnet(ce.detach()).detach()
+    want = torch.autograd.grad((w * ce).mean(), [m.model.head.weight, m.model.head.bias])
+    m(Batch(x, y, torch.arange(6)), ctx)["loss"].backward()
+    got = [m.model.head.weight.grad, m.model.head.bias.grad]
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
 
 
 def test_equal_class_weights_reduce_to_instance_weighting():
@@ -114,21 +173,127 @@ def test_gdw_step_keeps_constraint_and_moves_weights():
     assert all(p.grad is None for p in m.vnet.parameters())
 
 
-def test_mwnet_mode_matches_mwnet_method():
-    a, ctx_a = _gdw("mwnet")
+# --------------------------------------------------------------------------------------------
+# An independent reference: the official MW-Net / GDW iteration written out by hand for a
+# one-hidden-layer MLP (explicit forward, explicit virtual step, torch's Adam), float64.
+
+
+def _mlp_logits(theta, x):
+    h = torch.relu(x @ theta["body.1.weight"].T + theta["body.1.bias"])
+    return h @ theta["head.weight"].T + theta["head.bias"]
+
+
+def reference_step(theta, lrs, vnet, x, y, mx, my, mode, eta=100.0, clip=0.2, p_max=0.999):
+    """One official iteration (Shu et al. Alg. 1; Chen et al. Alg. 1). ``lrs``: each parameter's
+    virtual-step rate (0 = not moved). Returns the VNet after its Adam step and the real step's
+    gradient ``{name: grad}``."""
+    theta = {n: t.detach().clone().requires_grad_() for n, t in theta.items()}
+    names = list(theta)
+    vnet = copy.deepcopy(vnet)
+    adam = torch.optim.Adam(vnet.parameters(), lr=1e-3, weight_decay=1e-4)
+    logits = _mlp_logits(theta, x)
+    b, k = logits.shape
+    ce = nn.functional.cross_entropy(logits, y, reduction="none")
+    w = vnet(ce.detach())
+    onehot = nn.functional.one_hot(y, k).double()
+    p = torch.softmax(logits.detach(), 1)
+
+    def constrain(om):  # the labelled entry: sum_{j != y} om_j p_j / (1 - p_y)
+        p_y = (p * onehot).sum(1)
+        om_y = ((om * p).sum(1) - (om * onehot).sum(1) * p_y) / (1 - p_y)
+        return om * (1 - onehot) + om_y[:, None] * onehot
+
+    if mode == "gdw":
+        p = p.clamp(max=p_max)
+        omega = constrain(w[:, None].repeat(1, k))
+        g = torch.autograd.grad(
+            logits, [theta[n] for n in names], omega * (p - onehot) / b, create_graph=True
+        )
+    else:
+        g = torch.autograd.grad((w * ce).mean(), [theta[n] for n in names], create_graph=True)
+    fast = {n: theta[n] - lrs[n] * gi for n, gi in zip(names, g)}
+    meta = nn.functional.cross_entropy(_mlp_logits(fast, mx), my)
+    vparams = list(vnet.parameters())
+    wrt = vparams + ([omega] if mode == "gdw" else [])
+    grads = torch.autograd.grad(meta, wrt)
+    for q, gq in zip(vparams, grads):
+        q.grad = gq
+    adam.step()
+    if mode == "gdw":
+        big_g = grads[-1]
+        step = (eta * big_g / big_g.abs().sum()).clamp(-clip, clip)
+        new = constrain((omega.detach() - step).clamp(1e-6, 1e6))
+        real = torch.autograd.grad(logits, [theta[n] for n in names], new * (p - onehot) / b)
+    else:
+        w_new = vnet(ce.detach()).detach()
+        real = torch.autograd.grad((w_new * ce).mean(), [theta[n] for n in names])
+    return vnet, dict(zip(names, real))
+
+
+def _vnet_method(name, scale=1.0, frozen=False, **kw):
     torch.manual_seed(0)
-    b = METHODS.build(
-        "mwnet",
-        model=MODELS.build("mlp", num_classes=4, input_shape=(5,), hidden=(8,)),
-        info=a.info,
+    model = MODELS.build("mlp", num_classes=4, input_shape=(5,), hidden=(7,))
+    info = TaskInfo(4, np.array([10] * 4), 40, (5,), 2, 1)
+    m = METHODS.build(name, args=kw, model=model, info=info).double()
+    backbone = backbone_parameters(m.model)
+    groups = scale_backbone_groups(m.parameter_groups(), backbone, scale)
+    opt = torch.optim.SGD(groups, lr=0.3, momentum=0.9, weight_decay=5e-4)
+    for g in opt.param_groups:  # as the loop sets them each step
+        g["lr"] = 0.3 * g.get("lr_scale", 1.0)
+    torch.manual_seed(1)
+    mx, my = torch.randn(9, 5, dtype=torch.float64), torch.randint(0, 4, (9,))
+    ctx = Context(
+        info=info,
+        optimizer=opt,
+        device=torch.device("cpu"),
+        generator=torch.Generator(),
+        meta_batches=lambda: Batch(mx, my, torch.arange(9)),
+        predict_train=None,
+        autocast=contextlib.nullcontext,
     )
-    b.load_state_dict(a.state_dict())
-    x, y = torch.randn(16, 5), torch.randint(0, 4, (16,))
-    out_a = a(Batch(x, y, torch.arange(16)), ctx_a)
-    out_b = b(Batch(x, y, torch.arange(16)), ctx_a)
-    torch.testing.assert_close(out_a["loss"], out_b["loss"])
-    for p, q in zip(a.vnet.parameters(), b.vnet.parameters()):
-        torch.testing.assert_close(p, q)
+    if frozen:
+        ctx.frozen_parameters = tuple(backbone)
+    x = torch.randn(12, 5, dtype=torch.float64) * 2
+    y = torch.randint(0, 4, (12,))
+    lrs = {
+        n: 0.0
+        if (frozen and n.startswith("body."))
+        else 0.3 * (scale if n.startswith("body.") else 1)
+        for n, _ in m.model.named_parameters()
+    }
+    return m, ctx, x, y, mx, my, lrs
+
+
+@pytest.mark.parametrize(
+    "name,kw,mode",
+    [("mwnet", {}, "mwnet"), ("gdw", {"mode": "mwnet"}, "mwnet"), ("gdw", {}, "gdw")],
+)
+@pytest.mark.parametrize("meta_grad", ["forward", "double_backward"])
+@pytest.mark.parametrize("groups", ["one_lr", "backbone_lr_0.1", "frozen_backbone"])
+def test_step_matches_a_hand_written_reference(name, kw, mode, meta_grad, groups):
+    """MW-Net, GDW's MW-Net mode and GDW against the reference: the weighting network after its
+    Adam step and the real step's gradient. With backbone_lr_scale 0.1 the backbone's virtual
+    step is at a tenth of the head's rate; with a frozen backbone the virtual step leaves it."""
+    scale = 0.1 if groups == "backbone_lr_0.1" else 1.0
+    m, ctx, x, y, mx, my, lrs = _vnet_method(
+        name, scale=scale, frozen=groups == "frozen_backbone", meta_grad=meta_grad, **kw
+    )
+    theta = dict(m.model.named_parameters())
+    vnet0 = copy.deepcopy(m.vnet)
+    vnet, want = reference_step(theta, lrs, vnet0, x, y, mx, my, mode)
+    m(Batch(x, y, torch.arange(12)), ctx)["loss"].backward()
+    for (n, q), r in zip(m.vnet.named_parameters(), vnet.parameters()):
+        torch.testing.assert_close(q, r, rtol=1e-9, atol=1e-12, msg=n)
+    for n, q in m.model.named_parameters():
+        torch.testing.assert_close(q.grad, want[n], rtol=1e-9, atol=1e-12, msg=n)
+    # the reference can tell the variants apart (the test would see a wrong rate or mode)
+    other = dict(lrs, **{n: 0.3 for n in lrs if n.startswith("body.")})
+    if other != lrs:
+        v2, _ = reference_step(theta, other, vnet0, x, y, mx, my, mode)
+        assert any(
+            not torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+            for a, b in zip(v2.parameters(), vnet.parameters())
+        )
 
 
 @pytest.mark.parametrize("mode", ["gdw", "mwnet"])

@@ -74,6 +74,9 @@ class Context:
         self.epoch = 0
         self.step = 0  # global step, counted from 0
         self.step_in_epoch = 0
+        # Parameters the loop will not update this epoch (train.freeze_backbone_epochs): a
+        # look-ahead must not move them either.
+        self.frozen_parameters: tuple[nn.Parameter, ...] = ()
 
     @property
     def total_steps(self) -> int:

@@ -7,8 +7,12 @@ back-propagates ``ω ⊙ (p − y) / B`` (Sec. 3). Per iteration:
 
 1. **Instance weights** (stage 1): ``ω_ij = V(ℓ_i; Θ)`` for all j, from the MW-Net weighting
    network (`noisytail.methods.mwnet.VNet`).
-2. **Zero-mean constraint** (Eq. 7): ``ω_{i,y_i} = Σ_{j≠y_i} ω_ij p_ij / Σ_{j≠y_i} p_ij`` (with
-   ``p_{i,y_i} ≤ 0.999``), so that ``Σ_j ω_ij (p_ij − y_ij) = 0`` like the CE logit gradient.
+2. **Zero-mean constraint** (Eq. 7): ``ω_{i,y_i} = Σ_{j≠y_i} ω_ij p_ij / (1 − p_{i,y_i})``, so
+   that ``Σ_j ω_ij (p_ij − y_ij) = 0`` like the CE logit gradient. As in the official code, ``p``
+   is clamped to ``≤ 0.999`` once (`clamp_probs`) and that same ``p`` is used here *and* in the
+   residual ``p − y`` of steps 3 and 6, so a saturated row (``p_{i,y_i} > 0.999``) still sums to
+   zero, and equal class weights still give MW-Net's logit gradient ``ω_i (p_i − y_i)`` (exactly,
+   unless an off-label probability exceeds 0.999).
 3. **Virtual step** ``θ' = θ − η_t ∇_θ`` of the surrogate whose logit gradient is
    ``ω ⊙ (p − y) / B``: ``(1/B) Σ_ij ω_ij · sg(p_ij − y_ij) · z_ij`` (``sg`` = stop-gradient,
    ``z`` the logits). Its parameter gradient is linear in ω, so ``G = ∂L_meta/∂ω`` (B×K) comes
@@ -19,7 +23,7 @@ back-propagates ``ω ⊙ (p − y) / B`` (Sec. 3). Per iteration:
    1000 on CIFAR-100), clamp to [1e-6, 1e6], re-apply the constraint with the real model's p.
 6. **Real step** with the logit gradient ``ω ⊙ (p − y) / B``, ω detached.
 
-``mode="mwnet"`` is the MW-Net baseline on the same code path (steps 5 is skipped and step 6 uses
+``mode="mwnet"`` is the MW-Net baseline on the same code path (step 5 is skipped and step 6 uses
 ``mean(V(ℓ; Θ_new) · ℓ)``), as the official ``--mode mw-net``. The real step reuses the forward
 pass of step 1; the official code runs a second forward on the same batch. ``meta_grad``
 ("forward" by default, or the official "double_backward"; same numbers) is explained in
@@ -43,27 +47,39 @@ from .mwnet import VNetReweighting, class_weighted_logit_loss
 
 __all__ = [
     "GDW",
+    "clamp_probs",
     "class_weight_step",
     "class_weighted_logit_loss",
     "zero_mean_constraint",
 ]
 
 
+def clamp_probs(probs: Tensor, p_max: float = 0.999) -> Tensor:
+    """The softmax probabilities ``[B, K]`` GDW works with: detached, every entry ``≤ p_max``.
+
+    Computed once per step and used in the constraint *and* the residual ``p − y`` (clamping is
+    idempotent, so passing the result again changes nothing).
+    """
+    if not 0.0 < p_max < 1.0:
+        raise ValueError(f"p_max must be in (0, 1), got {p_max}.")
+    return at_least_float32(probs.detach()).clamp(max=p_max)
+
+
 def zero_mean_constraint(
     omega: Tensor, probs: Tensor, labels: Tensor, p_max: float = 0.999
 ) -> Tensor:
-    """``omega`` with its labelled-class entry set to ``Σ_{j≠y} ω_ij p_ij / Σ_{j≠y} p_ij`` (Eq. 7).
+    """``omega`` ``[B, K]`` with its labelled-class entry set to ``Σ_{j≠y} ω_ij p_ij / (1 − p_iy)``
+    (Eq. 7), so that ``Σ_j ω_ij (p_ij − y_ij) = 0`` for these ``p``.
 
-    ``probs`` are the (detached) softmax probabilities; ``p_{i,y_i}`` is clamped to ``p_max`` so
-    the denominator stays ≥ 1 − p_max. Differentiable in ``omega``.
+    ``probs`` are clamped by `clamp_probs` (``1 − p_iy ≥ 1 − p_max``); pass the same clamped
+    probabilities to the residual (`class_weighted_logit_loss`) or the zero sum does not hold for
+    saturated rows. Differentiable in ``omega``.
     """
-    probs = at_least_float32(probs.detach())
+    probs = clamp_probs(probs, p_max)
     onehot = F.one_hot(labels.long(), probs.shape[1]).to(probs.dtype)
-    p_y = (probs * onehot).sum(1).clamp(max=p_max)
-    other = probs * (1.0 - onehot)
-    num = (omega * other).sum(1)
-    den = torch.maximum(other.sum(1), 1.0 - p_y)
-    return omega * (1.0 - onehot) + (num / den)[:, None] * onehot
+    p_y = (probs * onehot).sum(1)
+    num = (omega * probs * (1.0 - onehot)).sum(1)
+    return omega * (1.0 - onehot) + (num / (1.0 - p_y))[:, None] * onehot
 
 
 def class_weight_step(
@@ -111,6 +127,8 @@ class GDW(VNetReweighting):
         )
         if mode not in ("gdw", "mwnet"):
             raise ValueError(f"mode must be 'gdw' or 'mwnet', got {mode!r}.")
+        if not 0.0 < p_max < 1.0:
+            raise ValueError(f"p_max must be in (0, 1), got {p_max}.")
         self.mode = mode
         self.eta_omega = eta_omega
         self.max_step = max_step
@@ -122,12 +140,15 @@ class GDW(VNetReweighting):
         logits = self.model(batch.x)
         losses = F.cross_entropy(at_least_float32(logits), labels, reduction="none")
         probs = torch.softmax(at_least_float32(logits.detach()), dim=1)
+        if self.mode == "gdw":  # clamped once, used in the constraint and in every p − y
+            probs = clamp_probs(probs, self.p_max)
         w = self.vnet(losses.detach())  # stage 1: instance weights
         omega = w[:, None].expand_as(probs)
         if self.mode == "gdw":  # = w_i everywhere, but in the graph entry by entry
             omega = zero_mean_constraint(omega, probs, labels, self.p_max)
+        params, lrs = self._lookahead(ctx)
         meta_loss, g = self._meta_step(
-            batch.x, logits, labels, probs, omega, ctx.meta_batch(), ctx.lr
+            batch.x, logits, labels, probs, omega, ctx.meta_batch(), lrs, params
         )
         ce = losses.mean().detach()
         with torch.no_grad():

@@ -18,7 +18,10 @@ normalised. The real step is the weighted sum with the weights detached; the gra
 the paper (0.25 CIFAR-10, 0.8 CIFAR-100/ISIC) is the loop's ``train.grad_clip``.
 
 ``reweight_label=False`` is L2RW (β = 0). The first ``warmup_epochs`` epochs (paper: 10 on CIFAR,
-1 on ISIC, 0 on Clothing1M) are plain mean cross-entropy.
+1 on ISIC, 0 on Clothing1M) are plain mean cross-entropy. The official code's other switches are
+options: ``mixup_alpha`` (``--mixup``), ``meta_step`` (``--meta_step``), ``norm_type="hard"``
+(``--hard_weight``, here binary weights) and L2RW's ``min_weight``; a meta set without clean data
+(``--no_val_data``) is the loop's ``meta.source=pseudo`` (docs/methods.md, L2B).
 
 Departures from the official code, for cost (mathematically the same step): the real step reuses
 the look-ahead's forward pass instead of a second forward on the same batch (so BatchNorm running
@@ -49,36 +52,67 @@ from ..models.base import Backbone
 from ..registry import METHODS
 from .base import Batch, Context, Method, TaskInfo
 from .lookahead import (
+    SGDRule,
     at_least_float32,
+    drift,
     forward_with_tangents,
+    functional_forward,
+    group_lrs,
     head_parameters,
     lookahead_meta_loss,
     meta_tangents,
+    sgd_rules,
     trainable_parameters,
 )
 
-NORM_TYPES = ("org", "softmax", "sigmoid")
+NORM_TYPES = ("org", "softmax", "sigmoid", "hard")
 META_GRADS = ("forward", "double_backward")
 
 
 def normalise_meta_weights(
-    grad: Tensor, norm_type: str = "org", temperature: float = 10.0, eps: float = 1e-10
+    grad: Tensor,
+    norm_type: str = "org",
+    temperature: float = 10.0,
+    eps: float = 1e-10,
+    floor: float = 0.0,
 ) -> Tensor:
     """Weights from the meta-gradient ``grad = ∂L_meta/∂ε`` (any shape), normalised jointly.
 
-    ``"org"``: ``max(−g, 0) / (Σ max(−g, 0) + eps)`` (L2RW Eq. 5, L2B Eq. 9); all zero when no
-    entry has a negative gradient. ``"softmax"``: ``softmax(−g/T)`` over all entries.
-    ``"sigmoid"``: ``σ(−g) / Σ σ(−g)``.
+    ``"org"``: ``max(−g, floor) / (Σ max(−g, floor) + eps)`` (L2RW Eq. 5 with ``floor = 0``, L2B
+    Eq. 9; ``floor > 0`` is the official L2RW code's minimum example weight); all zero when no
+    entry exceeds a zero floor. ``"softmax"``: ``softmax(−g/T)`` over all entries.
+    ``"sigmoid"``: ``σ(−g) / Σ σ(−g)``. ``"hard"``: binary weights, ``1[−g > 0]`` over their
+    count (each entry the look-ahead favours counts equally; all zero when none does).
     """
     if norm_type == "org":
-        w = torch.clamp(-grad, min=0.0)
+        w = torch.clamp(-grad, min=floor)
         return w / (w.sum() + eps)
+    if floor:
+        raise ValueError(f"a minimum weight (floor) goes with norm_type 'org', not {norm_type!r}.")
     if norm_type == "softmax":
         return torch.softmax((-grad / temperature).flatten(), dim=0).view_as(grad)
     if norm_type == "sigmoid":
         w = torch.sigmoid(-grad)
         return w / (w.sum() + eps)
+    if norm_type == "hard":
+        w = (-grad > 0).to(grad.dtype)
+        return w / w.sum().clamp_min(1.0)
     raise ValueError(f"norm_type must be one of {NORM_TYPES}, got {norm_type!r}.")
+
+
+def mixup_batch(
+    x: Tensor, labels: Tensor, num_classes: int, alpha: float, generator: torch.Generator
+) -> tuple[Tensor, Tensor, float]:
+    """``(λ·x + (1 − λ)·x[perm], λ·onehot(y) + (1 − λ)·onehot(y[perm]), λ)``, ``λ ~ Beta(α, α)``
+    and ``perm`` a permutation of the batch, both from ``generator``: the L2B code's ``--mixup``
+    (α = 32, so λ stays near 0.5; one λ per batch). ``x [B, ...]``, ``labels [B]``; the soft
+    targets ``[B, K]`` make the observed-label loss ``λ·CE(y) + (1 − λ)·CE(y[perm])``."""
+    perm = torch.randperm(len(labels), generator=generator).to(labels.device)
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    onehot = F.one_hot(labels.long(), num_classes).to(at_least_float32(x).dtype)
+    mixed = lam * x + (1.0 - lam) * x[perm.to(x.device)]
+    return mixed, lam * onehot + (1.0 - lam) * onehot[perm], lam
 
 
 def _per_sample_ce(logits: Tensor, targets: Tensor) -> Tensor:
@@ -104,16 +138,18 @@ def l2b_weights(
     meta_x: Tensor,
     meta_y: Tensor,
     *,
-    lr: float,
+    lr: float | Mapping[str, float] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     norm_type: str = "org",
     temperature: float = 10.0,
     params: Mapping[str, Tensor] | None = None,
+    rules: Mapping[str, SGDRule] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """``(weights, meta_grad)``, both shaped like ``losses`` (``[R, B]``), detached.
 
-    ``losses`` must come from a forward of ``model`` with its graph; ``meta_grad`` is
-    ``∂L_meta(θ'(ε))/∂ε`` at ``ε = 0`` for the virtual step on ``Σ ε ⊙ losses``.
+    ``losses`` must come from a forward of ``model`` at ``params`` with its graph; ``meta_grad``
+    is ``∂L_meta(θ'(ε))/∂ε`` at ``ε = 0`` for the virtual step on ``Σ ε ⊙ losses`` (``lr``: one
+    rate or ``{name: lr}``; ``rules`` replace ``lr``/``optimizer``, `noisytail.methods.lookahead`).
     """
     eps = torch.zeros_like(losses, requires_grad=True)
     meta = lookahead_meta_loss(
@@ -124,6 +160,7 @@ def l2b_weights(
         lr=lr,
         optimizer=optimizer,
         params=params,
+        rules=rules,
     )
     (grad,) = torch.autograd.grad(meta, eps)
     return normalise_meta_weights(grad, norm_type, temperature).detach(), grad.detach()
@@ -136,10 +173,12 @@ def l2b_forward_meta_grad(
     meta_x: Tensor,
     meta_y: Tensor,
     *,
-    lr: float,
+    lr: float | Mapping[str, float] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     reweight_label: bool = True,
     params: Mapping[str, Tensor] | None = None,
+    rules: Mapping[str, SGDRule] | None = None,
+    clone_buffers: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(logits, losses, meta_grad)`` with the same ``meta_grad`` as `l2b_weights`, cheaper.
 
@@ -148,9 +187,14 @@ def l2b_forward_meta_grad(
     ``∂L_meta/∂ε_i = dℓ_i/ds = Σ_k (p_ik − t_ik)·ż_ik`` comes out of the forward itself: no
     create_graph backward and no double backward. ``logits``/``losses`` keep their ordinary
     graph for the real step. Exact (it is the same derivative), tested against `l2b_weights`.
+    The forward runs at ``params`` (the model's own, or drifted ones, `l2b_meta_grad`).
     """
-    tangents = meta_tangents(model, meta_x, meta_y, lr=lr, optimizer=optimizer, params=params)
-    logits, dz = forward_with_tangents(model, x, tangents)
+    if params is None:
+        params = trainable_parameters(model)
+    if rules is None:
+        rules = sgd_rules(params, lr=lr, optimizer=optimizer)
+    tangents = meta_tangents(model, meta_x, meta_y, params=params, rules=rules)
+    logits, dz = forward_with_tangents(model, x, tangents, base=params, clone_buffers=clone_buffers)
     losses = l2b_losses(logits, targets, reweight_label)
     z = at_least_float32(logits.detach())
     p = torch.softmax(z, dim=1)
@@ -161,6 +205,69 @@ def l2b_forward_meta_grad(
     if reweight_label:
         rows.append(((p - F.one_hot(z.argmax(1), k).to(z.dtype)) * dz).sum(1))
     return logits, losses, torch.stack(rows)
+
+
+def l2b_meta_grad(
+    model: nn.Module,
+    x: Tensor,
+    targets: Tensor,
+    meta_x: Tensor,
+    meta_y: Tensor,
+    *,
+    params: Mapping[str, Tensor],
+    rules: Mapping[str, SGDRule],
+    reweight_label: bool = True,
+    meta_step: int = 1,
+    meta_grad: str = "forward",
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(logits, losses, meta_grad)``: the real forward at θ (with its graph) and its per-sample
+    losses ``[R, B]``, and ``∂L_meta/∂ε`` ``[R, B]`` of the look-ahead.
+
+    ``meta_step = k > 1`` is the L2B code's inner loop of ``k`` steps, each on a fresh zero ε of
+    which only the last is differentiated: ``k − 1`` steps that only weight decay and momentum
+    move (`noisytail.methods.lookahead.drift`), then the ε step with the losses (and
+    pseudo-labels) of the drifted model. With a plain SGD virtual step (no optimizer state) the
+    drift is nil and ``k`` changes nothing. ``meta_grad``: ``"forward"`` (`l2b_forward_meta_grad`)
+    or ``"double_backward"`` (`l2b_weights`); the same numbers.
+    """
+    if meta_step < 1:
+        raise ValueError(f"meta_step must be >= 1, got {meta_step}.")
+    drifted = meta_step > 1
+    base, base_rules = drift(params, rules, meta_step - 1)
+    if meta_grad == "forward":
+        if not drifted:
+            return l2b_forward_meta_grad(
+                model,
+                x,
+                targets,
+                meta_x,
+                meta_y,
+                params=params,
+                rules=rules,
+                reweight_label=reweight_label,
+            )
+        _, _, g = l2b_forward_meta_grad(
+            model,
+            x,
+            targets,
+            meta_x,
+            meta_y,
+            params=base,
+            rules=base_rules,
+            reweight_label=reweight_label,
+            clone_buffers=True,
+        )
+        logits = model(x)
+        return logits, l2b_losses(logits, targets, reweight_label), g
+    if meta_grad != "double_backward":
+        raise ValueError(f"meta_grad must be one of {META_GRADS}, got {meta_grad!r}.")
+    logits = model(x)
+    losses = l2b_losses(logits, targets, reweight_label)
+    virtual = losses
+    if drifted:
+        virtual = l2b_losses(functional_forward(model, base, x), targets, reweight_label)
+    _, g = l2b_weights(model, virtual, meta_x, meta_y, params=base, rules=base_rules)
+    return logits, losses, g
 
 
 def l2b_step(
@@ -177,6 +284,7 @@ def l2b_step(
     grad_clip: float = 0.8,
     use_optimizer_state: bool = True,
     meta_grad: str = "forward",
+    meta_step: int = 1,
 ) -> dict[str, float]:
     """The plug-in mode: one full L2B update of ``model`` (run it after another method's step).
 
@@ -184,29 +292,30 @@ def l2b_step(
     targets ``[B, K]`` (e.g. DivideMix's label-refined targets on the *unmixed* batch) or hard
     labels ``[B]``; the pseudo-label is the argmax of the same forward. Zeroes the gradients,
     back-propagates the weighted loss, clips the gradient norm to ``grad_clip`` (0 = off; the
-    plug-in scripts use 0.8) and steps ``optimizer``. ``meta_grad``: see `L2B`. Returns the
-    loss and the weight masses.
+    plug-in scripts use 0.8) and steps ``optimizer``. ``meta_grad``, ``meta_step``: see `L2B`;
+    the virtual step uses each parameter group's own learning rate. Returns the loss and the
+    weight masses.
     """
     model.train()
-    lr = float(optimizer.param_groups[0]["lr"])
-    opt = optimizer if use_optimizer_state else None
-    if meta_grad == "forward":
-        _, losses, g = l2b_forward_meta_grad(
-            model, x, targets, meta_x, meta_y, lr=lr, optimizer=opt, reweight_label=reweight_label
-        )
-        w = normalise_meta_weights(g, norm_type, temperature)
-    else:
-        losses = l2b_losses(model(x), targets, reweight_label)
-        w, _ = l2b_weights(
-            model,
-            losses,
-            meta_x,
-            meta_y,
-            lr=lr,
-            optimizer=opt,
-            norm_type=norm_type,
-            temperature=temperature,
-        )
+    params = trainable_parameters(model)
+    rules = sgd_rules(
+        params,
+        lr=group_lrs(optimizer, params),
+        optimizer=optimizer if use_optimizer_state else None,
+    )
+    _, losses, g = l2b_meta_grad(
+        model,
+        x,
+        targets,
+        meta_x,
+        meta_y,
+        params=params,
+        rules=rules,
+        reweight_label=reweight_label,
+        meta_step=meta_step,
+        meta_grad=meta_grad,
+    )
+    w = normalise_meta_weights(g, norm_type, temperature)
     loss = (w * losses).sum()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -233,6 +342,17 @@ class L2B(Method):
     ``"double_backward"`` is the papers' computation (create_graph virtual step, then a backward
     through it, `l2b_weights`). Both give the same numbers; the first is cheaper.
     ``lookahead="head"`` restricts the virtual step to the classifier head (an approximation).
+    The virtual step gives each parameter its own optimizer group's learning rate
+    (``train.backbone_lr_scale``) and leaves out the parameters the loop does not update
+    (``Context.frozen_parameters``, ``train.freeze_backbone_epochs``), as the real step does.
+
+    Options of the official code: ``mixup_alpha`` (``--mixup``, α = 32): the batch is mixed with a
+    permutation of itself, λ ~ Beta(α, α), and the observed-label loss becomes the mixup CE
+    (`mixup_batch`; the pseudo-label is the argmax on the mixed input; warm-up too). ``meta_step``
+    (``--meta_step``): see `l2b_meta_grad`. ``norm_type="hard"``: binary weights
+    (`normalise_meta_weights`). ``min_weight`` ε (L2RW's official code): ``w̃ = max(−g/η_t, ε)``
+    with ``η_t`` the head's current learning rate, so ε is on the scale of that code's unit-size
+    virtual step whatever the schedule; ``norm_type="org"`` only.
     """
 
     needs_meta = True
@@ -251,6 +371,9 @@ class L2B(Method):
         between: str = "cached",
         lookahead: str = "all",
         meta_grad: str = "forward",
+        mixup_alpha: float = 0.0,
+        meta_step: int = 1,
+        min_weight: float = 0.0,
     ) -> None:
         super().__init__(model, info)
         if meta_grad not in META_GRADS:
@@ -265,6 +388,15 @@ class L2B(Method):
             raise ValueError(f"lookahead must be 'all' or 'head', got {lookahead!r}.")
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}.")
+        if mixup_alpha < 0:
+            raise ValueError(f"mixup_alpha must be >= 0 (0 = no mixup), got {mixup_alpha}.")
+        if meta_step < 1:
+            raise ValueError(f"meta_step must be >= 1, got {meta_step}.")
+        if min_weight < 0 or (min_weight > 0 and norm_type != "org"):
+            raise ValueError(
+                f"min_weight must be >= 0 and goes with norm_type 'org'; got {min_weight} with "
+                f"{norm_type!r}."
+            )
         self.reweight_label = reweight_label
         self.norm_type = norm_type
         self.temperature = temperature
@@ -274,57 +406,58 @@ class L2B(Method):
         self.between = between
         self.lookahead = lookahead
         self.meta_grad = meta_grad
+        self.mixup_alpha = mixup_alpha
+        self.meta_step = meta_step
+        self.min_weight = min_weight
         # Latest weight of each sample's observed label, times B (1 = uniform): a clean score.
         self.register_buffer("sample_weight", torch.full((info.num_train,), float("nan")))
         # ... and of its pseudo-label (L2B only), for the cached weights between meta steps.
         self.register_buffer("pseudo_weight", torch.full((info.num_train,), float("nan")))
         self.last_weights: Tensor | None = None  # [R, B] of the latest meta step, for inspection
 
-    def _params(self) -> dict[str, Tensor]:
+    def _params(self, ctx: Context) -> dict[str, Tensor]:
         if self.lookahead == "head":
-            return head_parameters(self.model)
-        return trainable_parameters(self.model)
+            return head_parameters(self.model, exclude=ctx.frozen_parameters)
+        return trainable_parameters(self.model, exclude=ctx.frozen_parameters)
 
     def training_step(self, batch: Batch, ctx: Context) -> dict[str, torch.Tensor]:
         warm = ctx.epoch >= self.warmup_epochs
+        x, targets = batch.x, batch.labels
+        if self.mixup_alpha > 0:
+            x, targets, _ = mixup_batch(
+                x, batch.labels, self.info.num_classes, self.mixup_alpha, ctx.generator
+            )
         if not (warm and ctx.step % self.meta_every == 0):
-            logits = self.model(batch.x)
+            logits = self.model(x)
             with torch.no_grad():
                 acc = (logits.argmax(1) == batch.labels).float().mean()
             if warm and self.between == "cached":
-                loss = self._cached_weight_loss(logits, batch)
+                loss = self._cached_weight_loss(logits, targets, batch.idx)
             else:
-                loss = F.cross_entropy(at_least_float32(logits), batch.labels)
+                loss = _per_sample_ce(logits, targets).mean()
             return {"loss": loss, "train_accuracy_noisy": acc, "meta_step": torch.tensor(0.0)}
         meta = ctx.meta_batch()
-        opt = ctx.optimizer if self.use_optimizer_state else None
-        if self.meta_grad == "forward":
-            logits, losses, g = l2b_forward_meta_grad(
-                self.model,
-                batch.x,
-                batch.labels,
-                meta.x,
-                meta.labels,
-                lr=ctx.lr,
-                optimizer=opt,
-                reweight_label=self.reweight_label,
-                params=self._params(),
-            )
-            w = normalise_meta_weights(g, self.norm_type, self.temperature)
-        else:
-            logits = self.model(batch.x)
-            losses = l2b_losses(logits, batch.labels, self.reweight_label)
-            w, _ = l2b_weights(
-                self.model,
-                losses,
-                meta.x,
-                meta.labels,
-                lr=ctx.lr,
-                optimizer=opt,
-                norm_type=self.norm_type,
-                temperature=self.temperature,
-                params=self._params(),
-            )
+        params = self._params(ctx)
+        rules = sgd_rules(
+            params,
+            lr=group_lrs(ctx.optimizer, params),
+            optimizer=ctx.optimizer if self.use_optimizer_state else None,
+        )
+        logits, losses, g = l2b_meta_grad(
+            self.model,
+            x,
+            targets,
+            meta.x,
+            meta.labels,
+            params=params,
+            rules=rules,
+            reweight_label=self.reweight_label,
+            meta_step=self.meta_step,
+            meta_grad=self.meta_grad,
+        )
+        w = normalise_meta_weights(
+            g, self.norm_type, self.temperature, floor=self.min_weight * ctx.lr
+        )
         with torch.no_grad():
             acc = (logits.argmax(1) == batch.labels).float().mean()
         self.last_weights = w
@@ -342,15 +475,15 @@ class L2B(Method):
             out["beta_mass"] = w[1].sum()
         return out
 
-    def _cached_weight_loss(self, logits: Tensor, batch: Batch) -> Tensor:
+    def _cached_weight_loss(self, logits: Tensor, targets: Tensor, idx: Tensor) -> Tensor:
         """Eq. 6 with each sample's weights from its own latest meta step, normalised jointly
         over the batch like a meta step's; a sample never weighted yet counts as plain CE."""
-        losses = l2b_losses(logits, batch.labels, self.reweight_label)  # [R, B]
-        alpha = self.sample_weight[batch.idx].to(losses.dtype)
+        losses = l2b_losses(logits, targets, self.reweight_label)  # [R, B]
+        alpha = self.sample_weight[idx].to(losses.dtype)
         fresh = torch.isnan(alpha)
         rows = [torch.where(fresh, torch.ones_like(alpha), alpha)]
         if self.reweight_label:
-            beta = self.pseudo_weight[batch.idx].to(losses.dtype)
+            beta = self.pseudo_weight[idx].to(losses.dtype)
             rows.append(torch.where(fresh | torch.isnan(beta), torch.zeros_like(beta), beta))
         w = torch.stack(rows)
         return (w * losses).sum() / w.sum().clamp_min(1e-12)

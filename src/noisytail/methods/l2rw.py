@@ -4,7 +4,8 @@
 Per-sample weights ``ε_i = 0``, one virtual SGD step on ``Σ ε_i ℓ_i`` (Eq. 3), the clean meta loss
 of the virtual model, ``w̃_i = max(−∂L_meta/∂ε_i, 0)`` (Eq. 4-5; equal to
 ``max(η·⟨∇L_meta(θ'), ∇ℓ_i(θ)⟩, 0)``), ``w = w̃ / (Σ w̃ + 1e-10)`` and the real step on
-``Σ w_i ℓ_i``. It is L2B with β = 0 (`noisytail.methods.l2b`), sharing its code.
+``Σ w_i ℓ_i``. The official code's minimum example weight ε (``w̃_i = max(·, ε)``) is
+``min_weight``. It is L2B with β = 0 (`noisytail.methods.l2b`), sharing its code.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ class L2RW(L2B):
 
     Defaults follow the paper: no warm-up, a plain SGD virtual step at the current learning rate
     (``use_optimizer_state=True`` gives the L2B code's β=0 baseline, i.e. ``l2b`` with
-    ``reweight_label=False``).
+    ``reweight_label=False``). ``min_weight`` ε is the official code's minimum example weight,
+    ``w̃_i = max(−∂L_meta/∂ε_i / η_t, ε)`` (default 0, as there); the other options are `L2B`'s.
     """
 
     def __init__(
@@ -38,6 +40,9 @@ class L2RW(L2B):
         between: str = "cached",
         lookahead: str = "all",
         meta_grad: str = "forward",
+        min_weight: float = 0.0,
+        mixup_alpha: float = 0.0,
+        meta_step: int = 1,
     ) -> None:
         super().__init__(
             model,
@@ -51,4 +56,7 @@ class L2RW(L2B):
             between=between,
             lookahead=lookahead,
             meta_grad=meta_grad,
+            min_weight=min_weight,
+            mixup_alpha=mixup_alpha,
+            meta_step=meta_step,
         )

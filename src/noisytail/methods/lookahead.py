@@ -21,6 +21,16 @@ Decisions (each is tested in ``tests/methods/test_lookahead.py``):
   ``torch.optim.SGD`` (what ``higher.innerloop_ctx(net, optimizer)`` does in the L2B code);
   without an optimizer it is plain SGD at ``lr`` (MW-Net, GDW). The buffers are read, never
   written.
+* **Parameter groups and frozen parameters.** ``lr`` may be one float or ``{name: lr}``
+  (`group_lrs`: each parameter's own optimizer group's rate, e.g. a backbone at
+  ``train.backbone_lr_scale`` times the head's). Parameters the loop will not update this step
+  (``Context.frozen_parameters``, ``train.freeze_backbone_epochs``) are left out of ``params``
+  (`trainable_parameters`'s ``exclude``): the virtual step does not move them, as the real step
+  will not.
+* **Several inner steps.** `drift` takes ``k`` SGD steps with a zero loss gradient, as the L2B
+  code's inner loop does for ``meta_step = k + 1`` (it re-creates its zero ε at every inner step
+  and differentiates only the last one): only weight decay and momentum move θ, and the weights
+  come from the last step, taken from the drifted θ with the advanced momentum buffers.
 * **Cost.** The training forward is done once, by the caller, and reused: its per-sample losses
   feed the virtual step *and* (with detached weights) the real step, so no second forward on the
   same batch is needed. ``params`` restricts the look-ahead to a subset of the parameters (e.g.
@@ -31,19 +41,24 @@ Decisions (each is tested in ``tests/methods/test_lookahead.py``):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
 __all__ = [
+    "SGDRule",
     "at_least_float32",
+    "drift",
     "forward_with_tangents",
     "functional_forward",
+    "group_lrs",
     "head_parameters",
     "lookahead_meta_loss",
     "meta_tangents",
+    "sgd_rules",
     "trainable_parameters",
     "virtual_step",
 ]
@@ -54,14 +69,18 @@ def at_least_float32(t: Tensor) -> Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
-def trainable_parameters(model: nn.Module) -> dict[str, Tensor]:
-    """``{name: parameter}`` of every parameter that requires a gradient."""
-    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+def trainable_parameters(model: nn.Module, exclude: Iterable[Tensor] = ()) -> dict[str, Tensor]:
+    """``{name: parameter}`` of every parameter that requires a gradient and is not in
+    ``exclude`` (e.g. ``Context.frozen_parameters``)."""
+    skip = {id(p) for p in exclude}
+    return {n: p for n, p in model.named_parameters() if p.requires_grad and id(p) not in skip}
 
 
-def head_parameters(model: nn.Module, prefix: str = "head.") -> dict[str, Tensor]:
+def head_parameters(
+    model: nn.Module, prefix: str = "head.", exclude: Iterable[Tensor] = ()
+) -> dict[str, Tensor]:
     """The classifier head's parameters (``Backbone.head``): a cheap look-ahead subset."""
-    out = {n: p for n, p in trainable_parameters(model).items() if n.startswith(prefix)}
+    out = {n: p for n, p in trainable_parameters(model, exclude).items() if n.startswith(prefix)}
     if not out:
         raise ValueError(f"the model has no trainable parameters named {prefix!r}*.")
     return out
@@ -77,81 +96,132 @@ def _sgd_hyper(optimizer: torch.optim.Optimizer) -> dict[int, dict]:
     return {id(p): g for g in optimizer.param_groups for p in g["params"]}
 
 
-def _sgd_direction(
-    p: Tensor, g: Tensor, group: dict | None, state: dict, lr: float | None
-) -> tuple[float, Tensor, float]:
-    """``(lr, d, c)``: the step is ``p − lr·d``; ``c = ∂(lr·d)/∂g`` (a scalar)."""
-    if group is None:
-        return float(lr), g, float(lr)
-    step_lr = group["lr"] if lr is None else lr
-    d = g
-    wd = group.get("weight_decay", 0.0)
-    if wd:
-        d = d + wd * p.detach()
-    mom = group.get("momentum", 0.0)
-    c = 1.0
-    if mom:
-        buf = state.get("momentum_buffer")
-        damp = 1.0 - group.get("dampening", 0.0)
-        if buf is None:  # torch's first step: buf = d
-            buf, dbuf = d, 1.0
-        else:
-            buf, dbuf = mom * buf + damp * d, damp
-        if group.get("nesterov", False):
-            d, c = d + mom * buf, 1.0 + mom * dbuf
-        else:
-            d, c = buf, dbuf
-    return step_lr, d, step_lr * c
+def group_lrs(optimizer: torch.optim.Optimizer, params: Mapping[str, Tensor]) -> dict[str, float]:
+    """``{name: lr}``: each parameter's current learning rate, its optimizer group's ``lr`` (the
+    loop sets it to the schedule's rate times the group's ``lr_scale`` every step)."""
+    of = {id(p): float(g["lr"]) for g in optimizer.param_groups for p in g["params"]}
+    missing = [n for n, p in params.items() if id(p) not in of]
+    if missing:
+        raise ValueError(f"parameter {missing[0]!r} is not in the optimizer.")
+    return {n: of[id(p)] for n, p in params.items()}
+
+
+@dataclass
+class SGDRule:
+    """One parameter's SGD step: ``torch.optim.SGD``'s hyper-parameters and momentum buffer."""
+
+    lr: float
+    momentum: float = 0.0
+    dampening: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    buf: Tensor | None = None  # the momentum buffer; None before the optimizer's first step
+
+    def step(self, p: Tensor, g: Tensor) -> tuple[Tensor, Tensor | None, float]:
+        """``(p − lr·d, new buffer, c)`` with ``d`` SGD's direction for gradient ``g`` and
+        ``c = ∂(lr·d)/∂g`` (a scalar). Weight decay and the old buffer are constants."""
+        d = g
+        if self.weight_decay:
+            d = d + self.weight_decay * p.detach()
+        c, buf = 1.0, None
+        if self.momentum:
+            if self.buf is None:  # torch's first step: buf = d
+                buf, dbuf = d, 1.0
+            else:
+                damp = 1.0 - self.dampening
+                buf, dbuf = self.momentum * self.buf + damp * d, damp
+            if self.nesterov:
+                d, c = d + self.momentum * buf, 1.0 + self.momentum * dbuf
+            else:
+                d, c = buf, dbuf
+        return p - self.lr * d, buf, self.lr * c
+
+
+def _lr_of(lr: float | Mapping[str, float] | None, name: str) -> float | None:
+    if lr is None or isinstance(lr, (int, float)):
+        return lr
+    return float(lr[name])
+
+
+def sgd_rules(
+    params: Mapping[str, Tensor],
+    *,
+    lr: float | Mapping[str, float] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> dict[str, SGDRule]:
+    """``{name: SGDRule}``: with ``optimizer``, the step ``torch.optim.SGD.step`` would take
+    (group hyper-parameters, current momentum buffer), ``lr`` (one float or per name) overriding
+    the groups' rate if given; without, plain SGD at ``lr``."""
+    if optimizer is None:
+        if lr is None:
+            raise ValueError("the virtual step needs lr or an optimizer.")
+        return {n: SGDRule(_lr_of(lr, n)) for n in params}
+    groups = _sgd_hyper(optimizer)
+    rules: dict[str, SGDRule] = {}
+    for name, p in params.items():
+        group = groups.get(id(p))
+        if group is None:
+            raise ValueError(f"parameter {name!r} is not in the optimizer.")
+        own = _lr_of(lr, name)
+        rules[name] = SGDRule(
+            lr=float(group["lr"]) if own is None else own,
+            momentum=group.get("momentum", 0.0),
+            dampening=group.get("dampening", 0.0),
+            nesterov=group.get("nesterov", False),
+            weight_decay=group.get("weight_decay", 0.0),
+            buf=optimizer.state.get(p, {}).get("momentum_buffer"),
+        )
+    return rules
+
+
+def drift(
+    params: Mapping[str, Tensor], rules: Mapping[str, SGDRule], steps: int
+) -> tuple[dict[str, Tensor], dict[str, SGDRule]]:
+    """θ and the rules (momentum buffers) after ``steps`` SGD steps with a zero loss gradient.
+
+    The returned tensors are detached leaves that require a gradient (a look-ahead starts from
+    them); ``steps = 0`` returns ``params`` and ``rules`` unchanged.
+    """
+    if steps <= 0:
+        return dict(params), dict(rules)
+    cur = {n: p.detach() for n, p in params.items()}
+    new_rules = {n: replace(r) for n, r in rules.items()}
+    for _ in range(steps):
+        for n, rule in new_rules.items():
+            cur[n], rule.buf, _ = rule.step(cur[n], torch.zeros_like(cur[n]))
+    return {n: t.detach().requires_grad_() for n, t in cur.items()}, new_rules
 
 
 def virtual_step(
     loss: Tensor,
     params: Mapping[str, Tensor],
     *,
-    lr: float | None = None,
+    lr: float | Mapping[str, float] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
+    rules: Mapping[str, SGDRule] | None = None,
     create_graph: bool = True,
 ) -> dict[str, Tensor]:
     """One differentiable SGD step on ``loss``: returns ``{name: θ'}`` for ``params``.
 
     ``optimizer`` given: the step ``torch.optim.SGD.step`` would take (per-group lr, momentum,
     dampening, Nesterov, weight decay; the current momentum buffer, or none on the first step),
-    with ``lr`` overriding the groups' learning rate if given. Without it: ``θ − lr·∇θ loss``.
+    with ``lr`` (a float, or ``{name: lr}``) overriding the groups' learning rate if given.
+    Without it: ``θ − lr·∇θ loss``. ``rules`` (`sgd_rules`, `drift`) replace both.
     The returned tensors depend differentiably on whatever ``loss`` depends on (per-sample
     weights, a weighting network), through the gradient only: momentum and weight decay terms
     are constants of the step.
     """
+    if rules is None:
+        rules = sgd_rules(params, lr=lr, optimizer=optimizer)
     names = list(params)
-    tensors = [params[n] for n in names]
-    grads = torch.autograd.grad(loss, tensors, create_graph=create_graph, allow_unused=True)
-    return _apply_sgd(names, tensors, grads, lr=lr, optimizer=optimizer)[0]
-
-
-def _apply_sgd(
-    names: list[str],
-    tensors: list[Tensor],
-    grads: list[Tensor | None],
-    *,
-    lr: float | None,
-    optimizer: torch.optim.Optimizer | None,
-) -> tuple[dict[str, Tensor], dict[str, float]]:
-    groups = _sgd_hyper(optimizer) if optimizer is not None else None
-    if groups is None and lr is None:
-        raise ValueError("the virtual step needs lr or an optimizer.")
+    grads = torch.autograd.grad(
+        loss, [params[n] for n in names], create_graph=create_graph, allow_unused=True
+    )
     out: dict[str, Tensor] = {}
-    scale: dict[str, float] = {}
-    for name, p, g in zip(names, tensors, grads):
-        if g is None:
-            g = torch.zeros_like(p)
-        group = None
-        if groups is not None:
-            group = groups.get(id(p))
-            if group is None:
-                raise ValueError(f"parameter {name!r} is not in the optimizer.")
-        state = optimizer.state.get(p, {}) if optimizer is not None else {}
-        step_lr, d, scale[name] = _sgd_direction(p, g, group, state, lr)
-        out[name] = p - step_lr * d
-    return out, scale
+    for name, g in zip(names, grads):
+        p = params[name]
+        out[name] = rules[name].step(p, torch.zeros_like(p) if g is None else g)[0]
+    return out
 
 
 def meta_tangents(
@@ -159,9 +229,10 @@ def meta_tangents(
     meta_x: Tensor,
     meta_y: Tensor,
     *,
-    lr: float | None = None,
+    lr: float | Mapping[str, float] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     params: Mapping[str, Tensor] | None = None,
+    rules: Mapping[str, SGDRule] | None = None,
 ) -> dict[str, Tensor]:
     """The direction ``t`` with ``∂L_meta(θ'(ε))/∂ε_i |_{ε=0} = ⟨t, ∇θ ℓ_i(θ)⟩`` (L2RW/L2B).
 
@@ -170,14 +241,19 @@ def meta_tangents(
     ``1 − dampening`` with a momentum buffer, ``1 + μ(...)`` for Nesterov). Hence ``t = −c·∇θ'
     L_meta(θ'(0))``: one meta forward and backward, no second-order graph. The per-sample
     products ``⟨t, ∇θ ℓ_i⟩`` are then a forward-mode derivative (`forward_with_tangents`).
+    ``params`` may be drifted values (`drift`) with their ``rules``.
     """
     if params is None:
         params = trainable_parameters(model)
+    if rules is None:
+        rules = sgd_rules(params, lr=lr, optimizer=optimizer)
     names = list(params)
-    shifted, scale = _apply_sgd(
-        names, [params[n] for n in names], [None] * len(names), lr=lr, optimizer=optimizer
-    )
-    shifted = {n: shifted[n].detach().requires_grad_() for n in names}
+    shifted: dict[str, Tensor] = {}
+    scale: dict[str, float] = {}
+    for n in names:
+        p = params[n]
+        new, _, scale[n] = rules[n].step(p.detach(), torch.zeros_like(p))
+        shifted[n] = new.detach().requires_grad_()
     logits = functional_forward(model, shifted, meta_x)
     meta = torch.nn.functional.cross_entropy(at_least_float32(logits), meta_y.long())
     grads = torch.autograd.grad(meta, [shifted[n] for n in names])
@@ -185,17 +261,22 @@ def meta_tangents(
 
 
 def forward_with_tangents(
-    model: nn.Module, x: Tensor, tangents: Mapping[str, Tensor], *, clone_buffers: bool = False
+    model: nn.Module,
+    x: Tensor,
+    tangents: Mapping[str, Tensor],
+    *,
+    clone_buffers: bool = False,
+    base: Mapping[str, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """``(model(x), d/ds model(x; θ + s·t)|_{s=0})`` in one forward pass (forward-mode AD).
 
     The first output keeps its ordinary autograd graph (it is the real training forward: the
     BatchNorm running statistics are updated once, as by ``model(x)``, unless ``clone_buffers``);
-    the tangent is detached.
+    the tangent is detached. ``base`` replaces θ for the named parameters (e.g. `drift`'s).
     """
     import torch.autograd.forward_ad as fwad
 
-    params = dict(model.named_parameters())
+    params = {**dict(model.named_parameters()), **dict(base or {})}
     with fwad.dual_level():
         dual: dict[str, Tensor] = {n: fwad.make_dual(params[n], t) for n, t in tangents.items()}
         if clone_buffers:
@@ -227,17 +308,19 @@ def lookahead_meta_loss(
     meta_x: Tensor,
     meta_y: Tensor,
     *,
-    lr: float | None = None,
+    lr: float | Mapping[str, float] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     params: Mapping[str, Tensor] | None = None,
+    rules: Mapping[str, SGDRule] | None = None,
 ) -> Tensor:
     """Mean clean cross-entropy of the virtually updated model on ``(meta_x, meta_y)``.
 
-    ``train_loss`` is the weighted training loss built by the caller from its own forward pass;
-    the result can be differentiated with respect to the weights (``torch.autograd.grad``).
+    ``train_loss`` is the weighted training loss built by the caller from its own forward pass
+    (at ``params``); the result can be differentiated with respect to the weights
+    (``torch.autograd.grad``).
     """
     if params is None:
         params = trainable_parameters(model)
-    new = virtual_step(train_loss, params, lr=lr, optimizer=optimizer)
+    new = virtual_step(train_loss, params, lr=lr, optimizer=optimizer, rules=rules)
     logits = functional_forward(model, new, meta_x)
     return torch.nn.functional.cross_entropy(at_least_float32(logits), meta_y.long())

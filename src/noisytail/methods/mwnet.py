@@ -5,9 +5,12 @@ A weighting network ``V(ℓ; Θ)`` (an MLP 1-100-1, ReLU, sigmoid output) maps e
 training loss to its weight. Each iteration (Algorithm 1):
 
 1. virtual step ``θ'(Θ) = θ − η_t ∇_θ (1/B) Σ_i V(ℓ_i; Θ) ℓ_i(θ)``              (Eq. 4; plain SGD
-   at the current learning rate ``η_t``, as the official code and GDW's MW-Net mode);
+   at the current learning rate ``η_t``, as the official code and GDW's MW-Net mode; each
+   parameter at its own optimizer group's rate, parameters frozen by the loop left out);
 2. ``Θ ← Adam step on L_meta(θ'(Θ))``, the mean clean CE of the virtual model         (Eq. 5;
-   Adam, lr 1e-3, weight decay 1e-4, GDW's setting; the original MW-Net code used SGD 1e-3);
+   Adam, lr 1e-3, weight decay 1e-4: the official code's ``MW-Net.py``, its stable version, and
+   GDW's code. The repository's earlier ``train_WRN-28-10_Meta_PGC.py`` used SGD, lr 1e-3,
+   momentum 0.9, Nesterov, weight decay 5e-4 instead);
 3. real step on ``(1/B) Σ_i V(ℓ_i; Θ_new) ℓ_i(θ)`` with the weights re-computed by the updated
    network and detached                                                                  (Eq. 6).
 
@@ -22,7 +25,7 @@ Adam state of the weighting network is in ``extra_state()`` for resume.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,6 +40,7 @@ from .lookahead import (
     at_least_float32,
     forward_with_tangents,
     functional_forward,
+    group_lrs,
     head_parameters,
     lookahead_meta_loss,
     trainable_parameters,
@@ -98,10 +102,16 @@ class VNetReweighting(Method):
         self.lookahead = lookahead
         self.register_buffer("sample_weight", torch.full((info.num_train,), float("nan")))
 
-    def _params(self) -> dict[str, Tensor]:
+    def _params(self, ctx: Context) -> dict[str, Tensor]:
+        """The look-ahead's parameters: trainable, not frozen this epoch (all, or the head)."""
         if self.lookahead == "head":
-            return head_parameters(self.model)
-        return trainable_parameters(self.model)
+            return head_parameters(self.model, exclude=ctx.frozen_parameters)
+        return trainable_parameters(self.model, exclude=ctx.frozen_parameters)
+
+    def _lookahead(self, ctx: Context) -> tuple[dict[str, Tensor], dict[str, float]]:
+        """``(params, {name: lr})``: each parameter's own optimizer group's learning rate."""
+        params = self._params(ctx)
+        return params, group_lrs(ctx.optimizer, params)
 
     def _meta_step(
         self,
@@ -111,13 +121,14 @@ class VNetReweighting(Method):
         probs: Tensor,
         weights: Tensor,
         meta: Batch,
-        lr: float,
+        lr: float | Mapping[str, float],
+        params: Mapping[str, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Look-ahead, meta loss and Adam step of the weighting network; returns
         ``(meta_loss, G)`` with ``G = ∂L_meta/∂ω`` ``[B, K]`` for the class-level weights
         ``weights`` (``[B, K]``, in the graph of the VNet output) of the virtual step whose logit
-        gradient is ``ω ⊙ (p − y) / B`` (plain SGD at ``lr``; for ``ω_ij = w_i`` this is MW-Net's
-        ``∇ mean(w·ℓ)``).
+        gradient is ``ω ⊙ (p − y) / B`` (plain SGD at ``lr``, one rate or ``{name: lr}``, over
+        ``params``, default all trainable; for ``ω_ij = w_i`` this is MW-Net's ``∇ mean(w·ℓ)``).
 
         ``meta_grad="double_backward"``: the papers' computation (create_graph virtual step,
         backward through it). ``"forward"`` (default, same numbers): a plain backward gives the
@@ -126,7 +137,8 @@ class VNetReweighting(Method):
         forward-mode pass of the batch along ``−lr·v`` (on cloned BatchNorm buffers). No
         second-order graph is built.
         """
-        params = self._params()
+        if params is None:
+            params = trainable_parameters(self.model)
         if self.meta_grad == "double_backward":
             virtual = class_weighted_logit_loss(logits, weights, probs, labels)
             meta_loss = lookahead_meta_loss(
@@ -143,14 +155,15 @@ class VNetReweighting(Method):
         grads = torch.autograd.grad(
             virtual, [params[n] for n in names], retain_graph=True, allow_unused=True
         )
+        lrs = {n: float(lr if isinstance(lr, (int, float)) else lr[n]) for n in names}
         shifted = {
-            n: (params[n] - lr * (g if g is not None else 0.0)).detach().requires_grad_()
+            n: (params[n] - lrs[n] * (g if g is not None else 0.0)).detach().requires_grad_()
             for n, g in zip(names, grads)
         }
         meta_logits = functional_forward(self.model, shifted, meta.x)
         meta_loss = F.cross_entropy(at_least_float32(meta_logits), meta.labels)
         v = torch.autograd.grad(meta_loss, [shifted[n] for n in names])
-        tangents = {n: -lr * vi.to(params[n].dtype) for n, vi in zip(names, v)}
+        tangents = {n: -lrs[n] * vi.to(params[n].dtype) for n, vi in zip(names, v)}
         _, dz = forward_with_tangents(self.model, x, tangents, clone_buffers=True)
         onehot = F.one_hot(labels, probs.shape[1]).to(probs.dtype)
         g_omega = dz.to(probs.dtype) * (probs - onehot) / x.shape[0]
@@ -192,6 +205,7 @@ class MWNet(VNetReweighting):
         losses = F.cross_entropy(at_least_float32(logits), batch.labels, reduction="none")
         probs = torch.softmax(at_least_float32(logits.detach()), dim=1)
         w = self.vnet(losses.detach())
+        params, lrs = self._lookahead(ctx)
         meta_loss, _ = self._meta_step(
             batch.x,
             logits,
@@ -199,7 +213,8 @@ class MWNet(VNetReweighting):
             probs,
             w[:, None].expand_as(probs),
             ctx.meta_batch(),
-            ctx.lr,
+            lrs,
+            params,
         )
         with torch.no_grad():
             w_new = self.vnet(losses.detach())
