@@ -127,9 +127,10 @@ class MetaConfig:
     total: int = 0  # or a fixed total, spread over classes
     balanced: bool = True  # False: `total` drawn at random (L2B+DivideMix)
     overlap: bool = False  # paper-code compatibility only: meta samples stay in the train pool
-    source: str = (
-        "train"  # "train": drawn from the training pool; "provided": the source's clean split
-    )
+    # "train": clean samples drawn from the training pool; "provided": the source's clean split;
+    # "pseudo": no clean data, per_class/total samples of the pool on which the model and the
+    # noisy label agree, re-drawn every epoch (noisytail.data.splits.pseudo_meta)
+    source: str = "train"
 
 
 @dataclass
@@ -401,7 +402,7 @@ def validate(cfg: Config) -> None:
         "data.augment": (cfg.data.augment, ("none", "flip", "crop", "crop_flip", "simclr")),
         "noise.order": (cfg.noise.order, ("imbalance_first", "noise_first")),
         "imbalance.profile": (cfg.imbalance.profile, ("exponential", "step")),
-        "meta.source": (cfg.meta.source, ("train", "provided")),
+        "meta.source": (cfg.meta.source, ("train", "provided", "pseudo")),
         "train.select_metric": (
             cfg.train.select_metric,
             ("val_accuracy", "val_balanced_accuracy"),
@@ -413,6 +414,11 @@ def validate(cfg: Config) -> None:
                 f"{key}={value!r} is not one of {', '.join(allowed)}."
                 + suggest(value, list(allowed))
             )
+    if cfg.meta.source == "pseudo" and (cfg.meta.per_class < 1) == (cfg.meta.total < 1):
+        raise ConfigError(
+            "meta.source=pseudo draws its meta set from the training pool: set exactly one of "
+            "meta.per_class or meta.total (e.g. meta.per_class=100)."
+        )
 
 
 def dump_config(cfg: Config, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:

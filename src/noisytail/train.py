@@ -41,10 +41,10 @@ from .data.label_file import apply_label_file
 from .data.loader import CyclingLoader, PoolData, TrainLoader, epoch_generator
 from .data.locations import check_outside_data
 from .data.sources import load_dataset
-from .data.splits import stratified_split
+from .data.splits import meta_counts, pseudo_meta, stratified_split
 from .data.types import DataError, DatasetBundle, DataSplit, TensorStore, concat_splits
 from .evaluate import classification_metrics, per_class_accuracy
-from .methods import Context, Method, TaskInfo
+from .methods import Batch, Context, Method, TaskInfo
 from .registry import METHODS, MODELS
 from .runfolder import (
     CHECKPOINT_KEYS,
@@ -199,9 +199,9 @@ def prepare_data(cfg: Config) -> PreparedData:
             n_max=cfg.imbalance.n_max,
             select_by=cfg.imbalance.select_by,
         ),
-        meta=MetaSpec(
-            per_class=cfg.meta.per_class,
-            total=cfg.meta.total,
+        meta=MetaSpec(  # meta.source=pseudo: no clean split, the loop draws one every epoch
+            per_class=0 if cfg.meta.source == "pseudo" else cfg.meta.per_class,
+            total=0 if cfg.meta.source == "pseudo" else cfg.meta.total,
             balanced=cfg.meta.balanced,
             overlap=cfg.meta.overlap,
         ),
@@ -516,7 +516,8 @@ class Run:
         torch.manual_seed(cfg.seed)  # model (and method) initialisation
         model = build_model(cfg, bundle)
         method_cls = METHODS.get(cfg.method.name)
-        if method_cls.needs_meta and len(corr.meta_idx) == 0:
+        pseudo_meta_set = cfg.meta.source == "pseudo"
+        if method_cls.needs_meta and len(corr.meta_idx) == 0 and not pseudo_meta_set:
             raise ConfigError(
                 f"Method {cfg.method.name!r} needs a clean meta set: set meta.per_class "
                 "(e.g. meta.per_class=10) or meta.total."
@@ -565,27 +566,17 @@ class Run:
             )
         if t.compile:
             self.method.model.compile()
+        self._pool_kw, self._per_rank_batch = pool, per_rank_batch
         self.meta_cycle: CyclingLoader | None = None
         if len(corr.meta_idx):
             meta_idx, meta_labels = corr.split("meta")  # true labels: clean by construction
-            meta_data = PoolData(bundle.train.images, meta_idx, **pool)
-            meta_loader = TrainLoader(
-                meta_data,
-                meta_labels,
-                batch_size=min(per_rank_batch, len(corr.meta_idx)),
-                augment_kind=cfg.data.augment,
-                seed=cfg.seed,
-                stream=1,
-                rank=runtime.rank,
-                world_size=runtime.world_size if len(corr.meta_idx) >= t.batch_size else 1,
-            )
-            self.meta_cycle = CyclingLoader(meta_loader)
+            self.meta_cycle = self._meta_cycle(meta_idx, meta_labels)
         self.ctx = Context(
             info=self.info,
             optimizer=self.optimizer,
             device=runtime.device,
             generator=torch.Generator(),
-            meta_batches=self.meta_cycle.next_batch if self.meta_cycle else None,
+            meta_batches=(self._next_meta_batch if self.meta_cycle or pseudo_meta_set else None),
             predict_train=self._predict_train,
             autocast=self.autocast,
             pool_batch=self.loader.make_batch,
@@ -605,6 +596,40 @@ class Run:
             self.info.steps_per_epoch = len(self.loader)
 
     # -- helpers --------------------------------------------------------------------------
+    def _meta_cycle(self, store_idx: np.ndarray, labels: np.ndarray) -> CyclingLoader:
+        """Endless augmented batches of a meta set: ids in the train store and their labels."""
+        n, t = len(store_idx), self.cfg.train
+        loader = TrainLoader(
+            PoolData(self.data.bundle.train.images, store_idx, **self._pool_kw),
+            labels,
+            batch_size=min(self._per_rank_batch, n),
+            augment_kind=self.cfg.data.augment,
+            seed=self.cfg.seed,
+            stream=1,
+            rank=self.rt.rank,
+            world_size=self.rt.world_size if n >= t.batch_size else 1,
+        )
+        return CyclingLoader(loader)
+
+    def _next_meta_batch(self) -> Batch:
+        return self.meta_cycle.next_batch()
+
+    def _pseudo_meta_cycle(self) -> CyclingLoader:
+        """``meta.source=pseudo``: this epoch's meta set, the pool samples on which the current
+        model and the noisy label agree most confidently (`noisytail.data.splits.pseudo_meta`)."""
+        m, k = self.cfg.meta, self.data.bundle.num_classes
+        counts = (
+            meta_counts(k, per_class=m.per_class) if m.per_class else meta_counts(k, total=m.total)
+        )
+        probs = self._predict_train(lambda x: torch.softmax(self.method.predict(x).float(), dim=1))
+        pos, labels = pseudo_meta(probs.cpu().numpy(), self.data.train_labels, counts)
+        if len(pos) == 0:
+            raise TrainingError(
+                "meta.source=pseudo: the model agrees with no training label, so there is no "
+                "meta set to draw; start from a trained model (model.init)."
+            )
+        return self._meta_cycle(self.data.corruption.train_idx[pos], labels)
+
     @torch.no_grad()
     def _predict_train(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         was_training = self.method.training
@@ -682,6 +707,8 @@ class Run:
         torch.manual_seed(int(epoch_generator(cfg.seed, epoch, 2).initial_seed()))
         ctx.generator = epoch_generator(cfg.seed, epoch, 3)
         ctx.epoch = epoch
+        if cfg.meta.source == "pseudo":
+            self.meta_cycle = self._pseudo_meta_cycle()
         if self.meta_cycle is not None:
             self.meta_cycle.reset(epoch)
         frozen = self.frozen = epoch < cfg.train.freeze_backbone_epochs

@@ -14,7 +14,7 @@ import numpy as np
 
 from noisytail.data.noise import CorruptionError
 
-__all__ = ["meta_counts", "split_meta", "stratified_split"]
+__all__ = ["meta_counts", "pseudo_meta", "split_meta", "stratified_split"]
 
 
 def _as_labels(labels: np.ndarray) -> np.ndarray:
@@ -89,6 +89,32 @@ def split_meta(
     mask = np.zeros(n, dtype=bool)
     mask[meta] = True
     return meta.astype(np.int64), np.flatnonzero(~mask)
+
+
+def pseudo_meta(
+    probs: np.ndarray, labels: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """A pseudo-labelled meta set drawn from the (noisy) training pool: ``(positions, labels)``.
+
+    ``probs [N, K]``: the current model's softmax on the un-augmented pool; ``labels [N]``: the
+    noisy labels; ``counts [K]`` (`meta_counts`). For each class c, the ``counts[c]`` samples
+    predicted c with the highest probability among those whose noisy label is c too (prediction
+    and label agree; ties to the lower position), labelled c. A class with fewer agreeing
+    samples gives what it has. This is noisytail's reading of the L2B code's ``--no_val_data``
+    ("pseudo labeled training subset" as the meta set, Clothing1M; the loader it calls is missing
+    from the repository): docs/methods.md, L2B. Returns sorted int64 positions and their labels.
+    """
+    probs = np.asarray(probs)
+    labels = _as_labels(labels)
+    if probs.ndim != 2 or len(probs) != len(labels):
+        raise CorruptionError(f"probs must be [N, K] with N = {len(labels)}, got {probs.shape}.")
+    pred, conf = probs.argmax(1), probs.max(1)
+    parts = []
+    for c in range(probs.shape[1]):
+        cand = np.flatnonzero((pred == c) & (labels == c))
+        parts.append(cand[np.argsort(-conf[cand], kind="stable")][: int(counts[c])])
+    pos = np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
+    return pos, labels[pos]
 
 
 def stratified_split(
