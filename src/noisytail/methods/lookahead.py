@@ -11,7 +11,7 @@ evaluate the clean meta loss ``L_meta(θ'(w))`` and differentiate it with respec
 create_graph=True)`` and ``torch.func.functional_call``: no ``higher``, no meta layers, no copy of
 the model.
 
-Decisions (each is tested in ``tests/methods/test_lookahead.py``):
+Decisions (tested in ``tests/methods/test_lookahead.py``, ``test_l2b.py`` and ``test_gdw.py``):
 
 * **BatchNorm.** The meta forward runs the model in its current mode (train mode: batch
   statistics, as the official codes do) on *cloned* buffers, so the real running statistics are
