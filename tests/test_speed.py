@@ -78,14 +78,19 @@ def test_the_summary_records_the_precision_run(tmp_path, digits_config):
 
 
 def test_gpu_check_refuses_in_one_line_without_a_gpu():
+    import os
     import subprocess
+    import sys
     from pathlib import Path
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible: scripts/gpu_check.sh would run in full")
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run(
-        ["bash", str(root / "scripts" / "gpu_check.sh")], capture_output=True, text=True
+        ["bash", str(root / "scripts" / "gpu_check.sh")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": sys.executable},
     )
     assert done.returncode != 0
     assert done.stderr.strip().splitlines() == ["gpu_check: no CUDA device is visible"]
