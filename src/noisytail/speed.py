@@ -28,6 +28,7 @@ PHASE_ARGS: dict[str, dict[str, Any]] = {
     "l2rw": {"warmup_epochs": 0},
     "moit": {"xbm_start_epoch": 1, "detect_start_epoch": 1, "switch_epoch": 1},
     "moit_plus": {"bootstrap_epoch": 1},
+    "dividemix": {"warmup_epochs": 0},
 }
 # The data each kind of method needs besides the common set-up.
 SELF_SUPERVISED = ("simclr", "multiview", "mttv")
