@@ -10,47 +10,33 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import tempfile
-import time
 
 import torch
 
-from noisytail.config import load_config
-from noisytail.train import Run, prepare_data, setup_runtime
+from noisytail.speed import measure as measure_method
 
 
 def measure(device: str, epochs: int, width: int, batch_size: int, subset: int) -> dict:
-    cfg = load_config(
-        None,
-        [
+    """ERM's median images/s over ``epochs`` timed epochs (``noisytail.speed.measure``)."""
+    r = measure_method(
+        "erm",
+        base=[
             "data.name=fashion_mnist",
             f"data.train_subset={subset}",
             "data.val_fraction=0",
             "model.name=small_cnn",
             f"model.options.width={width}",
             f"train.batch_size={batch_size}",
-            f"train.epochs={epochs + 1}",
-            f"train.device={device}",
-            "train.progress=false",
         ],
+        precision="auto",
+        device=device,
+        epochs=epochs,
     )
-    rt = setup_runtime(cfg)
-    run = Run(cfg, __import__("pathlib").Path(tempfile.mkdtemp()), rt, prepare_data(cfg))
-    rates = []
-    for epoch in range(epochs + 1):
-        start = time.perf_counter()
-        run.train_epoch(epoch, progress=False)
-        if rt.device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-        if epoch > 0:
-            rates.append(len(run.loader) * run.loader.batch_size / seconds)
     return {
         "device": device,
-        "median_images_per_second": statistics.median(rates),
+        "median_images_per_second": r["images_per_second"],
         "epochs_timed": epochs,
-        "images_per_epoch": len(run.loader) * run.loader.batch_size,
+        "images_per_epoch": r["images_per_epoch"],
     }
 
 
