@@ -1,29 +1,18 @@
-"""The detection benchmark script (scripts/bench_detection.py) end to end in its quick mode on
-scikit-learn's digits: every detector, cleanlab included, gives F1 and AUROC in [0, 1]."""
+"""The detection benchmark (noisytail.benchmarks.detection, driven by scripts/bench_detection.py)
+end to end in its quick mode on scikit-learn's digits: every detector, cleanlab included, gives F1
+and AUROC in [0, 1]."""
 
-import importlib.util
 import json
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_detection.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("bench_detection", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+from noisytail.benchmarks import detection as bench
 
 
 @pytest.mark.slow
 def test_quick_run_on_digits(tmp_path):
     pytest.importorskip("cleanlab")
-    bench = load_script()
     setting = replace(
         bench.Setting(),
         **{**bench.QUICK, "train_subset": 600, "epochs": 2},
@@ -50,14 +39,14 @@ def test_quick_run_on_digits(tmp_path):
 
 
 def test_command_line_settings():
-    bench = load_script()
-    parse = bench.build_parser().parse_args
-    s = bench.parse_setting(
-        parse(["--quick", "--seeds", "3,4", "--noise", "symmetric", "--train-subset", "0"])
+    s = bench.setting_from_options(
+        quick=True, seeds=(3, 4), noise=("symmetric",), train_subset=0, epochs=None
     )
     assert s.seeds == (3, 4) and s.noise == ("symmetric",) and s.train_subset is None
     assert s.epochs == bench.QUICK["epochs"] and s.width == bench.QUICK["width"]
-    s = bench.parse_setting(parse(["--model", "mlp", "--set", "model.options.hidden=[64]"]))
+    s = bench.setting_from_options(model="mlp", extra=("model.options.hidden=[64]",))
     assert s.model == "mlp" and s.width is None and s.extra == ("model.options.hidden=[64]",)
     assert s.seeds == (0, 1, 2) and s.noise == ("symmetric", "asymmetric")
+    assert s.train_subset == 10_000 and s.width is None
+    assert bench.setting_from_options(model="mlp", width=8).width == 8  # a given width stays
     assert bench.make_config(s, "symmetric", 1).model.options == {"hidden": [64]}
