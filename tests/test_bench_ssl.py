@@ -1,31 +1,24 @@
-"""scripts/bench_ssl.py (the issue-5 benchmark) in --quick mode on digits: every part runs and
-produces the rows and tables it promises."""
+"""The issue-5 benchmark (noisytail.benchmarks.ssl, driven by scripts/bench_ssl.py) in its quick
+mode on digits: every part runs and produces the rows and tables it promises."""
 
-import importlib.util
 import json
-from pathlib import Path
 
-import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_ssl.py"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_ssl", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from noisytail.benchmarks import ssl as bench
+from noisytail.benchmarks.ssl_options import SslOptions, pretrain_epochs
+from noisytail.benchmarks.ssl_tables import _fmt
 
 
-def test_quick_run_on_digits_produces_every_row(tmp_path, bench):
+def test_quick_run_on_digits_produces_every_row(tmp_path):
     out = tmp_path / "bench"
-    args = bench.parse_args(
-        ["--quick", "--data", "digits", "--ratio", "10", "--seeds", "0", "--out", str(out)]
-        + ["--noise-rates", "0.4"]  # one noise level keeps it short; the default has two
-    )
+    args = SslOptions(
+        data="digits",
+        ratio=10,
+        seeds=(0,),
+        out=str(out),
+        noise_rates=(0.4,),  # one noise level keeps it short; the default has two
+    ).shrunk()
     assert args.pretrain_epochs == 1 and args.finetune_epochs == 2  # --quick shrinks the budget
-    assert bench.parse_args([]).noise_rates == [0.2, 0.4]
+    assert SslOptions().noise_rates == (0.2, 0.4)
     rows = bench.run_bench(args)
 
     pre = {r["method"]: r for r in rows if r["part"] == "pretrain"}
@@ -34,7 +27,7 @@ def test_quick_run_on_digits_produces_every_row(tmp_path, bench):
     assert (
         pre["simclr"]["grad_views_per_image"] == 2 and pre["multiview"]["grad_views_per_image"] == 4
     )
-    assert bench.pretrain_epochs(bench.parse_args(["--pretrain-epochs", "6"]), "multiview") == 3
+    assert pretrain_epochs(SslOptions(pretrain_epochs=6), "multiview") == 3
     for r in pre.values():
         for key in ("probe_accuracy", "probe_few_third", "probe_many_third", "knn_accuracy"):
             assert 0.0 <= r[key] <= 1.0, (r["method"], key)
@@ -68,6 +61,6 @@ def test_quick_run_on_digits_produces_every_row(tmp_path, bench):
     assert len(saved) == len(rows)
 
 
-def test_tables_show_mean_and_sample_std(bench):
-    assert bench._fmt([0.5, 0.7]) == "60.00 ± 14.14"  # sample (n-1) std, in percent
-    assert bench._fmt([0.5]) == "50.00" and bench._fmt([None]) == "n/a"
+def test_tables_show_mean_and_sample_std():
+    assert _fmt([0.5, 0.7]) == "60.00 ± 14.14"  # sample (n-1) std, in percent
+    assert _fmt([0.5]) == "50.00" and _fmt([None]) == "n/a"
