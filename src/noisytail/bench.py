@@ -359,7 +359,7 @@ def _run_locked(
 
 def aggregate(grid: Grid, runs: list[PlannedRun], out: Path) -> list[dict[str, Any]]:
     """Write results.jsonl, results.md, results.csv and the accuracy-vs-noise plot."""
-    from .report import plot_accuracy_vs_noise, render_bench_tables
+    from .benchmarks.tables import plot_accuracy_vs_noise, render_bench_tables
 
     rows = []
     for run in runs:
