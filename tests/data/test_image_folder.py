@@ -91,7 +91,7 @@ def test_missing_root_and_empty_folders(tmp_path):
 
 
 def test_test_class_must_be_a_training_class(tmp_path):
-    write_classes(tmp_path / "train", {"ant": 2})
+    write_classes(tmp_path / "train", {"ant": 2, "bee": 1})
     write_classes(tmp_path / "test", {"cat": 1})
     with pytest.raises(DataError, match="cat is not among the training classes"):
         load_dataset("image_folder", root=tmp_path)
@@ -99,7 +99,7 @@ def test_test_class_must_be_a_training_class(tmp_path):
 
 def test_lazy_store_caches_decoded_images(tmp_path):
     paths = [write_image(tmp_path / f"{i}.png", (i, i, i)) for i in range(4)]
-    store = LazyImageStore(paths, image_size=4, channels=3, cache_items=3)
+    store = LazyImageStore(paths, image_size=4, channels=3, cache_items=3, cache_mb=0)
     assert all(hasattr(store, m) for m in ("shape", "__len__", "get"))  # the ImageStore protocol
     assert store.shape == (3, 4, 4) and len(store) == 4
     first = store.get(np.array([0, 1, 2]))
@@ -116,8 +116,11 @@ def test_lazy_store_caches_decoded_images(tmp_path):
 
 
 def test_lazy_store_without_cache_decodes_every_time(tmp_path):
-    store = LazyImageStore([write_image(tmp_path / "a.png")], image_size=2, cache_items=0)
-    store.get(np.array([0, 0]))
+    store = LazyImageStore(
+        [write_image(tmp_path / "a.png")], image_size=2, cache_items=0, cache_mb=0
+    )
+    store.get(np.array([0]))
+    store.get(np.array([0]))
     assert store.decode_count == 2
 
 

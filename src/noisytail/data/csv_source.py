@@ -30,11 +30,19 @@ import math
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from noisytail.data.image_folder import LazyImageStore, imagenet_stats, split_train_test
+from noisytail.data.image_folder import (
+    CACHE_MB,
+    LazyImageStore,
+    check_classes,
+    image_options,
+    imagenet_stats,
+    split_or_not,
+)
 from noisytail.data.locations import image_parents
 from noisytail.data.types import DataError, DatasetBundle, DataSplit, TensorStore, renumber_classes
 from noisytail.registry import DATASETS
@@ -199,14 +207,19 @@ def load_csv(
     seed: int = 0,
     label_column: str = "label",
     path_column: str = "path",
-    image_size: int = 224,
-    channels: int = 3,
+    image_size: int | None = None,
+    channels: int | None = None,
     cache_items: int = 4096,
+    cache_mb: float = CACHE_MB,
 ) -> DatasetBundle:
-    """Load the manifest ``train_csv`` (and ``test_csv``, else a seeded stratified split).
+    """Load the manifest ``train_csv`` (and ``test_csv``, else a seeded stratified split;
+    ``test_fraction=0``: no test split).
 
-    Relative CSV names are taken inside ``root`` when it is given. ``image_size``, ``channels``
-    and ``cache_items`` apply to the image form; mean/std default to ImageNet's there.
+    Relative CSV names are taken inside ``root`` when it is given. ``image_size``, ``channels``,
+    ``cache_items`` and ``cache_mb`` apply to the image form (`LazyImageStore`); left empty,
+    ``image_size`` and ``channels`` are inferred from the training images
+    (`noisytail.data.image_folder.infer_image_format`); mean/std default to ImageNet's there.
+    A manifest with a single class is a `DataError`.
     """
     if train_csv is None:
         raise DataError(
@@ -225,8 +238,9 @@ def load_csv(
     class_names, y_train, y_test = _encode_labels(train, test, notes)
     for note in notes:
         log.warning(note)
+    check_classes(class_names, f"CSV {train_path}", "a label column needs two or more values")
     if test is None:
-        train_idx, test_idx = split_train_test(y_train, test_fraction, seed)
+        train_idx, test_idx = split_or_not(y_train, test_fraction, seed)
     else:
         train_idx, test_idx = np.arange(len(y_train)), np.zeros(0, dtype=np.int64)
 
@@ -245,10 +259,15 @@ def load_csv(
         labels.append(y_test)
 
     splits = []
+    inferred: dict[str, tuple[Any, str]] = {}
     if train.files is not None:
+        assert parts[0][0] is not None
+        image_size, channels, inferred = image_options(
+            parts[0][0], image_size, channels, f"CSV {train_path}"
+        )
         for (files, _), y in zip(parts, labels):
             assert files is not None
-            store = LazyImageStore(files, image_size, channels, cache_items)
+            store = LazyImageStore(files, image_size, channels, cache_items, cache_mb)
             splits.append(DataSplit(store, y, files))
         mean, std = imagenet_stats(channels)
     else:
@@ -273,4 +292,5 @@ def load_csv(
             (train.files or []) + ((test.files or []) if test is not None else [])
         ),
         data_files=tuple(str(t.path) for t in (train, test) if t is not None),
+        inferred=inferred,
     )

@@ -19,7 +19,10 @@ import logging
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,14 +68,115 @@ def split_train_test(
     return train_idx, test_idx
 
 
+#: PIL modes whose pixels are grey levels (``P`` counts when its palette is grey).
+GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+#: The largest ``image_size`` inferred from the files, so that the default small CNN trains in
+#: minutes on a CPU; more detail (e.g. 224 for a ResNet on a GPU) is set by hand.
+MAX_INFERRED_SIZE = 64
+#: How many files' headers `infer_image_format` reads at most (spread evenly over the list).
+INSPECT_LIMIT = 2000
+#: Default memory cap (MiB) of one store's in-memory cache of decoded images.
+CACHE_MB = 1024
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def unreadable(path: str, err: BaseException) -> DataError:
+    """The one-line error for an image file that cannot be read: noisytail stops there."""
+    return DataError(
+        f"Cannot read image {path}: {_one_line(err)}. Remove or replace the file "
+        "(noisytail stops rather than skipping it, so that every input row is accounted for)."
+    )
+
+
+@dataclass(frozen=True)
+class ImageFormat:
+    """``image_size`` and ``channels`` inferred from image files, each with a one-line reason."""
+
+    image_size: int
+    channels: int
+    size_reason: str
+    channels_reason: str
+
+
+def _is_gray(im: Image.Image) -> bool:
+    if im.mode in GRAY_MODES:
+        return True
+    if im.mode == "P":
+        pal = im.getpalette() or []
+        return all(pal[i] == pal[i + 1] == pal[i + 2] for i in range(0, len(pal) - 2, 3))
+    return False
+
+
+def infer_image_format(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    max_size: int = MAX_INFERRED_SIZE,
+    limit: int = INSPECT_LIMIT,
+) -> ImageFormat:
+    """Image size and channels that fit the files, from their headers (no pixels decoded).
+
+    ``image_size`` = the median shorter side of the images, capped at ``max_size`` (images are
+    resized to that shorter side, keeping the aspect ratio, then centre-cropped to a square);
+    ``channels`` = 1 when every image is grayscale, else 3. At most ``limit`` files are read,
+    evenly spread over ``paths``. A file whose header cannot be read raises `DataError` naming it.
+    """
+    if not paths:
+        raise DataError("No image files to infer the image size from.")
+    n = len(paths)
+    picks = np.unique(np.linspace(0, n - 1, min(n, limit)).round().astype(np.int64))
+    sides, colour = [], []
+    for i in picks.tolist():
+        path = os.fspath(paths[i])
+        try:
+            with Image.open(path) as im:
+                sides.append(min(im.size))
+                if not _is_gray(im):
+                    colour.append(path)
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            raise unreadable(path, e) from e
+    median = int(np.median(sides))
+    size = max(1, min(max_size, median))
+    seen = f"{len(picks)} of the {n} images" if len(picks) < n else f"the {n} images"
+    why = f"the median shorter side of {seen} is {median} px"
+    if median > max_size:
+        why += f", capped at {max_size} px"
+    if colour:
+        some = f"{len(colour)} of {seen} are" if len(colour) < len(picks) else f"{seen} are all"
+        channels, c_why = 3, f"{some} in colour (e.g. {colour[0]})"
+    else:
+        channels, c_why = 1, f"all of {seen} are grayscale"
+    return ImageFormat(size, channels, why, c_why)
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _decode_pool() -> ThreadPoolExecutor:
+    """Threads that decode image files in parallel (PIL releases the GIL while decoding)."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(
+            max_workers=max(1, min(8, os.cpu_count() or 1)), thread_name_prefix="noisytail-decode"
+        )
+    return _POOL
+
+
 class LazyImageStore:
     """Image files decoded on demand into uint8 ``[B, C, H, W]`` with ``H = W = image_size``.
 
-    ``get(idx)`` opens each file with PIL, converts it to RGB (``channels=3``) or L
-    (``channels=1``), resizes it to a square with bilinear filtering and keeps the result in an
-    LRU cache of ``cache_items`` decoded images (0 disables caching), so later epochs do not decode
-    again. ``decode_count`` counts actual decodes. A missing or unreadable file raises `DataError`
-    naming it.
+    Each file is opened with PIL (JPEGs in draft mode, decoded at a reduced scale when much
+    larger than needed), converted to RGB (``channels=3``) or L (``channels=1``), resized with
+    bilinear filtering so that its shorter side is ``image_size`` (aspect ratio kept) and
+    centre-cropped to a square. The files of one `get` are decoded in parallel threads.
+
+    Decoded images are cached: when the whole store fits in ``cache_mb`` MiB
+    (``N * C * H * W`` bytes) every image is kept, in one uint8 tensor, after its first decode,
+    so later epochs only index memory; otherwise an LRU cache keeps ``cache_items`` images
+    (0 disables it). ``decode_count`` counts actual decodes. A missing or unreadable file raises
+    `DataError` naming it.
     """
 
     def __init__(
@@ -81,6 +185,7 @@ class LazyImageStore:
         image_size: int = 224,
         channels: int = 3,
         cache_items: int = 4096,
+        cache_mb: float = CACHE_MB,
     ) -> None:
         if channels not in (1, 3):
             raise DataError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}.")
@@ -88,6 +193,8 @@ class LazyImageStore:
             raise DataError(f"image_size must be a positive number of pixels, got {image_size}.")
         if cache_items < 0:
             raise DataError(f"cache_items must be >= 0, got {cache_items}.")
+        if cache_mb < 0:
+            raise DataError(f"cache_mb must be >= 0 (MiB of decoded images), got {cache_mb}.")
         self.paths = [os.fspath(p) for p in paths]
         self.image_size = int(image_size)
         self.channels = int(channels)
@@ -95,44 +202,88 @@ class LazyImageStore:
         self.shape: tuple[int, ...] = (self.channels, self.image_size, self.image_size)
         self.decode_count = 0
         self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        nbytes = len(self.paths) * self.channels * self.image_size**2
+        #: whether every decoded image is kept (the store fits in ``cache_mb``)
+        self.resident = nbytes <= cache_mb * 2**20 and len(self.paths) > 0
+        self._all: torch.Tensor | None = None  # [N, C, H, W] uint8, allocated on first use
+        self._done: np.ndarray | None = None  # [N] bool: which rows of _all are decoded
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def get(self, idx: np.ndarray) -> torch.Tensor:
         idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(self.paths)):
+            bad = int(idx[(idx < 0) | (idx >= len(self.paths))][0])
+            raise IndexError(f"index {bad} out of range for {len(self.paths)} images")
+        if self.resident:
+            if self._all is None:
+                self._all = torch.empty((len(self.paths), *self.shape), dtype=torch.uint8)
+                self._done = np.zeros(len(self.paths), dtype=bool)
+            missing = np.unique(idx[~self._done[idx]])
+            for i, image in zip(missing.tolist(), self._decode_many(missing.tolist())):
+                self._all[i] = image
+            self._done[missing] = True
+            return self._all[torch.from_numpy(np.ascontiguousarray(idx))]
         out = torch.empty((len(idx), *self.shape), dtype=torch.uint8)
-        for j, i in enumerate(idx.tolist()):
-            out[j] = self._item(i)
+        wanted = idx.tolist()
+        missing = list(dict.fromkeys(i for i in wanted if i not in self._cache))
+        fresh = dict(zip(missing, self._decode_many(missing)))
+        for j, i in enumerate(wanted):
+            image = fresh.get(i)
+            if image is None:
+                image = self._cache[i]
+                self._cache.move_to_end(i)
+            elif self.cache_items:
+                self._cache[i] = image
+                self._cache.move_to_end(i)
+                if len(self._cache) > self.cache_items:
+                    self._cache.popitem(last=False)
+            out[j] = image
         return out
 
-    def _item(self, i: int) -> torch.Tensor:
-        if not 0 <= i < len(self.paths):
-            raise IndexError(f"index {i} out of range for {len(self.paths)} images")
-        cached = self._cache.get(i)
-        if cached is not None:
-            self._cache.move_to_end(i)
-            return cached
-        image = self.decode(self.paths[i])
-        if self.cache_items:
-            self._cache[i] = image
-            if len(self._cache) > self.cache_items:
-                self._cache.popitem(last=False)
-        return image
+    def _decode_many(self, idx: list[int]) -> list[torch.Tensor]:
+        paths = [self.paths[i] for i in idx]
+        if len(paths) < 4:
+            images = [self.decode(p) for p in paths]
+        else:
+            images = list(_decode_pool().map(self._decode_quiet, paths))
+            self.decode_count += len(paths)
+        return images
+
+    def _decode_quiet(self, path: str) -> torch.Tensor:
+        return decode_image(path, self.image_size, self.channels)
 
     def decode(self, path: str) -> torch.Tensor:
         """Read one file into uint8 ``[C, H, W]`` (no caching)."""
-        try:
-            with Image.open(path) as im:
-                im = im.convert("RGB" if self.channels == 3 else "L")
-                im = im.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
-                array = np.array(im, dtype=np.uint8)
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
-            raise DataError(f"Cannot read image {path}: {e}") from e
+        image = decode_image(path, self.image_size, self.channels)
         self.decode_count += 1
-        if array.ndim == 2:
-            array = array[:, :, None]
-        return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+        return image
+
+
+def decode_image(path: str, image_size: int, channels: int) -> torch.Tensor:
+    """One image file as uint8 ``[channels, image_size, image_size]``: shorter side resized to
+    ``image_size`` (bilinear, aspect ratio kept), then the centre square. `DataError` names a
+    file that cannot be read."""
+    mode = "RGB" if channels == 3 else "L"
+    try:
+        with Image.open(path) as im:
+            im.draft(mode, (image_size, image_size))  # JPEG: decode at a reduced scale, >= size
+            im = im.convert(mode)
+            w, h = im.size
+            if min(w, h) != image_size:
+                scale = image_size / min(w, h)
+                w, h = max(image_size, round(w * scale)), max(image_size, round(h * scale))
+                im = im.resize((w, h), Image.Resampling.BILINEAR)
+            if (w, h) != (image_size, image_size):
+                left, top = (w - image_size) // 2, (h - image_size) // 2
+                im = im.crop((left, top, left + image_size, top + image_size))
+            array = np.array(im, dtype=np.uint8)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise unreadable(path, e) from e
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -192,20 +343,60 @@ def _scan(
     return paths, labels
 
 
+def image_options(
+    paths: Sequence[str], image_size: int | None, channels: int | None, where: str
+) -> tuple[int, int, dict[str, tuple[Any, str]]]:
+    """``image_size`` and ``channels`` as given, or inferred from ``paths``
+    (`infer_image_format`) where None; the third value maps each inferred option to
+    ``(value, why)``, for `DatasetBundle.inferred`."""
+    notes: dict[str, tuple[Any, str]] = {}
+    if image_size is None or channels is None:
+        fmt = infer_image_format(paths)
+        if image_size is None:
+            image_size = fmt.image_size
+            notes["image_size"] = (image_size, f"{where}: {fmt.size_reason}")
+        if channels is None:
+            channels = fmt.channels
+            notes["channels"] = (channels, f"{where}: {fmt.channels_reason}")
+    return int(image_size), int(channels), notes
+
+
+def check_classes(class_names: Sequence[str], where: str, fix: str) -> None:
+    """A classifier needs two classes: `DataError` naming the one class there is."""
+    if len(class_names) == 1:
+        raise DataError(
+            f"{where} has one class ({class_names[0]!r}): a classifier needs at least two; {fix}."
+        )
+
+
+def split_or_not(
+    labels: np.ndarray, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`split_train_test`, or everything in train when ``test_fraction`` is 0 (e.g. to check
+    every sample's label)."""
+    if test_fraction == 0:
+        return np.arange(len(labels)), np.zeros(0, dtype=np.int64)
+    return split_train_test(labels, test_fraction, seed)
+
+
 @DATASETS.register("image_folder")
 def load_image_folder(
     root: str | None = None,
     *,
-    image_size: int = 224,
-    channels: int = 3,
+    image_size: int | None = None,
+    channels: int | None = None,
     test_fraction: float = 0.2,
     seed: int = 0,
     cache_items: int = 4096,
+    cache_mb: float = CACHE_MB,
 ) -> DatasetBundle:
     """Images in class folders as `LazyImageStore` splits of uint8 ``[C, image_size, image_size]``.
 
-    ``test_fraction`` and ``seed`` apply only when there is no ``test``/``val`` folder. Mean/std
-    default to ImageNet's. Each split's ``paths`` lists its files.
+    ``image_size`` / ``channels`` left empty are inferred from the training images
+    (`infer_image_format`: the median shorter side, capped; grayscale when every image is), and
+    the bundle's ``inferred`` says so. ``test_fraction`` and ``seed`` apply only when there is no
+    ``test``/``val`` folder (0: no test split). Mean/std default to ImageNet's. Each split's
+    ``paths`` lists its files. A single class folder is a `DataError`.
     """
     if root is None:
         raise DataError(
@@ -224,18 +415,23 @@ def load_image_folder(
         raise DataError(
             f"No class folders in {train_dir}: expected {train_dir}/<class>/<image> files."
         )
+    check_classes(class_names, f"image_folder {train_dir}", "add a sub-folder per class")
     paths, labels = _scan(train_dir, class_names, allow_empty=False, found=class_names)
     if test_dir is not None:
         test_paths, test_labels = _scan(test_dir, class_names, allow_empty=True)
     else:
-        train_idx, test_idx = split_train_test(np.asarray(labels), test_fraction, seed)
+        train_idx, test_idx = split_or_not(np.asarray(labels), test_fraction, seed)
         test_paths = [paths[i] for i in test_idx]
         test_labels = [labels[i] for i in test_idx]
         paths = [paths[i] for i in train_idx]
         labels = [labels[i] for i in train_idx]
+    image_size, channels, inferred = image_options(
+        paths, image_size, channels, f"image_folder {train_dir}"
+    )
 
     def split(p: list[str], y: list[int]) -> DataSplit:
-        return DataSplit(LazyImageStore(p, image_size, channels, cache_items), np.asarray(y), p)
+        store = LazyImageStore(p, image_size, channels, cache_items, cache_mb)
+        return DataSplit(store, np.asarray(y), p)
 
     mean, std = imagenet_stats(channels)
     return DatasetBundle(
@@ -247,4 +443,5 @@ def load_image_folder(
         std=std,
         root=str(base),
         data_folders=(str(base),),
+        inferred=inferred,
     )

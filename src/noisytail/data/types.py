@@ -10,7 +10,7 @@ numpy int64 array in [0, num_classes).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -180,6 +180,8 @@ class DatasetBundle:
     (Clothing1M), so noise rates and detection scores against "true" labels mean nothing.
     ``data_folders`` / ``data_files``: where the source's data live, so that no output lands
     among them (`noisytail.data.locations`); a source that sets neither owns its ``root``.
+    ``inferred``: the options the source inferred from the files (e.g. ``image_size``), each as
+    ``(value, why in one line)`` (`noisytail.defaults` prints them and records the values).
     """
 
     name: str
@@ -195,6 +197,7 @@ class DatasetBundle:
     labels_are_noisy: bool = False
     data_folders: tuple[str, ...] = ()
     data_files: tuple[str, ...] = ()
+    inferred: dict[str, tuple[Any, str]] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
