@@ -1,7 +1,8 @@
 """Every data source, registered in `DATASETS`, and the two calls the rest of noisytail uses.
 
 Importing this module registers ``fashion_mnist``, ``digits``, ``cifar10``, ``cifar100``,
-``image_folder``, ``csv``, ``list_file`` (e.g. ImageNet-LT), ``clothing1m`` and ``isic2019``.
+``image_folder``, ``csv``, ``list_file`` (e.g. ImageNet-LT), ``clothing1m``, ``isic2019`` and
+``arrays`` (in-memory arrays held by `noisytail.data.arrays.hold_arrays`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from noisytail.data import (  # noqa: F401
+    arrays,
     cifar,
     clothing1m,
     csv_source,
@@ -65,6 +67,7 @@ def find_datasets() -> list[dict[str, Any]]:
         "ImageNet_LT_train.txt; test_list / val_list likewise) and data.root=<image root>.",
         "clothing1m": clothing1m.HOW_TO_GET,
         "isic2019": isic2019.HOW_TO_GET,
+        "arrays": "In-memory arrays from Python: noisytail.data.arrays.hold_arrays(x, y).",
     }
     rows = []
     for name in DATASETS.names():

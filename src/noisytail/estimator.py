@@ -1,0 +1,312 @@
+"""`NoisyTailClassifier`: noisytail's training loop as a scikit-learn classifier, and
+`load_model`, which gives one back from a run folder.
+
+``fit(X, y)`` holds the arrays in memory (`noisytail.data.arrays`), trains them with
+`noisytail.train.fit` into a run folder (``run_dir``, or a temporary one that is removed), and
+keeps the trained model (`noisytail.inference.TrainedModel`). The constructor's arguments are the
+config's; the defaults train ERM with the symmetric cross-entropy (SCE), the robust loss that won
+the short-budget CNN benchmark under both symmetric and asymmetric noise (BENCHMARKS.md, "A short
+budget"). ``X`` may be images ``[N, H, W]`` / ``[N, H, W, C]`` (uint8, or floats in [0, 1]), a
+table ``[N, D]``, or a list of image file paths; ``y`` any hashable labels, encoded as
+scikit-learn does (``classes_`` sorted, `numpy.unique`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d
+
+from .data.arrays import as_model_inputs, hold_arrays, input_statistics, release_arrays
+from .data.types import DataError
+from .inference import TrainedModel, check_shape, model_weights, read_images
+from .registry import RegistryError
+
+#: The estimator's own file in a run folder: its parameters and the original class labels.
+ESTIMATOR_FILE = "estimator.json"
+
+
+def _is_paths(X: Any) -> bool:
+    return (
+        isinstance(X, (list, tuple))
+        and len(X) > 0
+        and all(isinstance(p, (str, os.PathLike)) for p in X)
+    )
+
+
+def _inputs(X: Any) -> np.ndarray:
+    """``X`` as model inputs (`noisytail.data.arrays.as_model_inputs`), image paths decoded."""
+    if hasattr(X, "format") and hasattr(X, "tocsr"):  # scipy.sparse
+        raise TypeError(
+            "X is a sparse matrix: NoisyTailClassifier needs dense data (use X.toarray())."
+        )
+    if _is_paths(X):
+        return read_images(X)
+    arr = np.asarray(X.detach().cpu().numpy() if hasattr(X, "detach") else X)
+    if arr.ndim == 1:
+        raise DataError(
+            f"X is 1-D (shape {arr.shape}): expected 2-D [N, D] features or images. Reshape your "
+            "data either using array.reshape(-1, 1) if your data has a single feature or "
+            "array.reshape(1, -1) if it contains a single sample."
+        )
+    if arr.dtype == object:
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as err:  # TypeError, as numpy and scikit-learn raise
+            raise TypeError(f"X holds a value that is not a number: {err}.") from None
+    return as_model_inputs(arr, "X")
+
+
+class NoisyTailClassifier(ClassifierMixin, BaseEstimator):
+    """A scikit-learn classifier trained by noisytail's loop (see the module docstring).
+
+    Parameters are the config's: ``method`` (a registered method, e.g. ``erm``, ``dividemix``),
+    ``loss`` (ERM's loss; None for a method without one), ``method_args`` (other method
+    arguments), ``model`` (``auto``: ``small_cnn`` for images, ``mlp`` for tables),
+    ``model_options``, the ``train.*`` settings (``epochs``, ``batch_size``, ``lr``, ``optimizer``,
+    ``weight_decay``, ``schedule``, ``sampler``, ``device``, ``precision``, ``num_threads``),
+    ``augment`` (``data.augment``), ``val_fraction`` (a noisy validation split held out of
+    training; 0 trains on everything), ``seed``. ``run_dir``: keep the run folder there (then
+    `load_model` reads it back); None uses a temporary one. ``verbose``: progress bars.
+
+    Fitted attributes: ``classes_`` ``[K]``, ``model_`` (`noisytail.inference.TrainedModel`),
+    ``input_shape_`` and, for tables, ``n_features_in_``.
+    """
+
+    def __init__(
+        self,
+        method: str = "erm",
+        loss: str | None = "sce",
+        method_args: dict[str, Any] | None = None,
+        model: str = "auto",
+        model_options: dict[str, Any] | None = None,
+        epochs: int = 10,
+        batch_size: int = 128,
+        lr: float = 0.05,
+        optimizer: str = "sgd",
+        weight_decay: float = 5e-4,
+        schedule: str = "cosine",
+        sampler: str = "random",
+        augment: str = "crop_flip",
+        val_fraction: float = 0.0,
+        seed: int = 0,
+        device: str = "auto",
+        precision: str = "auto",
+        num_threads: int | None = None,
+        run_dir: str | None = None,
+        verbose: bool = False,
+    ) -> None:
+        self.method = method
+        self.loss = loss
+        self.method_args = method_args
+        self.model = model
+        self.model_options = model_options
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.optimizer = optimizer
+        self.weight_decay = weight_decay
+        self.schedule = schedule
+        self.sampler = sampler
+        self.augment = augment
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.device = device
+        self.precision = precision
+        self.num_threads = num_threads
+        self.run_dir = run_dir
+        self.verbose = verbose
+
+    # -- configuration -----------------------------------------------------------------------
+    def _model_name(self, x: np.ndarray) -> str:
+        if self.model != "auto":
+            return self.model
+        return "small_cnn" if x.ndim == 4 and min(x.shape[2:]) >= 4 else "mlp"
+
+    def config_values(self, key: str, x: np.ndarray) -> dict[str, Any]:
+        """The run config (as `noisytail.config.from_dict` takes it) for arrays held under
+        ``key`` with model inputs ``x``."""
+        method: dict[str, Any] = {"name": self.method}
+        if self.loss is not None:
+            method["loss"] = self.loss
+        method.update(self.method_args or {})
+        return {
+            "seed": self.seed,
+            "data": {
+                "name": "arrays",
+                "options": {"key": key},
+                "val_fraction": self.val_fraction,
+                "augment": self.augment,
+            },
+            "model": {"name": self._model_name(x), "options": dict(self.model_options or {})},
+            "method": method,
+            "train": {
+                "epochs": self.epochs,
+                "batch_size": self.batch_size,
+                "lr": self.lr,
+                "optimizer": self.optimizer,
+                "weight_decay": self.weight_decay,
+                "schedule": self.schedule,
+                "sampler": self.sampler,
+                "device": self.device,
+                "precision": self.precision,
+                "num_threads": self.num_threads,
+                "progress": bool(self.verbose),
+                "checkpoint_every": max(1, int(self.epochs)),
+            },
+        }
+
+    # -- scikit-learn API --------------------------------------------------------------------
+    def fit(self, X: Any, y: Any) -> NoisyTailClassifier:
+        """Train on ``X`` ``[N, ...]`` (see the module docstring) and labels ``y`` ``[N]``;
+        returns self. Raises ValueError for bad shapes or values, naming what was expected."""
+        from .config import from_dict
+        from .train import fit as train_fit
+
+        if y is None:
+            raise DataError(
+                "NoisyTailClassifier requires y to be passed, but the target y is None: give "
+                "one label per sample."
+            )
+        x = _inputs(X)
+        y_arr = np.asarray(y)
+        if y_arr.ndim == 2 and y_arr.shape[1] == 1:
+            y_arr = column_or_1d(y_arr, warn=True)  # a DataConversionWarning, as sklearn does
+        if y_arr.ndim != 1 or len(y_arr) != len(x):
+            raise DataError(
+                f"y has shape {y_arr.shape}, X has {len(x)} samples: expected one label per "
+                f"sample, shape ({len(x)},)."
+            )
+        check_classification_targets(y_arr)
+        classes, encoded = np.unique(y_arr, return_inverse=True)
+        if len(classes) < 2:
+            raise DataError(
+                f"y holds 1 class ({classes[0]!r}) in {len(y_arr)} samples: a classifier needs "
+                "samples of at least 2 classes."
+            )
+        mean, std = input_statistics(x)
+        key = hold_arrays(x, encoded, class_names=[str(c) for c in classes], model_layout=True)
+        with contextlib.ExitStack() as stack:
+            stack.callback(release_arrays, key)
+            if self.run_dir is None:
+                out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="noisytail-")))
+            else:
+                out = Path(self.run_dir)
+            try:
+                cfg = from_dict(self.config_values(key, x))
+                train_fit(cfg, out, progress=bool(self.verbose), write_report=False)
+            except RegistryError as err:  # a KeyError: scikit-learn expects ValueError
+                raise ValueError(str(err)) from None
+            from .runfolder import checkpoint_path, read_checkpoint
+
+            record = {
+                "model": {"name": cfg.model.name, "options": cfg.model.options},
+                "class_names": [str(c) for c in classes],
+                "input_shape": list(x.shape[1:]),
+                "mean": mean,
+                "std": std,
+            }
+            weights = model_weights(read_checkpoint(checkpoint_path(out)))
+            self.model_ = TrainedModel.from_record(record, weights)
+            if self.run_dir is not None:
+                _write_estimator_file(out, self.get_params(), classes)
+        self.classes_ = classes
+        self.input_shape_ = tuple(int(s) for s in x.shape[1:])
+        if x.ndim == 2:
+            self.n_features_in_ = int(x.shape[1])
+        elif hasattr(self, "n_features_in_"):
+            del self.n_features_in_
+        return self
+
+    def _check_inputs(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "model_")
+        x = _inputs(X)
+        check_shape(x, self.input_shape_, who=type(self).__name__)
+        return x
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities ``[N, K]`` (float64; columns in the order of ``classes_``)."""
+        x = self._check_inputs(X)
+        return self.model_.predict_proba(x)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The most probable class of each sample ``[N]`` (labels from ``classes_``)."""
+        probs = self.predict_proba(X)
+        return self.classes_[np.argmax(probs, axis=1)]
+
+    def __sklearn_tags__(self):  # type: ignore[no-untyped-def]
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.input_tags.three_d_array = True
+        tags.non_deterministic = False
+        return tags
+
+
+def _write_estimator_file(out: Path, params: dict[str, Any], classes: np.ndarray) -> None:
+    from .runfolder import write_json
+
+    plain = classes.tolist()
+    ok = all(isinstance(c, (str, int, float, bool)) for c in plain)
+    write_json(
+        {"params": params, "classes": plain if ok else [str(c) for c in plain]},
+        out / ESTIMATOR_FILE,
+        default=str,
+    )
+
+
+def load_model(run_dir: str | os.PathLike, checkpoint: str = "last") -> NoisyTailClassifier:
+    """A fitted `NoisyTailClassifier` from a run folder (of ``noisytail train`` or of
+    ``NoisyTailClassifier(run_dir=...)``), without the training data: ``predict`` and
+    ``predict_proba`` work at once; ``fit`` would train afresh with the run's settings.
+
+    ``classes_`` are the class names of the run (the original labels for an estimator's run).
+    Raises `noisytail.runfolder.CheckpointError` (a ValueError) for a folder that is not a
+    finished run or whose checkpoint lacks what is needed.
+    """
+    from .runfolder import read_run_config
+
+    run = Path(run_dir)
+    cfg = read_run_config(run)
+    trained = TrainedModel.from_run(run, checkpoint)
+    saved = run / ESTIMATOR_FILE
+    if saved.is_file():
+        info = json.loads(saved.read_text())
+        params = {**info["params"], "run_dir": None}
+        clf = NoisyTailClassifier(**params)
+        classes = np.asarray(info["classes"])
+    else:
+        method_args = dict(cfg.method.args)
+        loss = method_args.pop("loss") if isinstance(method_args.get("loss"), str) else None
+        t = cfg.train
+        clf = NoisyTailClassifier(
+            method=cfg.method.name,
+            loss=loss,
+            method_args=method_args or None,
+            model=cfg.model.name,
+            model_options=dict(cfg.model.options) or None,
+            epochs=t.epochs,
+            batch_size=t.batch_size,
+            lr=t.lr,
+            optimizer=t.optimizer,
+            weight_decay=t.weight_decay,
+            schedule=t.schedule,
+            sampler=t.sampler,
+            augment=cfg.data.augment,
+            val_fraction=cfg.data.val_fraction,
+            seed=cfg.seed,
+        )
+        classes = np.asarray(trained.class_names)
+    clf.model_ = trained
+    clf.classes_ = classes
+    clf.input_shape_ = trained.input_shape
+    if len(trained.input_shape) == 1:
+        clf.n_features_in_ = int(trained.input_shape[0])
+    return clf

@@ -1,0 +1,399 @@
+"""A trained model on its own: rebuilt from a run folder without the training data, applied to
+new inputs, and exported (TorchScript, ONNX).
+
+`TrainedModel.from_run(run_dir)` reads the run's ``config.yaml`` (the model's name and options)
+and checkpoint (weights, class names, input shape and normalisation: `inference_record`).
+`TrainedModel.predict_proba` takes model inputs as `noisytail.data.arrays.as_model_inputs`
+returns them; `read_images` decodes image files into them. New images must have the model's
+size and channel count (`check_shape`), except for runs trained on image files (an image folder,
+a CSV or list of paths), whose images were resized when read: their new images are resized the
+same way (`RESIZING_SOURCES`).
+
+The exported model takes the *normalised* float32 batch ``[B, *input_shape]`` and returns
+logits ``[B, K]``; ``<file>.json`` beside it holds the class names, input shape, mean and std.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import models as _models  # noqa: F401  (registration)
+from .config import Config
+from .data.arrays import as_model_inputs, normalise_inputs
+from .data.types import DataError
+from .registry import MODELS
+from .runfolder import CheckpointError, checkpoint_path, read_checkpoint, read_run_config
+
+log = logging.getLogger(__name__)
+
+#: Data sources whose images are files resized to ``data.options.image_size`` when read.
+RESIZING_SOURCES = ("image_folder", "csv", "list_file", "clothing1m", "isic2019")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+EXPORT_FORMATS = ("torchscript", "onnx")
+
+
+def inference_record(cfg: Config, bundle: Any) -> dict[str, Any]:
+    """What a checkpoint needs to classify new inputs without the training data: the model's
+    name and options, the class names, the input shape ``[C, H, W]`` or ``[D]``, the per-channel
+    (per-column) mean and std (`noisytail.data.arrays.normalise_inputs`), and whether the
+    source resized image files (then ``image_size``)."""
+    return {
+        "model": {"name": cfg.model.name, "options": dict(cfg.model.options)},
+        "class_names": [str(c) for c in bundle.class_names],
+        "input_shape": [int(s) for s in bundle.input_shape],
+        "mean": [float(m) for m in bundle.mean],
+        "std": [float(s) for s in bundle.std],
+        "resize": cfg.data.name in RESIZING_SOURCES and len(bundle.input_shape) == 3,
+    }
+
+
+def model_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The model's weights in a checkpoint: ``best.pt``'s ``model``, or the ``model.*`` entries
+    of ``last.pt``'s method state (empty if neither)."""
+    weights = state.get("model")
+    if weights is None and isinstance(state.get("method"), dict):
+        weights = {
+            k[len("model.") :]: v for k, v in state["method"].items() if k.startswith("model.")
+        }
+    return weights if isinstance(weights, dict) else {}
+
+
+def _describe_shape(shape: Sequence[int]) -> str:
+    if len(shape) == 3:
+        c, h, w = shape
+        kind = {1: "grayscale", 3: "RGB"}.get(c, f"{c}-channel")
+        return f"{h}x{w} {kind} ({c} channel{'s' if c != 1 else ''})"
+    return f"{int(np.prod(shape))} features"
+
+
+def check_shape(
+    x: np.ndarray, input_shape: Sequence[int], what: str = "X", who: str = "the model"
+) -> None:
+    """Raise `DataError` (a ValueError) unless model inputs ``x`` ``[N, ...]`` have samples of
+    ``input_shape``, naming both."""
+    if tuple(x.shape[1:]) == tuple(input_shape):
+        return
+    if len(input_shape) == 1 and x.ndim == 2:
+        raise DataError(
+            f"{what} has {x.shape[1]} features, but {who} is expecting {input_shape[0]} "
+            "features as input."
+        )
+    raise DataError(
+        f"{what} holds {_describe_shape(x.shape[1:])} inputs, but {who} takes "
+        f"{_describe_shape(input_shape)}: give inputs of that shape."
+    )
+
+
+@dataclass
+class TrainedModel:
+    """A model in eval mode with what it needs to classify: class names, input shape
+    ``[C, H, W]`` or ``[D]``, normalisation, and whether image files are resized to fit."""
+
+    model: torch.nn.Module
+    class_names: list[str]
+    input_shape: tuple[int, ...]
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    resize: bool = False
+    source: dict[str, Any] = field(default_factory=dict)
+    _cast: tuple[torch.dtype, torch.nn.Module] | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike, checkpoint: str = "last") -> TrainedModel:
+        """The model of a run folder's ``checkpoints/<checkpoint>.pt`` (needs no data set)."""
+        run = Path(run_dir)
+        cfg = read_run_config(run)
+        path = checkpoint_path(run, checkpoint)
+        state = read_checkpoint(path)
+        record = state.get("inference")
+        if not isinstance(record, dict):
+            raise CheckpointError(
+                f"{path}: holds no inference record (class names, input shape, normalisation): "
+                "it was written by an older noisytail; train the run again to classify new data."
+            )
+        weights = model_weights(state)
+        if not weights:
+            raise CheckpointError(f"{path}: holds no model weights.")
+        try:
+            trained = cls.from_record(record, weights)
+        except (KeyError, TypeError, RuntimeError, ValueError) as err:
+            detail = " ".join(str(err).split())[:200]
+            raise CheckpointError(f"{path}: its model cannot be rebuilt ({detail}).") from None
+        trained.source = {"run": str(run), "checkpoint": str(path), "method": cfg.method.name}
+        return trained
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], weights: dict[str, torch.Tensor]) -> TrainedModel:
+        """The model described by an `inference_record` with its ``weights`` loaded."""
+        shape = tuple(int(s) for s in record["input_shape"])
+        names = [str(c) for c in record["class_names"]]
+        spec = record["model"]
+        model = MODELS.build(
+            spec["name"], args=spec.get("options") or {}, num_classes=len(names), input_shape=shape
+        )
+        model.load_state_dict(weights)
+        model.eval()
+        return cls(
+            model,
+            names,
+            shape,
+            tuple(float(m) for m in record.get("mean") or ()),
+            tuple(float(s) for s in record.get("std") or ()),
+            bool(record.get("resize", False)),
+        )
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.input_shape) == 3
+
+    @torch.no_grad()
+    def logits(
+        self, x: np.ndarray, batch_size: int = 512, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
+        """Logits ``[N, K]`` of model inputs ``x`` ``[N, *input_shape]``, computed in ``dtype``.
+
+        float64 makes each sample's output independent of the batch it is in (to ~1e-15);
+        float32 is what an exported model computes."""
+        check_shape(x, self.input_shape)
+        model = self.model.eval()
+        if dtype != torch.float32:
+            if self._cast is None or self._cast[0] != dtype:
+                self._cast = (dtype, copy.deepcopy(self.model).to(dtype).eval())
+            model = self._cast[1]
+        out = []
+        for start in range(0, len(x), batch_size):
+            batch = normalise_inputs(x[start : start + batch_size], self.mean, self.std)
+            out.append(model(batch.to(dtype)))
+        if not out:
+            return torch.zeros((0, len(self.class_names)), dtype=dtype)
+        return torch.cat(out)
+
+    def predict_proba(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """Class probabilities ``[N, K]`` (float64, rows sum to 1) of model inputs ``x``,
+        computed in float64 (`logits`)."""
+        return torch.softmax(self.logits(x, batch_size, torch.float64), dim=1).numpy()
+
+    def read_images(self, paths: Sequence[str | os.PathLike]) -> np.ndarray:
+        """Image files as model inputs ``[N, C, H, W]`` for this model (see module docstring)."""
+        if not self.is_image:
+            raise DataError(
+                f"the model takes {_describe_shape(self.input_shape)}, not images: give a CSV "
+                "of feature columns."
+            )
+        c, h, w = self.input_shape
+        if self.resize:
+            from .data.image_folder import LazyImageStore
+
+            store = LazyImageStore([os.fspath(p) for p in paths], image_size=h, channels=c)
+            return store.get(np.arange(len(store))).numpy()
+        x = read_images(paths)
+        check_shape(x, self.input_shape, what=f"{os.fspath(paths[0])} and the other images")
+        return x
+
+    def export(self, fmt: str, path: str | os.PathLike) -> Path:
+        """Write the model as ``fmt`` (torchscript | onnx) to ``path``, and ``path.json`` with
+        the class names, input shape and normalisation; returns ``path``."""
+        if fmt not in EXPORT_FORMATS:
+            raise DataError(f"unknown export format {fmt!r}: use {' or '.join(EXPORT_FORMATS)}.")
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        example = torch.zeros((2, *self.input_shape))
+        model = self.model.eval()
+        if fmt == "torchscript":
+            with torch.no_grad():
+                traced = torch.jit.trace(model, example)
+            buf = io.BytesIO()
+            torch.jit.save(traced, buf)
+            _write(out, buf.getvalue())
+        else:
+            try:
+                import onnx  # noqa: F401
+            except ImportError:
+                raise DataError(
+                    "export --format onnx needs the onnx package: pip install 'noisytail[onnx]'."
+                ) from None
+            buf = io.BytesIO()
+            torch.onnx.export(
+                model,
+                (example,),
+                buf,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                dynamo=False,
+            )
+            _write(out, buf.getvalue())
+        meta = {
+            "format": fmt,
+            "input": "float32 [B, " + ", ".join(map(str, self.input_shape)) + "], normalised",
+            "output": f"logits [B, {len(self.class_names)}]",
+            "class_names": self.class_names,
+            "input_shape": list(self.input_shape),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "normalise": "uint8 pixels / 255, then (x - mean) / std per channel",
+        }
+        _write(out.with_name(out.name + ".json"), json.dumps(meta, indent=2).encode())
+        return out
+
+
+def _write(path: Path, data: bytes) -> None:
+    from .runfolder import write_bytes
+
+    write_bytes(data, path)
+
+
+def read_images(paths: Sequence[str | os.PathLike]) -> np.ndarray:
+    """Image files, at their own size, as uint8 ``[N, C, H, W]``: one channel when every image is
+    grayscale, else RGB (alpha dropped). All must share one size; a file that cannot be read or
+    has another size raises `DataError` naming it."""
+    if len(paths) == 0:
+        raise DataError("no image files given: expected at least one.")
+    decoded = []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                im.load()
+                gray = im.mode in ("1", "L", "LA", "I", "I;16", "F")
+                decoded.append((os.fspath(p), im.convert("L" if gray else "RGB")))
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
+            raise DataError(f"Cannot read image {os.fspath(p)}: {err}") from None
+    mode = "L" if all(im.mode == "L" for _, im in decoded) else "RGB"
+    first_path, first = decoded[0]
+    arrays = []
+    for path, im in decoded:
+        if im.size != first.size:
+            raise DataError(
+                f"{path} is {im.size[1]}x{im.size[0]}, {first_path} is "
+                f"{first.size[1]}x{first.size[0]}: all images must have one size."
+            )
+        a = np.asarray(im.convert(mode), dtype=np.uint8)
+        arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+    return np.stack(arrays)
+
+
+def image_paths(source: Sequence[str | os.PathLike]) -> list[Path]:
+    """The image files named by ``source``: files, folders (searched recursively, sorted) or
+    one CSV whose ``path`` column (else first column) lists them, relative to the CSV's folder."""
+    out: list[Path] = []
+    for item in source:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.suffix.lower() == ".csv":
+            out += _csv_paths(p)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise DataError(f"{p}: no such file or folder.")
+    if not out:
+        raise DataError(f"no images found in {', '.join(map(str, source))}.")
+    return out
+
+
+def _csv_paths(path: Path) -> list[Path]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot be read ({err}).") from None
+    if not rows:
+        raise DataError(f"{path}: is empty: expected a 'path' column of image files.")
+    header = [h.strip().lower() for h in rows[0]]
+    column = header.index("path") if "path" in header else 0
+    body = rows[1:] if "path" in header else rows
+    return [
+        (path.parent / r[column].strip())
+        if not Path(r[column].strip()).is_absolute()
+        else Path(r[column].strip())
+        for r in body
+        if r and r[column].strip()
+    ]
+
+
+def read_feature_csv(path: str | os.PathLike, num_features: int) -> tuple[list[str], np.ndarray]:
+    """A CSV of numeric feature columns (an optional ``label`` column is ignored) as row ids
+    (1-based data-row numbers) and float32 ``[N, D]``; a non-numeric cell raises `DataError`
+    naming its line."""
+    p = Path(path)
+    try:
+        with open(p, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{p}: cannot be read ({err}).") from None
+    if len(rows) < 2:
+        raise DataError(f"{p}: expected a header and at least one row of {num_features} features.")
+    header = [h.strip() for h in rows[0]]
+    keep = [i for i, h in enumerate(header) if h.lower() not in ("label", "path", "id")]
+    values = []
+    for line, row in enumerate(rows[1:], start=2):
+        try:
+            values.append([float(row[i]) for i in keep])
+        except (ValueError, IndexError):
+            raise DataError(f"{p} line {line}: expected {len(keep)} numbers.") from None
+    x = as_model_inputs(np.asarray(values, dtype=np.float64), what=str(p))
+    return [str(i) for i in range(1, len(values) + 1)], x
+
+
+def predictions_table(
+    probs: np.ndarray, class_names: Sequence[str], ids: Sequence[str], top_k: int
+) -> list[dict[str, Any]]:
+    """One row per input: ``input``, ``class`` (the most probable), ``probability`` and the
+    ``top_k`` classes with their probabilities (``class_2``, ``probability_2``, ...)."""
+    k = max(1, min(int(top_k), probs.shape[1]))
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    rows = []
+    for i, input_id in enumerate(ids):
+        row: dict[str, Any] = {"input": input_id}
+        for rank, c in enumerate(order[i], start=1):
+            suffix = "" if rank == 1 else f"_{rank}"
+            row[f"class{suffix}"] = class_names[c]
+            row[f"probability{suffix}"] = f"{probs[i, c]:.6f}"
+        rows.append(row)
+    return rows
+
+
+def predict_files(
+    run_dir: str | os.PathLike,
+    inputs: Sequence[str | os.PathLike],
+    out_csv: str | os.PathLike,
+    *,
+    top_k: int = 3,
+    checkpoint: str = "last",
+) -> Path:
+    """Classify image files (or the rows of a feature CSV, for a tabular model) with a run's
+    model and write ``out_csv`` (`predictions_table`); returns its path."""
+    trained = TrainedModel.from_run(run_dir, checkpoint)
+    if trained.is_image:
+        paths = image_paths(inputs)
+        ids = [str(p) for p in paths]
+        x = trained.read_images(paths)
+    else:
+        if len(inputs) != 1 or Path(inputs[0]).suffix.lower() != ".csv":
+            raise DataError(
+                "this run's model takes feature vectors: give one CSV of feature columns."
+            )
+        ids, x = read_feature_csv(inputs[0], int(np.prod(trained.input_shape)))
+    probs = trained.predict_proba(x)
+    rows = predictions_table(probs, trained.class_names, ids, top_k)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    out = Path(out_csv)
+    _write(out, buf.getvalue().encode("utf-8"))
+    log.info("%d predictions written to %s", len(rows), out)
+    return out
