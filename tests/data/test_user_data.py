@@ -161,3 +161,46 @@ def test_fold_sizes():
         check_fold_sizes(labels, ["a", "b", "c"], 3, fix="set folds=2")
     with pytest.raises(DataError, match="Class 'c' has 0"):
         check_fold_sizes(labels[:7], ["a", "b", "c"], 2)
+
+
+def test_checked_images_become_the_meta_set_and_leave_the_training_images(tmp_path):
+    gray_pngs(tmp_path / "photos")
+    outside = tmp_path / "extra" / "x.png"
+    outside.parent.mkdir()
+    Image.new("L", (28, 28), 3).save(outside)
+    (tmp_path / "checked.csv").write_text(
+        f"path,label\n{tmp_path}/extra/../photos/shirt/1.png,shirt\nshirt/4.png,shoe\n{outside},shoe\n"
+    )
+    options = {"test_fraction": 0, "meta_csv": str(tmp_path / "checked.csv")}
+    bundle = load_dataset("image_folder", root=tmp_path / "photos", options=options)
+    listed = {str(tmp_path / "photos" / "shirt" / n) for n in ("1.png", "4.png")}
+    assert len(bundle.train) == 10 and not listed & set(bundle.train.paths)
+    assert bundle.meta is not None and bundle.meta.labels.tolist() == [0, 1, 1]  # as checked
+    assert bundle.meta.paths[2] == str(outside)
+    x = bundle.meta.images.get(np.arange(3))
+    assert x.shape == (3, 1, 28, 28) and int(x[2].float().mean()) == 3
+    (tmp_path / "bad.csv").write_text("path,label\nshirt/1.png,hat\n")
+    with pytest.raises(DataError, match=r"bad\.csv line 2: label 'hat' is not a class"):
+        load_dataset(
+            "image_folder",
+            root=tmp_path / "photos",
+            options={"meta_csv": str(tmp_path / "bad.csv")},
+        )
+
+
+def test_checked_rows_of_a_table_leave_its_training_rows(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(10, 2)).round(3)
+    y = ["a", "b"] * 5
+    rows = [f"{p},{q},{c}" for (p, q), c in zip(x.tolist(), y)]
+    (tmp_path / "t.csv").write_text("f1,f2,label\n" + "\n".join(rows) + "\n")
+    (tmp_path / "checked.csv").write_text(f"f1,f2,label\n{rows[3][:-2]},a\n9.5,9.5,b\n")
+    options = {"train_csv": str(tmp_path / "t.csv"), "test_fraction": 0}
+    bundle = load_dataset("csv", options={**options, "meta_csv": str(tmp_path / "checked.csv")})
+    kept = np.delete(x, 3, axis=0)
+    assert len(bundle.train) == 9 and bundle.meta.labels.tolist() == [0, 1]
+    mu, sd = kept.mean(0), kept.std(0)
+    expect = (np.array([x[3], [9.5, 9.5]]) - mu) / sd  # standardised like the training rows
+    assert np.allclose(bundle.meta.images.get(np.arange(2)).numpy(), expect, atol=1e-5)
+    train_x = bundle.train.images.get(np.arange(9)).numpy()
+    assert np.allclose(train_x, (kept - mu) / sd, atol=1e-5)

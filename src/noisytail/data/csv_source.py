@@ -197,6 +197,65 @@ def _resolve(csv_path: str, root: Path | None) -> Path:
     return path
 
 
+def read_checked(
+    meta_csv: str | os.PathLike[str],
+    root: Path | None,
+    class_names: list[str],
+    label_column: str = "label",
+    path_column: str = "path",
+) -> tuple[_Table, np.ndarray]:
+    """A CSV of samples whose labels a person checked (``meta.source: file``): its table (image
+    ``path`` column, or the feature columns of the data) and its labels ``[M]`` as class ids of
+    ``class_names``. A relative CSV name is taken from the working folder, else inside ``root``;
+    relative image paths in it start at ``root`` when given, else at the CSV's folder."""
+    path = Path(os.fspath(meta_csv)).expanduser()
+    if not path.is_absolute() and not path.is_file() and root is not None:
+        path = root / path
+    if not path.is_file():
+        raise DataError(f"CSV file {path} (the checked samples, meta.file) does not exist.")
+    table = _Table(path, root, label_column, path_column)
+    index = {name: i for i, name in enumerate(class_names)}
+    for line, label in zip(table.lines, table.labels):
+        if label not in index:
+            raise DataError(
+                f"CSV {table.path} line {line}: label {label!r} is not a class of the data "
+                f"({', '.join(class_names)})."
+            )
+    return table, np.array([index[v] for v in table.labels], dtype=np.int64)
+
+
+def checked_mask(
+    checked: _Table, files: list[str] | None, features: np.ndarray | None, where: str
+) -> np.ndarray:
+    """``[N]`` bool: which samples of the data (image ``files``, or raw ``features`` rows) appear
+    in the ``checked`` table: the same file (after resolving links), or the same feature values.
+    A checked table of the other form (paths against features) is a `DataError`."""
+    if files is not None:
+        if checked.files is None:
+            raise DataError(
+                f"CSV {checked.path}: the data are images, so the checked samples need a "
+                f"'path' column naming image files (as in {where})."
+            )
+        wanted = {os.path.realpath(f) for f in checked.files}
+        return np.array([os.path.realpath(f) in wanted for f in files], dtype=bool)
+    assert features is not None
+    if checked.features is None or checked.features.shape[1] != features.shape[1]:
+        raise DataError(
+            f"CSV {checked.path}: the checked samples need the feature columns of {where} "
+            "and the label column."
+        )
+    wanted_rows = {tuple(row) for row in checked.features.tolist()}
+    return np.array([tuple(row) in wanted_rows for row in features.tolist()], dtype=bool)
+
+
+def note_checked(checked: _Table, removed: int) -> None:
+    log.warning(
+        f"{len(checked.labels)} samples with checked labels from {checked.path} form the meta "
+        f"set; {removed} of them were in the training data and are removed from it (never "
+        "trained on)."
+    )
+
+
 @DATASETS.register("csv")
 def load_csv(
     root: str | None = None,
@@ -211,9 +270,14 @@ def load_csv(
     channels: int | None = None,
     cache_items: int = 4096,
     cache_mb: float = CACHE_MB,
+    meta_csv: str | None = None,
 ) -> DatasetBundle:
     """Load the manifest ``train_csv`` (and ``test_csv``, else a seeded stratified split;
     ``test_fraction=0``: no test split).
+
+    ``meta_csv`` (``meta.source: file``): samples whose labels a person checked, in the form of
+    ``train_csv`` (`read_checked`); they become the bundle's ``meta`` split, and the rows of
+    ``train_csv`` that they match (`checked_mask`) are removed before the split.
 
     Relative CSV names are taken inside ``root`` when it is given. ``image_size``, ``channels``,
     ``cache_items`` and ``cache_mb`` apply to the image form (`LazyImageStore`); left empty,
@@ -239,10 +303,18 @@ def load_csv(
     for note in notes:
         log.warning(note)
     check_classes(class_names, f"CSV {train_path}", "a label column needs two or more values")
+    pool = np.arange(len(y_train))
+    checked = None
+    if meta_csv is not None:
+        checked, y_meta = read_checked(meta_csv, base, class_names, label_column, path_column)
+        drop = checked_mask(checked, train.files, train.features, str(train_path))
+        pool = np.flatnonzero(~drop)
+        note_checked(checked, int(drop.sum()))
     if test is None:
-        train_idx, test_idx = split_or_not(y_train, test_fraction, seed)
+        train_idx, test_idx = split_or_not(y_train[pool], test_fraction, seed)
+        train_idx, test_idx = pool[train_idx], pool[test_idx]
     else:
-        train_idx, test_idx = np.arange(len(y_train)), np.zeros(0, dtype=np.int64)
+        train_idx, test_idx = pool, np.zeros(0, dtype=np.int64)
 
     def pick(table: _Table, idx: np.ndarray) -> tuple[list[str] | None, np.ndarray | None]:
         files = [table.files[i] for i in idx] if table.files is not None else None
@@ -257,6 +329,9 @@ def load_csv(
     else:
         parts.append(pick(test, np.arange(len(y_test))))
         labels.append(y_test)
+    if checked is not None:
+        parts.append((checked.files, checked.features))
+        labels.append(y_meta)
 
     splits = []
     inferred: dict[str, tuple[Any, str]] = {}
@@ -288,9 +363,12 @@ def load_csv(
         mean=mean,
         std=std,
         root=str(base if base is not None else train_path.parent),
+        meta=splits[2] if checked is not None else None,
         data_folders=image_parents(
-            (train.files or []) + ((test.files or []) if test is not None else [])
+            (train.files or [])
+            + ((test.files or []) if test is not None else [])
+            + ((checked.files or []) if checked is not None else [])
         ),
-        data_files=tuple(str(t.path) for t in (train, test) if t is not None),
+        data_files=tuple(str(t.path) for t in (train, test, checked) if t is not None),
         inferred=inferred,
     )

@@ -389,6 +389,7 @@ def load_image_folder(
     seed: int = 0,
     cache_items: int = 4096,
     cache_mb: float = CACHE_MB,
+    meta_csv: str | None = None,
 ) -> DatasetBundle:
     """Images in class folders as `LazyImageStore` splits of uint8 ``[C, image_size, image_size]``.
 
@@ -396,7 +397,10 @@ def load_image_folder(
     (`infer_image_format`: the median shorter side, capped; grayscale when every image is), and
     the bundle's ``inferred`` says so. ``test_fraction`` and ``seed`` apply only when there is no
     ``test``/``val`` folder (0: no test split). Mean/std default to ImageNet's. Each split's
-    ``paths`` lists its files. A single class folder is a `DataError`.
+    ``paths`` lists its files. A single class folder is a `DataError`. ``meta_csv``
+    (``meta.source: file``): a ``path,label`` CSV of images whose labels a person checked (paths
+    relative to ``root``, labels = class folder names); they become the bundle's ``meta`` split
+    and are removed from the training images before the split.
     """
     if root is None:
         raise DataError(
@@ -417,6 +421,15 @@ def load_image_folder(
         )
     check_classes(class_names, f"image_folder {train_dir}", "add a sub-folder per class")
     paths, labels = _scan(train_dir, class_names, allow_empty=False, found=class_names)
+    checked = None
+    if meta_csv is not None:
+        from noisytail.data.csv_source import checked_mask, note_checked, read_checked
+
+        checked, y_meta = read_checked(meta_csv, base, class_names)
+        drop = checked_mask(checked, paths, None, f"image_folder {train_dir}")
+        paths = [p for p, d in zip(paths, drop) if not d]
+        labels = [y for y, d in zip(labels, drop) if not d]
+        note_checked(checked, int(drop.sum()))
     if test_dir is not None:
         test_paths, test_labels = _scan(test_dir, class_names, allow_empty=True)
     else:
@@ -442,6 +455,8 @@ def load_image_folder(
         mean=mean,
         std=std,
         root=str(base),
+        meta=split(checked.files or [], y_meta.tolist()) if checked is not None else None,
         data_folders=(str(base),),
+        data_files=(str(checked.path),) if checked is not None else (),
         inferred=inferred,
     )
