@@ -39,6 +39,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import logging
 import os
 import re
 import socket
@@ -51,6 +52,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, load_config, read_yaml_file, to_dict
+
+log = logging.getLogger(__name__)
 
 VARIANT_AXIS = "variant"
 _RUN_REF = re.compile(r"\{run:([^}]+)\}")
@@ -212,15 +215,17 @@ class BenchBusyError(RuntimeError):
 
 
 @contextlib.contextmanager
-def folder_lock(out: Path, echo: Any = print) -> Iterator[Path]:
+def folder_lock(out: Path, echo: Any = None) -> Iterator[Path]:
     """Hold an exclusive lock on the bench folder ``out`` (``out/.bench.lock``) while inside.
 
     The lock is an ``flock`` on the file, which the system drops when its holder dies, so a lock
     left by a killed bench is taken over (saying so); the file records the holder's pid, host and
-    start time, which a refused second bench names (`BenchBusyError`).
+    start time, which a refused second bench names (`BenchBusyError`). ``echo`` (default: this
+    module's logger at INFO) gets the take-over note.
     """
     import fcntl
 
+    echo = log.info if echo is None else echo
     path = out / LOCK_FILE
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -298,9 +303,11 @@ def run_grid(
     out: str | os.PathLike,
     *,
     jobs: int | None = None,
-    echo: Any = print,
+    echo: Any = None,
 ) -> list[dict[str, Any]]:
-    """Run (or finish) every run of the grid, then aggregate; returns the result rows."""
+    """Run (or finish) every run of the grid, then aggregate; returns the result rows. Progress
+    lines go to ``echo`` (default: this module's logger at INFO; the CLI passes click.echo)."""
+    echo = log.info if echo is None else echo
     grid = load_grid(grid_path)
     out = Path(out)
     runs = plan(grid, out)

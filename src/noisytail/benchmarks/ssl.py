@@ -62,9 +62,9 @@ Not a test: its figures go into BENCHMARKS.md.
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import statistics
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
@@ -98,6 +98,8 @@ from noisytail.evaluate_ssl import (
     save_encoder,
 )
 from noisytail.train import Run, TrainingError, fit, setup_runtime
+
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------
 # (a) pre-training and frozen-feature evaluation
@@ -156,7 +158,7 @@ def pretrain_one(args: SslOptions, method: str, seed: int) -> dict[str, Any]:
     try:
         summary = fit(cfg, out, write_report=False, progress=False)
     except TrainingError as err:  # e.g. a NaN loss: report it, let the other runs go on
-        print(f"pretrain {method} seed {seed} failed: {err}", file=sys.stderr)
+        log.warning("pretrain %s seed %s failed: %s", method, seed, err)
         return {
             "part": "pretrain",
             "method": method,
@@ -239,7 +241,7 @@ def finetune_one(
         try:
             summary = fit(finetune_config(args, seed, rate, loss, init), out, write_report=False)
         except TrainingError as err:
-            print(f"finetune {tag} {loss} {rate} seed {seed} failed: {err}", file=sys.stderr)
+            log.warning("finetune %s %s %s seed %s failed: %s", tag, loss, rate, seed, err)
             return {
                 "part": "finetune",
                 "noise_rate": rate,
