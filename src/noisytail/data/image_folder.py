@@ -205,7 +205,9 @@ class LazyImageStore:
         nbytes = len(self.paths) * self.channels * self.image_size**2
         #: whether every decoded image is kept (the store fits in ``cache_mb``)
         self.resident = nbytes <= cache_mb * 2**20 and len(self.paths) > 0
-        self._all: torch.Tensor | None = None  # [N, C, H, W] uint8, allocated on first use
+        # [N, C, H, W] uint8, allocated on first use; numpy, whose single-threaded gather beats
+        # torch's thread pool on a busy CPU (BENCHMARKS.md, decoding)
+        self._all: np.ndarray | None = None
         self._done: np.ndarray | None = None  # [N] bool: which rows of _all are decoded
 
     def __len__(self) -> int:
@@ -218,13 +220,13 @@ class LazyImageStore:
             raise IndexError(f"index {bad} out of range for {len(self.paths)} images")
         if self.resident:
             if self._all is None:
-                self._all = torch.empty((len(self.paths), *self.shape), dtype=torch.uint8)
+                self._all = np.empty((len(self.paths), *self.shape), dtype=np.uint8)
                 self._done = np.zeros(len(self.paths), dtype=bool)
             missing = np.unique(idx[~self._done[idx]])
             for i, image in zip(missing.tolist(), self._decode_many(missing.tolist())):
-                self._all[i] = image
+                self._all[i] = image.numpy()
             self._done[missing] = True
-            return self._all[torch.from_numpy(np.ascontiguousarray(idx))]
+            return torch.from_numpy(self._all[idx])
         out = torch.empty((len(idx), *self.shape), dtype=torch.uint8)
         wanted = idx.tolist()
         missing = list(dict.fromkeys(i for i in wanted if i not in self._cache))
