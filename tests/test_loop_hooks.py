@@ -4,7 +4,8 @@
 import numpy as np
 import torch
 
-from noisytail.train import Run, prepare_data, setup_runtime
+from noisytail.data.prepare import prepare_data
+from noisytail.train import Run, setup_runtime
 
 
 def test_pool_batch_serves_pool_positions_like_the_loader(tmp_path, digits_config):

@@ -171,7 +171,8 @@ def test_best_epoch_is_picked_by_the_chosen_validation_metric(tmp_path, digits_c
 
 
 def _run(cfg, out):
-    from noisytail.train import Run, prepare_data, setup_runtime
+    from noisytail.data.prepare import prepare_data
+    from noisytail.train import Run, setup_runtime
 
     return Run(cfg, out, setup_runtime(cfg), prepare_data(cfg))
 

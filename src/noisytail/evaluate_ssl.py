@@ -322,8 +322,9 @@ def balanced_indices(labels: Any, per_class: int, seed: int = 0) -> np.ndarray:
 def load_trained_run(run_dir: str | os.PathLike, *, checkpoint: str = "last") -> Any:
     """A run folder's `noisytail.train.Run` (its data prepared, its config) with the weights of
     ``checkpoints/<checkpoint>.pt`` loaded into its method."""
+    from .data.prepare import prepare_data
     from .runfolder import CheckpointError, checkpoint_path, read_run_config
-    from .train import Run, prepare_data, setup_runtime
+    from .train import Run, setup_runtime
 
     out = Path(run_dir)
     cfg = read_run_config(out)

@@ -55,7 +55,8 @@ def measure(
 ) -> dict[str, Any]:
     """Median images/s of ``epochs`` timed epochs (after one untimed) of ``method`` on the set-up
     ``base`` (``--set`` overrides: data, model, batch size, ...) at ``precision``."""
-    from noisytail.train import Run, prepare_data, setup_runtime
+    from noisytail.data.prepare import prepare_data
+    from noisytail.train import Run, setup_runtime
 
     cfg = load_config(
         None,

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +36,11 @@ from tqdm import tqdm
 from . import __version__
 from . import models as _models  # noqa: F401  (registration)
 from .config import Config, ConfigError, dump_config, to_dict, validate
-from .data.corruption import Corruption, ImbalanceSpec, MetaSpec, NoiseSpec, corrupt
-from .data.label_file import apply_label_file
 from .data.loader import CyclingLoader, PoolData, TrainLoader, epoch_generator
 from .data.locations import check_outside_data
-from .data.sources import load_dataset
-from .data.splits import meta_counts, pseudo_meta, stratified_split
-from .data.types import DataError, DatasetBundle, DataSplit, TensorStore, concat_splits
+from .data.prepare import PreparedData, prepare_data
+from .data.splits import meta_counts, pseudo_meta
+from .data.types import DataError, DatasetBundle
 from .evaluate import classification_metrics, per_class_accuracy
 from .methods import Batch, Context, Method, TaskInfo
 from .registry import METHODS, MODELS
@@ -54,9 +52,7 @@ from .runfolder import (
     CheckpointError,
     WriteError,
     append_metrics,
-    check_data,
     checkpoint_path,
-    data_fingerprint,
     read_checkpoint,
     read_run_config,
     write_checkpoint,
@@ -75,164 +71,6 @@ class TrainingError(RuntimeError):
 
 class RunExistsError(FileExistsError):
     """The output folder already holds a run."""
-
-
-# --------------------------------------------------------------------------------------------
-# Data
-
-
-@dataclass
-class PreparedData:
-    """A data set after sub-setting and corruption: everything a run trains and tests on."""
-
-    bundle: DatasetBundle
-    corruption: Corruption
-    # [N_train_split] ids in the source's train split; with meta.source=provided, ids from
-    # len(source train) on are the source's meta split
-    train_source_idx: np.ndarray
-    test_source_idx: np.ndarray  # [N_test] ids in the source's test split
-
-    @property
-    def train_idx(self) -> np.ndarray:
-        return self.corruption.train_idx
-
-    @property
-    def train_labels(self) -> np.ndarray:
-        """The labels methods train on (noisy), aligned with ``train_idx``."""
-        return self.corruption.noisy_labels[self.corruption.train_idx]
-
-    @property
-    def class_counts(self) -> np.ndarray:
-        """Training samples per class by the (noisy) training labels: what a method may see."""
-        return np.bincount(self.train_labels, minlength=self.bundle.num_classes)
-
-    @property
-    def true_class_counts(self) -> np.ndarray:
-        """Training samples per class by true class: the class sizes evaluation groups by."""
-        return self.corruption.class_counts("train", "true")
-
-    def fingerprint(self) -> dict[str, Any]:
-        """What the run trains and tests on (`noisytail.runfolder.data_fingerprint`)."""
-        return data_fingerprint(
-            self.bundle, self.corruption, self.train_source_idx, self.test_source_idx
-        )
-
-    def check_against(self, run_dir: Path) -> None:
-        """Refuse (`DataChangedError`) if the run in ``run_dir`` was made on other data."""
-        check_data(run_dir, self.fingerprint(), self.corruption)
-
-
-def _stratified_subset(labels: np.ndarray, size: int | None, seed: int, what: str) -> np.ndarray:
-    n = len(labels)
-    if size is None or size >= n:
-        return np.arange(n)
-    if size < 1:
-        raise ConfigError(f"{what} must be a positive number of samples, got {size}.")
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
-    held, _ = stratified_split(labels, fraction=size / n, rng=rng)
-    return np.sort(held)
-
-
-def _instance_features(bundle: DatasetBundle) -> np.ndarray:
-    """Unit-norm flattened inputs ``[N, D]``, for instance-dependent noise (Xia et al. 2020)."""
-    n = len(bundle.train)
-    feats = []
-    for start in range(0, n, 4096):
-        x = bundle.train.images.get(np.arange(start, min(start + 4096, n))).float()
-        feats.append(x.reshape(x.shape[0], -1))
-    f = torch.cat(feats)
-    f = f / f.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    return f.numpy()
-
-
-def prepare_data(cfg: Config) -> PreparedData:
-    """Load the source, take the subsets, and corrupt the training labels (seeded, eager)."""
-    bundle = load_dataset(cfg.data.name, root=cfg.data.root, options=cfg.data.options)
-    seed = cfg.effective_corruption_seed
-    given_noisy = None
-    if cfg.data.label_file:
-        if cfg.noise.kind != "none":
-            raise ConfigError(
-                "data.label_file gives real noisy labels: set noise.kind=none (no synthetic noise)."
-            )
-        given_noisy = apply_label_file(bundle, cfg.data.label_file, key=cfg.data.label_file_key)
-        given_noisy = given_noisy.train.labels
-    train_src = _stratified_subset(
-        bundle.train.labels, cfg.data.train_subset, seed, "data.train_subset"
-    )
-    test_src = _stratified_subset(
-        bundle.test.labels, cfg.data.test_subset, seed + 1, "data.test_subset"
-    )
-    n_source_train = len(bundle.train)
-    bundle = subset_bundle(bundle, train_src, test_src)
-    provided_meta = None
-    if cfg.meta.source == "provided":
-        if bundle.meta is None:
-            raise ConfigError(
-                f"meta.source=provided, but the data source {cfg.data.name!r} offers no clean meta "
-                "split (clothing1m offers clean_val; isic2019 takes data.options.meta_list). Use "
-                "meta.source=train to hold clean samples out of the training pool instead."
-            )
-        # the source's clean split goes after the training split; corrupt() keeps it apart
-        n_pool, n_meta = len(bundle.train), len(bundle.meta)
-        bundle = replace(bundle, train=concat_splits(bundle.train, bundle.meta), meta=None)
-        provided_meta = np.arange(n_pool, n_pool + n_meta)
-        train_src = np.concatenate([train_src, n_source_train + np.arange(n_meta)])
-        if given_noisy is not None:
-            given_noisy = np.concatenate([given_noisy, np.full(n_meta, -1, dtype=np.int64)])
-    features = _instance_features(bundle) if cfg.noise.kind == "instance" else None
-    corruption = corrupt(
-        bundle.train.labels,
-        num_classes=bundle.num_classes,
-        noise=NoiseSpec(
-            kind=cfg.noise.kind,
-            rate=cfg.noise.rate,
-            matrix=cfg.noise.matrix,
-            rate_std=cfg.noise.rate_std,
-            pair_seed=cfg.noise.pair_seed,
-        ),
-        imbalance=ImbalanceSpec(
-            ratio=cfg.imbalance.ratio,
-            profile=cfg.imbalance.profile,
-            step_fraction=cfg.imbalance.step_fraction,
-            class_order=cfg.imbalance.class_order,
-            n_max=cfg.imbalance.n_max,
-            select_by=cfg.imbalance.select_by,
-        ),
-        meta=MetaSpec(  # meta.source=pseudo: no clean split, the loop draws one every epoch
-            per_class=0 if cfg.meta.source == "pseudo" else cfg.meta.per_class,
-            total=0 if cfg.meta.source == "pseudo" else cfg.meta.total,
-            balanced=cfg.meta.balanced,
-            overlap=cfg.meta.overlap,
-        ),
-        val_fraction=cfg.data.val_fraction,
-        seed=seed,
-        order=cfg.noise.order,
-        features=features,
-        asymmetric_map=bundle.asymmetric_map or None,
-        coarse_labels=bundle.coarse_labels,
-        provided_meta=provided_meta,
-    )
-    if given_noisy is not None:
-        kept = np.concatenate([corruption.train_idx, corruption.val_idx])
-        corruption.noisy_labels[kept] = given_noisy[train_src][kept]
-    return PreparedData(bundle, corruption, train_src, test_src)
-
-
-def subset_bundle(
-    bundle: DatasetBundle, train_idx: np.ndarray, test_idx: np.ndarray
-) -> DatasetBundle:
-    """The bundle restricted to the given train/test ids (in-memory stores are materialised)."""
-
-    def cut(split: Any, idx: np.ndarray) -> Any:
-        if len(idx) == len(split):
-            return split
-        if isinstance(split.images, TensorStore):
-            paths = [split.paths[i] for i in idx] if split.paths is not None else None
-            return DataSplit(TensorStore(split.images.get(idx)), split.labels[idx], paths)
-        return split.subset(idx)
-
-    return replace(bundle, train=cut(bundle.train, train_idx), test=cut(bundle.test, test_idx))
 
 
 # --------------------------------------------------------------------------------------------

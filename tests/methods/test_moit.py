@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from noisytail.config import ConfigError
+from noisytail.data.prepare import prepare_data
 from noisytail.methods.base import Batch, Context, TaskInfo
 from noisytail.methods.moit import CrossBatchMemory
 from noisytail.methods.moit_plus import MOITPlus
 from noisytail.registry import METHODS, MODELS
-from noisytail.train import fit, prepare_data
+from noisytail.train import fit
 
 N, K = 64, 4
 

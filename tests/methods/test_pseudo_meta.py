@@ -38,7 +38,8 @@ def test_config_needs_a_size(digits_config):
 
 
 def test_the_loop_draws_the_meta_set_from_the_pool_each_epoch(tmp_path, digits_config):
-    from noisytail.train import Run, fit, prepare_data, setup_runtime
+    from noisytail.data.prepare import prepare_data
+    from noisytail.train import Run, fit, setup_runtime
 
     cfg = digits_config(
         "method.name=l2rw",

@@ -31,10 +31,11 @@ import numpy as np
 
 from ..config import Config, ConfigError, from_dict, validate
 from ..data.locations import check_outside_data
+from ..data.prepare import PreparedData, prepare_data
 from ..data.types import DataError
 from ..registry import DETECTORS, RegistryError, keyword_parameters
 from ..runfolder import CheckpointError, read_run_config, write_json, write_text
-from ..train import PreparedData, Run, prepare_data, setup_runtime
+from ..train import Run, setup_runtime
 from .detectors import DetectionTask, DetectorOutput
 from .metrics import detection_metrics, per_class_detection
 

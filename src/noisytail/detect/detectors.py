@@ -22,9 +22,10 @@ import torch
 
 from ..config import Config, ConfigError
 from ..data.loader import PoolData
+from ..data.prepare import PreparedData
 from ..data.types import DataError
 from ..registry import DETECTORS
-from ..train import PreparedData, Run, Runtime, predict_probs
+from ..train import Run, Runtime, predict_probs
 from . import knn as knn_lib
 from . import scores as sc
 
