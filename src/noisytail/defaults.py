@@ -1,0 +1,154 @@
+"""Settings chosen from a user's own data (``image_folder`` and ``csv`` sources) where the config
+leaves them unset.
+
+`choose_defaults` looks at the data once and fills in, each only when neither the config file nor
+an override names it (explicit settings always win):
+
+- ``data.name``: ``csv`` when ``data.options.train_csv`` is given;
+- ``data.options.image_size`` / ``channels``: inferred by the source from the image files
+  (`noisytail.data.image_folder.infer_image_format`: the median shorter side, capped at
+  ``MAX_INFERRED_SIZE``; 1 channel when every image is grayscale);
+- ``model.name`` / ``model.options``: `model_for` (``mlp`` for feature vectors, ``small_cnn`` for
+  images; narrower below ``SMALL_DATA`` training samples);
+- ``train.epochs``: `epochs_for` (about ``TARGET_STEPS`` optimizer steps, within
+  ``[MIN_EPOCHS, MAX_EPOCHS]`` epochs).
+
+Each choice is one `Choice` (key, value, why); the CLI prints one line per choice and the run's
+``config.yaml`` records the values, and the reasons under ``inferred``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .config import Config, from_dict, parse_override, read_yaml_file
+
+log = logging.getLogger(__name__)
+
+#: Sources whose data a user brings: the only ones whose defaults are chosen from the data.
+USER_SOURCES = ("image_folder", "csv")
+#: Optimizer steps `epochs_for` aims at (128-sample batches: about 51,000 samples seen).
+TARGET_STEPS = 400
+MIN_EPOCHS = 10  # the config's default, kept for large data sets
+MAX_EPOCHS = 40
+#: Below this many training samples the default model is narrower (`model_for`).
+SMALL_DATA = 2000
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One setting chosen from the data: dotted config ``key``, its ``value`` and ``why``."""
+
+    key: str
+    value: Any
+    why: str
+
+    def line(self) -> str:
+        return f"chose {self.key}={self.value} ({self.why})"
+
+
+def epochs_for(n_train: int, batch_size: int) -> tuple[int, str]:
+    """Epochs for ``n_train`` training samples: ``ceil(TARGET_STEPS / steps per epoch)``, kept
+    within ``[MIN_EPOCHS, MAX_EPOCHS]`` (small data sets get more passes, large ones the usual
+    10), with the reason in one line."""
+    steps = max(1, math.ceil(n_train / batch_size))
+    epochs = min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(TARGET_STEPS / steps)))
+    return epochs, (
+        f"{n_train} training samples make {steps} steps of {batch_size} per epoch; about "
+        f"{TARGET_STEPS} steps, within {MIN_EPOCHS}-{MAX_EPOCHS} epochs"
+    )
+
+
+def model_for(input_shape: tuple[int, ...], n_train: int) -> tuple[str, dict[str, Any], str]:
+    """``(model name, options, why)`` for inputs of ``input_shape`` and ``n_train`` samples:
+    feature vectors ``[D]`` get an ``mlp`` (hidden ``(64, 64)`` below ``SMALL_DATA`` samples, else
+    its default ``(256, 256)``); images ``[C, H, W]`` a ``small_cnn`` (width 16 below
+    ``SMALL_DATA``, else its default 32)."""
+    small = n_train < SMALL_DATA
+    size = f"{n_train} training samples ({'<' if small else '>='} {SMALL_DATA})"
+    if len(input_shape) == 3:
+        options = {"width": 16} if small else {}
+        width = options.get("width", 32)
+        return "small_cnn", options, f"images {list(input_shape)}; width {width} for {size}"
+    options = {"hidden": [64, 64]} if small else {}
+    hidden = options.get("hidden", [256, 256])
+    return "mlp", options, f"feature vectors {list(input_shape)}; hidden {hidden} for {size}"
+
+
+def explicit_keys(config_path: str | os.PathLike | None, overrides: Iterable[str]) -> set[str]:
+    """The dotted keys a config file and ``key=value`` overrides set (e.g. ``train.epochs``,
+    ``data.options.image_size``); a mapping value counts each key inside it too."""
+    keys: set[str] = set()
+
+    def walk(prefix: str, value: Any) -> None:
+        if prefix:
+            keys.add(prefix)
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+
+    if config_path is not None:
+        walk("", read_yaml_file(config_path, "config"))
+    for text in overrides:
+        path, value = parse_override(text)
+        walk(".".join(path), value)
+    return keys
+
+
+def choose_defaults(cfg: Config, explicit: Iterable[str]) -> tuple[Config, list[Choice]]:
+    """``cfg`` with the settings of the module docstring chosen from its data where no key in
+    ``explicit`` names them, and the choices made (none for sources outside ``USER_SOURCES``).
+    The data are loaded once here (files listed, image headers read, a CSV parsed)."""
+    from .data.sources import load_dataset
+
+    explicit = set(explicit)
+    choices: list[Choice] = []
+    if "data.name" not in explicit and "train_csv" in cfg.data.options and cfg.data.name != "csv":
+        choices.append(Choice("data.name", "csv", "data.options.train_csv names a CSV"))
+        cfg = from_dict({"data": {"name": "csv"}}, cfg)
+    if cfg.data.name not in USER_SOURCES:
+        return cfg, choices
+    bundle = load_dataset(cfg.data.name, root=cfg.data.root, options=cfg.data.options)
+    options = {}
+    for name, (value, why) in bundle.inferred.items():
+        choices.append(Choice(f"data.options.{name}", value, why))
+        options[name] = value
+    n = len(bundle.train)
+    if cfg.data.train_subset is not None:
+        n = min(n, cfg.data.train_subset)
+    n = max(1, int(n * (1.0 - cfg.data.val_fraction)))
+    values: dict[str, Any] = {"data": {"options": options}} if options else {}
+    if "model.name" not in explicit:
+        name, model_options, why = model_for(tuple(bundle.input_shape), n)
+        if any(k.startswith("model.options") for k in explicit):
+            model_options = {}  # the user's own options for the model chosen
+        values["model"] = {"name": name, "options": model_options}
+        shown = f"{name} {model_options}" if model_options else name
+        choices.append(Choice("model.name", shown, why))
+    if "train.epochs" not in explicit:
+        epochs, why = epochs_for(n, cfg.train.batch_size)
+        values["train"] = {"epochs": epochs}
+        choices.append(Choice("train.epochs", epochs, why))
+    values["inferred"] = {c.key: f"{c.value} ({c.why})" for c in choices}
+    return from_dict(values, cfg), choices
+
+
+def apply_defaults(
+    cfg: Config,
+    config_path: str | os.PathLike | None,
+    overrides: Iterable[str],
+    echo: Callable[[str], Any] | None = None,
+) -> Config:
+    """`choose_defaults` for a config built from ``config_path`` and ``overrides`` (what the
+    CLI's ``train`` and ``detect`` do); one line per choice goes to ``echo`` (default: the
+    ``noisytail.defaults`` logger at INFO)."""
+    overrides = list(overrides)
+    cfg, choices = choose_defaults(cfg, explicit_keys(config_path, overrides))
+    for choice in choices:
+        (echo or log.info)(choice.line())
+    return cfg

@@ -1,0 +1,111 @@
+"""Settings chosen from a user's own data (noisytail.defaults): the rules, that explicit settings
+win, and that ``noisytail train`` runs a tabular CSV given nothing but its path (issue 10)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+from PIL import Image
+
+from noisytail.cli import main
+from noisytail.config import load_config
+from noisytail.defaults import (
+    MAX_EPOCHS,
+    MIN_EPOCHS,
+    choose_defaults,
+    epochs_for,
+    explicit_keys,
+    model_for,
+)
+
+
+def table(path, n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    x = rng.normal(size=(n, 3)) + 2.0 * y[:, None]
+    rows = [f"{a:.4f},{b:.4f},{c:.4f},{t}" for (a, b, c), t in zip(x.tolist(), y)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("a,b,c,label\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def gray_pngs(root, per_class=5):
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (28, 28), dtype=np.uint8)
+            Image.fromarray(pixels, mode="L").save(root / c / f"{i}.png")
+
+
+def test_epoch_rule_by_hand():
+    # 400 target steps: 1,000 samples in batches of 128 make 8 steps -> 50 epochs, capped at 40
+    assert epochs_for(1000, 128)[0] == MAX_EPOCHS
+    assert epochs_for(128 * 20, 128)[0] == 20  # 20 steps per epoch -> 400 / 20
+    assert epochs_for(128 * 30, 128)[0] == 14  # ceil(400 / 30)
+    assert epochs_for(60_000, 128)[0] == MIN_EPOCHS  # 469 steps: the usual 10
+    assert "469 steps of 128" in epochs_for(60_000, 128)[1]
+
+
+def test_model_rule():
+    assert model_for((30,), 400)[:2] == ("mlp", {"hidden": [64, 64]})
+    assert model_for((30,), 5000)[:2] == ("mlp", {})
+    assert model_for((1, 28, 28), 800)[:2] == ("small_cnn", {"width": 16})
+    assert model_for((3, 64, 64), 50_000)[:2] == ("small_cnn", {})
+
+
+def test_explicit_keys_of_a_file_and_overrides(tmp_path):
+    (tmp_path / "c.yaml").write_text("train:\n  epochs: 3\nmodel: {name: mlp}\n")
+    keys = explicit_keys(tmp_path / "c.yaml", ["data.options.image_size=8", "seed=1"])
+    assert {"train.epochs", "model.name", "data.options.image_size", "seed"} <= keys
+    assert "train.lr" not in keys and "data.options.channels" not in keys
+
+
+def test_chosen_from_a_gray_folder_and_explicit_settings_win(tmp_path):
+    gray_pngs(tmp_path / "photos")
+    base = ["data.name=image_folder", f"data.root={tmp_path / 'photos'}"]
+    cfg, choices = choose_defaults(load_config(None, base), explicit_keys(None, base))
+    assert cfg.data.options == {"image_size": 28, "channels": 1}
+    assert cfg.model.name == "small_cnn" and cfg.model.options == {"width": 16}
+    assert cfg.train.epochs == MAX_EPOCHS
+    assert [c.key for c in choices] == [
+        "data.options.image_size",
+        "data.options.channels",
+        "model.name",
+        "train.epochs",
+    ]
+    assert set(cfg.inferred) == {c.key for c in choices}
+    given = base + ["data.options.image_size=12", "train.epochs=2", "model.name=resnet32"]
+    cfg, choices = choose_defaults(load_config(None, given), explicit_keys(None, given))
+    assert cfg.data.options == {"image_size": 12, "channels": 1}
+    assert (cfg.train.epochs, cfg.model.name, cfg.model.options) == (2, "resnet32", {})
+    assert [c.key for c in choices] == ["data.options.channels"]
+    # other sources are left alone
+    cfg, choices = choose_defaults(load_config(None, ["data.name=digits"]), ["data.name"])
+    assert choices == [] and cfg.model.name == "small_cnn" and cfg.train.epochs == 10
+
+
+@pytest.mark.slow
+def test_train_runs_a_tabular_csv_given_nothing_but_its_path(tmp_path):
+    csv = table(tmp_path / "data" / "t.csv")
+    out = tmp_path / "run"
+    args = ["train", "--set", f"data.options.train_csv={csv}", "--out", str(out), "--no-progress"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("chose ")]
+    assert [ln.split("=")[0] for ln in lines] == [
+        "chose data.name",
+        "chose model.name",
+        "chose train.epochs",
+    ]
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["data"]["name"] == "csv" and saved["model"]["name"] == "mlp"
+    assert saved["train"]["epochs"] == MAX_EPOCHS
+    assert set(saved["inferred"]) == {"data.name", "model.name", "train.epochs"}
+    summary = yaml.safe_load((out / "summary.json").read_text())
+    assert summary["finished"] and summary["test_accuracy"] > 0.8  # separable by construction
+    # --resume with the same command chooses the same settings: the saved config matches
+    again = CliRunner().invoke(main, [*args, "--resume"])
+    assert again.exit_code == 0, again.output
