@@ -124,9 +124,11 @@ def main() -> None:
 @_guard
 def train(config, overrides, out, resume, no_progress, no_report) -> None:  # type: ignore[no-untyped-def]
     """Train a method on a data set described by CONFIG (YAML) and --set overrides."""
+    from .defaults import apply_defaults
     from .train import fit
 
-    cfg = load_config(config, list(overrides))
+    # settings left unset are chosen from a user's own data, one printed line each
+    cfg = apply_defaults(load_config(config, list(overrides)), config, overrides, click.echo)
     if out is None:
         import os
 

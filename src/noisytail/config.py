@@ -190,6 +190,9 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Settings chosen from the data where the config left them unset (noisytail.defaults):
+    # dotted key -> "value (why)"; informational, recorded in the run's config.yaml.
+    inferred: dict[str, str] = field(default_factory=dict)
 
     @property
     def effective_corruption_seed(self) -> int:
