@@ -304,26 +304,35 @@ CASES = [
     Case(
         "detect: --out is the folder of a CSV manifest named label_issues.csv",
         ["detect", *FAST_CSV, "--set", "data.options.train_csv={in}/data/label_issues.csv"]
-        + ["--arg", "space=input", "--out", "{in}/data", "--overwrite"],
+        + ["-d", "knn", "--arg", "space=input", "--out", "{in}/data", "--overwrite"],
         "is the folder of the data file .*label_issues.csv|no detection.json of an earlier",
         setup=table(EVEN, "data/label_issues.csv"),
     ),
     Case(
         "detect: --out is the CSV's folder",
-        ["detect", *FAST_CSV, "--arg", "space=input", "--out", "{in}/data"],
+        ["detect", *FAST_CSV, "-d", "knn", "--arg", "space=input", "--out", "{in}/data"],
         "is the folder of the data file .*table.csv",
         setup=table(EVEN),
     ),
     Case(
         "detect: --out inside an image folder",
-        ["detect", *PHOTOS, "--arg", "space=input", "--out", "{in}/photos/class_0/issues"],
+        [
+            "detect",
+            *PHOTOS,
+            "-d",
+            "knn",
+            "--arg",
+            "space=input",
+            "--out",
+            "{in}/photos/class_0/issues",
+        ],
         "lies inside the data folder .*photos",
         setup=photos,
     ),
     Case(
         "detect: --out inside the images of a CSV manifest",
         ["detect", *PHOTOS, "--set", "data.name=csv", "--set"]
-        + ["data.options.train_csv={in}/lists/train.csv", "--arg", "space=input"]
+        + ["data.options.train_csv={in}/lists/train.csv", "-d", "knn", "--arg", "space=input"]
         + ["--out", "{in}/photos/class_1/x"],
         "lies inside the data folder .*class_1",
         setup=photo_manifest,
@@ -331,7 +340,7 @@ CASES = [
     Case(
         "detect: --out is the folder of a list file",
         ["detect", *PHOTOS, "--set", "data.name=list_file", "--set"]
-        + ["data.options.train_list={in}/lists/train.txt", "--arg", "space=input"]
+        + ["data.options.train_list={in}/lists/train.txt", "-d", "knn", "--arg", "space=input"]
         + ["--out", "{in}/lists"],
         "is the folder of the data file .*train.txt",
         setup=photo_list,
@@ -339,25 +348,25 @@ CASES = [
     Case(
         "detect: --out is the folder of the label file",
         ["detect", *FAST_CSV, "--set", "data.label_file={in}/labels/noisy.csv"]
-        + ["--arg", "space=input", "--out", "{in}/labels"],
+        + ["-d", "knn", "--arg", "space=input", "--out", "{in}/labels"],
         "is the folder of the data file .*noisy.csv",
-        setup=both(table(EVEN), text("labels/noisy.csv", "label\n" + "1\n" * 32)),
+        setup=both(table(EVEN), text("labels/noisy.csv", "label\n" + "1\n" * 40)),
     ),
     Case(
         "detect: --overwrite over a user's own detection.json",
-        ["detect", *FAST, "--arg", "space=input", "--out", "{in}/mine", "--overwrite"],
+        ["detect", *FAST, "-d", "knn", "--arg", "space=input", "--out", "{in}/mine", "--overwrite"],
         "holds detection.json but no detection.json of an earlier noisytail detection",
         setup=text("mine/detection.json", '{"my": "notes"}\n'),
     ),
     Case(
         "detect: a user's label_issues.csv in --out",
-        ["detect", *FAST, "--arg", "space=input", "--out", "{in}/mine"],
+        ["detect", *FAST, "-d", "knn", "--arg", "space=input", "--out", "{in}/mine"],
         "label_issues.csv already exists",
         setup=text("mine/label_issues.csv", "id,comment\n1,keep me\n"),
     ),
     Case(
         "detect: --clean-csv over an existing file",
-        ["detect", *FAST_CSV, "--arg", "space=input", "--out", "{out}/d"]
+        ["detect", *FAST_CSV, "-d", "knn", "--arg", "space=input", "--out", "{out}/d"]
         + ["--clean-csv", "{in}/data/table.csv"],
         "already exists: the cleaned manifest is written to a new file only",
         setup=table(EVEN),
@@ -436,27 +445,27 @@ CASES = [
     ),
     Case(
         "detect: --arg k=abc",
-        ["detect", *FAST, "--arg", "k=abc", "--out", "{out}/d"],
+        ["detect", *FAST, "-d", "knn", "--arg", "k=abc", "--out", "{out}/d"],
         "detector 'knn': argument 'k' must be an integer or empty, got 'abc'",
     ),
     Case(
         "detect: --arg k=true",
-        ["detect", *FAST, "--arg", "k=true", "--out", "{out}/d"],
+        ["detect", *FAST, "-d", "knn", "--arg", "k=true", "--out", "{out}/d"],
         "argument 'k' must be an integer",
     ),
     Case(
         "detect: --arg without a value",
-        ["detect", *FAST, "--arg", "k", "--out", "{out}/d"],
+        ["detect", *FAST, "-d", "knn", "--arg", "k", "--out", "{out}/d"],
         "must look like key=value",
     ),
     Case(
         "detect: --arg space=3",
-        ["detect", *FAST, "--arg", "space=3", "--out", "{out}/d"],
+        ["detect", *FAST, "-d", "knn", "--arg", "space=3", "--out", "{out}/d"],
         "argument 'space' must be a string",
     ),
     Case(
         "detect: --arg k=0",
-        ["detect", *FAST, "--arg", "k=0", "--out", "{out}/d"],
+        ["detect", *FAST, "-d", "knn", "--arg", "k=0", "--out", "{out}/d"],
         "k must be a positive integer",
     ),
     # item 9: silent acceptance

@@ -113,6 +113,6 @@ def test_detect_command_writes_ranked_csv(tmp_path):
     result = runner.invoke(main, [*args, "--out", str(out), "--arg", "k=10", "--no-progress"])
     assert result.exit_code == 0, result.output
     header = (out / "label_issues.csv").read_text().splitlines()[0]
-    assert header.split(",")[:4] == ["sample_id", "path", "given_label", "suggested_label"]
+    assert header.split(",")[:5] == ["sample_id", "row", "path", "given_label", "suggested_label"]
     result = runner.invoke(main, [*args, "--out", str(tmp_path / "x"), "--detector", "knnn"])
     assert result.exit_code == 2 and "Did you mean 'knn'" in result.output

@@ -353,9 +353,9 @@ def bench(grid, out, jobs) -> None:  # type: ignore[no-untyped-def]
 @click.option(
     "--detector",
     "-d",
-    default="knn",
-    show_default=True,
-    help="knn | small_loss | loss_trajectory | confident_learning | method_scores",
+    default=None,
+    help="A registered detector (noisytail list detectors). Default: auto (no training), or "
+    "knn in the run's feature space with --from-run.",
 )
 @click.option(
     "--arg", "args", multiple=True, metavar="KEY=VALUE", help="Detector argument, e.g. --arg k=50."
@@ -391,14 +391,22 @@ def detect(  # type: ignore[no-untyped-def]
 ):
     """Find likely label errors in a data set: label_issues.csv (most suspect first),
     suspects.png and detection.json. Your files are never modified."""
-    from .detect.api import detect_command
+    from .defaults import apply_defaults
+    from .detect.task import detect_label_issues, parse_detector_args
 
-    result = detect_command(
-        config,
-        overrides,
-        out=out,
+    if from_run is not None and (config is not None or overrides):
+        raise ConfigError("--from-run uses the run's own config: drop CONFIG and --set.")
+    cfg = None
+    if from_run is None:  # settings left unset are chosen from a user's own data
+        cfg = apply_defaults(load_config(config, list(overrides)), config, overrides, click.echo)
+    if out is None:
+        name = detector or ("knn" if from_run else "auto")
+        out = Path("runs") / f"detect-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    result = detect_label_issues(
+        cfg,
+        out,
         detector=detector,
-        args=args,
+        detector_args=parse_detector_args(args),
         from_run=from_run,
         checkpoint=checkpoint,
         clean_csv=clean_csv or (True if clean else None),

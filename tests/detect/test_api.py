@@ -11,7 +11,8 @@ from noisytail.data.corruption import Corruption
 from noisytail.data.sources import load_dataset
 from noisytail.data.types import DataError
 from noisytail.detect import detect_label_issues
-from noisytail.detect.api import CSV_COLUMNS, list_detectors, parse_detector_args
+from noisytail.detect.exporters import CSV_COLUMNS
+from noisytail.detect.task import list_detectors, parse_detector_args
 from noisytail.registry import RegistryError
 from noisytail.train import fit
 
@@ -77,9 +78,9 @@ def test_image_folder_writes_ranked_csv(image_folder, tmp_path):
     rows = read_rows(out / "label_issues.csv")
     with open(out / "label_issues.csv") as f:
         assert tuple(next(csv.reader(f))) == CSV_COLUMNS
-    # every training image once (val_fraction is set to 0 for detection), ranked by score
+    # every image once (no test or validation split is taken from a user's folder)
     train_paths = {r["path"] for r in rows}
-    assert len(rows) == result.n == len(train_paths)
+    assert len(rows) == result.n == len(train_paths) == len(list(root.rglob("*.png")))
     scores = [float(r["score"]) for r in rows]
     assert scores == sorted(scores, reverse=True)
     assert {r["given_label"] for r in rows} <= set(COLOURS)
@@ -88,7 +89,7 @@ def test_image_folder_writes_ranked_csv(image_folder, tmp_path):
     assert len(set(ids)) == len(ids)
     # the mislabelled images that landed in training come first, flagged, with the right label
     in_train = [p for p in wrong if p in train_paths]
-    assert in_train
+    assert in_train == wrong
     top = rows[: len(in_train)]
     assert {r["path"] for r in top} == set(in_train)
     for r in top:
@@ -109,8 +110,9 @@ def test_image_folder_with_a_trained_model(image_folder, tmp_path):
     result = detect_label_issues(cfg, tmp_path / "out", detector="knn")
     rows = read_rows(tmp_path / "out" / "label_issues.csv")
     assert len(rows) == result.n == 30 and result.output.info["k"] == 10
-    # the sample ids index the source's training split (through the subset) and its files
-    source = load_dataset("image_folder", root=root, options=cfg.data.options)
+    # the sample ids index the source's data, read whole (through the subset), and its files
+    options = {**cfg.data.options, "test_fraction": 0}
+    source = load_dataset("image_folder", root=root, options=options)
     names = source.class_names
     for r in rows:
         i = int(r["sample_id"])
@@ -134,9 +136,9 @@ def test_refuses_bad_input(image_folder, tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         detect_label_issues(None, tmp_path / "a", from_run=tmp_path / "no_run")
     assert not (tmp_path / "a").exists()
-    detect_label_issues(cfg, tmp_path / "b", detector_args={"space": "input"})
+    detect_label_issues(cfg, tmp_path / "b")
     with pytest.raises(ConfigError, match="already exists"):
-        detect_label_issues(cfg, tmp_path / "b", detector_args={"space": "input"})
+        detect_label_issues(cfg, tmp_path / "b")
 
 
 def test_csv_manifest_is_never_modified(image_folder, tmp_path):
@@ -181,9 +183,7 @@ def test_csv_manifest_is_never_modified(image_folder, tmp_path):
     assert kept_paths | flagged == {str(root / r["path"]) for r in original}
     # a second cleaned copy never overwrites a file
     with pytest.raises(ConfigError, match="already exists"):
-        detect_label_issues(
-            cfg, tmp_path / "out2", detector_args={"space": "input"}, clean_csv=cleaned
-        )
+        detect_label_issues(cfg, tmp_path / "out2", clean_csv=cleaned)
 
 
 def test_feature_csv_cleaned_rows_match_known_flips(tmp_path):
@@ -206,6 +206,7 @@ def test_feature_csv_cleaned_rows_match_known_flips(tmp_path):
     result = detect_label_issues(
         cfg,
         tmp_path / "out",
+        detector="knn",
         detector_args={"space": "input", "selection": "agreement"},
         clean_csv=True,
     )
@@ -215,10 +216,12 @@ def test_feature_csv_cleaned_rows_match_known_flips(tmp_path):
         kept = {tuple(r) for r in list(csv.reader(f))[1:]}
     dropped = [i for i, r in enumerate(original) if tuple(r) not in kept]
     assert len(dropped) == result.n_flagged
-    # the rows dropped are the flipped ones that fell in the training split (a wrong row map
-    # would hit flips only ~20 % of the time)
+    # the rows dropped are flipped ones (a wrong row map would hit flips only ~20 % of the
+    # time), and they are the rows label_issues.csv flags
     assert np.isin(dropped, flips).all()
-    assert len(dropped) >= 0.7 * len(flips)
+    assert len(dropped) >= 0.8 * len(flips)
+    issues = read_rows(tmp_path / "out" / "label_issues.csv")
+    assert sorted(int(r["row"]) for r in issues if r["flagged"] == "1") == dropped
 
 
 def test_synthetic_noise_metrics_and_detectors(tmp_path, digits_config):
@@ -235,6 +238,7 @@ def test_synthetic_noise_metrics_and_detectors(tmp_path, digits_config):
         ("loss_trajectory", {"flag": 0.3}),
         ("confident_learning", {"folds": 2}),
         ("knn", None),
+        ("auto", None),
     ]:
         result = detect_label_issues(cfg, tmp_path / name, detector=name, detector_args=args)
         info = json.loads((tmp_path / name / "detection.json").read_text())
@@ -293,7 +297,9 @@ def test_knn_detector_finds_synthetic_flips_on_feature_csv(tmp_path):
             "train.device=cpu",
         ],
     )
-    result = detect_label_issues(cfg, tmp_path / "out", detector_args={"space": "input"})
+    result = detect_label_issues(
+        cfg, tmp_path / "out", detector="knn", detector_args={"space": "input"}
+    )
     m = result.metrics
     assert m["n_noisy"] > 50
     assert m["precision"] > 0.9 and m["recall"] > 0.9, m
@@ -311,9 +317,7 @@ def test_parse_detector_args():
     with pytest.raises(ConfigError):
         parse_detector_args(["k"])
     names = [name for name, _ in list_detectors()]
-    assert {"knn", "small_loss", "loss_trajectory", "confident_learning", "method_scores"} <= set(
-        names
-    )
+    assert {"auto", "knn", "small_loss", "loss_trajectory", "confident_learning"} <= set(names)
 
 
 def test_method_scores_adapter_uses_sample_scores():
@@ -339,8 +343,10 @@ def test_method_scores_adapter_uses_sample_scores():
     assert out.suggested.tolist() == [0, 0, 0, 0, 1]
 
 
-def test_detect_command(tmp_path):
-    from noisytail.detect.api import detect_command
+def test_detect_cli_wires_inputs(tmp_path):
+    from click.testing import CliRunner
+
+    from noisytail.cli import main
 
     rng = np.random.default_rng(4)
     true = np.repeat(np.arange(2), 40)
@@ -353,10 +359,11 @@ def test_detect_command(tmp_path):
             w.writerow([f"{v:.5f}" for v in row] + [int(y)])
     config = tmp_path / "detect.yaml"
     config.write_text(f"data:\n  name: csv\n  options:\n    train_csv: {manifest}\n")
-    result = detect_command(
-        config, ["train.device=cpu"], out=tmp_path / "out", args=["space=input", "k=5"]
-    )
-    assert result.output.info["k"] == 5
-    assert (tmp_path / "out" / "label_issues.csv").is_file()
-    with pytest.raises(ConfigError, match="--from-run"):
-        detect_command(config, (), from_run=tmp_path)
+    out = tmp_path / "out"
+    runner = CliRunner()
+    result = runner.invoke(main, ["detect", str(config), "--out", str(out), "--arg", "k=5"])
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "detection.json").read_text())
+    assert info["detector"] == "auto" and info["args"]["k"] == 5 and info["n"] == 80
+    result = runner.invoke(main, ["detect", str(config), "--from-run", str(tmp_path)])
+    assert result.exit_code == 2 and "--from-run" in result.output

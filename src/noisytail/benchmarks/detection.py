@@ -56,7 +56,6 @@ import torch
 
 from noisytail.config import Config, load_config
 from noisytail.data.prepare import prepare_data
-from noisytail.detect.api import json_default
 from noisytail.detect.detectors import (
     ConfidentLearningDetector,
     DetectionTask,
@@ -66,6 +65,7 @@ from noisytail.detect.detectors import (
     SmallLossDetector,
     train_run,
 )
+from noisytail.detect.exporters import json_default
 from noisytail.detect.metrics import detection_metrics
 from noisytail.detect.scores import per_sample_nll
 from noisytail.train import setup_runtime

@@ -1,4 +1,6 @@
-"""Label-issue detection: scores, detectors and their evaluation against the true flags."""
+"""Label-issue detection: the orchestration (`task`), the detectors (`detectors`, on
+`crossfit`'s out-of-sample probabilities and `scores`), the output writers (`exporters`), the
+array API (`find`) and the evaluation against the true flags (`metrics`)."""
 
 from noisytail.detect.metrics import detection_metrics, per_class_detection
 
@@ -15,11 +17,11 @@ __all__ = [
 
 def __getattr__(name: str):  # lazy: the API pulls in the training loop
     if name in ("detect_label_issues", "DetectionResult"):
-        from noisytail.detect import api
+        from noisytail.detect import task
 
-        return getattr(api, name)
+        return getattr(task, name)
     if name in ("knn_cosine", "moit_detect", "balanced_selection"):
-        from noisytail.detect import knn
+        from noisytail import neighbors
 
-        return getattr(knn, name)
+        return getattr(neighbors, name)
     raise AttributeError(f"module 'noisytail.detect' has no attribute {name!r}")

@@ -5,9 +5,16 @@ has one call, ``detect(task) -> DetectorOutput``. The `DetectionTask` gives it t
 (the given labels, the inputs) and, lazily, a model trained on the whole pool with the run's config
 (or loaded from a finished run folder), or models trained on folds of it.
 
-Registered: ``knn`` (MOIT's kNN agreement in a trained model's feature space, or in the input
-space), ``small_loss``, ``loss_trajectory``, ``confident_learning`` (k-fold out-of-sample
+Registered: ``auto`` (the default: no deep training, a kNN vote and a cross-fitted linear model
+on the raw inputs), ``knn`` (MOIT's kNN agreement in a trained model's feature space, or in the
+input space), ``small_loss``, ``loss_trajectory``, ``confident_learning`` (k-fold out-of-sample
 probabilities) and ``method_scores`` (any method's ``sample_scores``).
+
+Which samples are out of sample: ``auto`` (leave-one-out kNN, ``folds`` linear models) and
+``confident_learning`` (``folds`` models) score every sample with a model that did not train
+on it; ``knn`` with ``space=input`` leaves each sample out of its own vote; ``small_loss``,
+``loss_trajectory``, ``method_scores`` and ``knn`` with ``space=model`` score the samples the
+model trained on (the Fashion-MNIST protocol of BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -20,14 +27,17 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from .. import neighbors as knn_lib
 from ..config import Config, ConfigError
+from ..data.checks import check_fold_sizes
 from ..data.loader import PoolData
 from ..data.prepare import PreparedData
 from ..data.types import DataError
 from ..registry import DETECTORS
 from ..train import Run, Runtime, predict_probs
-from . import knn as knn_lib
+from . import crossfit as cf
 from . import scores as sc
+from .crossfit import stratified_folds
 
 
 @dataclass
@@ -38,6 +48,7 @@ class DetectorOutput:
     flagged: np.ndarray  # bool
     suggested: np.ndarray  # int, the label the detector would give
     info: dict[str, Any] = field(default_factory=dict)  # JSON-able details (k, thresholds, ...)
+    tiebreak: np.ndarray | None = None  # float [N], ranks equal suspicions (higher first)
 
     def __post_init__(self) -> None:
         self.suspicion = np.asarray(self.suspicion, dtype=np.float64)
@@ -48,6 +59,10 @@ class DetectorOutput:
             raise ValueError("suspicion, flagged and suggested must all be [N]")
         if not np.isfinite(self.suspicion).all():
             raise ValueError("the detector produced NaN or infinite scores")
+        if self.tiebreak is not None:
+            self.tiebreak = np.asarray(self.tiebreak, dtype=np.float64)
+            if self.tiebreak.shape != (n,):
+                raise ValueError("tiebreak must be [N] like suspicion")
 
 
 def train_run(
@@ -149,8 +164,9 @@ class DetectionTask:
         fn = getattr(run.method, "embed", None) or run.method.model.features
         return run.ctx.predict_train(lambda x: fn(x).flatten(1)).float()  # on the run's device
 
-    def pool_inputs(self) -> torch.Tensor:
-        """The normalised inputs of the pool, flattened ``[N, D]`` (no model)."""
+    def pool_inputs(self, flatten: bool = True) -> torch.Tensor:
+        """The normalised inputs of the pool, flattened ``[N, D]`` (no model); ``flatten=False``
+        keeps each sample's shape (``[N, C, H, W]`` for images)."""
         b = self.prepared.bundle
         data = PoolData(
             b.train.images,
@@ -160,7 +176,8 @@ class DetectionTask:
             device=torch.device("cpu"),
             on_device=False,
         )
-        return torch.cat([x.flatten(1) for x, _ in data.iter_plain(1024)]).float()
+        parts = [x.flatten(1) if flatten else x for x, _ in data.iter_plain(1024)]
+        return torch.cat(parts).float()
 
     def data_for(self, run: Run, train_positions: np.ndarray) -> PoolData:
         """A `PoolData` of the given pool positions, laid out like ``run``'s training data."""
@@ -199,6 +216,78 @@ def _flag_by(suspicion: np.ndarray, rule: str | float, seed: int) -> np.ndarray:
         flagged[np.argsort(-suspicion, kind="stable")[:n_flag]] = True
         return flagged
     raise ConfigError(f"flag must be 'gmm' or a fraction in (0, 1), got {rule!r}.")
+
+
+@DETECTORS.register("auto")
+class AutoDetector(Detector):
+    """The default detector: no deep training, every sample scored out of sample.
+
+    Probabilities from the raw inputs (images area-pooled to at most ``max_side`` pixels a
+    side, a CSV's standardised feature columns; `crossfit.input_features`): ``model``
+    ``"ensemble"`` (default) averages a leave-one-out similarity-weighted kNN vote
+    (`crossfit.knn_probs`, ``k`` as `neighbors.default_k`) and a logistic regression
+    cross-fitted over ``folds`` folds (`crossfit.linear_probs`); ``"knn"`` or ``"linear"`` take
+    one. Suspicion ``1 - p_y``, ties broken by the normalized margin; flagged by ``flag``
+    (`scores.verdict_from_probs`). The rule was chosen on the own-data detection benchmark
+    (BENCHMARKS.md).
+    """
+
+    description = "default: kNN vote + cross-fitted linear model on the raw inputs, no training"
+
+    def __init__(
+        self,
+        *,
+        model: str = "ensemble",
+        k: int | None = None,
+        folds: int = cf.DEFAULT_FOLDS,
+        flag: str = "confident_learning",
+        max_side: int = cf.MAX_SIDE,
+    ) -> None:
+        if model not in cf.FAST_MODELS:
+            raise ConfigError(f"auto: model must be one of {cf.FAST_MODELS}, got {model!r}.")
+        if flag not in sc.FLAG_RULES:
+            raise ConfigError(f"auto: flag must be one of {sc.FLAG_RULES}, got {flag!r}.")
+        if k is not None and k < 1:
+            raise ConfigError(f"auto: k must be a positive integer, got {k}.")
+        if folds < 2:
+            raise ConfigError(f"auto: folds must be >= 2, got {folds}.")
+        if max_side < 1:
+            raise ConfigError(
+                f"auto: max_side must be a positive number of pixels, got {max_side}."
+            )
+        self.model, self.k, self.folds, self.flag, self.max_side = model, k, folds, flag, max_side
+
+    def detect(self, task: DetectionTask) -> DetectorOutput:
+        y = task.labels
+        names = task.prepared.bundle.class_names
+        present = np.unique(y)
+        check_fold_sizes(
+            np.searchsorted(present, y),
+            [names[c] for c in present],
+            self.folds,
+            fix="use fewer folds (--arg folds=N)",
+        )
+        x = cf.input_features(task.pool_inputs(flatten=False), max_side=self.max_side)
+        probs = cf.fast_probs(
+            x,
+            y,
+            task.num_classes,
+            model=self.model,
+            k=self.k,
+            folds=self.folds,
+            seed=task.cfg.seed,
+        )
+        suspicion, tiebreak, flagged, suggested = sc.verdict_from_probs(probs, y, flag=self.flag)
+        return DetectorOutput(
+            suspicion,
+            flagged,
+            suggested,
+            info={
+                "features": list(x.shape[1:]),
+                "out_of_sample_accuracy": float((probs.argmax(1) == y).mean()),
+            },
+            tiebreak=tiebreak,
+        )
 
 
 @DETECTORS.register("knn")
@@ -311,18 +400,6 @@ class LossTrajectoryDetector(Detector):
         score = sc.loss_trajectory(task.loss_history, start=start)
         suggested = task.pool_probs(run).argmax(1)
         return DetectorOutput(score, _flag_by(score, self.flag, task.cfg.seed), suggested)
-
-
-def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """Fold id ``[N]`` in ``0..folds-1``: each class's members, shuffled, dealt round-robin."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
-    fold = np.empty(len(labels), dtype=np.int64)
-    offset = 0
-    for c in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        fold[members] = (np.arange(len(members)) + offset) % folds
-        offset += len(members)
-    return fold
 
 
 @DETECTORS.register("confident_learning")

@@ -156,3 +156,42 @@ def confident_learning_flags(
     if require_disagreement:
         flagged &= p.argmax(axis=1) != y
     return flagged, guess
+
+
+# ------------------------------------------------------------------------------ ranking, verdict
+
+#: Flag rules of `verdict_from_probs`.
+FLAG_RULES = ("confident_learning", "argmax")
+
+
+def ranking(suspicion: Any, tiebreak: Any = None) -> np.ndarray:
+    """Positions ``[N]`` most suspect first: by ``suspicion`` (descending), then ``tiebreak``
+    (descending, optional), then position."""
+    s = _np(suspicion, np.float64)
+    keys = [np.arange(len(s))]
+    if tiebreak is not None:
+        keys.append(-_np(tiebreak, np.float64))
+    keys.append(-s)
+    return np.lexsort(keys)
+
+
+def verdict_from_probs(
+    probs: Any, labels: Any, *, flag: str = "confident_learning"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """From out-of-sample ``probs [N, K]`` and given ``labels [N]``: ``(suspicion, tiebreak,
+    flagged, suggested)``, each ``[N]``.
+
+    ``suspicion = 1 - p_y`` (one minus the self-confidence), ``tiebreak = 1 - normalized
+    margin``; ``flag``: ``"confident_learning"`` (`confident_learning_flags`, with the argmax
+    disagreeing) or ``"argmax"`` (the most probable class is not the given one). ``suggested``
+    is the confident class of a flagged sample, else the argmax.
+    """
+    if flag not in FLAG_RULES:
+        raise ValueError(f"flag must be one of {FLAG_RULES}, got {flag!r}")
+    p, y = _np(probs, np.float64), _np(labels, np.int64)
+    _check(p, y)
+    cl_flags, guess = confident_learning_flags(p, y)
+    argmax = p.argmax(axis=1)
+    flagged = cl_flags if flag == "confident_learning" else argmax != y
+    suggested = np.where(cl_flags, guess, argmax)
+    return 1.0 - self_confidence(p, y), 1.0 - normalized_margin(p, y), flagged, suggested

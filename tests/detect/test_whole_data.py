@@ -1,0 +1,137 @@
+"""``noisytail detect`` on a user's own folder or CSV: every input row scored once, each row of
+label_issues.csv joins back to its input, no ties, and the cleaned copy accounts for every row."""
+
+import csv
+import json
+
+import numpy as np
+from PIL import Image
+
+from noisytail.config import load_config
+from noisytail.detect import detect_label_issues
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_every_image_of_a_folder_scored_once(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "shapes"
+    files = []
+    for c, name in enumerate(["a", "b", "c"]):
+        (root / name).mkdir(parents=True)
+        for i in range(12 + 4 * c):
+            pixels = np.clip(60 * c + 40 + rng.normal(0, 20, (28, 28)), 0, 255).astype(np.uint8)
+            path = root / name / f"{i:02d}.png"
+            Image.fromarray(pixels).save(path)
+            files.append(str(path))
+    cfg = load_config(None, ["data.name=image_folder", f"data.root={root}"])
+    out = tmp_path / "out"
+    result = detect_label_issues(cfg, out)
+    rows = read_rows(out / "label_issues.csv")
+    assert result.detector == "auto"
+    assert len(rows) == result.n == len(files)  # no test or validation split taken
+    assert sorted(r["path"] for r in rows) == sorted(files)
+    for r in rows:  # each row names its input, with the folder it came from as given label
+        assert r["given_label"] == r["path"].split("/")[-2]
+        assert r["row"] == ""
+    scores = [float(r["score"]) for r in rows]
+    assert len(set(scores)) == len(scores)  # distinct images, distinct scores
+    assert scores == sorted(scores, reverse=True)
+    assert json.loads((out / "detection.json").read_text())["whole_data"] is True
+
+
+def test_every_csv_row_scored_and_joined_back(tmp_path):
+    rng = np.random.default_rng(1)
+    names = np.array(["cat", "dog", "owl"])
+    true = np.repeat(np.arange(3), [50, 30, 20])
+    x = np.eye(3, 5)[true] * 5 + rng.normal(size=(100, 5))
+    given = true.copy()
+    flips = np.array([3, 55, 71, 90])
+    given[flips] = (true[flips] + 1) % 3
+    manifest = tmp_path / "table.csv"
+    with open(manifest, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["f0", "f1", "f2", "f3", "f4", "label"])
+        for i, (row, y) in enumerate(zip(x, given)):
+            w.writerow([f"{v:.6f}" for v in row] + [names[y]])
+            if i == 10:
+                w.writerow([])  # a blank line is not a row (as pandas.read_csv)
+    cfg = load_config(None, ["data.name=csv", f"data.options.train_csv={manifest}"])
+    out = tmp_path / "out"
+    result = detect_label_issues(cfg, out, clean_csv=True)
+    rows = read_rows(out / "label_issues.csv")
+    assert len(rows) == result.n == 100
+    assert sorted(int(r["row"]) for r in rows) == list(range(100))
+    for r in rows:  # the 0-based data row of the user's file holds that label and those values
+        i = int(r["row"])
+        assert r["given_label"] == names[given[i]]
+    assert {int(r["row"]) for r in rows[:4]} == set(flips.tolist())
+    scores = [float(r["score"]) for r in rows]
+    assert len(set(scores)) == 100
+    # the cleaned copy: every row kept except the flagged ones, which are the flips
+    flagged = sorted(int(r["row"]) for r in rows if r["flagged"] == "1")
+    assert flagged == sorted(flips.tolist())
+    kept = read_rows(result.files["cleaned_csv"])
+    assert len(kept) + len(flagged) == 100
+    kept_values = {r["f0"] for r in kept}
+    assert all(f"{x[i, 0]:.6f}" not in kept_values for i in flagged)
+    assert result.cleaned == {
+        "file": str(result.files["cleaned_csv"]),
+        "rows": 100,
+        "dropped": 4,
+        "kept": 96,
+        "not_checked": 0,
+    }
+
+
+def test_csv_rows_through_a_subset(tmp_path):
+    """With data.train_subset the pool is a part of the file: each row still names its own
+    0-based data row, and the cleaned copy keeps the rows not checked."""
+    rng = np.random.default_rng(2)
+    labels = rng.permutation(np.repeat(np.arange(4), 30))
+    x = np.eye(4, 6)[labels] * 4 + rng.normal(size=(120, 6))
+    manifest = tmp_path / "t.csv"
+    with open(manifest, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id"] + [f"f{j}" for j in range(6)] + ["label"])
+        for i, (row, y) in enumerate(zip(x, labels)):
+            w.writerow([i] + [f"{v:.5f}" for v in row] + [int(y)])
+    cfg = load_config(
+        None, ["data.name=csv", f"data.options.train_csv={manifest}", "data.train_subset=40"]
+    )
+    result = detect_label_issues(cfg, tmp_path / "out", clean_csv=True)
+    rows = read_rows(tmp_path / "out" / "label_issues.csv")
+    assert len(rows) == result.n == 40
+    checked = [int(r["row"]) for r in rows]
+    assert len(set(checked)) == 40
+    for r in rows:
+        assert int(r["given_label"]) == labels[int(r["row"])]
+    assert sorted(checked) != list(range(40))  # a stratified subset, not the first 40 rows
+    assert result.cleaned["rows"] == 120 and result.cleaned["not_checked"] == 80
+    kept_ids = {int(r["id"]) for r in read_rows(result.files["cleaned_csv"])}
+    flagged = {int(r["row"]) for r in rows if r["flagged"] == "1"}
+    assert kept_ids == set(range(120)) - flagged
+
+
+def test_a_class_smaller_than_the_folds_is_refused(tmp_path):
+    import pytest
+
+    from noisytail.data.types import DataError
+
+    manifest = tmp_path / "t.csv"
+    rng = np.random.default_rng(3)
+    lines = ["a,b,label"] + [
+        f"{v:.3f},{w:.3f},{c}"
+        for v, w, c in zip(
+            rng.normal(size=23), rng.normal(size=23), ["x"] * 10 + ["y"] * 10 + ["z"] * 3
+        )
+    ]
+    manifest.write_text("\n".join(lines) + "\n")
+    cfg = load_config(None, ["data.name=csv", f"data.options.train_csv={manifest}"])
+    with pytest.raises(DataError, match=r"Class 'z' has 3 sample.*5 folds.*--arg folds=N"):
+        detect_label_issues(cfg, tmp_path / "out")
+    result = detect_label_issues(cfg, tmp_path / "out", detector_args={"folds": 3})
+    assert result.n == 23
