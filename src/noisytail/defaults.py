@@ -24,9 +24,11 @@ import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from .config import Config, from_dict, parse_override, read_yaml_file
+from .config import Config, ConfigError, from_dict, parse_override, read_yaml_file
+from .data.types import DataError
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +115,12 @@ def choose_defaults(cfg: Config, explicit: Iterable[str]) -> tuple[Config, list[
         cfg = from_dict({"data": {"name": "csv"}}, cfg)
     if cfg.data.name not in USER_SOURCES:
         return cfg, choices
-    bundle = load_dataset(cfg.data.name, root=cfg.data.root, options=cfg.data.options)
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # the run's own load says the source's notes, once
+    try:
+        bundle = load_dataset(cfg.data.name, root=cfg.data.root, options=cfg.data.options)
+    finally:
+        logging.disable(previous)
     options = {}
     for name, (value, why) in bundle.inferred.items():
         choices.append(Choice(f"data.options.{name}", value, why))
@@ -138,17 +145,51 @@ def choose_defaults(cfg: Config, explicit: Iterable[str]) -> tuple[Config, list[
     return from_dict(values, cfg), choices
 
 
+def reuse_choices(cfg: Config, run_dir: str | os.PathLike, explicit: Iterable[str]) -> Config:
+    """``cfg`` with the choices recorded in the run folder's ``config.yaml`` (its ``inferred``
+    keys, except those now set explicitly), so that ``--resume`` continues the run as it was
+    chosen and a change of the data is reported as such, not as a changed config."""
+    from .runfolder import read_run_config
+
+    saved = read_run_config(run_dir)
+    explicit = set(explicit)
+    values: dict[str, Any] = {"inferred": {}}
+    for key, why in saved.inferred.items():
+        if key in explicit:
+            continue
+        values["inferred"][key] = why
+        if key == "data.name":
+            values.setdefault("data", {})["name"] = saved.data.name
+        elif key.startswith("data.options."):
+            name = key.split(".", 2)[2]
+            values.setdefault("data", {}).setdefault("options", {})[name] = saved.data.options[name]
+        elif key == "model.name":
+            values["model"] = {"name": saved.model.name, "options": dict(saved.model.options)}
+        elif key == "train.epochs":
+            values["train"] = {"epochs": saved.train.epochs}
+    return from_dict(values, cfg)
+
+
 def apply_defaults(
     cfg: Config,
     config_path: str | os.PathLike | None,
     overrides: Iterable[str],
     echo: Callable[[str], Any] | None = None,
+    *,
+    run_dir: str | os.PathLike | None = None,
 ) -> Config:
     """`choose_defaults` for a config built from ``config_path`` and ``overrides`` (what the
     CLI's ``train`` and ``detect`` do); one line per choice goes to ``echo`` (default: the
-    ``noisytail.defaults`` logger at INFO)."""
+    ``noisytail.defaults`` logger at INFO). ``run_dir``: the run a ``--resume`` continues,
+    whose recorded choices are reused (`reuse_choices`) when it has a ``config.yaml``."""
     overrides = list(overrides)
-    cfg, choices = choose_defaults(cfg, explicit_keys(config_path, overrides))
+    explicit = explicit_keys(config_path, overrides)
+    if run_dir is not None and (Path(run_dir) / "config.yaml").is_file():
+        try:
+            return reuse_choices(cfg, run_dir, explicit)
+        except (ConfigError, DataError):
+            pass  # a damaged config.yaml: fit says so, or starts afresh without a checkpoint
+    cfg, choices = choose_defaults(cfg, explicit)
     for choice in choices:
         (echo or log.info)(choice.line())
     return cfg
