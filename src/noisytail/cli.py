@@ -128,7 +128,13 @@ def train(config, overrides, out, resume, no_progress, no_report) -> None:  # ty
     from .train import fit
 
     # settings left unset are chosen from a user's own data, one printed line each
-    cfg = apply_defaults(load_config(config, list(overrides)), config, overrides, click.echo)
+    cfg = apply_defaults(
+        load_config(config, list(overrides)),
+        config,
+        overrides,
+        click.echo,
+        run_dir=out if resume else None,
+    )
     if out is None:
         import os
 
