@@ -17,12 +17,8 @@ from typing import Any
 
 import yaml
 
+from .errors import ConfigError  # defined below every layer; config is its historical home
 from .registry import suggest
-
-
-class ConfigError(ValueError):
-    """A bad configuration key or value; the message says what to do."""
-
 
 # YAML 1.1 (PyYAML) reads ``1e-3`` as a string: its floats need a dot. Every config, grid and
 # override is read with this loader, whose float rule is YAML 1.2's (``1e-3``, ``1E5``, ``.5``,

@@ -35,6 +35,7 @@ from torch import nn
 
 from .data.loader import PoolData
 from .evaluate import classification_metrics
+from .neighbors import weighted_knn_scores
 from .runfolder import write_checkpoint, write_json
 
 #: The loss the two-stage recipe fine-tunes a pre-trained encoder with (``method.loss`` of ERM):
@@ -175,23 +176,16 @@ def knn_predict(
     num_classes: int | None = None,
     chunk: int = 1024,
 ) -> torch.Tensor:
-    """Weighted-kNN class probabilities ``[M, K]``: cosine similarity, top-``k`` neighbours,
-    weights ``exp(s / t)``, scores normalised to sum to one."""
-    xtr = F.normalize(_as_tensor(train_feats, torch.float32), dim=1)
-    xte = F.normalize(_as_tensor(test_feats, torch.float32), dim=1)
+    """Weighted-kNN class probabilities ``[M, K]`` of the test features: the scores of
+    `noisytail.neighbors.weighted_knn_scores` (cosine similarity, top-``k`` training neighbours,
+    weights ``exp((s - 1) / t)``) normalised to sum to one."""
+    xtr = _as_tensor(train_feats, torch.float32)
     ytr = _as_tensor(train_labels, torch.long)
     nc = int(num_classes) if num_classes is not None else int(ytr.max()) + 1
-    kk = max(1, min(k, len(xtr)))
-    out = []
-    for start in range(0, len(xte), chunk):
-        sim = xte[start : start + chunk] @ xtr.t()
-        top, idx = sim.topk(kk, dim=1)
-        w = torch.exp(
-            (top - 1.0) / t
-        )  # shifted by the largest possible s: same ranking, no overflow
-        scores = torch.zeros(len(sim), nc).scatter_add_(1, ytr[idx], w)
-        out.append(scores / scores.sum(1, keepdim=True).clamp_min(1e-30))
-    return torch.cat(out) if out else torch.zeros(0, nc)
+    scores = weighted_knn_scores(
+        _as_tensor(test_feats, torch.float32), xtr, ytr, nc, k=k, t=t, block_size=chunk
+    )
+    return scores / scores.sum(1, keepdim=True).clamp_min(1e-30)
 
 
 def knn_classify(

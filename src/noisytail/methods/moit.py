@@ -20,7 +20,7 @@ Total loss = ICL(batch) + ICL(memory) + classification, all weights 1.
 
 **Detection** (`on_epoch_start`, from epoch ``detect_start_epoch``): the normalised projection of
 every training sample (un-augmented, ``ctx.predict_train``), MOIT's two-pass kNN vote and the
-per-class median-balanced selection (`noisytail.detect.knn.moit_detect`). The official code runs it
+per-class median-balanced selection (`noisytail.neighbors.moit_detect`). The official code runs it
 after each epoch; here it runs before the next, on the same weights. ``k`` defaults to
 `default_k` of the noisy class counts: 5 % of the median class size, clipped to [10, 250]
 (CIFAR-10: 250 as in the paper; 150 images per class: 10).
@@ -47,10 +47,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..detect.knn import default_k, moit_detect
 from ..losses.classification import mixup_ce, soft_target_ce
 from ..losses.interpolated import interpolated_supcon
 from ..models.base import Backbone
+from ..neighbors import default_k, moit_detect
 from ..registry import METHODS
 from .base import Batch, Context, Method, TaskInfo
 

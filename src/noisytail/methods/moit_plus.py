@@ -46,10 +46,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import ConfigError
-from ..detect.knn import moit_detect
+from ..errors import ConfigError
 from ..losses.classification import cross_entropy
 from ..models.base import Backbone
+from ..neighbors import moit_detect
 from ..registry import METHODS
 from ..runfolder import read_checkpoint
 from .base import Batch, Context, Method, TaskInfo

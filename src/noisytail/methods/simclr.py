@@ -27,6 +27,7 @@ from torch import nn
 
 from ..losses.contrastive import INFO_NCE_REDUCTIONS, info_nce
 from ..models.base import Backbone
+from ..neighbors import weighted_knn_scores
 from ..registry import METHODS
 from .base import Batch, Context, Method, TaskInfo
 
@@ -84,25 +85,20 @@ def knn_leave_one_out(
     t: float = 0.1,
     chunk: int = 1024,
 ) -> torch.Tensor:
-    """Weighted-kNN class of every row of ``feats`` among the others (itself excluded)."""
-    f = F.normalize(feats.float(), dim=1)
-    n = f.shape[0]
-    k = max(1, min(k, n - 1))
-    preds = []
-    for start in range(0, n, chunk):
-        sim = f[start : start + chunk] @ f.t()
-        rows = torch.arange(sim.shape[0], device=f.device)
-        sim[rows, rows + start] = float("-inf")
-        top, idx = sim.topk(k, dim=1)
-        w = torch.exp(top / t)
-        scores = torch.zeros(sim.shape[0], num_classes, device=f.device)
-        scores.scatter_add_(1, labels[idx], w)
-        preds.append(scores.argmax(1))
-    return torch.cat(preds)
+    """Weighted-kNN class ``[N]`` of every row of ``feats [N, D]`` among the others (itself
+    excluded): the argmax of `noisytail.neighbors.weighted_knn_scores`, queries in blocks of
+    ``chunk``."""
+    ids = torch.arange(feats.shape[0], device=feats.device)
+    scores = weighted_knn_scores(
+        feats, feats, labels, num_classes, k=k, t=t, query_ids=ids, block_size=chunk
+    )
+    return scores.argmax(1)
 
 
 class ContrastiveMethod(Method):
     """Shared parts: projection head, probe parameter groups, optional kNN monitor."""
+
+    self_supervised = True
 
     def __init__(
         self,
