@@ -547,7 +547,7 @@ CASES = [
     Case(
         "pretrain: --set method.name=erm",
         ["pretrain", *FAST, "--set", "method.name=erm", "--out", "{out}/p"],
-        "pretrain: method.name must be one of simclr, multiview, mttv",
+        "pretrain: method.name must be one of mttv, multiview, simclr",
     ),
     # items 1, 2, 5, 8 and 10: checkpoints and run folders (a refused resume leaves the run as it
     # was: it lies inside {in}, whose hashes are checked; a malicious pickle would create {in}/ran)

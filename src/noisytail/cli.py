@@ -187,7 +187,33 @@ def _print_summary(summary: dict, out: Path) -> None:
         click.echo(f"report:     {out / 'report.md'}")
 
 
-SSL_METHODS = ("simclr", "multiview", "mttv")
+def _self_supervised_methods() -> list[str]:
+    """The registered methods that declare ``self_supervised`` (what ``pretrain`` runs)."""
+    from . import methods  # noqa: F401  (registration)
+    from .registry import METHODS
+
+    return [name for name in METHODS.names() if METHODS.get(name).self_supervised]
+
+
+def _detector_names() -> list[str]:
+    """The registered detectors."""
+    from .detect import detectors  # noqa: F401  (registration)
+    from .registry import DETECTORS
+
+    return DETECTORS.names()
+
+
+class _RegistryHelpOption(click.Option):
+    """An option whose help ends with the names a registry holds, read only when help is shown
+    (the registry's modules are not imported for other commands)."""
+
+    def __init__(self, *args, names, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self._names, self._help = names, self.help or ""
+
+    def get_help_record(self, ctx):  # type: ignore[no-untyped-def]
+        self.help = f"{self._help} One of: {', '.join(self._names())}."
+        return super().get_help_record(ctx)
 
 
 def _pretrain_overrides(config: str | None, overrides: tuple[str, ...]) -> list[str]:
@@ -208,10 +234,11 @@ def _pretrain_overrides(config: str | None, overrides: tuple[str, ...]) -> list[
     def on_line(key: str) -> bool:
         return any(o.split("=", 1)[0].strip() == key for o in overrides)
 
+    ssl_methods = _self_supervised_methods()
     out, replaced = [], None
     if not on_line("method.name"):
         named = values["method"]["name"] if in_file("method.name") else None
-        if named is None or named not in SSL_METHODS:
+        if named is None or named not in ssl_methods:
             out.append("method.name=simclr")
             replaced = named
     if not on_line("data.augment") and (replaced is not None or not in_file("data.augment")):
@@ -220,7 +247,7 @@ def _pretrain_overrides(config: str | None, overrides: tuple[str, ...]) -> list[
         click.echo(
             f"note: {config} names the supervised method {replaced!r}; pre-training uses simclr "
             f"with SimCLR augmentation instead (choose with --set method.name="
-            f"{'|'.join(SSL_METHODS)}).",
+            f"{'|'.join(ssl_methods)}).",
             err=True,
         )
     return out
@@ -254,9 +281,9 @@ def pretrain(config, overrides, out, resume, probe_epochs, no_progress) -> None:
             f"--probe-epochs must be >= 1 (the linear probe's training epochs), got {probe_epochs}."
         )
     cfg = load_config(config, _pretrain_overrides(config, overrides) + list(overrides))
-    if cfg.method.name not in SSL_METHODS:
+    if cfg.method.name not in _self_supervised_methods():
         raise ConfigError(
-            f"pretrain: method.name must be one of {', '.join(SSL_METHODS)}, "
+            f"pretrain: method.name must be one of {', '.join(_self_supervised_methods())}, "
             f"got {cfg.method.name!r} (use `train` for supervised methods)."
         )
     if out is None:
@@ -360,8 +387,10 @@ def bench(grid, out, jobs) -> None:  # type: ignore[no-untyped-def]
     "--detector",
     "-d",
     default=None,
-    help="A registered detector (noisytail list detectors). Default: auto (no training), or "
-    "knn in the run's feature space with --from-run.",
+    cls=_RegistryHelpOption,
+    names=_detector_names,
+    help="A registered detector. Default: auto (no training), or knn in the run's feature space "
+    "with --from-run.",
 )
 @click.option(
     "--arg", "args", multiple=True, metavar="KEY=VALUE", help="Detector argument, e.g. --arg k=50."

@@ -30,8 +30,6 @@ PHASE_ARGS: dict[str, dict[str, Any]] = {
     "moit_plus": {"bootstrap_epoch": 1},
     "dividemix": {"warmup_epochs": 0},
 }
-# The data each kind of method needs besides the common set-up.
-SELF_SUPERVISED = ("simclr", "multiview", "mttv")
 
 
 def method_overrides(name: str) -> list[str]:
@@ -40,7 +38,7 @@ def method_overrides(name: str) -> list[str]:
     out += [f"method.{k}={v}" for k, v in PHASE_ARGS.get(name, {}).items()]
     if METHODS.get(name).needs_meta:
         out.append("meta.per_class=20")
-    if name in SELF_SUPERVISED or name.startswith("moit"):
+    if METHODS.get(name).self_supervised or name.startswith("moit"):
         out.append("data.augment=simclr")
     return out
 

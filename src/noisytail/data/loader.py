@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from ..methods.base import Batch
 from .augment import augment, to_float
+from .batch import Batch
 from .types import ImageStore, TensorStore
 
 AugmentFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]

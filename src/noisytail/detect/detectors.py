@@ -159,10 +159,10 @@ class DetectionTask:
 
     def pool_features(self, run: Run) -> torch.Tensor:
         """Features ``[N, D]`` of the pool on the run's device (the kNN runs there): the method's
-        ``embed`` if it has one (e.g. a contrastive projection), else the backbone's
-        ``features``."""
-        fn = getattr(run.method, "embed", None) or run.method.model.features
-        return run.ctx.predict_train(lambda x: fn(x).flatten(1)).float()  # on the run's device
+        `noisytail.methods.base.Method.embed` (the backbone's features unless the method has its
+        own projection)."""
+        embed = run.method.embed
+        return run.ctx.predict_train(lambda x: embed(x).flatten(1)).float()  # on the run's device
 
     def pool_inputs(self, flatten: bool = True) -> torch.Tensor:
         """The normalised inputs of the pool, flattened ``[N, D]`` (no model); ``flatten=False``

@@ -16,19 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.batch import Batch
 from ..models.base import Backbone
 
-
-@dataclass
-class Batch:
-    """One training batch. ``x``: ``[B, ...]`` or a tuple of views; ``labels``, ``idx``: ``[B]``."""
-
-    x: torch.Tensor | tuple[torch.Tensor, ...]
-    labels: torch.Tensor
-    idx: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
+__all__ = ["Batch", "Context", "Method", "TaskInfo"]  # Batch: noisytail.data.batch, re-exported
 
 
 @dataclass
@@ -122,11 +113,14 @@ class Method(nn.Module):
       ``views``: how many augmented views of each image ``x`` holds (1: a tensor; k>1: a tuple).
       ``needs_meta``: whether the method requires a clean meta set.
       ``include_plain_view``: also pass the un-augmented image as the last element of ``x``.
+      ``self_supervised``: the method learns an encoder without the labels (the labels train at
+      most a detached probe); ``noisytail pretrain`` runs exactly these methods.
     """
 
     views: ClassVar[int] = 1
     needs_meta: ClassVar[bool] = False
     include_plain_view: ClassVar[bool] = False
+    self_supervised: ClassVar[bool] = False
 
     def __init__(self, model: Backbone, info: TaskInfo) -> None:
         super().__init__()
@@ -168,6 +162,12 @@ class Method(nn.Module):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, K]`` for evaluation."""
         return self.model(x)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Embeddings ``[B, D]`` of inputs ``x [B, ...]``: the space in which the method compares
+        samples, and in which the ``knn`` detector looks for neighbours. Default: the backbone's
+        ``features``; a method with its own projection (MOIT) overrides it."""
+        return self.model.features(x)
 
     def sample_scores(self) -> np.ndarray | None:
         """Per-sample clean scores ``[N]`` (higher = more likely clean), or None."""
