@@ -115,6 +115,23 @@ def photos(root: Path) -> None:
             Image.fromarray(pixels).save(path)
 
 
+def cut_jpeg(root: Path) -> None:
+    """photos/class_2/cut.jpg: a JPEG whose second half is missing (its header reads fine)."""
+    path = root / "photos" / "class_2" / "cut.jpg"
+    Image.fromarray(np.full((32, 32, 3), 90, dtype=np.uint8)).save(path, quality=95)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def one_class(root: Path) -> None:
+    """photos/ with a single class folder."""
+    photos(root)
+    for c in ("class_1", "class_2"):
+        for p in (root / "photos" / c).iterdir():
+            p.unlink()
+        (root / "photos" / c).rmdir()
+
+
 def photo_manifest(root: Path) -> None:
     """photos/ plus lists/train.csv naming them (paths relative to photos/)."""
     photos(root)
@@ -703,6 +720,31 @@ CASES = [
         ["train", *RESUMABLE, "--out", "{in}/run", "--resume"],
         r"last.pt: does not fit this run's model, method or optimizer",
         setup=run_folder(narrow_weights),
+    ),
+    # a user's own data (issue 10, item 7): one line naming the file or the class, exit code 2
+    Case(
+        "train: an image file is not an image (size inferred from the headers)",
+        ["train", *PHOTOS[:4], "--set", "train.epochs=1", "--set", "train.progress=false"],
+        r"Cannot read image \S*photos/class_1/9\.png: .*\(noisytail stops rather than skipping",
+        setup=both(photos, text("photos/class_1/9.png", "not an image\n")),
+    ),
+    Case(
+        "train: a JPEG cut short (size given: found when decoding)",
+        ["train", *PHOTOS],
+        r"Cannot read image \S*photos/class_2/cut\.jpg: (?i:.*truncated)",
+        setup=both(photos, cut_jpeg),
+    ),
+    Case(
+        "train: an image folder with one class",
+        ["train", *PHOTOS],
+        r"image_folder \S*photos has one class \('class_0'\): a classifier needs at least two",
+        setup=one_class,
+    ),
+    Case(
+        "train: a CSV whose label column has one value",
+        ["train", *FAST_CSV],
+        r"table\.csv has one class \('x'\)",
+        setup=table(["x"] * 12),
     ),
     # the command line itself
     Case("train: config file missing", ["train", "{in}/none.yaml"], "Config file .* not found"),
