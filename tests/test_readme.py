@@ -56,8 +56,22 @@ def photos(root: Path) -> Path:
     return root
 
 
+def table(path: Path) -> Path:
+    """A tabular CSV: three numeric columns and a 2-class ``label`` column."""
+    rng = np.random.default_rng(0)
+    rows = [
+        f"{a:.3f},{b:.3f},{c:.3f},{i % 2}" for i, (a, b, c) in enumerate(rng.normal(size=(40, 3)))
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("a,b,c,label\n" + "\n".join(rows) + "\n")
+    return path
+
+
 #: README placeholder -> a function of the working folder that makes the data and returns it.
-PLACEHOLDERS = {"/path/photos": lambda work: str(photos(work / "photos"))}
+PLACEHOLDERS = {
+    "/path/photos": lambda work: str(photos(work / "photos")),
+    "/path/table.csv": lambda work: str(table(work / "tables" / "table.csv")),
+}
 
 
 def shrink_grid(grid: Path, work: Path) -> Path:
