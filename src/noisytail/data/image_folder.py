@@ -151,17 +151,17 @@ def infer_image_format(
     return ImageFormat(size, channels, why, c_why)
 
 
-_POOL: ThreadPoolExecutor | None = None
+_POOL: tuple[int, ThreadPoolExecutor] | None = None  # (the process that made it, the pool)
 
 
 def _decode_pool() -> ThreadPoolExecutor:
-    """Threads that decode image files in parallel (PIL releases the GIL while decoding)."""
+    """Threads that decode image files in parallel (PIL releases the GIL while decoding); a
+    forked child makes its own (the parent's threads do not exist there)."""
     global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(
-            max_workers=max(1, min(8, os.cpu_count() or 1)), thread_name_prefix="noisytail-decode"
-        )
-    return _POOL
+    if _POOL is None or _POOL[0] != os.getpid():
+        workers = max(1, min(8, os.cpu_count() or 1))
+        _POOL = (os.getpid(), ThreadPoolExecutor(workers, thread_name_prefix="noisytail-decode"))
+    return _POOL[1]
 
 
 class LazyImageStore:
