@@ -40,13 +40,13 @@ from noisytail.figures import (
     row_normalise,
 )
 
-DATASET_NAMES = {
-    "fashion_mnist": "Fashion-MNIST",
-    "mnist": "MNIST",
-    "digits": "scikit-learn digits",
-    "cifar10": "CIFAR-10",
-    "cifar100": "CIFAR-100",
-}
+
+def _dataset_name(name: Any, default: str) -> str:
+    """How the report names data source ``name``: the display name the source declares
+    (`noisytail.data.source_info`), ``name`` itself for an unknown one, ``default`` for none."""
+    from noisytail.data.sources import display_name
+
+    return default if name is None else display_name(str(name))
 
 
 # ---------------------------------------------------------------- reading the run folder
@@ -135,7 +135,7 @@ def _noise_phrase(noise: Any, realised: float | None) -> str:
 
 
 def _summary_paragraph(s: dict[str, Any], m: dict[str, Any] | None, names, counts) -> str:
-    dataset = DATASET_NAMES.get(str(s.get("dataset")), str(s.get("dataset", "this data set")))
+    dataset = _dataset_name(s.get("dataset"), "this data set")
     realised = finite(lookup(s, "noise.realised_rate"))
     ratio = finite(s.get("imbalance_ratio"))
     imb = "balanced classes" if ratio is None or ratio <= 1 else f"imbalance ratio {ratio:g}"
@@ -300,7 +300,7 @@ def write_report(run_dir: Path | str) -> Path:
         names = [str(c) for c in given] if given is not None and len(given) == k else []
         names = names or [str(i) for i in range(k)]
 
-    dataset = DATASET_NAMES.get(str(s.get("dataset")), s.get("dataset", run_dir.name))
+    dataset = _dataset_name(s.get("dataset"), run_dir.name)
     title = f"{s.get('method', 'Run')} on {dataset}"
     md = [f"# {title}", ""]
     if s or m:

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from noisytail.data.source_info import data_source
 from noisytail.data.types import DataError, DatasetBundle, DataSplit, TensorStore
-from noisytail.registry import DATASETS
 
 #: Without test arrays, the run's per-epoch test metrics use at most this many training samples
 #: (with their given labels): a check that training fits them, not a test.
@@ -211,7 +211,11 @@ def arrays_dataset(x: Any, y: Any, **kwargs: Any) -> Iterator[str]:
         release_arrays(key)
 
 
-@DATASETS.register("arrays")
+@data_source(
+    "arrays",
+    display_name="in-memory arrays",
+    how_to_get="In-memory arrays from Python: noisytail.data.arrays.hold_arrays(x, y).",
+)
 def load_arrays(root: str | None = None, *, key: str = "") -> DatasetBundle:
     """The arrays held under ``key`` (`hold_arrays`) as a bundle. ``root`` is ignored.
 

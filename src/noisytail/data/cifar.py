@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from noisytail.data.fashion_mnist import SYSTEM_DIR, cache_dir
+from noisytail.data.source_info import data_source
 from noisytail.data.types import DataError, DatasetBundle, DataSplit, TensorStore
-from noisytail.registry import DATASETS
 
 CIFAR10_DIR = "cifar-10-batches-py"
 CIFAR100_DIR = "cifar-100-python"
@@ -160,7 +160,12 @@ def _split(images: np.ndarray, labels: np.ndarray) -> DataSplit:
     return DataSplit(TensorStore(torch.from_numpy(np.array(images, order="C"))), labels)
 
 
-@DATASETS.register("cifar10")
+@data_source(
+    "cifar10",
+    display_name="CIFAR-10",
+    how_to_get=how_to_get("cifar10"),
+    locate=lambda: find_cifar("cifar10"),
+)
 def load_cifar10(root: str | None = None, *, download: bool = False) -> DatasetBundle:
     """CIFAR-10: 50 000 train / 10 000 test images, uint8 ``[N, 3, 32, 32]``, 10 classes.
 
@@ -191,7 +196,12 @@ def load_cifar10(root: str | None = None, *, download: bool = False) -> DatasetB
     )
 
 
-@DATASETS.register("cifar100")
+@data_source(
+    "cifar100",
+    display_name="CIFAR-100",
+    how_to_get=how_to_get("cifar100"),
+    locate=lambda: find_cifar("cifar100"),
+)
 def load_cifar100(root: str | None = None, *, download: bool = False) -> DatasetBundle:
     """CIFAR-100: 50 000 train / 10 000 test images, uint8 ``[N, 3, 32, 32]``, 100 fine classes.
 

@@ -35,8 +35,8 @@ import numpy as np
 
 from noisytail.data.image_folder import IMAGENET_MEAN, IMAGENET_STD, LazyImageStore
 from noisytail.data.list_file import check_exist, read_lines, read_path_label_file
+from noisytail.data.source_info import data_source
 from noisytail.data.types import DataError, DatasetBundle, DataSplit
-from noisytail.registry import DATASETS
 
 #: The 14 classes in label order (Clothing1M's ``category_names_eng.txt``).
 CLOTHING1M_CLASSES = [
@@ -115,7 +115,7 @@ def _class_names(base: Path) -> list[str]:
     return names
 
 
-@DATASETS.register("clothing1m")
+@data_source("clothing1m", display_name="Clothing1M", how_to_get=HOW_TO_GET)
 def load_clothing1m(
     root: str | None = None,
     *,

@@ -44,8 +44,8 @@ from noisytail.data.image_folder import (
     split_or_not,
 )
 from noisytail.data.locations import image_parents
+from noisytail.data.source_info import data_source
 from noisytail.data.types import DataError, DatasetBundle, DataSplit, TensorStore, renumber_classes
-from noisytail.registry import DATASETS
 
 _INT = re.compile(r"[+-]?\d+")
 log = logging.getLogger(__name__)
@@ -256,7 +256,12 @@ def note_checked(checked: _Table, removed: int) -> None:
     )
 
 
-@DATASETS.register("csv")
+@data_source(
+    "csv",
+    display_name="a CSV file",
+    how_to_get="Needs data.options.train_csv=<file.csv> ('path,label' rows or numeric features "
+    "plus 'label'); data.root sets where relative paths start.",
+)
 def load_csv(
     root: str | None = None,
     *,

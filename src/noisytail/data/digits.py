@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from noisytail.data.image_folder import split_train_test
+from noisytail.data.source_info import data_source
 from noisytail.data.types import DatasetBundle, DataSplit, TensorStore
-from noisytail.registry import DATASETS
 
 
 def digits_location() -> str:
@@ -20,7 +20,12 @@ def digits_location() -> str:
     return str(Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data")
 
 
-@DATASETS.register("digits")
+@data_source(
+    "digits",
+    display_name="scikit-learn digits",
+    how_to_get="Ships with scikit-learn; nothing to get.",
+    locate=digits_location,
+)
 def load_digits(
     root: str | None = None, *, test_fraction: float = 0.25, seed: int = 0
 ) -> DatasetBundle:

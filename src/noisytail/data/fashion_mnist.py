@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from noisytail.data.source_info import data_source
 from noisytail.data.types import DataError, DatasetBundle, DataSplit, TensorStore
-from noisytail.registry import DATASETS
 
 CLASS_NAMES = [
     "T-shirt/top",
@@ -169,7 +169,9 @@ def _download(root: str | os.PathLike[str] | None) -> None:
         raise DataError(f"Downloading Fashion-MNIST into {target} failed: {e}") from e
 
 
-@DATASETS.register("fashion_mnist")
+@data_source(
+    "fashion_mnist", display_name="Fashion-MNIST", how_to_get=HOW_TO_GET, locate=find_fashion_mnist
+)
 def load_fashion_mnist(root: str | None = None, *, download: bool = False) -> DatasetBundle:
     """Fashion-MNIST: 60 000 train and 10 000 test images, uint8 ``[N, 1, 28, 28]``, 10 classes.
 

@@ -29,9 +29,9 @@ import torch
 from PIL import Image
 
 from noisytail.data.locations import is_output_folder
+from noisytail.data.source_info import data_source
 from noisytail.data.splits import stratified_split
 from noisytail.data.types import DataError, DatasetBundle, DataSplit
-from noisytail.registry import DATASETS
 
 log = logging.getLogger(__name__)
 
@@ -381,7 +381,11 @@ def split_or_not(
     return split_train_test(labels, test_fraction, seed)
 
 
-@DATASETS.register("image_folder")
+@data_source(
+    "image_folder",
+    display_name="an image folder",
+    how_to_get="Needs data.root=<folder> with <class>/<image> or train/ and test/ class folders.",
+)
 def load_image_folder(
     root: str | None = None,
     *,

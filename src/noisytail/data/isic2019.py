@@ -42,8 +42,8 @@ from noisytail.data.image_folder import (
     split_train_test,
 )
 from noisytail.data.list_file import check_exist, read_lines, resolve_file
+from noisytail.data.source_info import data_source
 from noisytail.data.types import DataError, DatasetBundle, DataSplit
-from noisytail.registry import DATASETS
 
 #: L2B's ISIC 2019 split sizes (docs/methods.md, L2B): train 20,400 + meta 640 + test 4,291
 #: = 25,331.
@@ -123,7 +123,7 @@ def read_id_list(path: Path, known: dict[str, int]) -> list[int]:
     return out
 
 
-@DATASETS.register("isic2019")
+@data_source("isic2019", display_name="ISIC 2019", how_to_get=HOW_TO_GET)
 def load_isic2019(
     root: str | None = None,
     *,

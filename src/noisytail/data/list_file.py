@@ -33,8 +33,8 @@ import numpy as np
 
 from noisytail.data.image_folder import LazyImageStore, imagenet_stats, split_train_test
 from noisytail.data.locations import image_parents
+from noisytail.data.source_info import data_source
 from noisytail.data.types import DataError, DatasetBundle, DataSplit, renumber_classes
-from noisytail.registry import DATASETS
 
 _INT = re.compile(r"\d+")
 log = logging.getLogger(__name__)
@@ -95,7 +95,12 @@ def _absolute(paths: list[str], base: Path) -> list[str]:
     return [p if os.path.isabs(p) else str(base / p) for p in paths]
 
 
-@DATASETS.register("list_file")
+@data_source(
+    "list_file",
+    display_name="list-file images",
+    how_to_get="Needs data.options.train_list=<file> ('relative/path label' lines, e.g. "
+    "ImageNet_LT_train.txt; test_list / val_list likewise) and data.root=<image root>.",
+)
 def load_list_file(
     root: str | None = None,
     *,

@@ -9,11 +9,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from noisytail.data.source_info import data_source
 from noisytail.data.types import DataError, DatasetBundle, DataSplit, TensorStore
-from noisytail.registry import DATASETS
 
 
-@DATASETS.register("random_images")
+@data_source(
+    "random_images",
+    display_name="random images",
+    how_to_get="Generated on the fly (for speed checks only).",
+    locate=lambda: "(generated)",
+)
 def load_random_images(
     root: str | None = None,
     *,

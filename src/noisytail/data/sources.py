@@ -23,8 +23,11 @@ from noisytail.data import (  # noqa: F401
     list_file,
     random_images,
 )
+from noisytail.data.source_info import display_name, source_info
 from noisytail.data.types import DatasetBundle
 from noisytail.registry import DATASETS
+
+__all__ = ["display_name", "find_datasets", "load_dataset", "source_info"]
 
 
 def load_dataset(
@@ -49,40 +52,20 @@ def find_datasets() -> list[dict[str, Any]]:
 
     One dict per source, sorted by name: ``name``; ``found`` (True/False, or None for sources
     that read a folder or file the user names); ``location`` (the folder found, or None);
-    ``how`` (how to get the data, or what to pass).
+    ``how`` (how to get the data, or what to pass): each source's declaration
+    (`noisytail.data.source_info.SourceInfo`).
     """
-    located = {
-        "fashion_mnist": (fashion_mnist.find_fashion_mnist(), fashion_mnist.HOW_TO_GET),
-        "cifar10": (cifar.find_cifar("cifar10"), cifar.how_to_get("cifar10")),
-        "cifar100": (cifar.find_cifar("cifar100"), cifar.how_to_get("cifar100")),
-        "digits": (digits.digits_location(), "Ships with scikit-learn; nothing to get."),
-        "random_images": ("(generated)", "Generated on the fly (for speed checks only)."),
-    }
-    needs_root = {
-        "image_folder": "Needs data.root=<folder> with <class>/<image> or train/ and test/ "
-        "class folders.",
-        "csv": "Needs data.options.train_csv=<file.csv> ('path,label' rows or numeric features "
-        "plus 'label'); data.root sets where relative paths start.",
-        "list_file": "Needs data.options.train_list=<file> ('relative/path label' lines, e.g. "
-        "ImageNet_LT_train.txt; test_list / val_list likewise) and data.root=<image root>.",
-        "clothing1m": clothing1m.HOW_TO_GET,
-        "isic2019": isic2019.HOW_TO_GET,
-        "arrays": "In-memory arrays from Python: noisytail.data.arrays.hold_arrays(x, y).",
-    }
     rows = []
     for name in DATASETS.names():
-        if name in located:
-            where, how = located[name]
-            found = where is not None
-            rows.append(
-                {
-                    "name": name,
-                    "found": found,
-                    "location": str(where) if found else None,
-                    "how": how,
-                }
-            )
-        else:
-            how = needs_root.get(name, "Reads whatever data.root and data.options name.")
-            rows.append({"name": name, "found": None, "location": None, "how": how})
+        info = source_info(name)
+        where = info.locate() if info.locate is not None else None
+        found = None if info.locate is None else where is not None
+        rows.append(
+            {
+                "name": name,
+                "found": found,
+                "location": str(where) if where is not None else None,
+                "how": info.how_to_get,
+            }
+        )
     return rows
