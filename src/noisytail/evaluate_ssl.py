@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import seeds
 from .data.loader import PoolData
 from .evaluate import classification_metrics
 from .neighbors import weighted_knn_scores
@@ -305,7 +306,7 @@ def balanced_indices(labels: Any, per_class: int, seed: int = 0) -> np.ndarray:
     """Sorted indices of ``per_class`` samples of every class of ``labels`` (all of a smaller
     class), drawn without replacement with ``seed``: a balanced labelled split for a probe."""
     labels = np.asarray(labels)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
+    rng = np.random.default_rng(np.random.SeedSequence([seed, seeds.PROBE_SPLIT]))
     picked = []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)

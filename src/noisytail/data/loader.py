@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
+from .. import seeds
 from .augment import augment, to_float
 from .batch import Batch
 from .types import ImageStore, TensorStore
@@ -92,7 +93,7 @@ class TrainLoader:
         include_plain_view: bool = False,
         sampler: str = "random",
         seed: int = 0,
-        stream: int = 0,
+        stream: int = seeds.TRAIN_ORDER,
         rank: int = 0,
         world_size: int = 1,
         augment_fn: AugmentFn | None = None,
@@ -161,7 +162,7 @@ class TrainLoader:
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """The batches of one epoch; identical for the same (seed, epoch) on every run."""
         order_gen = epoch_generator(self.seed, epoch, self.stream)
-        aug_gen = epoch_generator(self.seed, epoch, self.stream + 1000 + self.rank)
+        aug_gen = epoch_generator(self.seed, epoch, self.stream + seeds.AUGMENT_OFFSET + self.rank)
         order = self._order(order_gen)
         global_batch = self.batch_size * self.world_size
         n = self.size

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from noisytail import seeds
 from noisytail.config import Config, ConfigError
 from noisytail.data.corruption import Corruption, ImbalanceSpec, MetaSpec, NoiseSpec, corrupt
 from noisytail.data.label_file import apply_label_file
@@ -72,7 +73,7 @@ def _stratified_subset(labels: np.ndarray, size: int | None, seed: int, what: st
         return np.arange(n)
     if size < 1:
         raise ConfigError(f"{what} must be a positive number of samples, got {size}.")
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+    rng = np.random.default_rng(np.random.SeedSequence([seed, seeds.SUBSET]))
     held, _ = stratified_split(labels, fraction=size / n, rng=rng)
     return np.sort(held)
 
@@ -105,7 +106,10 @@ def prepare_data(cfg: Config) -> PreparedData:
         bundle.train.labels, cfg.data.train_subset, seed, "data.train_subset"
     )
     test_src = _stratified_subset(
-        bundle.test.labels, cfg.data.test_subset, seed + 1, "data.test_subset"
+        bundle.test.labels,
+        cfg.data.test_subset,
+        seed + seeds.TEST_SUBSET_OFFSET,
+        "data.test_subset",
     )
     n_source_train = len(bundle.train)
     bundle = subset_bundle(bundle, train_src, test_src)

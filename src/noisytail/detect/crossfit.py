@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import seeds
 from ..neighbors import default_k, weighted_knn_scores
 
 #: Default number of cross-fitting folds (cleanlab's and scikit-learn's default too).
@@ -44,7 +45,7 @@ def _as_numpy(x: Any, dtype: Any = None) -> np.ndarray:
 def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
     """Fold id ``[N]`` in ``0..folds-1``: each class's members, shuffled, dealt round-robin
     (a class of ``n_c`` samples lands in ``min(n_c, folds)`` folds)."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
+    rng = np.random.default_rng(np.random.SeedSequence([seed, seeds.DETECTION_FOLDS]))
     labels = _as_numpy(labels, np.int64)
     fold = np.empty(len(labels), dtype=np.int64)
     offset = 0
