@@ -21,8 +21,8 @@ class Mutant:
     issue: bool = False
 
 
-NOISE, CORRUPTION, IMBALANCE = (
-    f"src/noisytail/data/{m}.py" for m in ("noise", "corruption", "imbalance")
+NOISE, NOISE_KINDS, CORRUPTION, IMBALANCE = (
+    f"src/noisytail/data/{m}.py" for m in ("noise", "noise_kinds", "corruption", "imbalance")
 )
 EVALUATE, TRAIN = "src/noisytail/evaluate.py", "src/noisytail/train.py"
 ROBUST, IMB_LOSS, CLS_LOSS = (
@@ -109,9 +109,9 @@ CORE = [
     M(CORRUPTION, "validation and training splits swapped",
       "val_idx, train_idx = kept[held], kept[rest]",
       "train_idx, val_idx = kept[held], kept[rest]", T_CORRUPTION),
-    M(CORRUPTION, "exact-flip kind expects the uniform-mixing transition",
-      "return symmetric_matrix(k, r, include_true=False)",
-      "return symmetric_matrix(k, r, include_true=True)", T_CORRUPTION),
+    M(NOISE_KINDS, "exact-flip kind expects the uniform-mixing transition",
+      "lambda s, d: symmetric_matrix(d.num_classes, s.rate, include_true=False),",
+      "lambda s, d: symmetric_matrix(d.num_classes, s.rate, include_true=True),", T_CORRUPTION),
     # --------------------------------------------------------------------------- data/imbalance
     M(IMBALANCE, "exponential profile divides the rank by K instead of K-1",
       "f ** (r / (k - 1))", "f ** (r / k)", T_IMBALANCE),

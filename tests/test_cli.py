@@ -116,3 +116,30 @@ def test_detect_command_writes_ranked_csv(tmp_path):
     assert header.split(",")[:5] == ["sample_id", "row", "path", "given_label", "suggested_label"]
     result = runner.invoke(main, [*args, "--out", str(tmp_path / "x"), "--detector", "knnn"])
     assert result.exit_code == 2 and "Did you mean 'knn'" in result.output
+
+
+def test_a_bug_is_not_reported_as_bad_input(tmp_path, monkeypatch):
+    # Only the toolkit's own error types are bad input (exit 2, one line); a plain ValueError from
+    # inside the library is a bug and must surface as one, not as "error: ..." with exit 2.
+    import noisytail.train
+
+    def buggy_fit(*args, **kwargs):
+        raise ValueError("operands could not be broadcast together")
+
+    monkeypatch.setattr(noisytail.train, "fit", buggy_fit)
+    result = CliRunner().invoke(main, ["train", *FAST, "--out", str(tmp_path / "run")])
+    assert result.exit_code != 2 and isinstance(result.exception, ValueError), result.output
+    assert "error:" not in result.output
+
+
+def test_corruption_and_argument_errors_are_bad_input(tmp_path):
+    cases = [
+        (["--set", "noise.kind=asymmetric", "--set", "noise.rate=0.3"], "no standard asymmetric"),
+        (["--set", "method.loss={name: gce, q: 2.0}"], "loss 'gce': q must be in (0, 1]"),
+        (["--set", "noise.kind=none", "--set", "noise.rate=0.3"], "takes no rate"),
+    ]
+    for i, (args, expected) in enumerate(cases):
+        result = CliRunner().invoke(main, ["train", *FAST, *args, "--out", str(tmp_path / str(i))])
+        assert result.exit_code == 2, (args, result.output)
+        assert result.output.startswith("error: ") and result.output.count("\n") == 1
+        assert expected in result.output, result.output

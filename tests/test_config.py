@@ -75,7 +75,7 @@ def test_freeze_schedule_options_are_checked():
 def test_every_float_notation_is_a_number(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  lr: 1e-3\n  weight_decay: 5E-4\n  momentum: .9\n  gamma: 1.e-1\n")
-    cfg = load_config(path, ["train.grad_clip=2.5e+1", "noise.rate=4e-1"])
+    cfg = load_config(path, ["train.grad_clip=2.5e+1", "noise.kind=pair", "noise.rate=4e-1"])
     assert (cfg.train.lr, cfg.train.weight_decay, cfg.train.momentum) == (1e-3, 5e-4, 0.9)
     assert (cfg.train.gamma, cfg.train.grad_clip, cfg.noise.rate) == (0.1, 25.0, 0.4)
     assert load_config(None, ["method.tau=1e-2"]).method.args["tau"] == 0.01  # free-form too

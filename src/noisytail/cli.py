@@ -43,8 +43,6 @@ def _guard(fn):  # type: ignore[no-untyped-def]
             _fail(str(err), BAD_INPUT)
         except (TrainingError, WriteError) as err:  # WriteError: e.g. a full disk at a save
             _fail(str(err), RUN_FAILED)
-        except ValueError as err:  # corruption protocol errors (bad rate, matrix, empty class)
-            _fail(str(err), BAD_INPUT)
         except OSError as err:
             if err.errno != errno.ENOSPC:
                 raise

@@ -2,7 +2,9 @@
 
 Unknown keys are errors with a suggestion. Free-form sections (``data.options``,
 ``model.options``, the method's arguments) are checked later against the signature of the data
-source, model or method they configure, by the registries.
+source, model or method they configure, by the registries. The ``noise``, ``imbalance`` and
+``meta`` sections are the data specs themselves (`NoiseSpec`, `ImbalanceSpec`, `MetaSpec` of
+`noisytail.data.corruption`): their fields, defaults and checks live there, once.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from typing import Any
 
 import yaml
 
+from .data.corruption import ImbalanceSpec, MetaSpec, NoiseSpec, check_specs
 from .errors import ConfigError  # defined below every layer; config is its historical home
 from .registry import suggest
+
+__all__ = ["Config", "ConfigError", "from_dict", "load_config", "to_dict", "validate"]
 
 # YAML 1.1 (PyYAML) reads ``1e-3`` as a string: its floats need a dot. Every config, grid and
 # override is read with this loader, whose float rule is YAML 1.2's (``1e-3``, ``1E5``, ``.5``,
@@ -98,38 +103,6 @@ class DataConfig:
 
 
 @dataclass
-class NoiseConfig:
-    kind: str = "none"
-    rate: float = 0.0
-    matrix: list[list[float]] | None = None  # for kind "matrix" (then rate stays 0)
-    order: str = "imbalance_first"  # or "noise_first" (GDW's code order)
-    rate_std: float = 0.1  # spread of per-sample flip rates, kind "instance" (Xia et al. 2020)
-    pair_seed: int = 1  # fixed seed of the random_pair / random_two_pair matrix (GDW/L2B use 1)
-
-
-@dataclass
-class ImbalanceConfig:
-    ratio: float = 1.0  # n_max / n_min; 1 = balanced
-    profile: str = "exponential"  # or "step"
-    class_order: list[int] | None = None  # head first; default 0..K-1
-    step_fraction: float = 0.5  # step profile: fraction of minority classes
-    n_max: int | None = None  # head-class size; default the smallest class of the pool
-    select_by: str = "true"  # with noise.order=noise_first: subsample by "true" or "noisy" class
-
-
-@dataclass
-class MetaConfig:
-    per_class: int = 0  # clean meta samples per class, held out of the training pool
-    total: int = 0  # or a fixed total, spread over classes
-    balanced: bool = True  # False: `total` drawn at random (L2B+DivideMix)
-    overlap: bool = False  # paper-code compatibility only: meta samples stay in the train pool
-    # "train": clean samples drawn from the training pool; "provided": the source's clean split;
-    # "pseudo": no clean data, per_class/total samples of the pool on which the model and the
-    # noisy label agree, re-drawn every epoch (noisytail.data.splits.pseudo_meta)
-    source: str = "train"
-
-
-@dataclass
 class ModelConfig:
     name: str = "small_cnn"
     options: dict[str, Any] = field(default_factory=dict)
@@ -180,9 +153,9 @@ class Config:
     seed: int = 0
     corruption_seed: int | None = None  # default: seed
     data: DataConfig = field(default_factory=DataConfig)
-    noise: NoiseConfig = field(default_factory=NoiseConfig)
-    imbalance: ImbalanceConfig = field(default_factory=ImbalanceConfig)
-    meta: MetaConfig = field(default_factory=MetaConfig)
+    noise: NoiseSpec = field(default_factory=NoiseSpec)
+    imbalance: ImbalanceSpec = field(default_factory=ImbalanceSpec)
+    meta: MetaSpec = field(default_factory=MetaSpec)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -196,15 +169,25 @@ class Config:
 
 
 _FREE_FORM = {("data", "options"), ("model", "options")}
+_SPECS = ("noise", "imbalance", "meta")  # sections that are the (frozen) data specs
 
 
 def _fields(cls: type) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cls)}
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with every tuple a list (the specs keep matrices as tuples), for YAML and JSON."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def to_dict(cfg: Config) -> dict[str, Any]:
     """Plain nested dict, with the method's arguments flat beside its name."""
-    out = dataclasses.asdict(cfg)
+    out = _plain(dataclasses.asdict(cfg))
     method = out.pop("method")
     out["method"] = {"name": method["name"], **method["args"]}
     return out
@@ -239,7 +222,28 @@ def _check_type(path: str, value: Any, annotation: Any) -> Any:
         raise ConfigError(f"{path} must be a mapping, got {value!r}.")
     if ann.startswith("list") and not isinstance(value, list):
         raise ConfigError(f"{path} must be a list, got {value!r}.")
+    if ann.startswith("tuple") and not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{path} must be a list, got {value!r}.")
     return value
+
+
+def _unknown_key(path: str, key: str, names: list[str], prefix: str) -> ConfigError:
+    return ConfigError(
+        f"Unknown config key {path!r}.{suggest(key, names)} "
+        f"Keys under {prefix.rstrip('.') or 'the top level'}: {', '.join(names)}."
+    )
+
+
+def _merged_spec(spec: Any, values: dict[str, Any], prefix: str) -> Any:
+    """A new data spec: ``spec`` with ``values`` (type-checked); the spec checks the result and
+    raises a one-line `ConfigError` (`noisytail.data.noise.CorruptionError`) if it is bad."""
+    fields = _fields(type(spec))
+    changes = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise _unknown_key(f"{prefix}{key}", key, sorted(fields), prefix)
+        changes[key] = _check_type(f"{prefix}{key}", value, fields[key].type)
+    return dataclasses.replace(spec, **changes)
 
 
 def _merge_section(obj: Any, values: dict[str, Any], prefix: str) -> None:
@@ -256,15 +260,15 @@ def _merge_section(obj: Any, values: dict[str, Any], prefix: str) -> None:
             continue
         if key not in fields:
             names = sorted(fields) if prefix != "method." else ["name", "<method argument>"]
-            raise ConfigError(
-                f"Unknown config key {path!r}.{suggest(key, names)} "
-                f"Keys under {prefix.rstrip('.') or 'the top level'}: {', '.join(names)}."
-            )
+            raise _unknown_key(path, key, names, prefix)
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ConfigError(f"{path} must be a mapping of keys, got {value!r}.")
-            _merge_section(current, value, f"{path}.")
+            if not prefix and key in _SPECS:
+                setattr(obj, key, _merged_spec(current, value, f"{path}."))
+            else:
+                _merge_section(current, value, f"{path}.")
         elif (prefix.rstrip("."), key) in _FREE_FORM and isinstance(value, dict):
             current.update(value)
         else:
@@ -330,14 +334,23 @@ def read_yaml_file(path: str | os.PathLike, what: str) -> dict[str, Any]:
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> Config:
-    """Defaults <- YAML file (``path``) <- ``overrides`` (``key=value`` strings)."""
-    cfg = Config()
-    if path is not None:
-        path = Path(path)
-        cfg = from_dict(read_yaml_file(path, "config"), cfg)
+    """Defaults <- YAML file (``path``) <- ``overrides`` (``key=value`` strings).
+
+    The file and the overrides are applied in order, except that the data-spec sections
+    (``noise``, ``imbalance``, ``meta``) are gathered over all of them and each built once at the
+    end: a spec is checked as a whole, so ``noise.kind=matrix`` may come before its
+    ``noise.matrix=...``, and ``noise.kind=none`` before ``noise.rate=0``."""
+    layers = [] if path is None else [read_yaml_file(Path(path), "config")]
     for text in overrides:
         keys, value = parse_override(text)
-        cfg = from_dict(nest(keys, value), cfg)
+        layers.append(nest(keys, value))
+    cfg, specs = Config(), {}
+    for layer in layers:
+        held = {k: v for k, v in layer.items() if k in _SPECS and isinstance(v, dict)}
+        cfg = from_dict({k: v for k, v in layer.items() if k not in held}, cfg)
+        for name, values in held.items():
+            specs.setdefault(name, {}).update(values)
+    cfg = from_dict(specs, cfg)
     validate(cfg)
     return cfg
 
@@ -346,13 +359,14 @@ _DEVICE = re.compile(r"auto|cpu|cuda|cuda:\d+|mps")
 
 
 def validate(cfg: Config) -> None:
-    """Value checks that do not need the data set."""
-    if not 0.0 <= cfg.noise.rate < 1.0:
-        raise ConfigError(f"noise.rate must be in [0, 1), got {cfg.noise.rate}.")
-    if cfg.imbalance.ratio < 1.0:
+    """Value checks that do not need the data set (each data spec has checked itself)."""
+    check_specs(cfg.noise, cfg.imbalance, cfg.meta)
+    if cfg.data.label_file and cfg.noise.kind not in ("none", "label_file"):
         raise ConfigError(
-            f"imbalance.ratio is n_max/n_min and must be >= 1, got {cfg.imbalance.ratio}."
+            "data.label_file gives real noisy labels: set noise.kind=none (no synthetic noise)."
         )
+    if cfg.noise.kind == "label_file" and not cfg.data.label_file:
+        raise ConfigError("noise.kind=label_file reads its labels from data.label_file: set it.")
     if not 0.0 <= cfg.data.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction must be in [0, 1), got {cfg.data.val_fraction}.")
     if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
@@ -399,9 +413,6 @@ def validate(cfg: Config) -> None:
         "train.sampler": (cfg.train.sampler, ("random", "class_balanced")),
         "train.precision": (cfg.train.precision, ("auto", "fp32", "bf16")),
         "data.augment": (cfg.data.augment, ("none", "flip", "crop", "crop_flip", "simclr")),
-        "noise.order": (cfg.noise.order, ("imbalance_first", "noise_first")),
-        "imbalance.profile": (cfg.imbalance.profile, ("exponential", "step")),
-        "meta.source": (cfg.meta.source, ("train", "provided", "pseudo")),
         "train.select_metric": (
             cfg.train.select_metric,
             ("val_accuracy", "val_balanced_accuracy"),
@@ -413,11 +424,6 @@ def validate(cfg: Config) -> None:
                 f"{key}={value!r} is not one of {', '.join(allowed)}."
                 + suggest(value, list(allowed))
             )
-    if cfg.meta.source == "pseudo" and (cfg.meta.per_class < 1) == (cfg.meta.total < 1):
-        raise ConfigError(
-            "meta.source=pseudo draws its meta set from the training pool: set exactly one of "
-            "meta.per_class or meta.total (e.g. meta.per_class=100)."
-        )
 
 
 def dump_config(cfg: Config, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:

@@ -62,12 +62,21 @@ class Registry(Generic[T]):
 
         ``fixed`` are the arguments the library supplies (model, class counts, ...); ``args``
         come from the user's config and are checked against the signature so that a typo is
-        an error with a suggestion rather than a silently ignored key.
+        an error with a suggestion rather than a silently ignored key. A plain ``ValueError``
+        raised while building with user ``args`` becomes a `RegistryError` naming the object.
         """
         target = self.get(name)
         args = dict(args or {})
-        check_kwargs(target, args, what=f"{self.kind} {name!r}", reserved=set(fixed))
-        return target(**fixed, **args)  # type: ignore[operator]
+        what = f"{self.kind} {name!r}"
+        check_kwargs(target, args, what=what, reserved=set(fixed))
+        try:
+            return target(**fixed, **args)  # type: ignore[operator]
+        except ValueError as err:
+            # A plain ValueError while building from the user's arguments is a bad argument
+            # value (l2b's norm_type: foo). Typed errors (ConfigError, DataError, ...) pass on.
+            if type(err) is not ValueError or not args:
+                raise
+            raise RegistryError(f"{what}: {err}") from None
 
     def names(self) -> list[str]:
         return sorted(self._items)

@@ -63,8 +63,8 @@ def test_same_seed_identical_and_different_seed_differs():
 
 def test_noise_rate_does_not_move_meta_or_long_tail_subsets():
     for order in ("imbalance_first", "noise_first"):
-        a = run(NoiseSpec("symmetric", 0.2), order=order)
-        b = run(NoiseSpec("uniform", 0.6), order=order)
+        a = run(NoiseSpec("symmetric", 0.2, order=order))
+        b = run(NoiseSpec("uniform", 0.6, order=order))
         assert np.array_equal(a.meta_idx, b.meta_idx)
         kept_a = np.union1d(a.train_idx, a.val_idx)
         kept_b = np.union1d(b.train_idx, b.val_idx)
@@ -72,11 +72,11 @@ def test_noise_rate_does_not_move_meta_or_long_tail_subsets():
 
 
 def test_noise_first_selects_by_true_class_and_optionally_by_noisy():
-    c = run(NoiseSpec("uniform", 0.6), order="noise_first")
+    c = run(NoiseSpec("uniform", 0.6, order="noise_first"))
     lt = c.class_counts("train", "true") + c.class_counts("val", "true")
     assert lt.tolist() == long_tail_counts(np.full(K, 490), ratio=10).tolist()
     c = run(
-        NoiseSpec("uniform", 0.6), ImbalanceSpec(ratio=10, select_by="noisy"), order="noise_first"
+        NoiseSpec("uniform", 0.6, order="noise_first"), ImbalanceSpec(ratio=10, select_by="noisy")
     )
     lt = c.class_counts("train", "noisy") + c.class_counts("val", "noisy")
     assert lt[0] / lt[-1] == pytest.approx(10, rel=0.05)
@@ -170,23 +170,26 @@ def test_provided_meta_split_is_the_only_meta_source_and_never_trained_on():
         true,
         num_classes=4,
         noise=NoiseSpec(kind="symmetric", rate=0.4),
-        meta=MetaSpec(),
+        meta=MetaSpec(source="provided"),
         provided_meta=offered,
         seed=1,
     )
     assert np.array_equal(corr.meta_idx, offered)
     assert not np.intersect1d(corr.train_idx, offered).size
     assert np.array_equal(corr.noisy_labels[offered], true[offered])  # clean
-    small = corrupt(true, num_classes=4, meta=MetaSpec(per_class=5), provided_meta=offered, seed=1)
+    provided = {"num_classes": 4, "provided_meta": offered, "seed": 1}
+    small = corrupt(true, meta=MetaSpec(per_class=5, source="provided"), **provided)
     assert np.isin(small.meta_idx, offered).all()
     assert np.bincount(true[small.meta_idx], minlength=4).tolist() == [5, 5, 5, 5]
     assert len(small.train_idx) == 300  # the unused offered samples are not trained on either
     with pytest.raises(CorruptionError, match="provided meta split has"):
-        corrupt(true, num_classes=4, meta=MetaSpec(per_class=90), provided_meta=offered, seed=1)
+        corrupt(true, meta=MetaSpec(per_class=90, source="provided"), **provided)
     with pytest.raises(CorruptionError, match="overlap"):
-        corrupt(
-            true, num_classes=4, meta=MetaSpec(overlap=True, per_class=1), provided_meta=offered
-        )
+        corrupt(true, meta=MetaSpec(overlap=True, per_class=1, source="provided"), **provided)
+    with pytest.raises(CorruptionError, match="meta.source=provided"):
+        corrupt(true, meta=MetaSpec(per_class=5), **provided)
+    with pytest.raises(CorruptionError, match="pass provided_meta"):
+        corrupt(true, num_classes=4, meta=MetaSpec(source="provided"))
 
 
 # --- properties that planted bugs slipped past (issue 13, item 10; see scripts/mutants.py)

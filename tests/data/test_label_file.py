@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from noisytail.data.corruption import Corruption
 from noisytail.data.label_file import apply_label_file
+from noisytail.data.prepare import prepare_data
+from noisytail.data.sources import load_dataset
 from noisytail.data.types import DataError, DatasetBundle, DataSplit, TensorStore
 
 TRUE = np.array([0, 1, 2, 0, 1, 2])
@@ -171,3 +174,24 @@ def test_labels_of_a_renumbered_source_are_its_original_values(tmp_path, bundle)
     (tmp_path / "bad.csv").write_text("label\n1\n1\n0\n2\n1\n0\n")
     with pytest.raises(DataError, match="line 5: '2' is neither"):
         apply_label_file(gaps, tmp_path / "bad.csv")
+
+
+def test_labels_from_a_file_are_the_corruption_input_and_its_record(tmp_path, digits_config):
+    n = len(load_dataset("digits").train)
+    given = np.random.default_rng(0).integers(0, 10, n)
+    path = tmp_path / "noisy.npy"
+    np.save(path, given)
+    cfg = digits_config(f"data.label_file={path}", "data.train_subset=400", "meta.per_class=2")
+    prepared = prepare_data(cfg)
+    c = prepared.corruption
+    assert c.spec["noise"]["kind"] == "label_file"
+    assert c.spec["label_source"] == {"path": str(path), "key": None, "sha256": digest(path)}
+    kept = np.concatenate([c.train_idx, c.val_idx])
+    assert np.array_equal(c.noisy_labels[kept], given[prepared.train_source_idx][kept])
+    assert np.array_equal(c.noisy_labels[c.meta_idx], c.true_labels[c.meta_idx])  # meta: clean
+    summary = c.summary()
+    assert summary["noise_kind"] == "label_file" and summary["noise_rate_expected"] is None
+    wrong = given[prepared.train_source_idx][c.train_idx] != c.true_labels[c.train_idx]
+    assert summary["noise_rate_realised"] == pytest.approx(wrong.mean())
+    c.save(tmp_path / "corruption.npz")
+    assert Corruption.load(tmp_path / "corruption.npz").spec == c.spec  # the record says it all

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from noisytail.data.corruption import NoiseSpec
 from noisytail.data.noise import (
     CIFAR10_ASYMMETRIC_MAP,
     CorruptionError,
@@ -25,6 +26,7 @@ from noisytail.data.noise import (
     uniform_noise,
     validate_transition_matrix,
 )
+from noisytail.data.noise_kinds import NOISE_KINDS, NoiseData, noise_kind
 
 K = 10
 
@@ -259,3 +261,41 @@ def test_random_subset_transition_is_uniform_mixing():
     noisy = random_subset_noise(y, num_classes=K, rate=rate, rng=rng())
     t = realised_transition(y, noisy, K)
     assert np.abs(t - symmetric_matrix(K, rate, include_true=True)).max() < 0.01
+
+
+# --- the noise-kind table: every kind samples what its transition promises
+
+
+def _spec_for(name: str, kind):  # a spec of each kind at a rate where matrices differ clearly
+    if kind.takes_matrix:
+        return NoiseSpec(name, matrix=(0.5 * np.eye(K) + 0.5 * np.roll(np.eye(K), 3, 1)).tolist())
+    return NoiseSpec(name, 0.6 if kind.takes_rate else 0.0)
+
+
+def test_every_noise_kind_samples_its_own_transition():
+    y = np.repeat(np.arange(K), 3000)
+    data = NoiseData(K, asymmetric_map=CIFAR10_ASYMMETRIC_MAP, given_labels=(y + 1) % K)
+    checked = []
+    for name in NOISE_KINDS.names():
+        kind = NOISE_KINDS.get(name)
+        spec = _spec_for(name, kind)
+        if kind.needs and "features" in kind.needs:
+            continue  # instance noise depends on the sample; its own tests above
+        noisy = kind.draw(y, spec, data, rng())
+        expected = kind.transition(spec, data)
+        if expected is None:  # given labels: the sampler returns exactly them
+            assert np.array_equal(noisy, data.given_labels), name
+        else:
+            assert np.abs(realised_transition(y, noisy, K) - expected).max() < 0.04, name
+        checked.append(name)
+    assert {"none", "symmetric", "random_subset", "asymmetric_subset", "matrix"} <= set(checked)
+
+
+def test_unknown_kind_and_missing_inputs_are_one_line_errors():
+    with pytest.raises(CorruptionError, match="unknown noise kind 'pairr'.*Did you mean 'pair'"):
+        noise_kind("pairr")
+    with pytest.raises(CorruptionError, match="'label_file' needs the noisy labels"):
+        noise_kind("label_file").draw(labels(10), NoiseSpec("label_file"), NoiseData(K), rng())
+    given = NoiseData(K, given_labels=np.array([1, -1, 2]))
+    with pytest.raises(CorruptionError, match="sample 1 .* no given label"):
+        noise_kind("label_file").draw(np.array([0, 1, 2]), NoiseSpec("label_file"), given, rng())

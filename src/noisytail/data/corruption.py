@@ -32,28 +32,18 @@ import numpy as np
 from noisytail.data.imbalance import PROFILES, long_tail_counts, subsample_to_counts
 from noisytail.data.noise import (
     CorruptionError,
-    apply_transition_matrix,
-    asymmetric_matrix,
     check_labels,
     check_rate,
-    instance_dependent_noise,
-    map_to_array,
-    mapped_subset_noise,
-    pair_flip_matrix,
-    random_pair_matrix,
-    random_subset_noise,
-    random_two_pair_matrix,
     realised_noise_rate,
     realised_transition,
-    superclass_cyclic_map,
-    symmetric_matrix,
-    symmetric_noise,
     validate_transition_matrix,
 )
+from noisytail.data.noise_kinds import NOISE_KINDS, NoiseData, asymmetric_target, noise_kind
 from noisytail.data.splits import meta_counts, split_meta, stratified_split
 from noisytail.registry import suggest
 
 __all__ = [
+    "META_SOURCES",
     "NOISE_KINDS",
     "ORDERS",
     "Corruption",
@@ -62,73 +52,77 @@ __all__ = [
     "MetaSpec",
     "NoiseSpec",
     "apply_noise",
+    "check_specs",
     "corrupt",
     "requested_transition",
 ]
 
-NOISE_KINDS = (
-    "none",  # clean labels
-    "symmetric",  # exact flip of floor(r·N) samples to another class (MOIT)
-    "uniform",  # uniform mixing, true class may be redrawn (L2B, GDW)
-    "random_subset",  # floor(r·N) random samples get a uniform label over all K (DivideMix)
-    "asymmetric",  # semantic map / CIFAR-100 super-class cycle, per sample with prob r (MOIT)
-    "asymmetric_subset",  # the same map applied to a random floor(r·N) subset (DivideMix)
-    "pair",  # c -> c+1 with prob r (Co-teaching pair flip)
-    "random_pair",  # GDW/L2B `flip`: one random other class per class, matrix seed 1
-    "random_two_pair",  # GDW/L2B `flip2`: r/2 to each of two random other classes
-    "matrix",  # a user transition matrix
-    "instance",  # instance-dependent (Xia et al. 2020), needs features
-)
 ORDERS = ("imbalance_first", "noise_first")
+META_SOURCES = ("train", "provided", "pseudo")
+
+
+def _choice(what: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise CorruptionError(
+            f"{what}={value!r} is not one of {', '.join(allowed)}."
+            + suggest(str(value), list(allowed))
+        )
 
 
 @dataclass(frozen=True)
 class NoiseSpec:
-    """Which label noise to apply. ``rate`` in [0, 1) (ignored by 'none' and 'matrix', which must
-    leave it at 0); ``matrix`` ``[K][K]`` only for kind 'matrix'; ``rate_std`` for 'instance';
-    ``pair_seed`` is the fixed seed of the 'random_pair' / 'random_two_pair' matrix (1 in the
-    GDW/L2B codes), independent of the run seed."""
+    """Which label noise to apply: a config's ``noise`` section.
+
+    ``kind`` names a row of `NOISE_KINDS`. ``rate`` in [0, 1) (kinds without a rate, 'none',
+    'matrix' and 'label_file', leave it at 0); ``matrix`` ``[K][K]`` only for kind 'matrix';
+    ``rate_std``: spread of per-sample flip rates for 'instance' (Xia et al. 2020); ``pair_seed``:
+    the fixed seed of the 'random_pair' / 'random_two_pair' matrix (1 in the GDW/L2B codes),
+    independent of the run seed; ``order``: 'imbalance_first', or 'noise_first' (GDW's code
+    order: noise on the whole balanced pool, then the long tail)."""
 
     kind: str = "none"
     rate: float = 0.0
     matrix: tuple[tuple[float, ...], ...] | None = None
     rate_std: float = 0.1
     pair_seed: int = 1
+    order: str = "imbalance_first"
 
     def __post_init__(self) -> None:
-        if self.kind not in NOISE_KINDS:
+        kind = noise_kind(self.kind)
+        object.__setattr__(self, "rate", check_rate(self.rate, "noise.rate"))
+        if not kind.takes_rate and self.rate != 0.0:
             raise CorruptionError(
-                f"unknown noise kind {self.kind!r}.{suggest(str(self.kind), list(NOISE_KINDS))} "
-                f"Valid kinds: {', '.join(NOISE_KINDS)}."
+                f"noise kind {self.kind!r} takes no rate (got {self.rate}): leave noise.rate at 0"
+                + (", the matrix sets the noise." if kind.takes_matrix else " or pick a kind.")
             )
-        object.__setattr__(self, "rate", check_rate(self.rate))
-        if self.kind in ("none", "matrix") and self.rate != 0.0:
-            raise CorruptionError(
-                f"noise kind {self.kind!r} takes no rate (got {self.rate}): leave rate at 0"
-                + (", the matrix sets the noise." if self.kind == "matrix" else " or pick a kind.")
-            )
-        if (self.kind == "matrix") != (self.matrix is not None):
+        if kind.takes_matrix != (self.matrix is not None):
             raise CorruptionError(
                 "a transition matrix goes with kind 'matrix' and only with it: "
-                + ("pass matrix=[[...], ...]." if self.kind == "matrix" else "drop matrix.")
+                + ("pass matrix=[[...], ...]." if kind.takes_matrix else "drop noise.matrix.")
             )
         if self.matrix is not None:
-            m = np.asarray(self.matrix, dtype=np.float64)
+            try:
+                m = np.asarray(self.matrix, dtype=np.float64)
+            except (TypeError, ValueError):
+                m = np.zeros(0)
             if m.ndim != 2:
-                raise CorruptionError(f"noise matrix must be 2-D [K][K], got shape {m.shape}.")
+                raise CorruptionError(
+                    f"noise.matrix must be a 2-D [K][K] list of numbers, got {self.matrix!r}."
+                )
             validate_transition_matrix(m, m.shape[0])
             object.__setattr__(self, "matrix", tuple(tuple(float(v) for v in row) for row in m))
         if not (math.isfinite(self.rate_std) and self.rate_std >= 0):
-            raise CorruptionError(f"rate_std must be >= 0, got {self.rate_std}.")
+            raise CorruptionError(f"noise.rate_std must be >= 0, got {self.rate_std}.")
+        _choice("noise.order", self.order, ORDERS)
 
 
 @dataclass(frozen=True)
 class ImbalanceSpec:
-    """Long-tailed subsampling. ``ratio`` = n_max/n_min >= 1 (1 with ``n_max=None``: no
-    subsampling); ``profile`` 'exponential' or 'step' (``step_fraction`` = fraction of minority
-    classes); ``class_order[r]`` = class of rank r (head first; default 0..K−1); ``n_max``
-    defaults to the smallest class of the pool; ``select_by`` 'true' or 'noisy' (the latter only
-    with ``order='noise_first'``)."""
+    """Long-tailed subsampling: a config's ``imbalance`` section. ``ratio`` = n_max/n_min >= 1
+    (1 with ``n_max=None``: no subsampling); ``profile`` 'exponential' or 'step'
+    (``step_fraction`` = fraction of minority classes); ``class_order[r]`` = class of rank r (head
+    first; default 0..K−1); ``n_max`` defaults to the smallest class of the pool; ``select_by``
+    'true' or 'noisy' (the latter only with ``noise.order='noise_first'``)."""
 
     ratio: float = 1.0
     profile: str = "exponential"
@@ -141,17 +135,21 @@ class ImbalanceSpec:
         ratio = float(self.ratio)
         if not (math.isfinite(ratio) and ratio >= 1.0):
             raise CorruptionError(
-                f"imbalance ratio must be >= 1 (n_max / n_min, e.g. 100), got {self.ratio}."
+                f"imbalance.ratio must be >= 1 (n_max / n_min, e.g. 100), got {self.ratio}."
             )
         object.__setattr__(self, "ratio", ratio)
-        if self.profile not in PROFILES:
-            raise CorruptionError(f"unknown imbalance profile {self.profile!r}: use {PROFILES}.")
-        if self.select_by not in ("true", "noisy"):
-            raise CorruptionError(f"select_by must be 'true' or 'noisy', got {self.select_by!r}.")
+        _choice("imbalance.profile", self.profile, PROFILES)
+        _choice("imbalance.select_by", self.select_by, ("true", "noisy"))
         if self.class_order is not None:
-            object.__setattr__(self, "class_order", tuple(int(c) for c in self.class_order))
+            try:
+                order = tuple(int(c) for c in self.class_order)
+            except (TypeError, ValueError):
+                raise CorruptionError(
+                    f"imbalance.class_order must be a list of class ids, got {self.class_order!r}."
+                ) from None
+            object.__setattr__(self, "class_order", order)
         if self.n_max is not None and int(self.n_max) < 1:
-            raise CorruptionError(f"n_max must be >= 1, got {self.n_max}.")
+            raise CorruptionError(f"imbalance.n_max must be >= 1, got {self.n_max}.")
 
     @property
     def active(self) -> bool:
@@ -160,52 +158,66 @@ class ImbalanceSpec:
 
 @dataclass(frozen=True)
 class MetaSpec:
-    """The clean meta set: ``per_class`` samples of each class, or ``total`` spread evenly (at most
-    one of the two non-zero). ``balanced=False`` draws ``total`` at random (L2B+DivideMix).
-    ``overlap=True`` leaves the meta samples in the training pool too (paper-code compatibility
-    only, docs/methods.md, Conventions: meta set); by default the meta set is disjoint from train
-    and validation."""
+    """The clean meta set: a config's ``meta`` section. ``per_class`` samples of each class, or
+    ``total`` spread evenly (at most one of the two non-zero). ``balanced=False`` draws ``total``
+    at random (L2B+DivideMix). ``overlap=True`` leaves the meta samples in the training pool too
+    (paper-code compatibility only, docs/methods.md, Conventions: meta set); by default the meta
+    set is disjoint from train and validation. ``source``: 'train' (held out of the training
+    pool), 'provided' (the data source's own clean split, `corrupt`'s ``provided_meta``) or
+    'pseudo' (no clean data: the loop draws ``per_class``/``total`` pool samples on which the
+    model and the noisy label agree every epoch, `noisytail.data.splits.pseudo_meta`)."""
 
     per_class: int = 0
     total: int = 0
     balanced: bool = True
     overlap: bool = False
+    source: str = "train"
 
     def __post_init__(self) -> None:
         if self.per_class < 0 or self.total < 0:
-            raise CorruptionError("meta per_class and total must be >= 0.")
+            raise CorruptionError("meta.per_class and meta.total must be >= 0.")
         if self.per_class and self.total:
-            raise CorruptionError("give meta per_class or total, not both.")
+            raise CorruptionError("give meta.per_class or meta.total, not both.")
         if not self.balanced and self.per_class:
             raise CorruptionError(
-                "an unbalanced (random) meta set is sized by total, not per_class."
+                "an unbalanced (random) meta set is sized by meta.total, not meta.per_class."
+            )
+        _choice("meta.source", self.source, META_SOURCES)
+        if self.source == "pseudo" and not (self.per_class or self.total):
+            raise CorruptionError(
+                "meta.source=pseudo draws its meta set from the training pool: set exactly one "
+                "of meta.per_class or meta.total (e.g. meta.per_class=100)."
             )
 
     @property
     def active(self) -> bool:
-        return bool(self.per_class or self.total)
+        """Whether `corrupt` holds a clean meta set out ('pseudo' leaves it to the loop)."""
+        return bool(self.per_class or self.total) and self.source != "pseudo"
+
+
+def check_specs(noise: NoiseSpec, imbalance: ImbalanceSpec, meta: MetaSpec) -> None:
+    """The checks that take more than one spec (each spec checks itself)."""
+    if imbalance.select_by == "noisy" and noise.order != "noise_first":
+        raise CorruptionError(
+            "selecting the long tail by noisy class (imbalance.select_by=noisy) needs "
+            "noise.order=noise_first (there are no noisy labels yet when the imbalance comes "
+            "first)."
+        )
+    if meta.source == "provided" and meta.overlap:
+        raise CorruptionError(
+            "a provided meta split is never trained on: meta.overlap must be off."
+        )
 
 
 # ------------------------------------------------------------------------------- noise dispatch
-def _asymmetric_target(
+def _noise_data(
     num_classes: int,
     asymmetric_map: Mapping[int, int] | None,
     coarse_labels: np.ndarray | None,
-) -> tuple[np.ndarray, str]:
-    if asymmetric_map:
-        return map_to_array(asymmetric_map, num_classes), "map"
-    if coarse_labels is not None:
-        coarse = np.asarray(coarse_labels)
-        if coarse.shape != (num_classes,):
-            raise CorruptionError(
-                f"coarse labels must give the super-class of each of the {num_classes} fine "
-                f"classes, got shape {coarse.shape}."
-            )
-        return superclass_cyclic_map(coarse), "superclass"
-    raise CorruptionError(
-        "this data set has no standard asymmetric map (and no super-classes): use noise kind "
-        "'pair' or 'random_pair', or 'matrix' with your own transition matrix."
-    )
+    features: np.ndarray | None = None,
+    given_labels: np.ndarray | None = None,
+) -> NoiseData:
+    return NoiseData(int(num_classes), asymmetric_map, coarse_labels, features, given_labels)
 
 
 def requested_transition(
@@ -215,29 +227,10 @@ def requested_transition(
     asymmetric_map: Mapping[int, int] | None = None,
     coarse_labels: np.ndarray | None = None,
 ) -> np.ndarray | None:
-    """The expected transition ``[K, K]`` ``P(noisy = j | true = i)`` of a spec, or None for
-    'instance' (it depends on the sample). Subset kinds have the same expectation as their
-    per-sample twin: 'symmetric' ↔ off-diagonal symmetric, 'random_subset' ↔ uniform mixing."""
-    k = int(num_classes)
-    r = spec.rate
-    if spec.kind == "none":
-        return np.eye(k)  # corrupt() records None for 'none', to keep the spec small
-    if spec.kind == "symmetric":
-        return symmetric_matrix(k, r, include_true=False)
-    if spec.kind in ("uniform", "random_subset"):
-        return symmetric_matrix(k, r, include_true=True)
-    if spec.kind in ("asymmetric", "asymmetric_subset"):
-        target, _ = _asymmetric_target(k, asymmetric_map, coarse_labels)
-        return asymmetric_matrix(k, r, {c: int(t) for c, t in enumerate(target)})
-    if spec.kind == "pair":
-        return pair_flip_matrix(k, r)
-    if spec.kind == "random_pair":
-        return random_pair_matrix(k, r, seed=spec.pair_seed)
-    if spec.kind == "random_two_pair":
-        return random_two_pair_matrix(k, r, seed=spec.pair_seed)
-    if spec.kind == "matrix":
-        return validate_transition_matrix(np.asarray(spec.matrix), k)
-    return None  # instance
+    """The expected transition ``[K, K]`` ``P(noisy = j | true = i)`` of a spec (its kind's row of
+    `NOISE_KINDS`), or None where it depends on the sample ('instance', 'label_file')."""
+    data = _noise_data(num_classes, asymmetric_map, coarse_labels)
+    return noise_kind(spec.kind).transition(spec, data)
 
 
 def apply_noise(
@@ -249,31 +242,12 @@ def apply_noise(
     features: np.ndarray | None = None,
     asymmetric_map: Mapping[int, int] | None = None,
     coarse_labels: np.ndarray | None = None,
+    given_labels: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Apply one `NoiseSpec` to labels ``[N]`` (features ``[N, D]`` only for 'instance')."""
-    labels = check_labels(labels, num_classes)
-    k, r = int(num_classes), spec.rate
-    if spec.kind == "none" or (r == 0.0 and spec.kind != "matrix"):
-        return labels.copy()
-    if spec.kind == "symmetric":
-        return symmetric_noise(labels, num_classes=k, rate=r, rng=rng)
-    if spec.kind == "random_subset":
-        return random_subset_noise(labels, num_classes=k, rate=r, rng=rng)
-    if spec.kind == "asymmetric_subset":
-        target, _ = _asymmetric_target(k, asymmetric_map, coarse_labels)
-        return mapped_subset_noise(labels, num_classes=k, rate=r, mapping=target, rng=rng)
-    if spec.kind == "instance":
-        if features is None:
-            raise CorruptionError(
-                "instance noise needs features [N, D] (e.g. flattened images): pass features=."
-            )
-        return instance_dependent_noise(
-            labels, features, num_classes=k, rate=r, rng=rng, rate_std=spec.rate_std
-        )
-    matrix = requested_transition(
-        spec, k, asymmetric_map=asymmetric_map, coarse_labels=coarse_labels
-    )
-    return apply_transition_matrix(labels, matrix, rng)
+    """Apply one `NoiseSpec` to labels ``[N]`` with its kind's sampler (`NOISE_KINDS`).
+    ``features [N, D]`` only for 'instance', ``given_labels [N]`` only for 'label_file'."""
+    data = _noise_data(num_classes, asymmetric_map, coarse_labels, features, given_labels)
+    return noise_kind(spec.kind).draw(labels, spec, data, rng)
 
 
 # ------------------------------------------------------------------------------------ the record
@@ -358,7 +332,7 @@ class Corruption:
         return {
             "seed": self.seed,
             "num_classes": self.num_classes,
-            "order": sp.get("order"),
+            "order": sp.get("noise", {}).get("order", sp.get("order")),
             "noise_kind": kind,
             "noise_rate_requested": sp.get("noise", {}).get("rate"),
             "noise_rate_expected": expected,
@@ -447,52 +421,67 @@ def corrupt(
     meta: MetaSpec | None = None,
     val_fraction: float = 0.0,
     seed: int = 0,
-    order: str = "imbalance_first",
     features: np.ndarray | None = None,
     asymmetric_map: Mapping[int, int] | None = None,
     coarse_labels: np.ndarray | None = None,
     provided_meta: np.ndarray | None = None,
+    given_labels: np.ndarray | None = None,
+    label_source: Mapping[str, Any] | None = None,
 ) -> Corruption:
     """Meta split, long-tail subsampling, noise and validation split; see the module docstring
-    for the order. true_labels ``[N]``; features ``[N, D]`` only for 'instance' noise;
-    ``asymmetric_map`` (e.g. the data set's ``{9: 1, 2: 0, ...}``) or ``coarse_labels [K]``
+    for the order (``noise.order``). true_labels ``[N]``; features ``[N, D]`` only for 'instance'
+    noise; ``asymmetric_map`` (e.g. the data set's ``{9: 1, 2: 0, ...}``) or ``coarse_labels [K]``
     (super-class of each fine class) for the 'asymmetric' kinds, the map taking precedence.
     Deterministic in its inputs and ``seed``. A spec left as None means: no noise, no imbalance,
-    no meta set. ``provided_meta``: indices of samples a source offers as its clean meta split;
-    the meta set is then drawn from them only (all of them when ``meta`` asks for no size), and
-    none of them is trained on.
+    no meta set. ``provided_meta`` (with ``meta.source='provided'``): indices of samples a source
+    offers as its clean meta split; the meta set is then drawn from them only (all of them when
+    ``meta`` asks for no size), and none of them is trained on. ``given_labels [N]`` (with noise
+    kind 'label_file'): real noisy labels, e.g. read from a file (-1 where a sample has none; such
+    a sample must not be trained on); ``label_source`` (plain JSON data: the file's path, key,
+    hash) is saved in the record under ``label_source``.
     """
     noise = noise if noise is not None else NoiseSpec()
     imbalance = imbalance if imbalance is not None else ImbalanceSpec()
     meta = meta if meta is not None else MetaSpec()
+    check_specs(noise, imbalance, meta)
     true = check_labels(true_labels, num_classes, "true labels")
     k, n = int(num_classes), len(true)
-    if order not in ORDERS:
-        raise CorruptionError(f"unknown order {order!r}: use one of {ORDERS}.")
-    if imbalance.select_by == "noisy" and order != "noise_first":
-        raise CorruptionError(
-            "selecting the long tail by noisy class needs order='noise_first' "
-            "(there are no noisy labels yet when the imbalance comes first)."
-        )
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise CorruptionError(f"seed must be a non-negative integer, got {seed!r}.")
     if imbalance.class_order is not None and len(imbalance.class_order) != k:
         raise CorruptionError(
-            f"class_order has {len(imbalance.class_order)} entries, need {k} (one per class)."
+            f"imbalance.class_order has {len(imbalance.class_order)} entries, need {k} "
+            "(one per class)."
         )
-    if noise.kind == "instance" and (features is None or len(features) != n):
+    if (meta.source == "provided") != (provided_meta is not None):
         raise CorruptionError(
-            f"instance noise needs features [N, D] with N = {n} (one row per training sample)."
+            "meta.source=provided draws the meta set from the source's clean split: "
+            + (
+                "pass provided_meta (the indices of that split)."
+                if provided_meta is None
+                else "set meta.source=provided to use provided_meta."
+            )
         )
+    kind = noise_kind(noise.kind)
+    if given_labels is not None:
+        if "given_labels" not in kind.needs:
+            raise CorruptionError(
+                f"given noisy labels (a label file) replace synthetic noise: noise kind "
+                f"{noise.kind!r} cannot be used with them, use 'label_file'."
+            )
+        given_labels = np.asarray(given_labels)
+        if given_labels.shape != (n,):
+            raise CorruptionError(
+                f"given_labels must be [N] with N = {n}, got shape {given_labels.shape}."
+            )
+        labelled = given_labels[given_labels != -1]
+        check_labels(labelled, k, "given labels")
+        given_labels = given_labels.astype(np.int64)
+    noise_data = NoiseData(k, asymmetric_map, coarse_labels, features, given_labels)
+    kind.check_data(noise_data, n)
     # Fail before any work on a spec that cannot be built (bad matrix size, no asymmetric map).
-    transition = requested_transition(
-        noise, k, asymmetric_map=asymmetric_map, coarse_labels=coarse_labels
-    )
-    asym_source = (
-        _asymmetric_target(k, asymmetric_map, coarse_labels)[1]
-        if noise.kind in ("asymmetric", "asymmetric_subset")
-        else None
-    )
+    transition = kind.transition(noise, noise_data)
+    asym_source = asymmetric_target(noise_data)[1] if kind.uses_class_map else None
     rng_meta, rng_imb, rng_noise, rng_val = (
         np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(4)
     )
@@ -502,8 +491,6 @@ def corrupt(
         offered = np.unique(np.asarray(provided_meta, dtype=np.int64))
         if len(offered) == 0 or offered[0] < 0 or offered[-1] >= n:
             raise CorruptionError(f"provided meta indices must be a non-empty subset of [0, {n}).")
-        if meta.overlap:
-            raise CorruptionError("a provided meta split is never trained on: overlap must be off.")
         if meta.active:
             meta_idx = _pick_from_provided(offered, true[offered], meta, k, rng_meta)
         else:
@@ -524,16 +511,7 @@ def corrupt(
         meta_idx, pool = np.zeros(0, np.int64), np.arange(n)
 
     def noisy_of(idx: np.ndarray) -> np.ndarray:
-        feats = None if features is None else np.asarray(features)[idx]
-        return apply_noise(
-            true[idx],
-            noise,
-            num_classes=k,
-            rng=rng_noise,
-            features=feats,
-            asymmetric_map=asymmetric_map,
-            coarse_labels=coarse_labels,
-        )
+        return kind.draw(true[idx], noise, noise_data.take(idx), rng_noise)
 
     def long_tail(select: np.ndarray) -> np.ndarray:  # positions into `pool`
         if not imbalance.active:
@@ -550,7 +528,7 @@ def corrupt(
 
     # 2-3. long tail and noise, in the requested order
     noisy = np.full(n, -1, dtype=np.int64)
-    if order == "imbalance_first":
+    if noise.order == "imbalance_first":
         kept = pool[long_tail(true[pool])]
         noisy[kept] = noisy_of(kept)
     else:
@@ -571,7 +549,6 @@ def corrupt(
         "imbalance": dataclasses.asdict(imbalance),
         "meta": dataclasses.asdict(meta),
         "val_fraction": float(val_fraction),
-        "order": order,
         "asymmetric_source": asym_source,
         "asymmetric_map": (
             sorted([int(s), int(d)] for s, d in asymmetric_map.items())
@@ -581,6 +558,7 @@ def corrupt(
         "requested_transition": (
             None if transition is None or noise.kind == "none" else transition.tolist()
         ),
+        "label_source": None if label_source is None else dict(label_source),
     }
     spec = json.loads(json.dumps(spec))  # plain JSON data, exactly what save/load round-trips
     return Corruption(

@@ -14,11 +14,15 @@ Formats, chosen by the file's extension:
 ``N`` must equal the number of training samples, in the bundle's training order. Where the source
 renumbered integer labels with gaps (``{0, 1, 9}`` became classes 0, 1, 2 named "0", "1", "9"),
 integer labels in the file are those original values, and are renumbered the same way.
+
+`read_label_file` returns the labels with where they came from (path, key, SHA-256 of the file),
+which `noisytail.data.corruption.corrupt` takes as noise kind 'label_file' and saves in its record.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -174,14 +178,38 @@ def _renumber(labels: np.ndarray, class_names: list[str], file: Path) -> np.ndar
     return out
 
 
-def apply_label_file(
-    bundle: DatasetBundle, path: str | os.PathLike[str], *, key: str | None = None
-) -> DatasetBundle:
-    """A copy of ``bundle`` whose training labels are read from ``path`` (the file is only read).
+@dataclasses.dataclass(frozen=True)
+class LabelFile:
+    """Training labels read from a file: ``labels [N]`` int64 in ``[0, K)``, and their source."""
 
-    Test labels, inputs and everything else stay as they were. Raises `DataError` if the file
-    cannot be read, ``key`` is missing or ambiguous, the length differs from the training split,
-    or a label lies outside ``[0, num_classes)``.
+    labels: np.ndarray
+    path: str
+    key: str | None
+    sha256: str  # of the file's bytes
+
+    def source(self) -> dict[str, Any]:
+        """Where the labels came from, as plain JSON data (saved with the corruption)."""
+        return {"path": self.path, "key": self.key, "sha256": self.sha256}
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with file.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as e:
+        raise DataError(f"Cannot read label file {file}: {_reason(e)}") from e
+    return digest.hexdigest()
+
+
+def read_label_file(
+    bundle: DatasetBundle, path: str | os.PathLike[str], *, key: str | None = None
+) -> LabelFile:
+    """The training labels of ``bundle`` read from ``path`` (the file is only read).
+
+    Raises `DataError` if the file cannot be read, ``key`` is missing or ambiguous, the length
+    differs from the training split, or a label lies outside ``[0, num_classes)``.
     """
     file = Path(os.fspath(path)).expanduser()
     if not file.is_file():
@@ -210,4 +238,13 @@ def apply_label_file(
             f"Label file {file}: label {int(labels[first])} at index {first} is outside "
             f"[0, {bundle.num_classes}) for {bundle.name}."
         )
+    return LabelFile(labels, str(file), key, _sha256(file))
+
+
+def apply_label_file(
+    bundle: DatasetBundle, path: str | os.PathLike[str], *, key: str | None = None
+) -> DatasetBundle:
+    """A copy of ``bundle`` whose training labels are read from ``path`` (`read_label_file`);
+    test labels, inputs and everything else stay as they were."""
+    labels = read_label_file(bundle, path, key=key).labels
     return dataclasses.replace(bundle, train=dataclasses.replace(bundle.train, labels=labels))

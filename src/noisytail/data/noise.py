@@ -23,6 +23,8 @@ semantic map such as `CIFAR10_ASYMMETRIC_MAP`, per sample with probability r, MO
 `superclass_cyclic_matrix` (CIFAR-100, MOIT), `pair_flip_matrix` (c → c+1, Han et al. 2018),
 `random_pair_matrix` / `random_two_pair_matrix` (GDW / L2B / MW-Net ``flip`` / ``flip2``, built with
 their own fixed seed 1).
+
+Which kind name maps to which of these is the table in `noisytail.data.noise_kinds`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
+
+from noisytail.errors import ConfigError
 
 __all__ = [
     "CIFAR10_ASYMMETRIC_MAP",
@@ -62,8 +66,9 @@ CIFAR10_ASYMMETRIC_MAP: dict[int, int] = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
 cat↔dog."""
 
 
-class CorruptionError(ValueError):
-    """Bad corruption request (rate, matrix, counts, split sizes); the message says what to do."""
+class CorruptionError(ConfigError):
+    """Bad corruption request (rate, matrix, counts, split sizes); the message says what to do.
+    A `ConfigError`: the request comes from the config's ``noise`` / ``imbalance`` / ``meta``."""
 
 
 # ----------------------------------------------------------------------------------------- checks

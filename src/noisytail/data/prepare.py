@@ -4,7 +4,7 @@
 `PreparedData`: the (sub-set) bundle, the seeded `Corruption` record, and the ids of the kept
 samples in the source's own splits. With ``meta.source=provided`` the source's clean meta split is
 appended after its training split, and ``corrupt`` keeps it apart; with ``data.label_file`` the
-file's labels replace the noisy training labels.
+file's labels are the noisy training labels (noise kind 'label_file', the file recorded).
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import torch
 
 from noisytail import seeds
 from noisytail.config import Config, ConfigError
-from noisytail.data.corruption import Corruption, ImbalanceSpec, MetaSpec, NoiseSpec, corrupt
-from noisytail.data.label_file import apply_label_file
+from noisytail.data.corruption import Corruption, corrupt
+from noisytail.data.label_file import read_label_file
+from noisytail.data.noise_kinds import noise_kind
 from noisytail.data.sources import load_dataset
 from noisytail.data.splits import stratified_split
 from noisytail.data.types import DatasetBundle, DataSplit, TensorStore, concat_splits
@@ -94,14 +95,10 @@ def prepare_data(cfg: Config) -> PreparedData:
     """Load the source, take the subsets, and corrupt the training labels (seeded, eager)."""
     bundle = load_dataset(cfg.data.name, root=cfg.data.root, options=cfg.data.options)
     seed = cfg.effective_corruption_seed
-    given_noisy = None
-    if cfg.data.label_file:
-        if cfg.noise.kind != "none":
-            raise ConfigError(
-                "data.label_file gives real noisy labels: set noise.kind=none (no synthetic noise)."
-            )
-        given_noisy = apply_label_file(bundle, cfg.data.label_file, key=cfg.data.label_file_key)
-        given_noisy = given_noisy.train.labels
+    label_file, given_noisy, noise = None, None, cfg.noise
+    if cfg.data.label_file:  # the config has checked that noise.kind is none (or label_file)
+        label_file = read_label_file(bundle, cfg.data.label_file, key=cfg.data.label_file_key)
+        given_noisy, noise = label_file.labels, replace(cfg.noise, kind="label_file")
     train_src = _stratified_subset(
         bundle.train.labels, cfg.data.train_subset, seed, "data.train_subset"
     )
@@ -128,42 +125,22 @@ def prepare_data(cfg: Config) -> PreparedData:
         train_src = np.concatenate([train_src, n_source_train + np.arange(n_meta)])
         if given_noisy is not None:
             given_noisy = np.concatenate([given_noisy, np.full(n_meta, -1, dtype=np.int64)])
-    features = _instance_features(bundle) if cfg.noise.kind == "instance" else None
+    needs = noise_kind(noise.kind).needs
     corruption = corrupt(
         bundle.train.labels,
         num_classes=bundle.num_classes,
-        noise=NoiseSpec(
-            kind=cfg.noise.kind,
-            rate=cfg.noise.rate,
-            matrix=cfg.noise.matrix,
-            rate_std=cfg.noise.rate_std,
-            pair_seed=cfg.noise.pair_seed,
-        ),
-        imbalance=ImbalanceSpec(
-            ratio=cfg.imbalance.ratio,
-            profile=cfg.imbalance.profile,
-            step_fraction=cfg.imbalance.step_fraction,
-            class_order=cfg.imbalance.class_order,
-            n_max=cfg.imbalance.n_max,
-            select_by=cfg.imbalance.select_by,
-        ),
-        meta=MetaSpec(  # meta.source=pseudo: no clean split, the loop draws one every epoch
-            per_class=0 if cfg.meta.source == "pseudo" else cfg.meta.per_class,
-            total=0 if cfg.meta.source == "pseudo" else cfg.meta.total,
-            balanced=cfg.meta.balanced,
-            overlap=cfg.meta.overlap,
-        ),
+        noise=noise,
+        imbalance=cfg.imbalance,
+        meta=cfg.meta,  # meta.source=pseudo: no clean split, the loop draws one every epoch
         val_fraction=cfg.data.val_fraction,
         seed=seed,
-        order=cfg.noise.order,
-        features=features,
+        features=_instance_features(bundle) if "features" in needs else None,
         asymmetric_map=bundle.asymmetric_map or None,
         coarse_labels=bundle.coarse_labels,
         provided_meta=provided_meta,
+        given_labels=None if given_noisy is None else given_noisy[train_src],
+        label_source=None if label_file is None else label_file.source(),
     )
-    if given_noisy is not None:
-        kept = np.concatenate([corruption.train_idx, corruption.val_idx])
-        corruption.noisy_labels[kept] = given_noisy[train_src][kept]
     return PreparedData(bundle, corruption, train_src, test_src)
 
 

@@ -140,7 +140,20 @@ def build_loss(
         raise RegistryError(f"loss {name!r} needs argument(s) {missing}.")
     if "class_counts" in params and counts is None:
         raise ValueError(f"loss {name!r} needs class_counts (the training label counts).")
-    return BuiltLoss(name, fn, args, counts)
+    return _probed(BuiltLoss(name, fn, args, counts))
+
+
+def _probed(loss: BuiltLoss) -> BuiltLoss:
+    """``loss`` after one call on a tiny input, so that a bad hyper-parameter (``gce`` with
+    ``q: 2``) is a `RegistryError` when the loss is built, not a ``ValueError`` mid-training."""
+    k = 2 if loss._counts is None else len(loss._counts)
+    try:
+        loss(torch.zeros(1, k), torch.zeros(1, dtype=torch.long))
+    except ValueError as err:
+        if type(err) is not ValueError:  # a typed toolkit error says what it is itself
+            raise
+        raise RegistryError(f"loss {loss.name!r}: {err}") from None
+    return loss
 
 
 def _build_sum(args: dict[str, Any], counts: Tensor | None) -> SumLoss:
