@@ -6,14 +6,8 @@ import torch
 
 from noisytail.data.loader import PoolData
 from noisytail.data.types import TensorStore
-from noisytail.evaluate_ssl import (
-    evaluate_encoder,
-    extract_features,
-    knn_classify,
-    knn_predict,
-    linear_probe,
-    save_encoder,
-)
+from noisytail.evaluate_ssl import evaluate_encoder, extract_features, save_encoder
+from noisytail.probes import knn_classify, knn_predict, linear_probe
 from noisytail.registry import MODELS
 from noisytail.runfolder import read_checkpoint
 from noisytail.train import load_init
@@ -177,7 +171,7 @@ def test_save_encoder_without_head_leaves_a_fresh_classifier(tmp_path):
 
 
 def test_frequency_thirds_and_group_accuracy():
-    from noisytail.evaluate_ssl import frequency_groups, group_accuracy
+    from noisytail.groups import frequency_groups, group_accuracy
 
     counts = [6000, 3602, 2163, 1298, 779, 468, 281, 169, 101, 60]  # FMNIST, ratio 100
     groups = frequency_groups(counts)
@@ -193,7 +187,7 @@ def test_frequency_thirds_and_group_accuracy():
 
 
 def test_balanced_indices():
-    from noisytail.evaluate_ssl import balanced_indices
+    from noisytail.data.splits import balanced_indices
 
     labels = np.repeat([0, 1, 2], [50, 20, 3])
     idx = balanced_indices(labels, 10, seed=1)

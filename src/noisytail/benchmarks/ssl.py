@@ -19,11 +19,11 @@ Parts:
   anchor's partner from the whole training pool (``--mttv-partner dataset``, the official code;
   ``batch`` = from the same batch) with the loss form ``--mttv-loss`` (``clean`` by default;
   ``mean_log`` with ``batch`` is this benchmark's first version). Evaluation: the frozen
-  backbone's features, a linear probe (``evaluate_ssl.linear_probe``, AdamW lr 0.005, cosine) and
+  backbone's features, a linear probe (``probes.linear_probe``, AdamW lr 0.005, cosine) and
   a weighted kNN trained on a **balanced** labelled split (``--probe-per-class`` images per class
   of the pool, true labels) and tested on the test set; accuracy, balanced accuracy, and
   many / medium / few accuracy by the classes' frequency in the long-tailed pre-training set, as
-  **thirds** (3 / 4 / 3 classes: `evaluate_ssl.frequency_groups`). The fixed >100 / <20
+  **thirds** (3 / 4 / 3 classes: `groups.frequency_groups`). The fixed >100 / <20
   thresholds of ``evaluate.shot_thresholds`` are reported too, but at ratio 100 on this pool
   their few-shot group holds only the last class. A "random" row probes an untrained encoder.
 - ``finetune`` (b): symmetric noise ``--noise-rates`` (20 %, 40 %) added to the long-tailed
@@ -87,16 +87,10 @@ from noisytail.benchmarks.ssl_tables import tables
 from noisytail.config import Config
 from noisytail.data.loader import PoolData
 from noisytail.data.prepare import prepare_data
-from noisytail.evaluate_ssl import (
-    balanced_indices,
-    extract_features,
-    frequency_groups,
-    group_accuracy,
-    knn_classify,
-    linear_probe,
-    load_trained_run,
-    save_encoder,
-)
+from noisytail.data.splits import balanced_indices
+from noisytail.evaluate_ssl import extract_features, load_trained_run, save_encoder
+from noisytail.groups import frequency_groups, group_accuracy
+from noisytail.probes import knn_classify, linear_probe
 from noisytail.train import Run, TrainingError, fit, setup_runtime
 
 log = logging.getLogger(__name__)

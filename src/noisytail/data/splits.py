@@ -12,9 +12,10 @@ import math
 
 import numpy as np
 
+from noisytail import seeds
 from noisytail.data.noise import CorruptionError
 
-__all__ = ["meta_counts", "pseudo_meta", "split_meta", "stratified_split"]
+__all__ = ["balanced_indices", "meta_counts", "pseudo_meta", "split_meta", "stratified_split"]
 
 
 def _as_labels(labels: np.ndarray) -> np.ndarray:
@@ -141,3 +142,15 @@ def stratified_split(
     mask = np.zeros(len(labels), dtype=bool)
     mask[held] = True
     return held.astype(np.int64), np.flatnonzero(~mask)
+
+
+def balanced_indices(labels: np.ndarray, per_class: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of ``per_class`` samples of every class of ``labels`` (all of a smaller
+    class), drawn without replacement with ``seed``: a balanced labelled split for a probe."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, seeds.PROBE_SPLIT]))
+    picked = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        picked.append(rng.choice(idx, size=min(per_class, len(idx)), replace=False))
+    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
