@@ -109,3 +109,15 @@ def test_train_runs_a_tabular_csv_given_nothing_but_its_path(tmp_path):
     # --resume with the same command chooses the same settings: the saved config matches
     again = CliRunner().invoke(main, [*args, "--resume"])
     assert again.exit_code == 0, again.output
+
+
+@pytest.mark.slow
+def test_detect_runs_a_tabular_csv_given_nothing_but_its_path(tmp_path):
+    csv = table(tmp_path / "data" / "t.csv")
+    out = tmp_path / "det"
+    args = ["detect", "--set", f"data.options.train_csv={csv}", "--out", str(out), "--no-progress"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "chose data.name=csv" in result.stdout
+    rows = (out / "label_issues.csv").read_text().splitlines()
+    assert len(rows) == 1 + 60  # a header and one row per input row
