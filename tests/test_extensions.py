@@ -1,7 +1,7 @@
-"""Adding a data source, a method or a detector is a one-file change (issue 14): the single file
-tests/toy_extension.py registers one of each, and each then works through the normal entry
-points: training (`fit`), detection (`detect_label_issues`), ``noisytail data``, ``noisytail
-pretrain`` and the help and list of ``noisytail detect`` / ``noisytail list``."""
+"""Adding a data source, a method, a detector or a noise kind is a one-file change (issue 14):
+the single file tests/toy_extension.py registers one of each, and each then works through the
+normal entry points: training (`fit`), detection (`detect_label_issues`), ``noisytail data``,
+``noisytail pretrain`` and the help and list of ``noisytail detect`` / ``noisytail list``."""
 
 import json
 import runpy
@@ -14,6 +14,8 @@ import noisytail.methods  # noqa: F401  (registration)
 from noisytail.cli import main
 from noisytail.config import load_config
 from noisytail.data import sources
+from noisytail.data.corruption import Corruption
+from noisytail.data.noise_kinds import NOISE_KINDS
 from noisytail.detect import detectors  # noqa: F401  (registration)
 from noisytail.detect.task import detect_label_issues
 from noisytail.registry import DATASETS, DETECTORS, METHODS
@@ -36,7 +38,7 @@ TOY_RUN = [
 @pytest.fixture
 def toy(monkeypatch):
     """Run the toy file into copies of the registries; the originals come back after the test."""
-    for registry in (DATASETS, METHODS, DETECTORS):
+    for registry in (DATASETS, METHODS, DETECTORS, NOISE_KINDS):
         monkeypatch.setattr(registry, "_items", dict(registry._items))
     return runpy.run_path(str(TOY))
 
@@ -74,3 +76,18 @@ def test_toy_self_supervised_method_pretrains_and_toy_detector_is_listed(toy, tm
     assert "must be one of mttv, multiview, simclr, toy_ssl, got 'toy_ce'" in refused.output
     assert "toy_margin" in runner.invoke(main, ["detect", "--help"]).output
     assert "toy_margin" in runner.invoke(main, ["list", "detectors"]).output
+
+
+def test_toy_noise_kind_corrupts_the_training_labels_as_declared(toy, tmp_path):
+    cfg = load_config(
+        None,
+        [*TOY_RUN, "method.name=toy_ce", "train.epochs=1"]
+        + ["noise.kind=toy_next_class", "noise.rate=0.4"],
+    )
+    fit(cfg, tmp_path / "run", write_report=False)
+    saved = Corruption.load(tmp_path / "run" / "corruption.npz")
+    true, noisy = saved.true_labels[saved.train_idx], saved.noisy_labels[saved.train_idx]
+    moved = noisy != true
+    assert (noisy[moved] == (true[moved] + 1) % 3).all()  # only ever to the next class
+    assert abs(moved.mean() - 0.4) < 0.15  # 120 labels: 3 standard deviations
+    assert "toy_next_class" in str(saved.spec)

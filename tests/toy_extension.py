@@ -1,5 +1,6 @@
 """A toy extension of noisytail in one file: a data source, two methods (one supervised that
-ranks its samples, one self-supervised) and a detector, each registered here and nowhere else.
+ranks its samples, one self-supervised), a detector and a noise kind, each registered here and
+nowhere else.
 
 tests/test_extensions.py runs this file into fresh copies of the registries and uses every piece
 through the normal entry points (`noisytail.train.fit`, `noisytail.detect.detect_label_issues`,
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from noisytail.data.noise_kinds import NoiseData, register_noise_kind
 from noisytail.data.source_info import data_source
 from noisytail.data.types import DatasetBundle, DataSplit, TensorStore
 from noisytail.detect.detectors import DetectionTask, Detector, DetectorOutput
@@ -91,3 +93,14 @@ class ToyMarginDetector(Detector):
         flagged = np.zeros(len(suspicion), dtype=bool)
         flagged[np.argsort(-suspicion, kind="stable")[:n_flag]] = True
         return DetectorOutput(suspicion, flagged, probs.argmax(1))
+
+
+def _next_class(spec, data: NoiseData) -> np.ndarray:
+    """``P(noisy = j | true = i)``: stay with ``1 - rate``, else move to the next class."""
+    k = data.num_classes
+    return (1 - spec.rate) * np.eye(k) + spec.rate * np.roll(np.eye(k), 1, axis=1)
+
+
+#: A noise kind: a label moves to the next class (cyclically) with probability ``noise.rate``;
+#: sampled from its transition matrix (no sampler of its own).
+TOY_NOISE = register_noise_kind("toy_next_class", _next_class)
