@@ -1,6 +1,7 @@
 import pytest
 
 from noisytail.config import ConfigError, dump_config, load_config, load_run_config, to_dict
+from noisytail.data.corruption import ImbalanceSpec, MetaSpec, NoiseSpec
 
 
 def test_defaults_then_file_then_overrides(tmp_path):
@@ -125,3 +126,30 @@ def test_repeated_keys_and_empty_files_are_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"not valid YAML \(.* at line 2") as err:
         load_config(path)
     assert "\n" not in str(err.value)
+
+
+def test_data_spec_sections_are_the_specs_built_once_from_file_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("noise:\n  kind: symmetric\n  rate: 0.4\nmeta:\n  per_class: 5\n")
+    # Each override alone would leave an inconsistent spec; the spec is checked as a whole.
+    cfg = load_config(
+        path, ["noise.kind=none", "noise.rate=0", "meta.total=50", "meta.per_class=0"]
+    )
+    assert cfg.noise == NoiseSpec() and cfg.meta == MetaSpec(total=50)
+    matrix = [[0.8, 0.2], [0.3, 0.7]]
+    cfg = load_config(None, ["noise.kind=matrix", f"noise.matrix={matrix}"])
+    assert isinstance(cfg.imbalance, ImbalanceSpec) and cfg.noise.matrix == ((0.8, 0.2), (0.3, 0.7))
+    assert to_dict(cfg)["noise"]["matrix"] == matrix  # plain lists, as YAML reads them back
+    dump_config(cfg, tmp_path / "config.yaml")
+    assert load_run_config(tmp_path / "config.yaml").noise == cfg.noise
+    for overrides, message in [
+        (["noise.kind=matrix"], "pass matrix"),
+        (["noise.rate=0.3"], "noise kind 'none' takes no rate"),
+        (["meta.source=pseudo"], "meta.source=pseudo .* set exactly one"),
+        (["imbalance.select_by=noisy"], "noise.order=noise_first"),
+        (["imbalance.class_order=3"], "imbalance.class_order must be a list"),
+        (["noise.kind=label_file"], "data.label_file"),
+    ]:
+        with pytest.raises(ConfigError, match=message) as err:
+            load_config(None, overrides)
+        assert "\n" not in str(err.value)
