@@ -1,0 +1,43 @@
+"""Label issues in a user's own data (issue 10): ``noisytail detect`` with nothing but the data's
+path against cleanlab (a logistic regression's and our CNN's cross-validated probabilities) on
+long-tailed PNG folders and CSVs with class-conditional noise. The logic is in
+`noisytail.benchmarks.own_data_detection` (its docstring describes data, noise and methods).
+
+    nice -n 10 .venv/bin/python scripts/bench_own_data.py --out runs/bench_own_data
+
+Resumable: rerun the same command to finish what is missing. Needs cleanlab (the test extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from noisytail.benchmarks import own_data_detection as bench
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("runs/bench_own_data"))
+    p.add_argument("--data", nargs="+", default=list(bench.DATASETS), choices=bench.DATASETS)
+    p.add_argument("--levels", nargs="+", type=float, default=list(bench.LEVELS))
+    p.add_argument("--seeds", nargs="+", type=int, default=list(bench.SEEDS))
+    p.add_argument("--methods", nargs="+", default=list(bench.METHODS), choices=bench.METHODS)
+    p.add_argument("--table", action="store_true", help="Only print the table of what ran.")
+    args = p.parse_args()
+    results = args.out / "results.jsonl"
+    if not args.table:
+        results = bench.run_benchmark(
+            args.out,
+            datasets=tuple(args.data),
+            levels=tuple(args.levels),
+            seeds=tuple(args.seeds),
+            methods=tuple(args.methods),
+        )
+    table = bench.table(results)
+    (args.out / "table.md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,338 @@
+"""Label issues in a user's own data (issue 10): ``noisytail detect`` with nothing but the data's
+path, against cleanlab on the same files. The driver is ``scripts/bench_own_data.py``.
+
+**Data sets** (`DATASETS`), written to disk as a user would bring them:
+
+- ``digits``: scikit-learn's 8x8 digits as a PNG class-folder tree, long-tailed (`long_tail`:
+  class ``c`` keeps ``n_max * ratio**(-c / (K - 1))`` images, ratio 10), 714 images;
+- ``fmnist``: Fashion-MNIST training images as a PNG class-folder tree, long-tailed the same way
+  with at most 300 a class, 1,222 images;
+- ``breast_cancer``: scikit-learn's breast-cancer table (569 rows, 30 columns) as a CSV;
+- ``blobs24``: ``make_classification`` with 24 classes (2,400 rows, 30 columns) as a CSV.
+
+**Noise**: the labels written into the folders / the CSV's ``label`` column are corrupted
+class-conditionally by a random noise matrix of cleanlab's ``generate_noise_matrix_from_trace``
+with trace ``K * (1 - level)`` (expected noise rate ``level``, `LEVELS`), one matrix and draw
+per seed.
+
+**Methods** (`METHODS`), each scored on every row:
+
+- ``default``: ``noisytail detect`` through its library call with only the data's path (the
+  settings chosen by `noisytail.defaults`), timed end to end (reading the files included);
+- ``knn``, ``linear``, ``ensemble+argmax``: the default detector's parts and its other flag rule,
+  on the same inputs (`noisytail.detect.crossfit`), to choose the default by measurement;
+- ``cleanlab+lr``: ``cleanlab.filter.find_label_issues`` (its default ``prune_by_noise_rate``)
+  on 5-fold ``cross_val_predict`` probabilities of a scikit-learn ``StandardScaler`` +
+  ``LogisticRegression(max_iter=1000)`` on the inputs (pixels / columns); AUROC from
+  ``cleanlab.rank.get_label_quality_scores`` (self-confidence);
+- ``cleanlab+cnn``: the same on 5-fold out-of-sample probabilities of our network (the model and
+  epochs `noisytail.defaults` chooses for the data: ``small_cnn`` for images, ``mlp`` for
+  tables), trained by the ``confident_learning`` detector's fold loop: our CNN at the budget a
+  user gets.
+
+Metrics: F1 of the flags and AUROC of the suspicion against the true flips; wall seconds
+(measured on a shared, loaded machine). One JSON line per (data set, level, seed, method) in
+``OUT/results.jsonl``; a finished line is never recomputed (resumable). Needs cleanlab.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DATASETS = ("digits", "fmnist", "breast_cancer", "blobs24")
+LEVELS = (0.2, 0.4)
+SEEDS = (0, 1, 2)
+METHODS = ("default", "knn", "linear", "ensemble+argmax", "cleanlab+lr", "cleanlab+cnn")
+FOLDS = 5
+
+
+def long_tail(y: np.ndarray, n_max: int, ratio: float, seed: int = 0) -> np.ndarray:
+    """Sorted indices keeping ``round(n_max * ratio**(-c / (K - 1)))`` random members of class
+    ``c`` (all of them if it has fewer)."""
+    rng = np.random.default_rng(seed)
+    k = int(y.max()) + 1
+    keep = []
+    for c in range(k):
+        members = np.flatnonzero(y == c)
+        n = min(len(members), int(round(n_max * ratio ** (-c / (k - 1)))))
+        keep.append(rng.choice(members, n, replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+def clean_data(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)``: uint8 images ``[N, H, W]`` or float tables ``[N, D]``, true labels ``[N]``."""
+    from sklearn import datasets as skd
+
+    if name == "digits":
+        d = skd.load_digits()
+        x = np.round(d.images * 255 / 16).astype(np.uint8)
+        keep = long_tail(d.target, 180, 10.0)
+        return x[keep], d.target[keep]
+    if name == "fmnist":
+        from noisytail.data.sources import load_dataset
+
+        b = load_dataset("fashion_mnist")
+        y = b.train.labels
+        keep = long_tail(y, 300, 10.0)
+        return b.train.images.get(keep)[:, 0].numpy(), y[keep]
+    if name == "breast_cancer":
+        d = skd.load_breast_cancer()
+        return d.data, d.target
+    if name == "blobs24":
+        x, y = skd.make_classification(
+            n_samples=2400,
+            n_features=30,
+            n_informative=20,
+            n_redundant=5,
+            n_classes=24,
+            n_clusters_per_class=1,
+            class_sep=1.5,
+            random_state=0,
+        )
+        return x, y
+    raise ValueError(f"unknown data set {name!r}; choose from {DATASETS}")
+
+
+def noisy_labels(y: np.ndarray, level: float, seed: int) -> np.ndarray:
+    """Class-conditional noise from cleanlab's random noise matrix of trace ``K (1 - level)``."""
+    from cleanlab.benchmarking.noise_generation import (
+        generate_noise_matrix_from_trace,
+        generate_noisy_labels,
+    )
+
+    k = int(y.max()) + 1
+    py = np.bincount(y, minlength=k) / len(y)
+    m = generate_noise_matrix_from_trace(
+        k, k * (1 - level), py=py, valid_noise_matrix=True, seed=seed
+    )
+    np.random.seed(seed)  # generate_noisy_labels draws from numpy's global generator
+    return np.asarray(generate_noisy_labels(y, m), dtype=np.int64)
+
+
+def write_data(folder: Path, x: np.ndarray, labels: np.ndarray) -> tuple[list[str], Path]:
+    """Images as ``folder/images/class_<label>/<i>.png`` (returns their paths in row order) or a
+    table as ``folder/table.csv`` (``f0..``, ``label``); returns ``(paths, data path)``."""
+    from PIL import Image
+
+    if x.ndim == 3:
+        root = folder / "images"
+        paths = []
+        for i, (img, c) in enumerate(zip(x, labels)):
+            path = root / f"class_{c:02d}" / f"{i:05d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(path)
+            paths.append(str(path))
+        return paths, root
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "table.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([f"f{j}" for j in range(x.shape[1])] + ["label"])
+        for row, c in zip(x, labels):
+            w.writerow([f"{v:.6g}" for v in row] + [int(c)])
+    return [], path
+
+
+def overrides_for(data_path: Path) -> list[str]:
+    """What a user types: the folder, or the CSV (``data.name=csv`` is then inferred)."""
+    if data_path.is_dir():
+        return ["data.name=image_folder", f"data.root={data_path}"]
+    return [f"data.options.train_csv={data_path}"]
+
+
+def user_config(data_path: Path) -> Any:
+    from noisytail.config import load_config
+    from noisytail.defaults import apply_defaults
+
+    overrides = overrides_for(data_path) + ["train.progress=false"]
+    return apply_defaults(load_config(None, overrides), None, overrides, lambda _: None)
+
+
+def run_default(data_path: Path, paths: list[str], out: Path) -> dict[str, Any]:
+    """``noisytail detect`` with nothing but the path: suspicion and flags in row order."""
+    from noisytail.detect.task import detect_label_issues
+
+    start = time.perf_counter()
+    detect_label_issues(user_config(data_path), out)
+    seconds = time.perf_counter() - start
+    with open(out / "label_issues.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    where = {p: i for i, p in enumerate(paths)}
+    at = [where[r["path"]] if paths else int(r["row"]) for r in rows]
+    score, flags = np.zeros(len(rows)), np.zeros(len(rows), dtype=bool)
+    score[at] = [float(r["score"]) for r in rows]
+    flags[at] = [r["flagged"] == "1" for r in rows]
+    return {"suspicion": score, "flagged": flags, "seconds": seconds}
+
+
+def cleanlab_verdict(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    flags = find_label_issues(labels, probs)
+    return {"suspicion": 1 - get_label_quality_scores(labels, probs), "flagged": flags}
+
+
+def run_cleanlab_lr(x: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, Any]:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    start = time.perf_counter()
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    cv = StratifiedKFold(FOLDS, shuffle=True, random_state=seed)
+    flat = x.reshape(len(x), -1).astype(np.float64)
+    probs = cross_val_predict(model, flat, labels, cv=cv, method="predict_proba")
+    return {**cleanlab_verdict(labels, probs), "seconds": time.perf_counter() - start}
+
+
+def run_cleanlab_cnn(data_path: Path, paths: list[str], work: Path) -> dict[str, Any]:
+    """cleanlab on the k-fold probabilities of our network (the user's defaults)."""
+    from noisytail.config import validate
+    from noisytail.data.prepare import prepare_data
+    from noisytail.detect.detectors import ConfidentLearningDetector, DetectionTask
+    from noisytail.detect.task import whole_data_config
+    from noisytail.train import setup_runtime
+
+    start = time.perf_counter()
+    cfg = whole_data_config(user_config(data_path))
+    validate(cfg)
+    prepared = prepare_data(cfg)
+    task = DetectionTask(cfg, prepared, setup_runtime(cfg), work)
+    probs = ConfidentLearningDetector(folds=FOLDS).out_of_sample_probs(task)
+    if paths:  # pool order is the source's (sorted paths): back to row order
+        where = {p: i for i, p in enumerate(paths)}
+        at = np.array([where[p] for p in prepared.bundle.train.paths])
+        ordered = np.empty_like(probs)
+        ordered[at] = probs
+        probs = ordered
+    labels = np.empty(len(probs), dtype=np.int64)
+    labels[at if paths else np.arange(len(probs))] = task.labels
+    return {**cleanlab_verdict(labels, probs), "seconds": time.perf_counter() - start}
+
+
+def run_parts(x: np.ndarray, labels: np.ndarray) -> dict[str, dict[str, Any]]:
+    """The default detector's parts and its other flag rule, on the same inputs."""
+    from noisytail.detect import crossfit as cf
+    from noisytail.detect.scores import verdict_from_probs
+
+    feats = cf.input_features(x[:, None] if x.ndim == 3 else x)
+    k = int(labels.max()) + 1
+    out = {}
+    for name, model, flag in [
+        ("knn", "knn", "confident_learning"),
+        ("linear", "linear", "confident_learning"),
+        ("ensemble+argmax", "ensemble", "argmax"),
+    ]:
+        start = time.perf_counter()
+        probs = cf.fast_probs(feats, labels, k, model=model, folds=FOLDS)
+        suspicion, _, flagged, _ = verdict_from_probs(probs, labels, flag=flag)
+        out[name] = {
+            "suspicion": suspicion,
+            "flagged": flagged,
+            "seconds": time.perf_counter() - start,
+        }
+    return out
+
+
+def score(truth: np.ndarray, verdict: dict[str, Any]) -> dict[str, Any]:
+    from noisytail.detect.metrics import detection_metrics
+
+    m = detection_metrics(truth, verdict["flagged"], verdict["suspicion"])
+    keys = ("f1", "auroc", "precision", "recall", "n_flagged")
+    return {**{k: m[k] for k in keys}, "seconds": round(float(verdict["seconds"]), 2)}
+
+
+def done_keys(results: Path) -> set[tuple]:
+    if not results.exists():
+        return set()
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    return {(r["data"], r["level"], r["seed"], r["method"]) for r in rows}
+
+
+def run_benchmark(
+    out: Path,
+    *,
+    datasets: tuple[str, ...] = DATASETS,
+    levels: tuple[float, ...] = LEVELS,
+    seeds: tuple[int, ...] = SEEDS,
+    methods: tuple[str, ...] = METHODS,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Every (data set, level, seed, method) not yet in ``out/results.jsonl``; returns it."""
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "results.jsonl"
+    for name in datasets:
+        x, y = clean_data(name)
+        for level in levels:
+            for seed in seeds:
+                todo = [m for m in methods if (name, level, seed, m) not in done_keys(results)]
+                if not todo:
+                    continue
+                s = noisy_labels(y, level, seed)
+                unit = out / "work" / f"{name}-{level}-{seed}"
+                paths, data_path = write_data(unit / "data", x, s)
+                parts = run_parts(x, s) if {"knn", "linear", "ensemble+argmax"} & set(todo) else {}
+                for method in todo:
+                    if method == "default":
+                        verdict = run_default(data_path, paths, unit / "detect")
+                    elif method == "cleanlab+lr":
+                        verdict = run_cleanlab_lr(x, s, seed)
+                    elif method == "cleanlab+cnn":
+                        verdict = run_cleanlab_cnn(data_path, paths, unit / "cnn")
+                    else:
+                        verdict = parts[method]
+                    row = {
+                        "data": name,
+                        "level": level,
+                        "seed": seed,
+                        "method": method,
+                        "n": len(s),
+                        "noise_rate": float((s != y).mean()),
+                        **score(s != y, verdict),
+                    }
+                    with open(results, "a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    log(json.dumps(row))
+    return results
+
+
+def _ms(values: list[float], fmt: str) -> str:
+    if len(values) < 2:
+        return fmt.format(values[0]) if values else "-"
+    return f"{fmt.format(statistics.mean(values))} ± {fmt.format(statistics.stdev(values))}"
+
+
+def table(results: Path) -> str:
+    """Markdown: per data set and level, each method's F1, AUROC and seconds (mean ± sample std
+    over seeds) and how many seeds ran."""
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    lines = [
+        "| data | noise | method | F1 | AUROC | seconds | seeds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in DATASETS:
+        for level in LEVELS:
+            for method in METHODS:
+                rs = [
+                    r for r in rows if (r["data"], r["level"], r["method"]) == (name, level, method)
+                ]
+                if not rs:
+                    continue
+                rate = statistics.mean(r["noise_rate"] for r in rs)
+                lines.append(
+                    f"| {name} (n={rs[0]['n']}) | {rate:.2f} | {method} | "
+                    f"{_ms([r['f1'] for r in rs], '{:.3f}')} | "
+                    f"{_ms([r['auroc'] for r in rs], '{:.3f}')} | "
+                    f"{_ms([r['seconds'] for r in rs], '{:.1f}')} | {len(rs)} |"
+                )
+    return "\n".join(lines)

@@ -1,0 +1,42 @@
+"""The own-data detection benchmark's pieces (noisytail.benchmarks.own_data_detection): the long
+tail, the noise it asks cleanlab for, the files it writes and how rows are joined back."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from noisytail.benchmarks import own_data_detection as bench
+
+
+def test_long_tail_counts():
+    y = np.repeat(np.arange(4), 50)
+    keep = bench.long_tail(y, 40, 8.0)
+    # 40 * 8**(-c/3): 40, 20, 10, 5
+    assert np.bincount(y[keep]).tolist() == [40, 20, 10, 5]
+    assert np.all(np.diff(keep) > 0)
+
+
+def test_noise_rate_as_requested():
+    pytest.importorskip("cleanlab")
+    y = np.repeat(np.arange(5), 2000)
+    for level in (0.2, 0.4):
+        s = bench.noisy_labels(y, level, seed=1)
+        assert abs((s != y).mean() - level) < 0.02
+        assert not np.array_equal(s, bench.noisy_labels(y, level, seed=2))
+
+
+def test_default_run_joins_rows_back(tmp_path):
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 20)
+    x = np.eye(3, 4)[y] * 5 + rng.normal(size=(60, 4))
+    s = y.copy()
+    s[[4, 30]] = [1, 2]
+    paths, data = bench.write_data(tmp_path / "t", x, s)
+    assert paths == [] and data.name == "table.csv"
+    with open(data, newline="") as f:
+        assert [int(r["label"]) for r in csv.DictReader(f)] == s.tolist()
+    verdict = bench.run_default(data, paths, tmp_path / "out")
+    assert np.flatnonzero(verdict["flagged"]).tolist() == [4, 30]
+    m = bench.score(s != y, verdict)
+    assert m["f1"] == 1.0 and m["auroc"] == 1.0
