@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from . import __version__
+from . import __version__, seeds
 from . import models as _models  # noqa: F401  (registration)
 from .config import Config, ConfigError, dump_config, to_dict, validate
 from .data.loader import CyclingLoader, PoolData, TrainLoader, epoch_generator
@@ -443,7 +443,7 @@ class Run:
             batch_size=min(self._per_rank_batch, n),
             augment_kind=self.cfg.data.augment,
             seed=self.cfg.seed,
-            stream=1,
+            stream=seeds.META_ORDER,
             rank=self.rt.rank,
             world_size=self.rt.world_size if n >= t.batch_size else 1,
         )
@@ -542,8 +542,8 @@ class Run:
     def train_epoch(self, epoch: int, progress: bool) -> dict[str, float]:
         cfg, method, ctx = self.cfg, self.method, self.ctx
         steps = len(self.loader)
-        torch.manual_seed(int(epoch_generator(cfg.seed, epoch, 2).initial_seed()))
-        ctx.generator = epoch_generator(cfg.seed, epoch, 3)
+        torch.manual_seed(int(epoch_generator(cfg.seed, epoch, seeds.EPOCH_TORCH).initial_seed()))
+        ctx.generator = epoch_generator(cfg.seed, epoch, seeds.METHOD)
         ctx.epoch = epoch
         if cfg.meta.source == "pseudo":
             self.meta_cycle = self._pseudo_meta_cycle()
