@@ -157,3 +157,14 @@ def test_verdict_and_ranking():
     # position decides; a larger tiebreak goes first
     assert sc.ranking(suspicion, tiebreak).tolist() == [0, 1, 2]
     assert sc.ranking(suspicion, np.array([0.0, 1.0, 0.0])).tolist() == [1, 0, 2]
+
+
+def test_readme_snippet_runs():
+    """The README's find_label_issues example (in "Your own data") runs as written."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "find_label_issues" in b]
+    assert blocks
+    exec(compile(blocks[0], "README find_label_issues", "exec"), {"__name__": "readme"})
