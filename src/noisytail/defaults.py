@@ -28,12 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config, ConfigError, from_dict, parse_override, read_yaml_file
+from .data.checked import USER_SOURCES, source_options
 from .data.types import DataError
 
 log = logging.getLogger(__name__)
 
-#: Sources whose data a user brings: the only ones whose defaults are chosen from the data.
-USER_SOURCES = ("image_folder", "csv")
 #: Optimizer steps `epochs_for` aims at (128-sample batches: about 51,000 samples seen).
 TARGET_STEPS = 400
 MIN_EPOCHS = 10  # the config's default, kept for large data sets
@@ -118,7 +117,7 @@ def choose_defaults(cfg: Config, explicit: Iterable[str]) -> tuple[Config, list[
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)  # the run's own load says the source's notes, once
     try:
-        bundle = load_dataset(cfg.data.name, root=cfg.data.root, options=cfg.data.options)
+        bundle = load_dataset(cfg.data.name, root=cfg.data.root, options=source_options(cfg))
     finally:
         logging.disable(previous)
     options = {}

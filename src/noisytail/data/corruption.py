@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 ORDERS = ("imbalance_first", "noise_first")
-META_SOURCES = ("train", "provided", "pseudo")
+META_SOURCES = ("train", "provided", "pseudo", "file")
 
 
 def _choice(what: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -163,15 +163,19 @@ class MetaSpec:
     at random (L2B+DivideMix). ``overlap=True`` leaves the meta samples in the training pool too
     (paper-code compatibility only, docs/methods.md, Conventions: meta set); by default the meta
     set is disjoint from train and validation. ``source``: 'train' (held out of the training
-    pool), 'provided' (the data source's own clean split, `corrupt`'s ``provided_meta``) or
+    pool), 'provided' (the data source's own clean split, `corrupt`'s ``provided_meta``),
     'pseudo' (no clean data: the loop draws ``per_class``/``total`` pool samples on which the
-    model and the noisy label agree every epoch, `noisytail.data.splits.pseudo_meta`)."""
+    model and the noisy label agree every epoch, `noisytail.data.splits.pseudo_meta`) or 'file'
+    (``file``: a CSV of samples of an image folder or CSV whose labels a person checked; the
+    source makes it its clean split and removes those samples from training,
+    `noisytail.data.checked`)."""
 
     per_class: int = 0
     total: int = 0
     balanced: bool = True
     overlap: bool = False
     source: str = "train"
+    file: str | None = None  # meta.source=file: the CSV of checked samples
 
     def __post_init__(self) -> None:
         if self.per_class < 0 or self.total < 0:
@@ -188,6 +192,11 @@ class MetaSpec:
                 "meta.source=pseudo draws its meta set from the training pool: set exactly one "
                 "of meta.per_class or meta.total (e.g. meta.per_class=100)."
             )
+        if (self.source == "file") != bool(self.file):
+            raise CorruptionError(
+                "meta.source=file takes its meta set from meta.file=<checked.csv> (samples whose "
+                "labels a person checked): set both, or neither."
+            )
 
     @property
     def active(self) -> bool:
@@ -203,9 +212,9 @@ def check_specs(noise: NoiseSpec, imbalance: ImbalanceSpec, meta: MetaSpec) -> N
             "noise.order=noise_first (there are no noisy labels yet when the imbalance comes "
             "first)."
         )
-    if meta.source == "provided" and meta.overlap:
+    if meta.source in ("provided", "file") and meta.overlap:
         raise CorruptionError(
-            "a provided meta split is never trained on: meta.overlap must be off."
+            f"a {meta.source} meta split is never trained on: meta.overlap must be off."
         )
 
 
@@ -453,7 +462,7 @@ def corrupt(
             f"imbalance.class_order has {len(imbalance.class_order)} entries, need {k} "
             "(one per class)."
         )
-    if (meta.source == "provided") != (provided_meta is not None):
+    if (meta.source in ("provided", "file")) != (provided_meta is not None):
         raise CorruptionError(
             "meta.source=provided draws the meta set from the source's clean split: "
             + (
