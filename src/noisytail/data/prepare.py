@@ -18,6 +18,7 @@ import torch
 
 from noisytail import seeds
 from noisytail.config import Config, ConfigError
+from noisytail.data.checked import source_options
 from noisytail.data.corruption import Corruption, corrupt
 from noisytail.data.label_file import read_label_file
 from noisytail.data.noise_kinds import noise_kind
@@ -93,7 +94,8 @@ def _instance_features(bundle: DatasetBundle) -> np.ndarray:
 
 def prepare_data(cfg: Config) -> PreparedData:
     """Load the source, take the subsets, and corrupt the training labels (seeded, eager)."""
-    bundle = load_dataset(cfg.data.name, root=cfg.data.root, options=cfg.data.options)
+    # meta.source=file: the source reads the checked samples (noisytail.data.checked)
+    bundle = load_dataset(cfg.data.name, root=cfg.data.root, options=source_options(cfg))
     seed = cfg.effective_corruption_seed
     label_file, given_noisy, noise = None, None, cfg.noise
     if cfg.data.label_file:  # the config has checked that noise.kind is none (or label_file)
@@ -111,7 +113,7 @@ def prepare_data(cfg: Config) -> PreparedData:
     n_source_train = len(bundle.train)
     bundle = subset_bundle(bundle, train_src, test_src)
     provided_meta = None
-    if cfg.meta.source == "provided":
+    if cfg.meta.source in ("provided", "file"):
         if bundle.meta is None:
             raise ConfigError(
                 f"meta.source=provided, but the data source {cfg.data.name!r} offers no clean meta "
