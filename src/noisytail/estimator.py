@@ -27,6 +27,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from .data.arrays import as_model_inputs, hold_arrays, input_statistics, release_arrays
 from .data.types import DataError
+from .defaults import epochs_for, model_for
 from .inference import TrainedModel, check_shape, model_weights, read_images
 from .registry import RegistryError
 
@@ -70,8 +71,10 @@ class NoisyTailClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters are the config's: ``method`` (a registered method, e.g. ``erm``, ``dividemix``),
     ``loss`` (ERM's loss; None for a method without one), ``method_args`` (other method
-    arguments), ``model`` (``auto``: ``small_cnn`` for images, ``mlp`` for tables),
-    ``model_options``, the ``train.*`` settings (``epochs``, ``batch_size``, ``lr``, ``optimizer``,
+    arguments), ``model`` (``auto``: the CLI's choice for a user's data, `noisytail.defaults`:
+    ``small_cnn`` for images, ``mlp`` for tables, narrower below 2,000 samples),
+    ``model_options``, the ``train.*`` settings (``epochs``: ``auto`` is about 400 optimizer steps
+    within 10 to 40 epochs, as the CLI chooses; ``batch_size``, ``lr``, ``optimizer``,
     ``weight_decay``, ``schedule``, ``sampler``, ``device``, ``precision``, ``num_threads``),
     ``augment`` (``data.augment``), ``val_fraction`` (a noisy validation split held out of
     training; 0 trains on everything), ``seed``. ``run_dir``: keep the run folder there (then
@@ -88,7 +91,7 @@ class NoisyTailClassifier(ClassifierMixin, BaseEstimator):
         method_args: dict[str, Any] | None = None,
         model: str = "auto",
         model_options: dict[str, Any] | None = None,
-        epochs: int = 10,
+        epochs: int | str = "auto",
         batch_size: int = 128,
         lr: float = 0.05,
         optimizer: str = "sgd",
@@ -126,10 +129,21 @@ class NoisyTailClassifier(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
 
     # -- configuration -----------------------------------------------------------------------
-    def _model_name(self, x: np.ndarray) -> str:
+    def _model(self, x: np.ndarray) -> tuple[str, dict[str, Any]]:
+        """``model`` and ``model_options``; ``auto`` is the CLI's choice for a user's data
+        (`noisytail.defaults.model_for`), an ``mlp`` for images under 4 pixels a side."""
+        options = dict(self.model_options or {})
         if self.model != "auto":
-            return self.model
-        return "small_cnn" if x.ndim == 4 and min(x.shape[2:]) >= 4 else "mlp"
+            return self.model, options
+        if x.ndim == 4 and min(x.shape[2:]) < 4:
+            return "mlp", options
+        name, chosen, _ = model_for(tuple(x.shape[1:]), len(x))
+        return name, {**chosen, **options}
+
+    def _epochs(self, n: int) -> int:
+        """``epochs``; ``auto`` is the CLI's choice for a user's data
+        (`noisytail.defaults.epochs_for`: about 400 steps, within 10 to 40 epochs)."""
+        return epochs_for(n, self.batch_size)[0] if self.epochs == "auto" else self.epochs
 
     def config_values(self, key: str, x: np.ndarray) -> dict[str, Any]:
         """The run config (as `noisytail.config.from_dict` takes it) for arrays held under
@@ -138,6 +152,8 @@ class NoisyTailClassifier(ClassifierMixin, BaseEstimator):
         if self.loss is not None:
             method["loss"] = self.loss
         method.update(self.method_args or {})
+        model, options = self._model(x)
+        epochs = self._epochs(len(x))
         return {
             "seed": self.seed,
             "data": {
@@ -146,10 +162,10 @@ class NoisyTailClassifier(ClassifierMixin, BaseEstimator):
                 "val_fraction": self.val_fraction,
                 "augment": self.augment,
             },
-            "model": {"name": self._model_name(x), "options": dict(self.model_options or {})},
+            "model": {"name": model, "options": options},
             "method": method,
             "train": {
-                "epochs": self.epochs,
+                "epochs": epochs,
                 "batch_size": self.batch_size,
                 "lr": self.lr,
                 "optimizer": self.optimizer,
@@ -160,7 +176,7 @@ class NoisyTailClassifier(ClassifierMixin, BaseEstimator):
                 "precision": self.precision,
                 "num_threads": self.num_threads,
                 "progress": bool(self.verbose),
-                "checkpoint_every": max(1, int(self.epochs)),
+                "checkpoint_every": epochs,
             },
         }
 
@@ -228,6 +244,8 @@ class NoisyTailClassifier(ClassifierMixin, BaseEstimator):
 
     def _check_inputs(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "model_")
+        if _is_paths(X):  # decoded as the run's images were (`TrainedModel.read_images`)
+            return self.model_.read_images(X)
         x = _inputs(X)
         check_shape(x, self.input_shape_, who=type(self).__name__)
         return x

@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,6 +213,30 @@ class TrainedModel:
         out.parent.mkdir(parents=True, exist_ok=True)
         example = torch.zeros((2, *self.input_shape))
         model = self.model.eval()
+        with warnings.catch_warnings():  # torch's notes on its deprecated TorchScript paths
+            warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning))
+            self._export(fmt, out, model, example)
+        meta = {
+            "format": fmt,
+            "input": "float32 [B, " + ", ".join(map(str, self.input_shape)) + "], normalised",
+            "output": f"logits [B, {len(self.class_names)}]",
+            "class_names": self.class_names,
+            "input_shape": list(self.input_shape),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "normalise": (
+                "uint8 pixels / 255, then (x - mean) / std per channel"
+                if self.is_image
+                else "(x - mean) / std per feature column"
+                if self.mean
+                else "none"
+            ),
+        }
+        _write(out.with_name(out.name + ".json"), json.dumps(meta, indent=2).encode())
+        return out
+
+    @staticmethod
+    def _export(fmt: str, out: Path, model: torch.nn.Module, example: torch.Tensor) -> None:
         if fmt == "torchscript":
             with torch.no_grad():
                 traced = torch.jit.trace(model, example)
@@ -236,18 +261,6 @@ class TrainedModel:
                 dynamo=False,
             )
             _write(out, buf.getvalue())
-        meta = {
-            "format": fmt,
-            "input": "float32 [B, " + ", ".join(map(str, self.input_shape)) + "], normalised",
-            "output": f"logits [B, {len(self.class_names)}]",
-            "class_names": self.class_names,
-            "input_shape": list(self.input_shape),
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "normalise": "uint8 pixels / 255, then (x - mean) / std per channel",
-        }
-        _write(out.with_name(out.name + ".json"), json.dumps(meta, indent=2).encode())
-        return out
 
 
 def _write(path: Path, data: bytes) -> None:
