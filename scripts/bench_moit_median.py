@@ -1,5 +1,5 @@
 """MOIT's balanced selection under asymmetric noise: the lower median (``torch.median``, the
-official rule, now `noisytail.detect.knn.lower_median`) against the average of the two middle
+official rule, now `noisytail.neighbors.lower_median`) against the average of the two middle
 counts rounded down (the rule noisytail used before issue 13).
 
 Usage:

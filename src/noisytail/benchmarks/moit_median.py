@@ -1,5 +1,5 @@
 """MOIT's balanced selection under asymmetric noise: the lower median (``torch.median``, the
-official rule, now `noisytail.detect.knn.lower_median`) against the average of the two middle
+official rule, now `noisytail.neighbors.lower_median`) against the average of the two middle
 counts rounded down (the rule noisytail used before issue 13).
 
 The driver is ``scripts/bench_moit_median.py`` (flags ``--rate``, ``--per-class``,
@@ -35,8 +35,8 @@ from noisytail.config import load_config
 from noisytail.data.noise import CIFAR10_ASYMMETRIC_MAP, apply_transition_matrix, asymmetric_matrix
 from noisytail.data.prepare import prepare_data
 from noisytail.detect.detectors import train_run
-from noisytail.detect.knn import balanced_selection, default_k, knn_cosine, moit_vote
 from noisytail.detect.metrics import detection_metrics
+from noisytail.neighbors import balanced_selection, default_k, knn_cosine, moit_vote
 from noisytail.train import Run, setup_runtime
 
 
