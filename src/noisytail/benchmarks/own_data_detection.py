@@ -317,7 +317,7 @@ def table(results: Path) -> str:
     over seeds) and how many seeds ran."""
     rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
     lines = [
-        "| data | noise | method | F1 | AUROC | seconds | seeds |",
+        "| data | noise: level (measured) | method | F1 | AUROC | seconds | seeds |",
         "|---|---|---|---|---|---|---|",
     ]
     for name in DATASETS:
@@ -330,7 +330,7 @@ def table(results: Path) -> str:
                     continue
                 rate = statistics.mean(r["noise_rate"] for r in rs)
                 lines.append(
-                    f"| {name} (n={rs[0]['n']}) | {rate:.2f} | {method} | "
+                    f"| {name} (n={rs[0]['n']}) | {level} ({rate:.2f}) | {method} | "
                     f"{_ms([r['f1'] for r in rs], '{:.3f}')} | "
                     f"{_ms([r['auroc'] for r in rs], '{:.3f}')} | "
                     f"{_ms([r['seconds'] for r in rs], '{:.1f}')} | {len(rs)} |"
