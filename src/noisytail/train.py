@@ -589,6 +589,8 @@ class Run:
             if cfg.train.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.train.grad_clip)
             self.optimizer.step()
+            with self.autocast():
+                out = {**out, **method.after_step(batch, ctx)}
             for key, value in out.items():
                 v = (
                     value.detach().float()

@@ -212,6 +212,36 @@ DIVIDEMIX_SETTINGS: dict[str, dict[str, Any]] = {
         "noise.rate": 0.5,
         "method.warmup_epochs": 30,
     },
+    # L2B's L2B_DivideMix/Train_cifar.py + exp/cifar10_l2b_dividemix50.sh: --single_meta 1,
+    # --need_clean (1,000 random training images, true labels, left in the training set)
+    "l2b_dividemix_cifar10_sym50": {
+        **DIVIDEMIX_CIFAR,
+        "data.name": "cifar10",
+        "noise.kind": "random_subset",
+        "noise.rate": 0.5,
+        "method.warmup_epochs": 10,
+        "method.lambda_u": 25.0,
+        "method.l2b": True,
+        "method.l2b_meta": "clean",
+        "method.l2b_clip": 0.8,
+        "meta.total": 1000,
+        "meta.balanced": False,
+        "meta.overlap": True,
+    },
+    # the same code without --need_clean: the labelled (GMM-clean) set as the meta set
+    "l2b_dividemix_cifar10_sym50_noclean": {
+        **DIVIDEMIX_CIFAR,
+        "data.name": "cifar10",
+        "noise.kind": "random_subset",
+        "noise.rate": 0.5,
+        "method.warmup_epochs": 10,
+        "method.lambda_u": 25.0,
+        "method.l2b": True,
+        "method.l2b_meta": "labelled",
+        "method.l2b_clip": 0.8,
+        "meta.total": 0,
+        "meta.per_class": 0,
+    },
 }
 
 PAPER_SETTINGS: dict[str, dict[str, Any]] = {

@@ -3,17 +3,21 @@ the dominant MixMatch mixup, the class-balance penalty, the co-divide wiring (ea
 from the other's split) and resume on a tiny digits run."""
 
 import contextlib
+import copy
 import json
 import math
 
 import numpy as np
+import pytest
 import torch
+import torch.nn.functional as F
 
 from noisytail.methods.base import Batch, Context, TaskInfo
 from noisytail.methods.dividemix import (
     class_balance_penalty,
     co_guess,
     co_refine,
+    draw_labelled_meta,
     gmm_clean_probability,
     linear_rampup,
     mixmatch_mix,
@@ -175,3 +179,182 @@ def test_resume_matches_uninterrupted(tmp_path, digits_config):
     full, split = _metrics(tmp_path / "full"), _metrics(tmp_path / "split")
     assert full == split
     assert "labelled_loss_net1" in full[-1] and "clean_fraction" in full[-1]
+
+
+# --- the L2B plug-in (issue 16, item 2) -------------------------------------------------------
+
+
+def _plugin(l2b_meta="clean"):
+    """A DivideMix with the L2B plug-in after its split, every sample labelled with w = 1 (so the
+    co-refined targets are the one-hot labels), and a momentum buffer in its optimizer."""
+    method, _, batch = _build(l2b=True, l2b_meta=l2b_meta)
+    meta = Batch(
+        torch.randn(12, 6, generator=torch.Generator().manual_seed(5)),
+        torch.arange(12) % K,
+        torch.arange(12),
+    )
+    opt = torch.optim.SGD(method.parameter_groups(), lr=0.3, momentum=0.9, weight_decay=5e-4)
+    gen = torch.Generator().manual_seed(9)
+    for p in method.parameters():
+        opt.state[p]["momentum_buffer"] = 0.1 * torch.randn(p.shape, generator=gen)
+    x = batch.x[0]
+    ctx = Context(
+        info=method.info,
+        optimizer=opt,
+        device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(0),
+        meta_batches=lambda: meta,
+        predict_train=lambda fn: fn(x),
+        autocast=contextlib.nullcontext,
+        pool_batch=lambda idx, g: Batch((x[idx], x[idx] + 0.1), batch.labels[idx], idx),
+    )
+    ctx.epoch = 1
+    method.split_epoch = 1
+    method.prob = torch.ones(2, N)
+    method._dev = {}
+    return method, ctx, batch, meta
+
+
+def test_l2b_plugin_is_the_stand_alone_l2b_step_when_dividemix_loss_is_off():
+    from noisytail.methods.l2b import L2B
+
+    method, ctx, batch, meta = _plugin()
+    twin = copy.deepcopy(method.model)
+    net2_before = copy.deepcopy(method.net2.state_dict())
+    # the stand-alone L2B on the same network, optimizer state, batch and meta batch: its batch
+    # is DivideMix's unmixed one (both views), its labels the targets (one-hot here, as w = 1)
+    opt = torch.optim.SGD(twin.parameters(), lr=0.3, momentum=0.9, weight_decay=5e-4)
+    for p, q in zip(method.model.parameters(), twin.parameters()):
+        opt.state[q]["momentum_buffer"] = ctx.optimizer.state[p]["momentum_buffer"].clone()
+    l2b = L2B(twin, method.info, warmup_epochs=0)
+    ref_ctx = Context(
+        info=method.info,
+        optimizer=opt,
+        device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(0),
+        meta_batches=lambda: meta,
+        predict_train=None,
+        autocast=contextlib.nullcontext,
+    )
+    ref_ctx.epoch = 1
+    views = torch.cat(list(batch.x))
+    ref = l2b.training_step(Batch(views, batch.labels.repeat(2), batch.idx.repeat(2)), ref_ctx)
+    opt.zero_grad()
+    ref["loss"].backward()
+    norm = torch.nn.utils.clip_grad_norm_(twin.parameters(), 0.8)
+    assert float(norm) > 0.8  # the clip binds: a plug-in without it would differ
+    opt.step()
+
+    method.training_step(batch, ctx)  # DivideMix's loss is computed but never stepped (off)
+    out = method.after_step(batch, ctx)
+    assert float(out["l2b_step"]) == 1.0
+    for p, q in zip(method.model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q)
+    for key, value in method.net2.state_dict().items():  # the second network is not touched
+        torch.testing.assert_close(value, net2_before[key])
+
+
+def test_l2b_plugin_off_takes_no_step():
+    method, ctx, batch, _ = _plugin()
+    method.l2b = False
+    before = copy.deepcopy(method.model.state_dict())
+    method.training_step(batch, ctx)
+    assert method.after_step(batch, ctx) == {}
+    for key, value in method.model.state_dict().items():
+        torch.testing.assert_close(value, before[key])
+
+
+def test_gmm_clean_meta_set_never_holds_a_sample_the_gmm_marked_noisy():
+    gen = torch.Generator().manual_seed(1)
+    prob = torch.rand(200, generator=gen)
+    for n in (1, 16, 150):
+        pos = draw_labelled_meta(prob, 0.5, n, gen)
+        assert len(pos) == min(n, int((prob > 0.5).sum())) and len(set(pos.tolist())) == len(pos)
+        assert bool((prob[pos] > 0.5).all())
+    assert len(draw_labelled_meta(torch.zeros(5), 0.5, 4, gen)) == 0
+    # through the method: network 1's meta set is its own labelled set, i.e. the samples that
+    # network 2's GMM calls clean (prob[1]), never those it calls noisy (network 1's own GMM
+    # disagrees on purpose)
+    method, ctx, batch, _ = _plugin(l2b_meta="labelled")
+    clean2 = torch.arange(N) % 3 == 0
+    method.prob = torch.stack([(~clean2).float() * 0.9, clean2.float() * 0.8 + 0.1])
+    method._dev = {}
+    seen = set()
+    for _ in range(5):
+        method.training_step(batch, ctx)
+        out = method.after_step(batch, ctx)
+        assert float(out["l2b_step"]) == 1.0
+        idx = method.last_meta_idx
+        assert bool(clean2[idx].all()), "a sample the GMM marked noisy entered the meta set"
+        seen |= set(idx.tolist())
+    assert seen == set(clean2.nonzero().squeeze(1).tolist())  # every labelled sample is drawn
+    # no labelled sample at all: no step, and the network is unchanged
+    method.prob = torch.stack([torch.ones(N), torch.zeros(N)])
+    method._dev = {}
+    before = copy.deepcopy(method.model.state_dict())
+    method.training_step(batch, ctx)
+    assert float(method.after_step(batch, ctx)["l2b_step"]) == 0.0
+    for key, value in method.model.state_dict().items():
+        torch.testing.assert_close(value, before[key])
+
+
+def test_l2b_plugin_clean_needs_a_meta_set():
+    method, ctx, _ = _build(l2b=True, l2b_meta="clean")
+    try:
+        method.on_train_start(ctx)
+    except ValueError as err:
+        assert "meta set" in str(err)
+    else:
+        raise AssertionError("l2b_meta=clean without a meta set was accepted")
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        ["method.l2b_meta=labelled"],
+        ["method.l2b_meta=clean", "meta.total=60", "meta.balanced=false", "meta.overlap=true"],
+    ],
+    ids=["labelled", "clean"],
+)
+def test_resume_matches_uninterrupted_with_the_l2b_plugin(tmp_path, digits_config, meta):
+    cfg = digits_config(
+        "method.name=dividemix",
+        "method.warmup_epochs=1",
+        "method.l2b=true",
+        *meta,
+        "noise.kind=random_subset",
+        "noise.rate=0.4",
+        "train.epochs=3",
+        "data.train_subset=400",
+        "train.num_threads=1",
+    )
+    fit(cfg, tmp_path / "full", write_report=False)
+    part = fit(cfg, tmp_path / "split", write_report=False, stop_after_epochs=2)
+    assert not part["finished"]
+    fit(cfg, tmp_path / "split", resume=True, write_report=False)
+    full, split = _metrics(tmp_path / "full"), _metrics(tmp_path / "split")
+    assert full == split
+    assert full[-1]["l2b_step"] == 1.0 and "l2b_alpha_mass" in full[-1]
+    assert "l2b_step" not in full[0]  # warm-up: no plug-in step
+
+
+def test_l2b_plugin_takes_network_1s_co_refined_targets():
+    from noisytail.methods.l2b import l2b_step
+
+    method, ctx, batch, meta = _plugin()
+    # net 1 learns from net 2's split (w = prob[1] = 0.7); net 2 from net 1's (0.9): the
+    # plug-in's soft targets are net 1's co-refined labels, sharpen(w y + (1 - w) p1, T)
+    method.prob = torch.stack([torch.full((N,), 0.9), torch.full((N,), 0.7)])
+    method._dev = {}
+    twin = copy.deepcopy(method.model)
+    opt = torch.optim.SGD(twin.parameters(), lr=0.3, momentum=0.9, weight_decay=5e-4)
+    for p, q in zip(method.model.parameters(), twin.parameters()):
+        opt.state[q]["momentum_buffer"] = ctx.optimizer.state[p]["momentum_buffer"].clone()
+    with torch.no_grad():
+        own = [torch.softmax(twin(v), 1) for v in batch.x]
+    targets = co_refine(F.one_hot(batch.labels, K).float(), torch.full((N,), 0.7), own, 0.5)
+    l2b_step(twin, opt, torch.cat(list(batch.x)), targets.repeat(2, 1), meta.x, meta.labels)
+    method.training_step(batch, ctx)
+    method.after_step(batch, ctx)
+    for p, q in zip(method.model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q)

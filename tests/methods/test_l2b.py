@@ -15,7 +15,7 @@ from noisytail.methods.l2b import (
     mixup_batch,
     normalise_meta_weights,
 )
-from noisytail.registry import METHODS, MODELS
+from noisytail.registry import METHODS, MODELS, RegistryError
 from noisytail.train import backbone_parameters, scale_backbone_groups
 
 
@@ -298,7 +298,7 @@ def test_min_weight_floors_the_unit_step_weights():
     m(Batch(x, y, torch.arange(6)), ctx)
     torch.testing.assert_close(m.last_weights, w / w.sum(), rtol=1e-5, atol=1e-8)
     assert float(m.last_weights.min()) > 0  # no sample is dropped entirely
-    with pytest.raises(ValueError, match="min_weight"):
+    with pytest.raises(RegistryError, match="min_weight"):
         _method("l2rw", min_weight=0.1, norm_type="softmax")
 
 
@@ -356,7 +356,7 @@ def test_mixup_mixes_inputs_and_observed_labels_with_beta_32():
     torch.testing.assert_close(m.last_weights, want, rtol=1e-5, atol=1e-8)
     theta = dict(m.model.named_parameters())
     torch.testing.assert_close(out["loss"], (want * _rows(_mlp(theta, xm), soft, True)).sum())
-    with pytest.raises(ValueError, match="mixup_alpha"):
+    with pytest.raises(RegistryError, match="mixup_alpha"):
         _method("l2b", mixup_alpha=-1.0)
 
 
@@ -397,7 +397,7 @@ def test_skipped_iterations_reuse_each_samples_own_latest_weights():
     ctx2.step = 1
     ce = nn.functional.cross_entropy(m2.model(x), y)
     torch.testing.assert_close(m2(Batch(x, y, idx), ctx2)["loss"], ce)
-    with pytest.raises(ValueError, match="between"):
+    with pytest.raises(RegistryError, match="between"):
         _method("l2b", between="old")
 
 
@@ -406,3 +406,18 @@ def test_softmax_weights_divide_by_the_temperature_by_hand():
     grad = torch.tensor([[0.0, -10.0 * float(np.log(3.0))]])
     w = normalise_meta_weights(grad, "softmax", temperature=10.0)
     torch.testing.assert_close(w, torch.tensor([[0.25, 0.75]]))
+
+
+def test_smaller_meta_batch_uses_its_first_rows():
+    """meta_batch = m (a cost route, issue 15): the weights are the finite-difference weights of
+    the meta loss on the meta batch's first m rows, not on all of them."""
+    m, ctx, (x, y, mx, my), lrs, state = _meta_method(
+        "l2b", momentum=0.9, warmup_epochs=0, meta_batch=4
+    )
+    theta = dict(m.model.named_parameters())
+    g = reference_meta_grad(theta, lrs, x, y, mx[:4], my[:4], reweight_label=True, **state)
+    want = torch.clamp(-g, min=0) / (torch.clamp(-g, min=0).sum() + 1e-10)
+    m(Batch(x, y, torch.arange(6)), ctx)
+    torch.testing.assert_close(m.last_weights, want, rtol=1e-5, atol=1e-8)
+    g_all = reference_meta_grad(theta, lrs, x, y, mx, my, reweight_label=True, **state)
+    assert not torch.allclose(g_all, g, rtol=1e-3)

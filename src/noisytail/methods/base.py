@@ -155,6 +155,12 @@ class Method(nn.Module):
         """Return ``{"loss": scalar tensor, ...other scalars to log}``."""
         raise NotImplementedError
 
+    def after_step(self, batch: Batch, ctx: Context) -> dict[str, torch.Tensor]:
+        """Called after the loop's optimizer step on ``batch`` (under the same autocast); a
+        method may take an update of its own here (e.g. DivideMix's L2B plug-in step). Returns
+        extra scalars to log (default: none)."""
+        return {}
+
     def forward(self, batch: Batch, ctx: Context) -> dict[str, torch.Tensor]:
         """``training_step``: the loop calls the method (or its DDP wrapper) like a module."""
         return self.training_step(batch, ctx)

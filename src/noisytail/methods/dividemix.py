@@ -33,6 +33,18 @@ permuted (``net2_init="shuffle"``): for the usual i.i.d. initialisations this is
 the same distribution (the official code builds two networks), and it needs no knowledge of the
 model's constructor. With a pretrained ``model.init`` use ``net2_init="copy"``.
 
+**L2B plug-in** (``l2b: true``; Zhou et al., arXiv 2202.04291, its L2B+DivideMix code;
+docs/methods.md, DivideMix): after each DivideMix update (`after_step`, once the loop has stepped
+the optimizer), one L2B step (`noisytail.methods.l2b.l2b_step`) of the *first* network on the
+concatenated **unmixed** batch of its MixMatch step (``K`` views of its labelled rows, then of its
+unlabelled rows) with their soft targets (co-refined, co-guessed), its gradient norm clipped to
+``l2b_clip`` (0.8), the virtual step taking the optimizer's momentum and weight decay. Its meta
+batch (``l2b_meta``): ``"clean"``, the run's clean meta set (``ctx.meta_batch()``; the official
+``--need_clean``: ``meta.total=1000``, ``meta.balanced=false``, ``meta.overlap=true``), or
+``"labelled"``, no clean data at all: ``len(batch)`` samples drawn each step from the first
+network's labelled set of the current epoch (the samples the second network's GMM calls clean,
+``prob[1] > p_threshold``) with their noisy labels, first augmented view (`draw_labelled_meta`).
+
 Per-sample state (checkpointed): both networks' clean probabilities ``[N]`` and the epoch of the
 split. ``sample_scores`` = the mean of the two clean probabilities. ``predict`` = the mean of the
 two networks' logits (the official test sums them).
@@ -52,7 +64,10 @@ from torch import nn
 from ..models.base import Backbone
 from ..registry import METHODS
 from .base import Batch, Context, Method, TaskInfo
+from .l2b import l2b_step
 from .moit import draw_mixup
+
+L2B_META = ("labelled", "clean")
 
 # --- maths (pure functions) -------------------------------------------------------------------
 
@@ -140,6 +155,17 @@ def linear_rampup(current: float, start: float, length: float) -> float:
     return float(np.clip((current - start) / length, 0.0, 1.0))
 
 
+def draw_labelled_meta(
+    prob_other: torch.Tensor, threshold: float, n: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Pool positions ``[min(n, M)]`` drawn without replacement from the ``M`` samples with
+    ``prob_other > threshold`` (a network's labelled set: the other network's GMM calls them
+    clean), the L2B plug-in's meta batch without clean data; empty when ``M = 0``."""
+    labelled = (prob_other > threshold).nonzero().squeeze(1)
+    order = torch.randperm(len(labelled), generator=generator)[:n]
+    return labelled[order]
+
+
 def shuffled_copy(model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
     """A deep copy of ``model`` with the elements of every parameter tensor randomly permuted
     (same per-tensor value distribution, different network). Buffers are copied as they are."""
@@ -179,6 +205,9 @@ class DivideMix(Method):
         gmm_tol: float = 1e-2,
         gmm_reg_covar: float = 5e-4,
         net2_init: str = "shuffle",
+        l2b: bool = False,
+        l2b_meta: str = "labelled",
+        l2b_clip: float = 0.8,
     ) -> None:
         super().__init__(model, info)
         if warmup_epochs < 0:
@@ -191,6 +220,10 @@ class DivideMix(Method):
             raise ValueError(f"dividemix: augmentations must be >= 1, got {augmentations}")
         if net2_init not in ("shuffle", "copy"):
             raise ValueError(f"dividemix: net2_init must be 'shuffle' or 'copy', got {net2_init!r}")
+        if l2b_meta not in L2B_META:
+            raise ValueError(f"dividemix: l2b_meta must be one of {L2B_META}, got {l2b_meta!r}")
+        if l2b_clip < 0:
+            raise ValueError(f"dividemix: l2b_clip must be >= 0 (0 = off), got {l2b_clip}")
         if info.train_labels is None:
             raise ValueError(
                 "dividemix needs the noisy training labels up front (info.train_labels)"
@@ -204,6 +237,12 @@ class DivideMix(Method):
         self.augmentations = augmentations
         self.confidence_penalty = confidence_penalty
         self.gmm_kw = dict(max_iter=gmm_max_iter, tol=gmm_tol, reg_covar=gmm_reg_covar)
+        self.l2b = l2b
+        self.l2b_meta = l2b_meta
+        self.l2b_clip = l2b_clip
+        # net 1's unmixed MixMatch batch and soft targets of the current step, for `after_step`
+        self._plugin: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.last_meta_idx: torch.Tensor | None = None  # the plug-in's latest labelled meta draw
         self.net2 = shuffled_copy(model) if net2_init == "shuffle" else copy.deepcopy(model)
         self.labels = torch.as_tensor(info.train_labels, dtype=torch.long).clone()
         n = info.num_train
@@ -226,6 +265,13 @@ class DivideMix(Method):
         if self.split_epoch < 0:
             return None
         return self.prob.double().mean(0).numpy()
+
+    def on_train_start(self, ctx: Context) -> None:
+        if self.l2b and self.l2b_meta == "clean" and not ctx.has_meta:
+            raise ValueError(
+                "dividemix: l2b_meta=clean needs a clean meta set (e.g. meta.total=1000 "
+                "meta.balanced=false); without clean data use l2b_meta=labelled."
+            )
 
     # --- co-divide ----------------------------------------------------------------------------
     def on_epoch_start(self, ctx: Context) -> None:
@@ -297,6 +343,8 @@ class DivideMix(Method):
             tu = co_guess([p[ui] for p in own] + peer, self.temperature) if len(ui) else None
         inputs = torch.cat([v[xi] for v in views] + [v[ui] for v in views])
         targets = torch.cat([tx] * len(views) + ([tu] * len(views) if tu is not None else []))
+        if self.l2b and net is self.model:  # the plug-in's batch: unmixed, with soft targets
+            self._plugin = (inputs.detach(), targets.detach())
         mixed_x, mixed_t, _, _ = mixmatch_mix(inputs, targets, self.alpha, ctx.generator)
         logits = net(mixed_x).float()
         nx = len(xi) * len(views)
@@ -334,6 +382,34 @@ class DivideMix(Method):
         out["loss"] = total
         out["lambda_u"] = torch.tensor(lam_u)
         out["clean_fraction"] = (self.prob > self.p_threshold).float().mean()
+        return out
+
+    # --- the L2B plug-in ----------------------------------------------------------------------
+    def _meta(self, batch: Batch, ctx: Context) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.l2b_meta == "clean":
+            meta = ctx.meta_batch()
+        else:
+            prob, _ = self._on(batch.labels.device)
+            pos = draw_labelled_meta(prob[1], self.p_threshold, len(batch), ctx.generator)
+            self.last_meta_idx = pos
+            if len(pos) == 0:
+                return None
+            meta = ctx.pool_batch(pos)
+        x = meta.x if isinstance(meta.x, torch.Tensor) else meta.x[0]
+        return x, meta.labels
+
+    def after_step(self, batch: Batch, ctx: Context) -> dict[str, torch.Tensor]:
+        """One L2B step of the first network after the DivideMix update (``l2b: true``)."""
+        if not self.l2b or self._plugin is None:
+            return {}
+        x, targets = self._plugin
+        self._plugin = None
+        meta = self._meta(batch, ctx)
+        if meta is None:  # no labelled sample this epoch: nothing to take as a meta set
+            return {"l2b_step": torch.tensor(0.0)}
+        stats = l2b_step(self.model, ctx.optimizer, x, targets, *meta, grad_clip=self.l2b_clip)
+        out = {f"l2b_{k}": torch.tensor(v) for k, v in stats.items()}
+        out["l2b_step"] = torch.tensor(1.0)
         return out
 
     # --- checkpoint ---------------------------------------------------------------------------

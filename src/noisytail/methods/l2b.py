@@ -342,6 +342,8 @@ class L2B(Method):
     ``"double_backward"`` is the papers' computation (create_graph virtual step, then a backward
     through it, `l2b_weights`). Both give the same numbers; the first is cheaper.
     ``lookahead="head"`` restricts the virtual step to the classifier head (an approximation).
+    ``meta_batch=m`` evaluates the meta loss on the first ``m`` rows of each meta batch (0: all;
+    a cost route of issue 15, BENCHMARKS.md).
     The virtual step gives each parameter its own optimizer group's learning rate
     (``train.backbone_lr_scale``) and leaves out the parameters the loop does not update
     (``Context.frozen_parameters``, ``train.freeze_backbone_epochs``), as the real step does.
@@ -374,6 +376,7 @@ class L2B(Method):
         mixup_alpha: float = 0.0,
         meta_step: int = 1,
         min_weight: float = 0.0,
+        meta_batch: int = 0,
     ) -> None:
         super().__init__(model, info)
         if meta_grad not in META_GRADS:
@@ -392,6 +395,10 @@ class L2B(Method):
             raise ValueError(f"mixup_alpha must be >= 0 (0 = no mixup), got {mixup_alpha}.")
         if meta_step < 1:
             raise ValueError(f"meta_step must be >= 1, got {meta_step}.")
+        if meta_batch < 0:
+            raise ValueError(
+                f"meta_batch must be >= 0 (0 = the whole meta batch), got {meta_batch}."
+            )
         if min_weight < 0 or (min_weight > 0 and norm_type != "org"):
             raise ValueError(
                 f"min_weight must be >= 0 and goes with norm_type 'org'; got {min_weight} with "
@@ -409,6 +416,7 @@ class L2B(Method):
         self.mixup_alpha = mixup_alpha
         self.meta_step = meta_step
         self.min_weight = min_weight
+        self.meta_batch = meta_batch
         # Latest weight of each sample's observed label, times B (1 = uniform): a clean score.
         self.register_buffer("sample_weight", torch.full((info.num_train,), float("nan")))
         # ... and of its pseudo-label (L2B only), for the cached weights between meta steps.
@@ -437,6 +445,9 @@ class L2B(Method):
                 loss = _per_sample_ce(logits, targets).mean()
             return {"loss": loss, "train_accuracy_noisy": acc, "meta_step": torch.tensor(0.0)}
         meta = ctx.meta_batch()
+        meta_x, meta_y = meta.x, meta.labels
+        if self.meta_batch:  # a smaller meta batch: its first rows (the loader shuffles)
+            meta_x, meta_y = meta_x[: self.meta_batch], meta_y[: self.meta_batch]
         params = self._params(ctx)
         rules = sgd_rules(
             params,
@@ -447,8 +458,8 @@ class L2B(Method):
             self.model,
             x,
             targets,
-            meta.x,
-            meta.labels,
+            meta_x,
+            meta_y,
             params=params,
             rules=rules,
             reweight_label=self.reweight_label,
