@@ -204,3 +204,24 @@ def test_checked_rows_of_a_table_leave_its_training_rows(tmp_path):
     assert np.allclose(bundle.meta.images.get(np.arange(2)).numpy(), expect, atol=1e-5)
     train_x = bundle.train.images.get(np.arange(9)).numpy()
     assert np.allclose(train_x, (kept - mu) / sd, atol=1e-5)
+
+
+def test_the_decoding_benchmark_passes_over_every_image(tmp_path):
+    from noisytail.benchmarks.decode import epoch_rates, folder_rates
+
+    gray_pngs(tmp_path)
+    calls = []
+
+    class Counting(LazyImageStore):
+        def get(self, idx):
+            calls.append(np.asarray(idx).copy())
+            return super().get(idx)
+
+    res = folder_rates(str(tmp_path), Counting, image_size=28, channels=1, epochs=2)
+    assert res["n"] == 12 and len(res["rates"]) == 2 and min(res["rates"]) > 0
+    calls.clear()
+    store = Counting(sorted(str(p) for p in tmp_path.rglob("*.png")), 28, 1)
+    assert len(epoch_rates(store, epochs=2, batch_size=5)) == 2
+    # each pass asks for every image once, in batches of 5
+    assert [len(c) for c in calls] == [5, 5, 2, 5, 5, 2]
+    assert sorted(np.concatenate(calls).tolist()) == sorted(list(range(12)) * 2)
