@@ -451,6 +451,59 @@ def detect(  # type: ignore[no-untyped-def]
     click.echo(result.summary())
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--images",
+    "inputs",
+    multiple=True,
+    required=True,
+    metavar="DIR|CSV|FILE",
+    help="Image files, folders of them, or a CSV with a 'path' column (repeatable); for a "
+    "tabular model, a CSV of its feature columns.",
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False), default="predictions.csv", show_default=True
+)
+@click.option("--top-k", type=int, default=3, show_default=True, help="Classes listed per input.")
+@click.option(
+    "--checkpoint", type=click.Choice(["last", "best"]), default="last", show_default=True
+)
+@_guard
+def predict(run_dir, inputs, out, top_k, checkpoint) -> None:  # type: ignore[no-untyped-def]
+    """Classify new images with a run's model: OUT gets one row per input with its class, the
+    probability and the top-k classes. Images must have the model's size and channel count
+    (runs trained on image files resize them as in training)."""
+    from .inference import predict_files
+
+    if top_k < 1:
+        raise ConfigError(f"--top-k must be >= 1, got {top_k}.")
+    click.echo(predict_files(run_dir, inputs, out, top_k=top_k, checkpoint=checkpoint))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["torchscript", "onnx"]),
+    default="torchscript",
+    show_default=True,
+)
+@click.option("--out", type=click.Path(dir_okay=False), help="Default RUN/model.<pt|onnx>.")
+@click.option(
+    "--checkpoint", type=click.Choice(["last", "best"]), default="last", show_default=True
+)
+@_guard
+def export(run_dir, fmt, out, checkpoint) -> None:  # type: ignore[no-untyped-def]
+    """Write a run's model as TorchScript or ONNX (normalised float32 input, logits out), with
+    OUT.json holding the class names, input shape and normalisation."""
+    from .inference import TrainedModel
+
+    out = out or Path(run_dir) / ("model.onnx" if fmt == "onnx" else "model.pt")
+    click.echo(TrainedModel.from_run(run_dir, checkpoint).export(fmt, out))
+
+
 @main.command(name="list")
 @click.argument(
     "what",

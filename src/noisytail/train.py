@@ -42,6 +42,7 @@ from .data.prepare import PreparedData, prepare_data
 from .data.splits import meta_counts, pseudo_meta
 from .data.types import DataError, DatasetBundle
 from .evaluate import classification_metrics, per_class_accuracy
+from .inference import inference_record
 from .methods import Batch, Context, Method, TaskInfo
 from .registry import METHODS, MODELS
 from .runfolder import (
@@ -490,6 +491,7 @@ class Run:
             "history": self.history,
             "best": self.best,
             "config": to_dict(self.cfg),
+            "inference": inference_record(self.cfg, self.data.bundle),
         }
 
     def restore(self, path: Path) -> None:
@@ -755,7 +757,11 @@ def fit(
                 append_metrics(record, out / METRICS_FILE)
                 if improved:
                     write_checkpoint(
-                        {"model": run.method.model.state_dict()}, checkpoint_path(out, "best")
+                        {
+                            "model": run.method.model.state_dict(),
+                            "inference": inference_record(cfg, run.data.bundle),
+                        },
+                        checkpoint_path(out, "best"),
                     )
                 if (epoch + 1) % cfg.train.checkpoint_every == 0 or epoch + 1 == cfg.train.epochs:
                     write_checkpoint(run.checkpoint_state(epoch + 1), checkpoint_path(out))
