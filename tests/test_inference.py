@@ -1,0 +1,231 @@
+"""A trained model on its own (issue 11 items 3-4): `load_model` in a fresh process without the
+data, ``noisytail predict`` and ``noisytail export`` round trips, and their one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from noisytail.cli import main
+from noisytail.data.arrays import normalise_inputs
+from noisytail.estimator import NoisyTailClassifier, load_model
+from noisytail.inference import TrainedModel
+
+FAST = dict(num_threads=1, precision="fp32", augment="none", batch_size=16, epochs=8)
+COLOURS = [(220, 30, 30), (30, 220, 30), (30, 30, 220)]
+
+
+def _images(n=60, size=10, seed=0):
+    """Three classes told apart by their colour: uint8 [N, H, W, 3] and labels."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    x = rng.normal(np.array(COLOURS)[y][:, None, None, :], 20, size=(n, size, size, 3))
+    return np.clip(x, 0, 255).astype(np.uint8), np.array(["red", "green", "blue"])[y]
+
+
+@pytest.fixture(scope="module")
+def estimator_run(tmp_path_factory):
+    """A NoisyTailClassifier trained into a run folder; the arrays exist only in this process."""
+    run = tmp_path_factory.mktemp("est") / "run"
+    x, y = _images()
+    clf = NoisyTailClassifier(run_dir=str(run), **FAST).fit(x, y)
+    return run, clf, x, y
+
+
+def _fresh_process(code: str, cwd: Path) -> str:
+    """Run ``code`` in a new interpreter (no state of this one) and return its stdout."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_load_model_in_a_fresh_process_without_the_data(estimator_run, tmp_path):
+    run, clf, x, y = estimator_run
+    np.save(tmp_path / "x.npy", x[:12])
+    out = _fresh_process(
+        "import json, numpy as np\n"
+        "from noisytail.estimator import load_model\n"
+        f"clf = load_model({str(run)!r})\n"
+        f"p = clf.predict_proba(np.load({str(tmp_path / 'x.npy')!r}))\n"
+        "print(json.dumps({'p': p.tolist(), 'classes': clf.classes_.tolist(),\n"
+        "                  'pred': clf.predict(np.load('x.npy')).tolist()}))\n",
+        cwd=tmp_path,
+    )
+    got = json.loads(out)
+    assert got["classes"] == ["blue", "green", "red"]
+    np.testing.assert_allclose(got["p"], clf.predict_proba(x[:12]), rtol=0, atol=1e-12)
+    assert got["pred"] == clf.predict(x[:12]).tolist()
+    assert (np.array(got["pred"]) == y[:12]).mean() > 0.9
+
+
+def test_load_model_of_a_cli_run_after_its_image_folder_is_gone(tmp_path):
+    photos = tmp_path / "photos"
+    x, y = _images(n=45, size=12)
+    for i, (img, label) in enumerate(zip(x, y)):
+        (photos / label).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(photos / label / f"{i}.png")
+    new = tmp_path / "new"
+    new.mkdir()
+    for i in range(6):  # of another size: a run trained on files resizes them as in training
+        Image.fromarray(np.repeat(np.repeat(x[i], 2, 0), 2, 1)).save(new / f"{i}-{y[i]}.png")
+    run = tmp_path / "run"
+    result = CliRunner().invoke(
+        main,
+        ["train", "--out", str(run), "--no-report"]
+        + sum(
+            (
+                ["--set", o]
+                for o in (
+                    "data.name=image_folder",
+                    f"data.root={photos}",
+                    "data.options.image_size=12",
+                    "data.val_fraction=0",
+                    "train.epochs=6",
+                    "train.batch_size=16",
+                    "train.precision=fp32",
+                    "train.progress=false",
+                    "model.options.width=8",
+                )
+            ),
+            [],
+        ),
+    )
+    assert result.exit_code == 0, result.output
+    shutil.rmtree(photos)
+    out = _fresh_process(
+        "import json\n"
+        "from noisytail.estimator import load_model\n"
+        "from noisytail.inference import image_paths\n"
+        f"clf = load_model({str(run)!r})\n"
+        f"paths = [str(p) for p in image_paths([{str(new)!r}])]\n"
+        "print(json.dumps(paths))\n"
+        "print(json.dumps(clf.predict(paths).tolist()))\n",
+        cwd=tmp_path,
+    )
+    paths_json, pred_json = out.splitlines()
+    truth = [Path(p).stem.split("-")[1] for p in json.loads(paths_json)]
+    assert json.loads(pred_json) == truth
+
+
+def test_predict_writes_class_probability_and_top_k(estimator_run, tmp_path):
+    run, clf, x, y = estimator_run
+    folder = tmp_path / "new"
+    folder.mkdir()
+    for i in range(7):
+        Image.fromarray(x[i]).save(folder / f"{i:02d}.png")
+    listing = tmp_path / "list.csv"
+    listing.write_text("path\n" + "".join(f"new/{i:02d}.png\n" for i in (5, 6)))
+    out = tmp_path / "p.csv"
+    result = CliRunner().invoke(
+        main,
+        ["predict", str(run), "--images", str(folder / "00.png"), "--images", str(folder),
+         "--images", str(listing), "--out", str(out), "--top-k", "2"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.read_text().splitlines()))
+    assert [Path(r["input"]).name for r in rows] == [
+        f"{i:02d}.png" for i in [0, 0, 1, 2, 3, 4, 5, 6, 5, 6]
+    ]
+    assert list(rows[0]) == ["input", "class", "probability", "class_2", "probability_2"]
+    order = [0, 0, 1, 2, 3, 4, 5, 6, 5, 6]
+    probs = clf.predict_proba(x[order])
+    for row, p in zip(rows, probs):
+        top = np.argsort(-p)[:2]
+        assert row["class"] == clf.classes_[top[0]] and row["class_2"] == clf.classes_[top[1]]
+        assert float(row["probability"]) == pytest.approx(p[top[0]], abs=1e-6)
+        assert float(row["probability_2"]) == pytest.approx(p[top[1]], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "image, message",
+    [
+        (np.zeros((14, 14, 3), np.uint8), "14x14 RGB .* takes 10x10 RGB"),
+        (np.zeros((10, 10), np.uint8), r"10x10 grayscale \(1 channel\) .* takes 10x10 RGB"),
+    ],
+    ids=["another size", "another channel count"],
+)
+def test_predict_refuses_an_image_of_another_shape(estimator_run, tmp_path, image, message):
+    run = estimator_run[0]
+    Image.fromarray(image).save(tmp_path / "odd.png")
+    result = CliRunner().invoke(main, ["predict", str(run), "--images", str(tmp_path / "odd.png")])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert __import__("re").search(message, lines[0]), lines[0]
+
+
+def test_predict_and_export_refuse_a_folder_that_is_not_a_run(tmp_path):
+    for args in (["predict", str(tmp_path), "--images", str(tmp_path)], ["export", str(tmp_path)]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2 and "not a run folder" in result.output, result.output
+
+
+def _reference(run: Path, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The normalised batch and PyTorch's float32 logits of the run's model."""
+    trained = TrainedModel.from_run(run)
+    inputs = x.transpose(0, 3, 1, 2)
+    batch = normalise_inputs(inputs, trained.mean, trained.std).numpy()
+    return batch, trained.logits(inputs).numpy()
+
+
+def test_export_torchscript_runs_like_pytorch(estimator_run, tmp_path):
+    run, _, x, _ = estimator_run
+    result = CliRunner().invoke(
+        main, ["export", str(run), "--format", "torchscript", "--out", str(tmp_path / "m.pt")]
+    )
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "m.pt.json").read_text())
+    assert meta["class_names"] == ["blue", "green", "red"] and meta["input_shape"] == [3, 10, 10]
+    batch, want = _reference(run, x[:5])  # a batch size the trace did not see
+    scripted = torch.jit.load(str(tmp_path / "m.pt"))
+    got = scripted(torch.from_numpy(batch)).detach().numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_export_onnx_runs_like_pytorch(estimator_run, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    run, _, x, _ = estimator_run
+    result = CliRunner().invoke(main, ["export", str(run), "--format", "onnx"])
+    assert result.exit_code == 0, result.output
+    assert (run / "model.onnx").is_file() and (run / "model.onnx.json").is_file()
+    batch, want = _reference(run, x[:7])
+    session = ort.InferenceSession(str(run / "model.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"input": batch})
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_load_model_of_a_tabular_run_standardises_as_training_did(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    y = np.arange(90) % 3
+    x = rng.normal(0, 1, size=(90, 4)) + 3 * np.eye(3, 4)[y] * 100 + 500  # far from 0
+    clf = NoisyTailClassifier(run_dir=str(tmp_path / "run"), **FAST).fit(x, y)
+    back = load_model(tmp_path / "run")
+    assert back.n_features_in_ == 4 and back.classes_.tolist() == [0, 1, 2]
+    np.testing.assert_allclose(back.predict_proba(x), clf.predict_proba(x), atol=1e-12)
+    assert back.score(x, y) > 0.9
+    table = tmp_path / "new.csv"  # `noisytail predict` on a CSV of the feature columns
+    table.write_text("a,b,label,c,d\n" + "".join(f"{r[0]},{r[1]},x,{r[2]},{r[3]}\n" for r in x))
+    result = CliRunner().invoke(
+        main, ["predict", str(tmp_path / "run"), "--images", str(table), "--out", "p.csv"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(Path("p.csv").read_text().splitlines()))
+    assert [r["input"] for r in rows] == [str(i) for i in range(1, 91)]  # 1-based data rows
+    assert [int(r["class"]) for r in rows] == clf.predict(x).tolist()
+    table.write_text("a,b,c\n1,2,3\n")
+    result = CliRunner().invoke(main, ["predict", str(tmp_path / "run"), "--images", str(table)])
+    assert result.exit_code == 2 and "has 3 features, but the model is expecting 4" in result.output
