@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["LabelIssues", "find_label_issues"]
+__all__ = ["LabelIssues", "NoisyTailClassifier", "find_label_issues", "load_model"]
 
 
 def __getattr__(name: str):  # lazy: `import noisytail` stays light (no torch)
@@ -10,4 +10,8 @@ def __getattr__(name: str):  # lazy: `import noisytail` stays light (no torch)
         from noisytail.detect import find
 
         return getattr(find, name)
+    if name in ("NoisyTailClassifier", "load_model"):
+        from noisytail import estimator
+
+        return getattr(estimator, name)
     raise AttributeError(f"module 'noisytail' has no attribute {name!r}")
