@@ -23,13 +23,14 @@ from noisytail.config import load_config
 from noisytail.methods.erm import ERM
 from noisytail.runfolder import (
     CHECKPOINT_KEYS,
+    WEIGHTS_KEYS,
     CheckpointError,
     WriteError,
     read_checkpoint,
     write_checkpoint,
     write_text,
 )
-from noisytail.train import fit
+from noisytail.train import Run, evaluate_run, fit
 
 OVERRIDES = [
     "data.name=digits",
@@ -200,7 +201,33 @@ def test_every_saved_run_file_reads_back_safely(runs):
     done = runs / "done"
     state = read_checkpoint(done / "checkpoints" / "last.pt", required=CHECKPOINT_KEYS)
     assert state["epoch"] == 2 and len(state["history"]) == 2
-    assert set(read_checkpoint(done / "checkpoints" / "best.pt")) == {"model"}
+    best = read_checkpoint(done / "checkpoints" / "best.pt", required=WEIGHTS_KEYS)
+    assert set(best) == {*WEIGHTS_KEYS, "inference"}
+    # what the model needs to live without the data set (issue 11): digits are 8x8 grayscale
+    for saved in (state, best):
+        record = saved["inference"]
+        assert record["model"] == {"name": "small_cnn", "options": {"width": 8}}
+        assert record["class_names"] == [str(c) for c in range(10)]
+        assert record["input_shape"] == [1, 8, 8] and record["resize"] is False
+        assert record["mean"] == pytest.approx([0.30577], abs=1e-5)
+        assert record["std"] == pytest.approx([0.37607], abs=1e-5)
+
+
+def test_best_checkpoint_holds_every_network_of_the_method(tmp_path, digits_config):
+    """DivideMix predicts with two networks. best.pt keeps the whole method state, so with one
+    epoch (the best is the last) ``evaluate --checkpoint best`` gives the metrics of ``last``
+    (a best.pt of ``method.model`` alone left the second network at its initialisation)."""
+    cfg = digits_config("method.name=dividemix", "method.warmup_epochs=1", "train.epochs=1")
+    out = tmp_path / "run"
+    fit(cfg, out, write_report=False)
+    best, last = evaluate_run(out, checkpoint="best"), evaluate_run(out, checkpoint="last")
+    assert best.pop("checkpoint").endswith("best.pt") and last.pop("checkpoint").endswith("last.pt")
+    assert best == last
+    run = Run.from_folder(out, "best")
+    saved = read_checkpoint(out / "checkpoints" / "best.pt")["method"]
+    assert any(k.startswith("net2.") for k in saved)
+    for key, value in run.method.state_dict().items():
+        assert torch.equal(value.cpu(), saved[key]), key
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import torch
 
+import noisytail.runtime as runtime_mod
 import noisytail.train as train_mod
 from noisytail.data.sources import load_dataset
 from noisytail.data.types import DataError
+from noisytail.runtime import resolve_precision
 from noisytail.speed import method_overrides, speed_table
-from noisytail.train import resolve_precision
 
 TINY = [
     "data.name=random_images",
@@ -63,9 +64,9 @@ def test_precision_auto_follows_the_hardware(monkeypatch):
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     assert resolve_precision(gpu, "auto") == "bf16"
     assert resolve_precision(cpu, "fp32") == "fp32" and resolve_precision(gpu, "fp32") == "fp32"
-    monkeypatch.setattr(train_mod, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(runtime_mod, "cpu_has_bf16", lambda: True)
     assert resolve_precision(cpu, "auto") == "bf16"
-    monkeypatch.setattr(train_mod, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(runtime_mod, "cpu_has_bf16", lambda: False)
     assert resolve_precision(cpu, "auto") == "fp32"
     assert resolve_precision(cpu, "bf16") == "bf16"  # asked for: emulated, but honoured
 

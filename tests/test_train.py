@@ -6,8 +6,9 @@ import torch
 
 from noisytail.data.corruption import Corruption
 from noisytail.methods.erm import ERM
-from noisytail.runfolder import read_checkpoint
-from noisytail.train import RunExistsError, TrainingError, fit, learning_rate
+from noisytail.optim import learning_rate
+from noisytail.runfolder import RunExistsError, read_checkpoint
+from noisytail.train import TrainingError, fit
 
 
 def _metrics(path):
@@ -216,7 +217,7 @@ def test_frozen_epochs_train_only_the_head_then_everything(tmp_path, digits_conf
     for k, v in body.items():  # weights and BN running stats / counters untouched
         assert torch.equal(v, start_body[k]), k
     assert any(not torch.equal(v, start_head[k]) for k, v in head.items())
-    for p in run.backbone:  # no optimizer state was created for the frozen parameters
+    for p in run.freeze.params:  # no optimizer state was created for the frozen parameters
         assert p.grad is None and not run.optimizer.state.get(p)
     assert run.method.training  # the loop's mode is otherwise normal
     record = run.train_epoch(1, progress=False)
@@ -256,14 +257,14 @@ def test_backbone_lr_scale_splits_the_groups(tmp_path, digits_config):
     cfg = digits_config("train.backbone_lr_scale=0.1", "train.schedule=constant", "train.epochs=1")
     run = _run(cfg, tmp_path / "run")
     run.train_epoch(0, progress=False)
-    body = {id(p) for p in run.backbone}
+    body = {id(p) for p in run.freeze.params}
     lrs = {}
     for group in run.optimizer.param_groups:
         kinds = {id(p) in body for p in group["params"]}
         assert len(kinds) == 1  # a group is all backbone or all head
         lrs[kinds.pop()] = group["lr"]
     assert lrs[False] == pytest.approx(0.05) and lrs[True] == pytest.approx(0.005)
-    assert len(run.backbone) + len(list(run.method.model.head.parameters())) == len(
+    assert len(run.freeze.params) + len(list(run.method.model.head.parameters())) == len(
         list(run.method.model.parameters())
     )
 

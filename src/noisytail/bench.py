@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, load_config, read_yaml_file, to_dict
+from .summary import RunSummary, read_summary
 
 log = logging.getLogger(__name__)
 
@@ -370,19 +371,19 @@ def aggregate(grid: Grid, runs: list[PlannedRun], out: Path) -> list[dict[str, A
 
     rows = []
     for run in runs:
-        path = run.out / "summary.json"
-        if not path.exists():
+        summary = read_summary(run.out)
+        if summary is None:
             continue
-        summary = json.loads(path.read_text())
         row = {"setting": run.label, "seed": run.seed, "run_dir": str(run.out)}
-        row.update({k: summary.get(k) for k in grid.metrics})
+        values = summary.to_dict()  # the grid names its metrics
+        row.update({k: values.get(k) for k in grid.metrics})
         row.update(
             {
                 "method": _method_label(summary),
-                "noise_kind": summary["noise"]["kind"],
-                "noise_rate": summary["noise"]["rate"],
-                "realised_noise_rate": summary["noise"]["realised_rate"],
-                "imbalance_ratio": summary["imbalance_ratio"],
+                "noise_kind": summary.noise["kind"],
+                "noise_rate": summary.noise["rate"],
+                "realised_noise_rate": summary.noise["realised_rate"],
+                "imbalance_ratio": summary.imbalance_ratio,
             }
         )
         rows.append(row)
@@ -397,9 +398,8 @@ def aggregate(grid: Grid, runs: list[PlannedRun], out: Path) -> list[dict[str, A
     return rows
 
 
-def _method_label(summary: dict[str, Any]) -> str:
-    args = summary.get("method_args") or {}
-    loss = args.get("loss")
+def _method_label(summary: RunSummary) -> str:
+    loss = (summary.method_args or {}).get("loss")
     if isinstance(loss, dict):
         loss = loss.get("name")
-    return f"{summary['method']}" + (f" ({loss})" if loss else "")
+    return summary.method + (f" ({loss})" if loss else "")

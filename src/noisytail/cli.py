@@ -34,8 +34,8 @@ def _guard(fn):  # type: ignore[no-untyped-def]
         import errno
 
         from .data.types import DataError
-        from .runfolder import WriteError
-        from .train import RunExistsError, TrainingError
+        from .runfolder import RunExistsError, WriteError
+        from .train import TrainingError
 
         try:
             return fn(*args, **kwargs)
@@ -153,32 +153,35 @@ def train(config, overrides, out, resume, no_progress, no_report) -> None:  # ty
     _print_summary(summary, Path(out))
 
 
-def _print_summary(summary: dict, out: Path) -> None:
-    if not summary.get("finished", True):
+def _print_summary(values: dict, out: Path) -> None:
+    from .summary import RunSummary
+
+    if not values.get("finished", True):
         click.echo(
-            f"stopped after {summary.get('epochs_done')} epochs; resume with --resume --out {out}"
+            f"stopped after {values.get('epochs_done')} epochs; resume with --resume --out {out}"
         )
         return
-    noise = summary["noise"]
+    summary = RunSummary.from_dict(values)
+    noise = summary.noise
 
     def pct(v: float | None) -> str:
         return "n/a" if v is None else f"{100 * v:.2f}%"
 
     click.echo(
-        f"\n{summary['method']} on {summary['dataset']} "
+        f"\n{summary.method} on {summary.dataset} "
         f"(noise {noise['kind']} {noise['rate']:.0%}, realised {noise['realised_rate']:.1%}; "
-        f"imbalance ratio {summary['imbalance_ratio']:g})"
+        f"imbalance ratio {summary.imbalance_ratio:g})"
     )
-    click.echo(f"  test accuracy        {pct(summary['test_accuracy'])}")
-    click.echo(f"  balanced accuracy    {pct(summary['balanced_accuracy'])}")
+    click.echo(f"  test accuracy        {pct(summary.test_accuracy)}")
+    click.echo(f"  balanced accuracy    {pct(summary.balanced_accuracy)}")
     click.echo(
-        f"  many / medium / few  {pct(summary['many_shot_accuracy'])} / "
-        f"{pct(summary['medium_shot_accuracy'])} / {pct(summary['few_shot_accuracy'])}"
+        f"  many / medium / few  {pct(summary.many_shot_accuracy)} / "
+        f"{pct(summary.medium_shot_accuracy)} / {pct(summary.few_shot_accuracy)}"
     )
-    click.echo(f"  ECE                  {summary['ece']:.4f}")
+    click.echo(f"  ECE                  {summary.ece:.4f}")
     click.echo(
-        f"  training             {summary['train_seconds']:.1f}s, "
-        f"{summary['images_per_second']:.0f} images/s on {summary['device']}"
+        f"  training             {summary.train_seconds:.1f}s, "
+        f"{summary.images_per_second:.0f} images/s on {summary.device}"
     )
     click.echo(f"run folder: {out}")
     if (out / "report.md").exists():

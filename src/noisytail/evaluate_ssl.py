@@ -116,21 +116,9 @@ def save_encoder(model: nn.Module, path: str | os.PathLike, *, include_head: boo
 def load_trained_run(run_dir: str | os.PathLike, *, checkpoint: str = "last") -> Any:
     """A run folder's `noisytail.train.Run` (its data prepared, its config) with the weights of
     ``checkpoints/<checkpoint>.pt`` loaded into its method."""
-    from .data.prepare import prepare_data
-    from .runfolder import CheckpointError, checkpoint_path, read_run_config
-    from .train import Run, setup_runtime
+    from .train import Run
 
-    out = Path(run_dir)
-    cfg = read_run_config(out)
-    ckpt = checkpoint_path(out, checkpoint)
-    if not ckpt.exists():
-        raise CheckpointError(f"{ckpt}: not found: the run has no '{checkpoint}' checkpoint.")
-    rt = setup_runtime(cfg)
-    prepared = prepare_data(cfg)
-    prepared.check_against(out)
-    run = Run(cfg, out, rt, prepared)
-    run.load_weights(ckpt)
-    return run
+    return Run.from_folder(run_dir, checkpoint)
 
 
 def export_pretrained(

@@ -2,12 +2,13 @@
 new inputs, and exported (TorchScript, ONNX).
 
 `TrainedModel.from_run(run_dir)` reads the run's ``config.yaml`` (the model's name and options)
-and checkpoint (weights, class names, input shape and normalisation: `inference_record`).
+and checkpoint (weights, class names, input shape and normalisation:
+`noisytail.runfolder.inference_record`).
 `TrainedModel.predict_proba` takes model inputs as `noisytail.data.arrays.as_model_inputs`
 returns them; `read_images` decodes image files into them. New images must have the model's
 size and channel count (`check_shape`), except for runs trained on image files (an image folder,
 a CSV or list of paths), whose images were resized when read: their new images are resized the
-same way (`RESIZING_SOURCES`).
+same way (`noisytail.runfolder.RESIZING_SOURCES`).
 
 The exported model takes the *normalised* float32 batch ``[B, *input_shape]`` and returns
 logits ``[B, K]``; ``<file>.json`` beside it holds the class names, input shape, mean and std.
@@ -32,44 +33,21 @@ import torch
 from PIL import Image
 
 from . import models as _models  # noqa: F401  (registration)
-from .config import Config
 from .data.arrays import as_model_inputs, normalise_inputs
 from .data.types import DataError
 from .registry import MODELS
-from .runfolder import CheckpointError, checkpoint_path, read_checkpoint, read_run_config
+from .runfolder import (  # the checkpoint's inference record and weights: runfolder's schema
+    CheckpointError,
+    checkpoint_path,
+    model_weights,
+    read_checkpoint,
+    read_run_config,
+)
 
 log = logging.getLogger(__name__)
 
-#: Data sources whose images are files resized to ``data.options.image_size`` when read.
-RESIZING_SOURCES = ("image_folder", "csv", "list_file", "clothing1m", "isic2019")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 EXPORT_FORMATS = ("torchscript", "onnx")
-
-
-def inference_record(cfg: Config, bundle: Any) -> dict[str, Any]:
-    """What a checkpoint needs to classify new inputs without the training data: the model's
-    name and options, the class names, the input shape ``[C, H, W]`` or ``[D]``, the per-channel
-    (per-column) mean and std (`noisytail.data.arrays.normalise_inputs`), and whether the
-    source resized image files (then ``image_size``)."""
-    return {
-        "model": {"name": cfg.model.name, "options": dict(cfg.model.options)},
-        "class_names": [str(c) for c in bundle.class_names],
-        "input_shape": [int(s) for s in bundle.input_shape],
-        "mean": [float(m) for m in bundle.mean],
-        "std": [float(s) for s in bundle.std],
-        "resize": cfg.data.name in RESIZING_SOURCES and len(bundle.input_shape) == 3,
-    }
-
-
-def model_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The model's weights in a checkpoint: ``best.pt``'s ``model``, or the ``model.*`` entries
-    of ``last.pt``'s method state (empty if neither)."""
-    weights = state.get("model")
-    if weights is None and isinstance(state.get("method"), dict):
-        weights = {
-            k[len("model.") :]: v for k, v in state["method"].items() if k.startswith("model.")
-        }
-    return weights if isinstance(weights, dict) else {}
 
 
 def _describe_shape(shape: Sequence[int]) -> str:
@@ -138,7 +116,8 @@ class TrainedModel:
 
     @classmethod
     def from_record(cls, record: dict[str, Any], weights: dict[str, torch.Tensor]) -> TrainedModel:
-        """The model described by an `inference_record` with its ``weights`` loaded."""
+        """The model described by a `noisytail.runfolder.inference_record` with its ``weights``
+        loaded."""
         shape = tuple(int(s) for s in record["input_shape"])
         names = [str(c) for c in record["class_names"]]
         spec = record["model"]

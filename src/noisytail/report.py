@@ -23,7 +23,6 @@ in notebooks and worker processes.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,8 @@ from noisytail.figures import (
     plot_per_class_accuracy,
     row_normalise,
 )
+from noisytail.runfolder import METRICS_FILE, read_metrics
+from noisytail.summary import read_summary
 
 
 def _dataset_name(name: Any, default: str) -> str:
@@ -50,30 +51,6 @@ def _dataset_name(name: Any, default: str) -> str:
 
 
 # ---------------------------------------------------------------- reading the run folder
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """One dict per valid line; a truncated last line (a crashed run) is skipped."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return []
-    rows = []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray] | None:
@@ -278,8 +255,9 @@ def write_report(run_dir: Path | str) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
-    s = _read_json(run_dir / "summary.json") or {}
-    rows = _read_jsonl(run_dir / "metrics.jsonl")
+    summary = read_summary(run_dir)
+    s = summary.to_dict() if summary is not None else {}
+    rows = read_metrics(run_dir / METRICS_FILE)
     pred = _read_npz(run_dir / "predictions.npz")
     corr = _read_npz(run_dir / "corruption.npz")
     config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else None

@@ -1,35 +1,33 @@
-"""The run folder's files: atomic writes, checkpoints, metrics and the data fingerprint.
+"""The run folder: its paths, atomic writes, the checkpoint schema, the summary and the metrics.
 
 `noisytail.train.fit` writes ``config.yaml``, ``corruption.npz``, ``data_indices.npz``,
-``data_fingerprint.json``, ``metrics.jsonl``, ``checkpoints/{last,best}.pt``, ``predictions.npz``
-and ``summary.json``. Every file goes through `write_bytes`: a temporary file beside the target,
-flushed to disk, then renamed over it, so a crash or a full disk leaves the old file whole.
+``data_fingerprint.json`` (`noisytail.data.fingerprint`), ``metrics.jsonl``,
+``checkpoints/{last,best}.pt``, ``predictions.npz`` and ``summary.json`` (`noisytail.summary`).
+Every file goes through `write_bytes`: a temporary file beside the target, flushed to disk, then
+renamed over it, so a crash or a full disk leaves the old file whole.
 
 A checkpoint holds only tensors, plain containers (dict, list, tuple), numbers, strings and None
 (`check_plain` refuses anything else when saving) and is read with
 ``torch.load(weights_only=True)`` (`read_checkpoint`): a crafted file cannot run code, and every
 unreadable file (empty, truncated, not a checkpoint, a refused object, a missing key) is a
-one-line `CheckpointError`.
-
-The data fingerprint (`data_fingerprint`) records what a run trained and tested on: per split the
-number of samples, a hash of the sample ids (file paths where the samples are files) and of the
-labels, and per-class counts; plus the train/validation/meta split and the noisy labels. Resume,
-``evaluate`` and ``detect --from-run`` compare it with the data as it is now (`check_data`) and
-refuse a run whose data changed, naming the first difference.
+one-line `CheckpointError`. Its schema: ``last.pt`` holds `CHECKPOINT_KEYS` (the whole training
+state that ``--resume`` continues), ``best.pt`` holds `WEIGHTS_KEYS` (the whole method state of
+the best epoch: both networks of a two-network method). Both carry ``inference``
+(`inference_record`: what the model needs to live without the training data).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import io
 import json
+import logging
 import os
 import pickle
 import re
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,25 +35,27 @@ import numpy as np
 import torch
 import yaml
 
-from .config import Config, ConfigError, load_run_config
+from .config import Config, ConfigError, dump_config, load_run_config, to_dict
 from .data.corruption import Corruption
+from .data.fingerprint import CORRUPTION_FILE, FINGERPRINT_FILE
 from .data.types import DataError, DatasetBundle
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
-FINGERPRINT_FILE = "data_fingerprint.json"
-CORRUPTION_FILE = "corruption.npz"
+INDICES_FILE = "data_indices.npz"
 #: The keys of ``checkpoints/last.pt``, the full training state that ``--resume`` continues.
 CHECKPOINT_KEYS = ("epoch", "method", "extra", "optimizer", "history", "best", "config")
+#: The keys of ``checkpoints/best.pt``: the method's whole state at the best epoch.
+WEIGHTS_KEYS = ("epoch", "method", "extra", "config")
+#: Data sources whose images are files resized to ``data.options.image_size`` when read.
+RESIZING_SOURCES = ("image_folder", "csv", "list_file", "clothing1m", "isic2019")
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(DataError):
     """A checkpoint cannot be used: missing, empty, damaged, refused or incomplete. The message
     reads ``<path>: <what is wrong>``."""
-
-
-class DataChangedError(DataError):
-    """The data a run folder was made on is not the data the config gives now."""
 
 
 class WriteError(RuntimeError):
@@ -249,9 +249,19 @@ def read_run_config(run_dir: str | os.PathLike) -> Config:
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` (one JSON object a line)."""
-    lines = Path(path).read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+    """The records of a ``metrics.jsonl`` (one JSON object a line); a line that is not one (the
+    truncated last line of a crashed run) is skipped, a missing file has none."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return []
+    rows = []
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            row = json.loads(line)
+            if isinstance(row, dict):
+                rows.append(row)
+    return rows
 
 
 def append_metrics(record: dict[str, Any], path: str | os.PathLike) -> None:
@@ -272,166 +282,207 @@ def write_metrics(records: Iterable[dict[str, Any]], path: str | os.PathLike) ->
     return write_text("".join(json.dumps(r) + "\n" for r in records), path)
 
 
-# --------------------------------------------------------------------------------------------
-# Data fingerprint
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _ints(a: Any) -> bytes:
-    return np.ascontiguousarray(np.asarray(a, dtype=np.int64)).tobytes()
-
-
-def _split_print(split: Any, ids: np.ndarray, num_classes: int) -> dict[str, Any]:
-    if split.paths is not None:
-        id_hash = _sha("\n".join(str(p) for p in split.paths).encode("utf-8"))
-    else:
-        id_hash = _sha(_ints(ids))
-    labels = np.asarray(split.labels)
-    return {
-        "samples": len(labels),
-        "ids_sha256": id_hash,
-        "labels_sha256": _sha(_ints(labels)),
-        "class_counts": np.bincount(labels[labels >= 0], minlength=num_classes).tolist(),
-    }
-
-
-def data_fingerprint(
-    bundle: DatasetBundle,
-    corruption: Corruption,
-    train_source_idx: np.ndarray,
-    test_source_idx: np.ndarray,
-) -> dict[str, Any]:
-    """What a run trains and tests on, as plain JSON data (see the module docstring).
-
-    ``bundle`` is the data after sub-setting (its ``train`` the training split the corruption
-    indexes), ``train_source_idx`` / ``test_source_idx`` the ids in the source's splits.
-    """
-    k = bundle.num_classes
-    return {
-        "format": 1,
-        "dataset": bundle.name,
-        "classes": [str(c) for c in bundle.class_names],
-        "input_shape": [int(s) for s in bundle.input_shape],
-        "train": _split_print(bundle.train, train_source_idx, k),
-        "test": _split_print(bundle.test, test_source_idx, k),
-        "corruption": {
-            "train": len(corruption.train_idx),
-            "val": len(corruption.val_idx),
-            "meta": len(corruption.meta_idx),
-            "split_sha256": _sha(
-                b"|".join(
-                    _ints(a)
-                    for a in (corruption.train_idx, corruption.val_idx, corruption.meta_idx)
-                )
-            ),
-            "noisy_labels_sha256": _sha(_ints(corruption.noisy_labels)),
-        },
-    }
-
-
 def write_fingerprint(fingerprint: dict[str, Any], run_dir: str | os.PathLike) -> Path:
     return write_json(fingerprint, Path(run_dir) / FINGERPRINT_FILE)
 
 
-def _names(items: list[str]) -> str:
-    shown = ", ".join(items[:6])
-    return f"[{shown}{', ...' if len(items) > 6 else ''}] ({len(items)})"
+# --------------------------------------------------------------------------------------------
+# The checkpoint schema
 
 
-def _differing(run_dir: Path, key: str, now: np.ndarray) -> int | None:
-    """How many entries of the saved corruption's ``key`` array differ from ``now``."""
+def inference_record(cfg: Config, bundle: DatasetBundle) -> dict[str, Any]:
+    """What a checkpoint needs to classify new inputs without the training data (issue 11: a
+    trained model that lives on its own), stored under its ``inference`` key: the model's
+    ``{"name", "options"}``, the ``class_names`` ``[K]``, the ``input_shape`` ``[C, H, W]`` (or
+    ``[D]`` for feature vectors), the per-channel (per-column) ``mean`` and ``std`` the inputs
+    are normalised with (empty for raw features), and ``resize``: whether the source resized
+    image files to the input size when read (`RESIZING_SOURCES`), so new images are resized
+    the same way."""
+    return {
+        "model": {"name": cfg.model.name, "options": dict(cfg.model.options)},
+        "class_names": [str(c) for c in bundle.class_names],
+        "input_shape": [int(s) for s in bundle.input_shape],
+        "mean": [float(m) for m in bundle.mean],
+        "std": [float(s) for s in bundle.std],
+        "resize": cfg.data.name in RESIZING_SOURCES and len(bundle.input_shape) == 3,
+    }
+
+
+def model_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The model's weights (``method.model``'s state dict) in a checkpoint dict: the ``model.*``
+    entries of its method state, or the ``model`` of an encoder file or an older ``best.pt``
+    (empty if neither)."""
+    weights = state.get("model")
+    if weights is None and isinstance(state.get("method"), dict):
+        weights = {
+            k[len("model.") :]: v for k, v in state["method"].items() if k.startswith("model.")
+        }
+    return weights if isinstance(weights, dict) else {}
+
+
+def check_training_state(state: dict[str, Any], path: Path, epochs: int) -> None:
+    """Refuse (`CheckpointError`) a ``last.pt`` whose ``epoch``, ``history`` and ``best`` do not
+    agree with each other or with a run of ``epochs`` epochs: the file is damaged."""
+    epoch, history = state["epoch"], state["history"]
+    if not (
+        isinstance(epoch, int)
+        and 0 < epoch <= epochs
+        and isinstance(history, list)
+        and len(history) == epoch
+        and all(isinstance(r, dict) and r.get("epoch") == i + 1 for i, r in enumerate(history))
+        and isinstance(state["best"], dict)
+    ):
+        raise CheckpointError(
+            f"{path}: its epoch ({epoch!r}) and history do not agree with each other or with "
+            f"train.epochs={epochs}: the file is damaged."
+        )
+
+
+def method_state(method: Any, cfg: Config, bundle: DatasetBundle, epoch: int) -> dict[str, Any]:
+    """``best.pt`` (`WEIGHTS_KEYS` and ``inference``): the `noisytail.methods.Method`'s whole
+    state after ``epoch`` (every network of a two-network method), its extra state, the config,
+    and `inference_record`."""
+    return {
+        "epoch": epoch,
+        "method": method.state_dict(),
+        "extra": method.extra_state(),
+        "config": to_dict(cfg),
+        "inference": inference_record(cfg, bundle),
+    }
+
+
+def training_state(
+    method: Any,
+    optimizer: torch.optim.Optimizer,
+    cfg: Config,
+    bundle: DatasetBundle,
+    epoch: int,
+    history: list[dict[str, Any]],
+    best: dict[str, Any],
+) -> dict[str, Any]:
+    """``last.pt`` (`CHECKPOINT_KEYS` and ``inference``): `method_state` plus the optimizer, the
+    epoch records and the best epoch's, which ``--resume`` continues from."""
+    state = method_state(method, cfg, bundle, epoch)
+    return {**state, "optimizer": optimizer.state_dict(), "history": history, "best": best}
+
+
+def load_state(
+    path: Path,
+    method: Any,
+    optimizer: torch.optim.Optimizer | None = None,
+    map_location: Any = "cpu",
+    epochs: int = 0,
+) -> dict[str, Any]:
+    """Load ``path``'s method state and extra state into ``method`` (an older ``best.pt`` holds
+    the model's weights only); with ``optimizer`` (resume), ``path`` must be a whole training
+    state of a run of ``epochs`` epochs, and the optimizer's state is loaded too. Returns the
+    checkpoint dict."""
+    state = read_checkpoint(path, map_location, required=CHECKPOINT_KEYS if optimizer else ())
+    if optimizer is not None:
+        check_training_state(state, path, epochs)
+    with unfit(path):
+        if "method" in state:
+            method.load_state_dict(state["method"])
+            method.load_extra_state(state.get("extra", {}))
+        elif "model" in state:
+            method.model.load_state_dict(state["model"])
+        else:
+            raise CheckpointError(f"{path}: lacks 'method' or 'model': it holds no weights.")
+        if optimizer is not None:
+            optimizer.load_state_dict(state["optimizer"])
+    return state
+
+
+@contextlib.contextmanager
+def unfit(path: Path) -> Iterator[None]:
+    """Turn a state that does not fit the run's model, method or optimizer into a one-line
+    `CheckpointError` naming ``path``."""
     try:
-        saved = Corruption.load(run_dir / CORRUPTION_FILE)
-    except (OSError, KeyError, ValueError):
-        return None
-    old = getattr(saved, key)
-    if old.shape != now.shape:
-        return None
-    return int((old != now).sum())
+        yield
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as err:
+        if isinstance(err, (ConfigError, DataError)):
+            raise
+        raise CheckpointError(
+            f"{path}: does not fit this run's model, method or optimizer ({_short(err)})."
+        ) from None
 
 
-def data_difference(
-    saved: dict[str, Any],
-    now: dict[str, Any],
-    *,
-    run_dir: Path | None = None,
-    corruption: Corruption | None = None,
-) -> str | None:
-    """The first difference between two fingerprints, in words, or None if they agree.
-
-    With ``run_dir`` (holding the run's ``corruption.npz``) and the ``corruption`` of now, differing
-    labels are counted sample by sample."""
-    if saved.get("format") != now.get("format"):
-        return (
-            f"the run's fingerprint has format {saved.get('format')}, this version writes "
-            + str(now.get("format"))
-        )
-    if saved["dataset"] != now["dataset"]:
-        return f"the data set is {now['dataset']!r} now, the run was made on {saved['dataset']!r}"
-    if saved["classes"] != now["classes"]:
-        return (
-            f"the classes are {_names(now['classes'])} now, the run was made on "
-            f"{_names(saved['classes'])}"
-        )
-    if saved["input_shape"] != now["input_shape"]:
-        new_shape, old_shape = ("x".join(map(str, f["input_shape"])) for f in (now, saved))
-        return f"inputs are {new_shape} now, the run was made on {old_shape}"
-    for key, name in (("train", "training split"), ("test", "test split")):
-        old, new = saved[key], now[key]
-        if old["samples"] != new["samples"]:
-            return f"the {name} has {new['samples']} samples, the run was made on {old['samples']}"
-        if old["ids_sha256"] != new["ids_sha256"]:
-            return (
-                f"the {name} holds other samples (files or ids) than the run's, as many "
-                f"({new['samples']})"
-            )
-        if old["labels_sha256"] != new["labels_sha256"]:
-            count = None
-            if key == "train" and run_dir is not None and corruption is not None:
-                count = _differing(run_dir, "true_labels", corruption.true_labels)
-            if count:
-                return f"labels differ at {count} of {new['samples']} samples of the {name}"
-            moved = sum(a != b for a, b in zip(old["class_counts"], new["class_counts"]))
-            counts = f" ({moved} classes have other sizes)" if moved else ""
-            return f"the {name}'s labels differ from the run's{counts}"
-    old, new = saved["corruption"], now["corruption"]
-    for key in ("train", "val", "meta"):
-        if old[key] != new[key]:
-            return f"the {key} set has {new[key]} samples, the run had {old[key]}"
-    if old["split_sha256"] != new["split_sha256"]:
-        return "the train/validation/meta split differs from the run's"
-    if old["noisy_labels_sha256"] != new["noisy_labels_sha256"]:
-        count = None
-        if run_dir is not None and corruption is not None:
-            count = _differing(run_dir, "noisy_labels", corruption.noisy_labels)
-        at = f" at {count} samples" if count else ""
-        return f"the noisy training labels (synthetic noise or a label file) differ{at}"
-    return None
-
-
-def check_data(
-    run_dir: str | os.PathLike, now: dict[str, Any], corruption: Corruption | None = None
-) -> None:
-    """Raise `DataChangedError` naming the first difference if the run in ``run_dir`` was made on
-    other data than fingerprint ``now`` describes (``corruption``: the corruption of now, to count
-    differing labels). A run folder without a fingerprint (older versions) is refused too."""
-    run = Path(run_dir)
-    p = run / FINGERPRINT_FILE
+def read_init_weights(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+    """``model.init``: the model weights of an encoder file, a checkpoint, or a run folder (its
+    ``checkpoints/last.pt``), as ``(file, state dict)``; one-line errors name the file."""
+    p = Path(path)
+    if p.is_dir():
+        p = checkpoint_path(p)
     if not p.is_file():
-        raise DataChangedError(
-            f"{p}: not found, so the run's data cannot be checked (was the run made by an older "
-            "noisytail?); start a new run."
+        raise ConfigError(
+            f"model.init: {str(p)!r} not found (give an encoder .pt or a run folder)."
         )
+    state = read_checkpoint(p, "cpu", what="model.init")
+    if not isinstance(state.get("model", state.get("method", {})), dict):
+        raise CheckpointError(f"model.init: {p}: its weights are not a dict.")
+    return p, model_weights(state)
+
+
+# --------------------------------------------------------------------------------------------
+# Starting a run folder
+
+
+class RunExistsError(FileExistsError):
+    """The output folder already holds a run."""
+
+
+def prepare_out_dir(out_dir: Path, cfg: Config, resume: bool, is_main: bool) -> bool:
+    """Check ``out_dir`` for a new run or for ``resume``; return whether to resume from a
+    checkpoint. ``--resume`` on a run that stopped before its first checkpoint (a ``config.yaml``
+    but no ``checkpoints/last.pt``) starts it afresh, saying so in one line, with ``cfg``."""
+    if resume:
+        if not (out_dir / CONFIG_FILE).exists() and not checkpoint_path(out_dir).exists():
+            raise RunExistsError(
+                f"--resume: {out_dir} holds no run (no config.yaml, no checkpoint); start it "
+                "without --resume."
+            )
+        if not checkpoint_path(out_dir).exists():  # its config.yaml is replaced, even if damaged
+            if is_main:
+                log.warning(
+                    f"--resume: {out_dir} holds no checkpoint (the run stopped before its first "
+                    "one); starting it afresh."
+                )
+                for stale in (out_dir / METRICS_FILE, checkpoint_path(out_dir, "best")):
+                    stale.unlink(missing_ok=True)
+            return False
+        saved = read_run_config(out_dir)  # one-line error if missing or damaged
+        if to_dict(saved) != to_dict(cfg):
+            raise ConfigError(
+                f"--resume: the config differs from the one saved in {out_dir / CONFIG_FILE}; "
+                "resume with the same config and overrides."
+            )
+        return True
+    if (out_dir / CONFIG_FILE).exists():
+        raise RunExistsError(
+            f"{out_dir} already holds a run; pass --resume to continue it, or choose another --out."
+        )
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise RunExistsError(f"{out_dir} exists and is not empty; choose another --out.")
+    return False
+
+
+def start_run_folder(
+    out_dir: Path,
+    cfg: Config,
+    corruption: Corruption,
+    indices: dict[str, np.ndarray],
+    fingerprint: dict[str, Any],
+    provenance: dict[str, Any],
+) -> None:
+    """Write a new run's ``config.yaml`` (with ``_provenance``), ``corruption.npz``,
+    ``data_indices.npz`` and ``data_fingerprint.json``."""
     try:
-        saved = json.loads(p.read_text())
-        diff = data_difference(saved, now, run_dir=run, corruption=corruption)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise DataError(f"{p}: damaged ({_short(err)}); start a new run.") from None
-    if diff is not None:
-        raise DataChangedError(
-            f"{run}: the data changed since the run: {diff}. Restore the run's data, or start a "
-            "new run."
-        )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, out_dir / CONFIG_FILE, extra=provenance)
+        corruption.save(out_dir / CORRUPTION_FILE)
+    except OSError as err:
+        raise WriteError(
+            f"{out_dir}: cannot write the run folder ({err.strerror or err})."
+        ) from err
+    write_npz(out_dir / INDICES_FILE, **indices)
+    write_fingerprint(fingerprint, out_dir)

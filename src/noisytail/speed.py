@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
-
-import torch
 
 import noisytail.methods  # noqa: F401  (registration)
 from noisytail.config import load_config
@@ -54,7 +51,8 @@ def measure(
     """Median images/s of ``epochs`` timed epochs (after one untimed) of ``method`` on the set-up
     ``base`` (``--set`` overrides: data, model, batch size, ...) at ``precision``."""
     from noisytail.data.prepare import prepare_data
-    from noisytail.train import Run, setup_runtime
+    from noisytail.runtime import setup_runtime
+    from noisytail.train import Run
 
     cfg = load_config(
         None,
@@ -70,15 +68,9 @@ def measure(
     rt = setup_runtime(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         run = Run(cfg, Path(tmp), rt, prepare_data(cfg))
-        images = len(run.loader) * run.loader.batch_size
-        rates = []
-        for epoch in range(epochs + 1):
-            start = time.perf_counter()
-            run.train_epoch(epoch, progress=False)
-            if rt.device.type == "cuda":
-                torch.cuda.synchronize()
-            if epoch > 0:
-                rates.append(images / (time.perf_counter() - start))
+        records = run.train_epochs(epochs + 1, evaluate=False)
+        images = records[0]["images"]
+        rates = [r["images"] / r["seconds"] for r in records[1:]]
     return {
         "method": method,
         "precision": run.precision,

@@ -15,8 +15,8 @@ import noisytail.methods  # noqa: F401
 import noisytail.models  # noqa: F401
 from noisytail.config import load_config
 from noisytail.losses import build_loss
+from noisytail.optim import learning_rate
 from noisytail.registry import DATASETS, METHODS, MODELS, check_kwargs
-from noisytail.train import learning_rate
 
 PAPERS = Path(__file__).resolve().parents[2] / "configs" / "papers"
 PRESETS = sorted(PAPERS.glob("*.yaml"))

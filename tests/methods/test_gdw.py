@@ -15,8 +15,8 @@ from noisytail.methods.gdw import (
     class_weighted_logit_loss,
     zero_mean_constraint,
 )
+from noisytail.optim import backbone_parameters, scale_backbone_groups
 from noisytail.registry import METHODS, MODELS
-from noisytail.train import backbone_parameters, scale_backbone_groups
 
 
 def test_zero_mean_constraint_keeps_weighted_gradient_zero_mean():

@@ -15,8 +15,8 @@ from noisytail.methods.l2b import (
     mixup_batch,
     normalise_meta_weights,
 )
+from noisytail.optim import backbone_parameters, scale_backbone_groups
 from noisytail.registry import METHODS, MODELS, RegistryError
-from noisytail.train import backbone_parameters, scale_backbone_groups
 
 
 def test_normalisations():

@@ -20,12 +20,12 @@ from noisytail import seeds
 from noisytail.config import Config, ConfigError
 from noisytail.data.checked import source_options
 from noisytail.data.corruption import Corruption, corrupt
+from noisytail.data.fingerprint import check_data, data_fingerprint
 from noisytail.data.label_file import read_label_file
 from noisytail.data.noise_kinds import noise_kind
 from noisytail.data.sources import load_dataset
 from noisytail.data.splits import stratified_split
 from noisytail.data.types import DatasetBundle, DataSplit, TensorStore, concat_splits
-from noisytail.runfolder import check_data, data_fingerprint
 
 
 @dataclass
@@ -59,7 +59,7 @@ class PreparedData:
         return self.corruption.class_counts("train", "true")
 
     def fingerprint(self) -> dict[str, Any]:
-        """What the run trains and tests on (`noisytail.runfolder.data_fingerprint`)."""
+        """What the run trains and tests on (`noisytail.data.fingerprint.data_fingerprint`)."""
         return data_fingerprint(
             self.bundle, self.corruption, self.train_source_idx, self.test_source_idx
         )

@@ -34,7 +34,8 @@ from ..data.loader import PoolData
 from ..data.prepare import PreparedData
 from ..data.types import DataError
 from ..registry import DETECTORS
-from ..train import Run, Runtime, predict_probs
+from ..runtime import Runtime
+from ..train import Run, predict_probs
 from . import crossfit as cf
 from . import scores as sc
 from .crossfit import stratified_folds
@@ -69,11 +70,8 @@ def train_run(
     run: Run, *, progress: bool = False, on_epoch: Callable[[int], None] | None = None
 ) -> Run:
     """Train ``run`` for ``cfg.train.epochs`` epochs in memory (no run folder is written)."""
-    run.start()
-    for epoch in range(run.cfg.train.epochs):
-        run.train_epoch(epoch, progress)
-        if on_epoch is not None:
-            on_epoch(epoch)
+    each = None if on_epoch is None else (lambda record: on_epoch(record["epoch"] - 1))
+    run.train_epochs(on_epoch=each, progress=progress, evaluate=False)
     return run
 
 

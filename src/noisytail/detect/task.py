@@ -38,8 +38,9 @@ from ..data.prepare import PreparedData, prepare_data
 from ..data.types import DataError
 from ..defaults import USER_SOURCES
 from ..registry import DETECTORS
-from ..runfolder import CheckpointError, read_run_config
-from ..train import Run, setup_runtime
+from ..runfolder import read_run_config
+from ..runtime import setup_runtime
+from ..train import Run
 from . import exporters as ex
 from .detectors import DetectionTask, DetectorOutput
 from .metrics import detection_metrics, per_class_detection
@@ -179,12 +180,7 @@ def whole_data_config(cfg: Config, keep_val: bool = False) -> Config:
 
 def _run_loader(run_dir: Path, cfg: Config, prepared: PreparedData, rt: Any, checkpoint: str):
     def load() -> Run:
-        ckpt = run_dir / "checkpoints" / f"{checkpoint}.pt"
-        if not ckpt.exists():
-            raise CheckpointError(f"{ckpt}: not found: the run has no '{checkpoint}' checkpoint.")
-        run = Run(cfg, run_dir, rt, prepared)
-        run.load_weights(ckpt)
-        return run
+        return Run.from_folder(run_dir, checkpoint, cfg=cfg, runtime=rt, prepared=prepared)
 
     return load
 

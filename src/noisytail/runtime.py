@@ -1,0 +1,155 @@
+"""Where and how a run computes, and what it ran on: device, threads, process group, precision,
+seeding, and the provenance recorded in ``config.yaml``.
+
+`setup_runtime` picks the device from ``train.device`` (``auto``: a GPU if one is visible) and,
+under ``torchrun`` (``WORLD_SIZE`` > 1), joins the process group (gloo on CPU, NCCL on GPU).
+`resolve_precision` turns ``train.precision=auto`` into bf16 or fp32, `autocast_factory` into a
+context. `seed_init` / `seed_epoch` seed model initialisation and each epoch, so that an epoch's
+randomness depends on its number only (resume gives the uninterrupted result).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from . import __version__, seeds
+from .config import Config, ConfigError
+from .data.loader import epoch_generator
+
+
+@dataclass
+class Runtime:
+    """The device of this process and its place in a data-parallel group."""
+
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        """Wait for every rank (a no-op in a single process)."""
+        if self.distributed:
+            dist.barrier()
+
+    def reduce_mean(self, values: dict[str, float]) -> dict[str, float]:
+        """The mean of each value over the ranks (``values`` itself in a single process)."""
+        if not self.distributed:
+            return values
+        keys = sorted(values)
+        t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        t /= self.world_size
+        return dict(zip(keys, t.tolist()))
+
+
+def setup_runtime(cfg: Config) -> Runtime:
+    """Pick the device and, under torchrun (``WORLD_SIZE`` > 1), join the process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    want = cfg.train.device
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("train.device asks for CUDA but no GPU is visible; use train.device=cpu.")
+    device = torch.device(f"cuda:{local_rank}" if want == "cuda" and world > 1 else want)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Runtime(device, rank, world, local_rank)
+
+
+def provenance() -> dict[str, Any]:
+    """Versions, git commit, platform and command line, for ``config.yaml``'s ``_provenance``."""
+    commit = None
+    with contextlib.suppress(Exception):
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                cwd=Path(__file__).resolve().parent,
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
+            or None
+        )
+    return {
+        "noisytail": __version__,
+        "git_commit": commit,
+        "torch": str(torch.__version__),
+        "numpy": np.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "command": " ".join(sys.argv),
+    }
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): there bf16 autocast trains
+    the small CNN about 2x as fast as fp32 (BENCHMARKS.md); elsewhere it is emulated and slower."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    for name in probes:
+        probe = getattr(torch.cpu, name, None)
+        if probe is not None:
+            try:
+                if probe():
+                    return True
+            except RuntimeError:
+                pass
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """``train.precision`` as run: ``auto`` is bf16 on a GPU and on a CPU with native bf16
+    (``cpu_has_bf16``), fp32 elsewhere; ``fp32`` / ``bf16`` are taken as given."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()):
+        return "bf16"
+    return "fp32"
+
+
+def autocast_factory(device: torch.device, precision: str) -> Callable[[], Any]:
+    """A zero-argument context factory: bf16 autocast when ``precision`` is ``bf16``."""
+    if precision != "bf16":
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def seed_init(seed: int) -> None:
+    """Seed torch's global generator for model and method initialisation."""
+    torch.manual_seed(seed)
+
+
+def seed_epoch(seed: int, epoch: int) -> torch.Generator:
+    """Seed torch's global generator for epoch ``epoch`` (what methods draw from it, e.g.
+    dropout) and return the epoch's own generator for ``Context.generator``."""
+    torch.manual_seed(int(epoch_generator(seed, epoch, seeds.EPOCH_TORCH).initial_seed()))
+    return epoch_generator(seed, epoch, seeds.METHOD)
