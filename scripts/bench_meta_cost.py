@@ -2,7 +2,8 @@
 batch, one process): small_cnn on Fashion-MNIST, on the CPU and on a GPU when one is visible.
 
 Usage: python scripts/bench_meta_cost.py [--steps 30] [--warmup 5] [--width 32] [--batch-size 128]
-       [--no-variants] [--devices cpu,cuda]
+       [--no-variants] [--devices cpu,cuda] [--suite meta|routes|dividemix] [--model mlp]
+       [--precision fp32|bf16|auto]
 
 Each method is stepped exactly as the training loop steps it, round-robin with the others; the
 median and the mean step time are printed as one Markdown table per device. What is measured and
@@ -16,7 +17,7 @@ import platform
 
 import torch
 
-from noisytail.benchmarks.meta_cost import METHODS, VARIANTS, measure, table
+from noisytail.benchmarks.meta_cost import DIVIDEMIX, METHODS, ROUTES, VARIANTS, measure, table
 
 
 def main() -> None:
@@ -28,22 +29,36 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=2000)
     parser.add_argument("--no-variants", action="store_true")
     parser.add_argument("--devices", default=None, help="comma-separated; default cpu (+cuda)")
+    parser.add_argument("--suite", choices=["meta", "routes", "dividemix"], default="meta")
+    parser.add_argument("--model", choices=["small_cnn", "mlp"], default="small_cnn",
+                        help="mlp: the meta benchmark's MLP 784-512-512-10")  # fmt: skip
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: its default)")
     args = parser.parse_args()
+    extra = [f"train.precision={args.precision}"]
+    if args.threads:
+        extra.append(f"train.num_threads={args.threads}")
+    if args.model == "mlp":
+        extra += ["model.name=mlp", "model.options.hidden=[512, 512]", "data.augment=none"]
     devices = (
         args.devices.split(",")
         if args.devices
         else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     )
-    todo = METHODS + ([] if args.no_variants else VARIANTS)
+    todo = {"routes": ROUTES, "dividemix": DIVIDEMIX}.get(
+        args.suite, METHODS + ([] if args.no_variants else VARIANTS)
+    )
     for device in devices:
-        machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads"
+        threads = args.threads or torch.get_num_threads()
+        machine = f"{platform.machine()}, {threads} torch threads"
         if device.startswith("cuda"):
             machine = torch.cuda.get_device_name()
         print(
-            f"\n**{device}** ({machine}); small_cnn width {args.width}, batch {args.batch_size}, "
+            f"\n**{device}** ({machine}); {args.model} (width {args.width}), batch "
+            f"{args.batch_size}, precision {args.precision}, "
             f"median of {args.steps} steps after {args.warmup} warm-up steps\n"
         )
-        times = measure(
+        times, epoch_start = measure(
             device,
             todo,
             steps=args.steps,
@@ -51,8 +66,9 @@ def main() -> None:
             width=args.width,
             batch_size=args.batch_size,
             subset=args.subset,
+            extra=tuple(extra),
         )
-        print(table(todo, times))
+        print(table(todo, times, epoch_start))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,12 @@ ones (CUDA synchronised); the mean is reported too, because with ``meta_every=k`
 non-meta step and only the mean shows the amortised cost. The `VARIANTS` measure the cost-saving
 options: the forward-mode meta-gradient (default) against the papers' double backward
 (``meta_grad``), the meta step every k iterations (``meta_every``; skipped steps are plain CE)
-and the head-only look-ahead (``lookahead=head``).
+and the head-only look-ahead (``lookahead=head``). `ROUTES` are issue 15's routes to a meta step
+at most 2x ERM (look-ahead on the head, cached weights between meta steps every k-th iteration,
+a smaller meta batch) and `DIVIDEMIX` DivideMix with and without its L2B plug-in (issue 16). A
+method's epoch-start work (DivideMix's co-divide: a pass over the training set and two GMM fits)
+is timed once, before the steps, and reported per step of an epoch (``amortised``). The loop's
+`Method.after_step` (the L2B plug-in step) is inside each step's time.
 """
 
 from __future__ import annotations
@@ -32,25 +37,49 @@ METHODS: list[tuple[str, dict[str, Any]]] = [
     ("l2rw", {}),
     ("mwnet", {}),
     ("gdw", {"mode": "mwnet"}),
-    ("l2b", {"warmup_epochs": 0}),
+    ("l2b", {"warmup_epochs": 0, "lookahead": "all"}),
     ("gdw", {}),
+]
+#: Issue 15's routes to a cheaper meta step (L2B; ERM first, the full meta step second).
+ROUTES: list[tuple[str, dict[str, Any]]] = [
+    ("erm", {}),
+    ("l2b", {"warmup_epochs": 0, "lookahead": "all"}),
+    ("l2b", {"warmup_epochs": 0, "lookahead": "head"}),
+    ("l2b", {"warmup_epochs": 0, "meta_every": 2, "lookahead": "all"}),
+    ("l2b", {"warmup_epochs": 0, "meta_every": 4, "lookahead": "all"}),
+    ("l2b", {"warmup_epochs": 0, "meta_batch": 32, "lookahead": "all"}),
+    ("l2b", {"warmup_epochs": 0, "meta_every": 2, "lookahead": "head"}),
+]
+#: DivideMix (its MixMatch phase from the first step) with and without the L2B plug-in.
+DIVIDEMIX: list[tuple[str, dict[str, Any]]] = [
+    ("erm", {}),
+    ("dividemix", {"warmup_epochs": 0}),
+    ("dividemix", {"warmup_epochs": 0, "l2b": True, "l2b_meta": "labelled"}),
+    ("dividemix", {"warmup_epochs": 0, "l2b": True, "l2b_meta": "clean"}),
 ]
 #: The cost-saving options, measured on top of `METHODS`.
 VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("l2rw", {"meta_grad": "double_backward"}),
-    ("l2b", {"warmup_epochs": 0, "meta_grad": "double_backward"}),
+    ("l2b", {"warmup_epochs": 0, "meta_grad": "double_backward", "lookahead": "all"}),
     ("mwnet", {"meta_grad": "double_backward"}),
     ("gdw", {"meta_grad": "double_backward"}),
-    ("l2b", {"warmup_epochs": 0, "meta_every": 4}),
+    ("l2b", {"warmup_epochs": 0, "meta_every": 4, "lookahead": "all"}),
     ("l2b", {"warmup_epochs": 0, "lookahead": "head"}),
     ("gdw", {"lookahead": "head"}),
 ]
 
 
 def build(
-    device: str, name: str, args: dict[str, Any], width: int, batch_size: int, subset: int
+    device: str,
+    name: str,
+    args: dict[str, Any],
+    width: int,
+    batch_size: int,
+    subset: int,
+    extra: tuple[str, ...] = (),
 ) -> Run:
-    """The run of method ``name`` with options ``args`` on the benchmark's data and model."""
+    """The run of method ``name`` with options ``args`` on the benchmark's data and model
+    (``extra``: further ``--set`` overrides, e.g. another model or the precision)."""
     overrides = [
         "data.name=fashion_mnist",
         f"data.train_subset={subset}",
@@ -59,12 +88,17 @@ def build(
         "noise.kind=uniform",
         "noise.rate=0.4",
         "model.name=small_cnn",
-        f"model.options.width={width}",
+        *(
+            [f"model.options.width={width}"]
+            if not any(e.startswith("model.") for e in extra)
+            else []
+        ),
         f"train.batch_size={batch_size}",
         "train.epochs=1",
         f"train.device={device}",
         "train.progress=false",
         f"method.name={name}",
+        *extra,
     ] + [f"method.{k}={v}" for k, v in args.items()]
     cfg = load_config(None, overrides)
     return Run(cfg, Path(tempfile.mkdtemp()), setup_runtime(cfg), prepare_data(cfg))
@@ -80,6 +114,10 @@ class Stepper:
         self.times: list[float] = []
         self.i = 0
         run.method.train()
+        start = time.perf_counter()
+        run.method.on_epoch_start(run.ctx)  # e.g. DivideMix's co-divide (epoch 0, no warm-up)
+        #: seconds of the epoch-start work per step of an epoch
+        self.epoch_start = (time.perf_counter() - start) / max(1, len(run.loader))
 
     def step(self, record: bool) -> None:
         run, ctx = self.run, self.run.ctx
@@ -95,6 +133,8 @@ class Stepper:
         if run.cfg.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(run.method.parameters(), run.cfg.train.grad_clip)
         run.optimizer.step()
+        with run.autocast():
+            run.method.after_step(self.batch, ctx)
         if self.cuda:
             torch.cuda.synchronize()
         if record:
@@ -115,27 +155,38 @@ def measure(
     width: int,
     batch_size: int,
     subset: int,
-) -> list[list[float]]:
+    extra: tuple[str, ...] = (),
+) -> tuple[list[list[float]], list[float]]:
     """Seconds of each of ``steps`` timed steps (after ``warmup`` untimed ones) of every method
-    of ``todo`` on ``device``, stepped round-robin; one list per entry of ``todo``."""
-    steppers = [Stepper(build(device, n, a, width, batch_size, subset)) for n, a in todo]
+    of ``todo`` on ``device``, stepped round-robin (one list per entry of ``todo``), and each
+    method's epoch-start seconds per step (`Stepper.epoch_start`)."""
+    steppers = [Stepper(build(device, n, a, width, batch_size, subset, extra)) for n, a in todo]
     for i in range(warmup + steps):  # round-robin: a drifting load hits every method alike
         for s in steppers:
             s.step(record=i >= warmup)
-    return [s.times for s in steppers]
+    return [s.times for s in steppers], [s.epoch_start for s in steppers]
 
 
-def table(todo: list[tuple[str, dict[str, Any]]], times: list[list[float]]) -> str:
-    """Markdown rows: median and mean ms per step of each method, as ratios to the first (ERM)."""
-    lines = [
-        "| method | median ms / step | ratio to ERM | mean ms / step | ratio (means) |",
-        "|---|---|---|---|---|",
-    ]
+def table(
+    todo: list[tuple[str, dict[str, Any]]],
+    times: list[list[float]],
+    epoch_start: list[float] | None = None,
+) -> str:
+    """Markdown rows: median and mean ms per step of each method, as ratios to the first (ERM);
+    with ``epoch_start`` (seconds per step, `measure`) also the mean plus it ("amortised")."""
+    extra = epoch_start is not None and any(epoch_start)
+    head = "| method | median ms / step | ratio to ERM | mean ms / step | ratio (means) |"
+    lines = [head + (" amortised ratio |" if extra else ""), "|---|---|---|---|---|"]
+    lines[1] += "---|" if extra else ""
     base_med, base_mean = statistics.median(times[0]), statistics.fmean(times[0])
-    for (name, margs), t in zip(todo, times):
+    base_all = base_mean + (epoch_start[0] if extra else 0.0)
+    for i, ((name, margs), t) in enumerate(zip(todo, times)):
         med, mean = statistics.median(t), statistics.fmean(t)
-        lines.append(
+        row = (
             f"| {label(name, margs)} | {1000 * med:.1f} | {med / base_med:.2f} | "
             f"{1000 * mean:.1f} | {mean / base_mean:.2f} |"
         )
+        if extra:
+            row += f" {(mean + epoch_start[i]) / base_all:.2f} |"
+        lines.append(row)
     return "\n".join(lines)
