@@ -63,12 +63,11 @@ from noisytail.detect.detectors import (
     KnnDetector,
     LossTrajectoryDetector,
     SmallLossDetector,
-    train_run,
 )
 from noisytail.detect.exporters import json_default
 from noisytail.detect.metrics import detection_metrics
 from noisytail.detect.scores import per_sample_nll
-from noisytail.train import setup_runtime
+from noisytail.runtime import setup_runtime
 
 DETECTOR_ORDER = [
     "cleanlab",
@@ -208,13 +207,13 @@ def run_unit(
     history: list[np.ndarray] = []
     record_s = 0.0
 
-    def record(epoch: int) -> None:
+    def record(_: dict[str, Any]) -> None:
         nonlocal record_s
         start = time.perf_counter()
         history.append(per_sample_nll(task.pool_probs(run), labels))
         record_s += time.perf_counter() - start
 
-    _, train_total = _timed(lambda: train_run(run, on_epoch=record))
+    _, train_total = _timed(lambda: run.train_epochs(on_epoch=record, evaluate=False))
     train_s = train_total - record_s
     task.use_run(run, np.stack(history))
     timings.update(train=train_s, record=record_s)
@@ -392,15 +391,10 @@ def cost(s: Setting, *, reps: int = 3, log: Callable[[str], None] = print) -> di
 
     noise, seed = s.noise[0], s.seeds[0]
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = make_config(s, noise, seed)
+        cfg = make_config(replace(s, epochs=reps + 1), noise, seed)  # a warm-up and reps
         prepared = prepare_data(cfg)
         erm = Run(cfg, Path(tmp), setup_runtime(cfg), prepared)
-        erm.method.on_train_start(erm.ctx)
-        epoch_times = []
-        for epoch in range(reps + 1):
-            _, t = _timed(lambda e=epoch: erm.train_epoch(e, False))
-            if epoch > 0:
-                epoch_times.append(t)
+        epoch_times = [r["seconds"] for r in erm.train_epochs(evaluate=False)[1:]]
         mcfg = make_config(s, noise, seed, method="moit")
         moit = Run(mcfg, Path(tmp), setup_runtime(mcfg), prepared)
         method = moit.method

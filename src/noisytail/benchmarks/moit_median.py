@@ -34,10 +34,10 @@ import torch
 from noisytail.config import load_config
 from noisytail.data.noise import CIFAR10_ASYMMETRIC_MAP, apply_transition_matrix, asymmetric_matrix
 from noisytail.data.prepare import prepare_data
-from noisytail.detect.detectors import train_run
 from noisytail.detect.metrics import detection_metrics
 from noisytail.neighbors import balanced_selection, default_k, knn_cosine, moit_vote
-from noisytail.train import Run, setup_runtime
+from noisytail.runtime import setup_runtime
+from noisytail.train import Run
 
 
 def old_rule_selection(
@@ -132,7 +132,8 @@ def fmnist(
         ],
     )
     prepared = prepare_data(cfg)
-    run = train_run(Run(cfg, work_dir, setup_runtime(cfg), prepared))
+    run = Run(cfg, work_dir, setup_runtime(cfg), prepared)
+    run.train_epochs(evaluate=False)  # in memory: no run folder is written
     feats = run.ctx.predict_train(lambda x: run.method.model.features(x).flatten(1)).float()
     corr = prepared.corruption
     true = corr.true_labels[corr.train_idx]

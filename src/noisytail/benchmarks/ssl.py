@@ -91,7 +91,8 @@ from noisytail.data.splits import balanced_indices
 from noisytail.evaluate_ssl import extract_features, load_trained_run, save_encoder
 from noisytail.groups import frequency_groups, group_accuracy
 from noisytail.probes import knn_classify, linear_probe
-from noisytail.train import Run, TrainingError, fit, setup_runtime
+from noisytail.runtime import setup_runtime
+from noisytail.train import Run, TrainingError, fit
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ import torch
 from noisytail.benchmarks.ssl_options import SslOptions, pretrain_config, set_threads
 from noisytail.config import Config
 from noisytail.data.prepare import prepare_data
-from noisytail.train import Run, setup_runtime
+from noisytail.runtime import setup_runtime
+from noisytail.train import Run
 
 
 def _sync(device: torch.device) -> None:
