@@ -29,7 +29,8 @@ import torch
 
 from noisytail.config import load_config
 from noisytail.data.prepare import prepare_data
-from noisytail.train import Run, setup_runtime
+from noisytail.runtime import setup_runtime
+from noisytail.train import Run
 
 #: (method name, method options): the methods whose step cost is compared with ERM's (the first).
 METHODS: list[tuple[str, dict[str, Any]]] = [
