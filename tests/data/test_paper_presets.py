@@ -85,6 +85,7 @@ L2B_CIFAR = {  # official main.py, README commands
     "method.norm_type": "org",
     "method.warmup_epochs": 10,
     "method.use_optimizer_state": True,  # the virtual step uses the real optimizer (higher)
+    "method.lookahead": "all",  # the full look-ahead (noisytail's default is the head only)
     "train.optimizer": "sgd",
     "train.epochs": 300,
     "train.lr": 0.15,
@@ -270,6 +271,7 @@ PAPER_SETTINGS: dict[str, dict[str, Any]] = {
         "model.name": "resnet50",
         "model.options.pretrained": True,
         "method.name": "l2b",
+        "method.lookahead": "all",
         "method.norm_type": "softmax",
         "method.temperature": 10.0,
         "method.warmup_epochs": 1,
@@ -288,6 +290,7 @@ PAPER_SETTINGS: dict[str, dict[str, Any]] = {
         "model.name": "resnet18",
         "model.options.pretrained": True,
         "method.name": "l2b",
+        "method.lookahead": "all",
         "method.norm_type": "org",
         "method.warmup_epochs": 0,
         "train.batch_size": 256,

@@ -226,7 +226,7 @@ def test_l2b_plugin_is_the_stand_alone_l2b_step_when_dividemix_loss_is_off():
     opt = torch.optim.SGD(twin.parameters(), lr=0.3, momentum=0.9, weight_decay=5e-4)
     for p, q in zip(method.model.parameters(), twin.parameters()):
         opt.state[q]["momentum_buffer"] = ctx.optimizer.state[p]["momentum_buffer"].clone()
-    l2b = L2B(twin, method.info, warmup_epochs=0)
+    l2b = L2B(twin, method.info, warmup_epochs=0, lookahead="all")
     ref_ctx = Context(
         info=method.info,
         optimizer=opt,

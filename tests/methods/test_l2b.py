@@ -69,6 +69,7 @@ def _ctx(model_method, mx, my, epoch=0):
 
 
 def _method(name, **kw):
+    kw.setdefault("lookahead", "all")  # the paper's full look-ahead, which these tests check
     model = MODELS.build("mlp", num_classes=3, input_shape=(5,), hidden=(8,))
     info = TaskInfo(3, np.array([10, 10, 10]), 30, (5,), 20, 1)
     return METHODS.build(name, args=kw, model=model, info=info)
@@ -189,6 +190,7 @@ def _meta_method(name, *, scale=1.0, frozen=False, momentum=0.0, **kw):
     taken (so momentum buffers exist); returns it, its context, a batch and the reference's
     per-parameter rates and momentum settings."""
     torch.manual_seed(0)
+    kw.setdefault("lookahead", "all")
     model = MODELS.build("mlp", num_classes=3, input_shape=(5,), hidden=(6,))
     info = TaskInfo(3, np.array([10, 10, 10]), 30, (5,), 20, 1)
     m = METHODS.build(name, args=kw, model=model, info=info).double()

@@ -188,7 +188,7 @@ def run_meta_method(name, steps=40, batch=64, seed=0, **kw):
     "name,kw",
     [
         ("l2rw", {}),
-        ("l2b", {"warmup_epochs": 0}),
+        ("l2b", {"warmup_epochs": 0, "lookahead": "all"}),
         ("mwnet", {"vnet_lr": 1e-2}),
         ("gdw", {"vnet_lr": 1e-2}),
     ],

@@ -341,7 +341,10 @@ class L2B(Method):
     ``θ'(0)`` and a forward-mode training forward (`l2b_forward_meta_grad`);
     ``"double_backward"`` is the papers' computation (create_graph virtual step, then a backward
     through it, `l2b_weights`). Both give the same numbers; the first is cheaper.
-    ``lookahead="head"`` restricts the virtual step to the classifier head (an approximation).
+    ``lookahead="head"`` (the default) restricts the virtual step to the classifier head, an
+    approximation chosen by measurement (BENCHMARKS.md, "Meta steps at most 2× ERM": 1.5-1.7×
+    ERM per step against 3.3-4.6× for the full step, and within one point of its accuracy on
+    the meta benchmark); ``lookahead="all"`` is the paper's full look-ahead (the presets).
     ``meta_batch=m`` evaluates the meta loss on the first ``m`` rows of each meta batch (0: all;
     a cost route of issue 15, BENCHMARKS.md).
     The virtual step gives each parameter its own optimizer group's learning rate
@@ -371,7 +374,7 @@ class L2B(Method):
         use_optimizer_state: bool = True,
         meta_every: int = 1,
         between: str = "cached",
-        lookahead: str = "all",
+        lookahead: str = "head",
         meta_grad: str = "forward",
         mixup_alpha: float = 0.0,
         meta_step: int = 1,
