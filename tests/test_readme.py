@@ -67,8 +67,18 @@ def table(path: Path) -> Path:
     return path
 
 
+def new_images(root: Path) -> Path:
+    """Four 28x28 grayscale PNGs: new images for a Fashion-MNIST run's model."""
+    rng = np.random.default_rng(1)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, size=(28, 28), dtype=np.uint8)).save(root / f"{i}.png")
+    return root
+
+
 #: README placeholder -> a function of the working folder that makes the data and returns it.
 PLACEHOLDERS = {
+    "/path/new-images": lambda work: str(new_images(work / "new-images")),
     "/path/photos": lambda work: str(photos(work / "photos")),
     "/path/table.csv": lambda work: str(table(work / "tables" / "table.csv")),
 }
