@@ -387,5 +387,5 @@ def predict_files(
     writer.writerows(rows)
     out = Path(out_csv)
     _write(out, buf.getvalue().encode("utf-8"))
-    log.info("%d predictions written to %s", len(rows), out)
+    log.debug("%d predictions written to %s", len(rows), out)
     return out
