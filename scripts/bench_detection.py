@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"setting: {s.describe()}")
     print(f"machine: torch {torch.__version__}, {torch.get_num_threads()} threads")
     if args.cost:
-        c = cost(s)
+        c = cost(s, log=print)
         print(cost_table(s, c))
         if args.out:
             Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"idle machine training at {ref:,.0f} images/s (--reference-throughput)"
             )
         return
-    rows = run_benchmark(s, args.out, command=command)
+    rows = run_benchmark(s, args.out, command=command, log=print)
     table = summarise(rows)
     print()
     print(table)

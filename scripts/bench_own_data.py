@@ -33,6 +33,7 @@ def main() -> None:
             levels=tuple(args.levels),
             seeds=tuple(args.seeds),
             methods=tuple(args.methods),
+            log=print,
         )
     table = bench.table(results)
     (args.out / "table.md").write_text(table + "\n")

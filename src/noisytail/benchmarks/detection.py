@@ -43,6 +43,7 @@ set, blocked kNN, two-pass vote and selection) against one ERM training epoch of
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 import tempfile
 import time
@@ -68,6 +69,8 @@ from noisytail.detect.exporters import json_default
 from noisytail.detect.metrics import detection_metrics
 from noisytail.detect.scores import per_sample_nll
 from noisytail.runtime import setup_runtime
+
+_log = logging.getLogger(__name__)
 
 DETECTOR_ORDER = [
     "cleanlab",
@@ -176,7 +179,7 @@ def _cleanlab(labels: np.ndarray, probs: np.ndarray, filter_by: str) -> Detector
 
 
 def run_unit(
-    s: Setting, noise: str, seed: int, work_dir: Path, *, log: Callable[[str], None] = print
+    s: Setting, noise: str, seed: int, work_dir: Path, *, log: Callable[[str], None] = _log.info
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """All detectors on one (noise, seed): rows of metrics and the phase timings."""
     cfg = make_config(s, noise, seed)
@@ -271,7 +274,7 @@ def run_benchmark(
     out_dir: str | Path | None = None,
     *,
     command: str | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = _log.info,
 ) -> list[dict[str, Any]]:
     """Every (noise, seed) unit of ``s``; rows (see `run_unit`) also appended to
     ``out_dir/detection.jsonl`` as they come, with ``command``."""
@@ -354,7 +357,7 @@ def estimate(
     s: Setting,
     *,
     reference_throughput: float | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = _log.info,
 ) -> dict[str, float]:
     """Times one unit at 1 epoch and extrapolates to ``s``: the training phases (k-fold models
     with their predictions, the full model, the loss recording) scale with the epochs, data
@@ -383,7 +386,7 @@ def estimate(
 # ------------------------------------------------------------------------------ --cost
 
 
-def cost(s: Setting, *, reps: int = 3, log: Callable[[str], None] = print) -> dict[str, Any]:
+def cost(s: Setting, *, reps: int = 3, log: Callable[[str], None] = _log.info) -> dict[str, Any]:
     """MOIT's per-epoch detection (embed the whole training set with MOIT's 128-d projection,
     blocked kNN, two-pass vote, balanced selection: ``MoitMethod.detect``) against one ERM
     training epoch of the same backbone; medians of ``reps`` repetitions after one warm-up."""

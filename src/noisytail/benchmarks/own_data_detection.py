@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import statistics
 import time
 from collections.abc import Callable
@@ -46,6 +47,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+_log = logging.getLogger(__name__)
 
 DATASETS = ("digits", "fmnist", "breast_cancer", "blobs24")
 LEVELS = (0.2, 0.4)
@@ -266,7 +269,7 @@ def run_benchmark(
     levels: tuple[float, ...] = LEVELS,
     seeds: tuple[int, ...] = SEEDS,
     methods: tuple[str, ...] = METHODS,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = _log.info,
 ) -> Path:
     """Every (data set, level, seed, method) not yet in ``out/results.jsonl``; returns it."""
     out.mkdir(parents=True, exist_ok=True)
