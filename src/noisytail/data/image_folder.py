@@ -28,14 +28,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from noisytail.data.locations import is_output_folder
+from noisytail.data.locations import IMAGE_EXTENSIONS, is_output_folder
 from noisytail.data.source_info import data_source
 from noisytail.data.splits import stratified_split
 from noisytail.data.types import DataError, DatasetBundle, DataSplit
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 #: ImageNet per-channel statistics in [0, 1] units, the default for photos of unknown origin.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -429,7 +428,7 @@ def load_image_folder(
     paths, labels = _scan(train_dir, class_names, allow_empty=False, found=class_names)
     checked = None
     if meta_csv is not None:
-        from noisytail.data.csv_source import checked_mask, note_checked, read_checked
+        from noisytail.data.csv_table import checked_mask, note_checked, read_checked
 
         checked, y_meta = read_checked(meta_csv, base, class_names)
         drop = checked_mask(checked, paths, None, f"image_folder {train_dir}")

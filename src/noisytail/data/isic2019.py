@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from noisytail.data.csv_source import read_csv_rows
+from noisytail.data.csv_table import read_csv_rows
 from noisytail.data.image_folder import (
     IMAGENET_MEAN,
     IMAGENET_STD,

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from noisytail.data.csv_source import read_csv_rows
+from noisytail.data.csv_table import read_csv_rows
 from noisytail.data.types import DataError, DatasetBundle
 
 _INT = re.compile(r"[+-]?\d+")

@@ -35,11 +35,13 @@ OUTPUT_MARKERS: tuple[frozenset[str], ...] = (
 )
 
 
+#: File endings read as images (by `image_folder`, and here to find the folders that hold images).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+
 def _scan(folder: Path) -> tuple[set[str], list[Path], bool]:
     """The names in ``folder``, its non-hidden sub-folders, and whether it holds an image file
     (one directory listing, no stat per file)."""
-    from noisytail.data.image_folder import IMAGE_EXTENSIONS
-
     names: set[str] = set()
     children: list[Path] = []
     has_image = False

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..config import ConfigError
-from ..data.csv_source import read_csv_rows
+from ..data.csv_table import read_csv_rows
 from ..data.prepare import PreparedData
 from ..runfolder import write_json, write_text
 from .detectors import DetectorOutput
