@@ -174,7 +174,8 @@ def test_bad_input_to_predict_names_the_expected_shape():
     with pytest.raises(ValueError, match=r"10x10 RGB \(3 channels\).* 10x10 grayscale"):
         clf.predict(_images(n=4, channels=3)[0])
     tab = small(epochs=1).fit(*blobs(n=30))
-    with pytest.raises(ValueError, match="X has 4 features, but NoisyTailClassifier is expecting 5"):
+    expected = "X has 4 features, but NoisyTailClassifier is expecting 5"
+    with pytest.raises(ValueError, match=expected):
         tab.predict(np.zeros((2, 4)))
     with pytest.raises(ValueError, match="unknown method|Unknown method"):
         small(method="ermm", epochs=1).fit(*blobs(n=30))
