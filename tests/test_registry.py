@@ -58,3 +58,21 @@ def test_build_checks_scalar_argument_types():
     ]:
         with pytest.raises(RegistryError, match=message):
             reg.build("beta", args)
+
+
+def test_a_refused_argument_value_is_a_registry_error_and_a_value_error():
+    from noisytail.registry import Registry, RegistryError
+
+    reg = Registry("thing")
+
+    @reg.register("picky")
+    def picky(*, mode: str = "a"):
+        if mode not in ("a", "b"):
+            raise ValueError(f"mode must be 'a' or 'b', got {mode!r}")
+        return mode
+
+    with pytest.raises(RegistryError, match="thing 'picky': mode must be"):
+        reg.build("picky", {"mode": "c"})
+    with pytest.raises(ValueError, match="mode must be"):
+        reg.build("picky", {"mode": "c"})
+    assert reg.build("picky", {"mode": "b"}) == "b"

@@ -23,6 +23,11 @@ class RegistryError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class RegistryArgumentError(RegistryError, ValueError):
+    """A registered object refused the value of one of the user's arguments: a bad value
+    (`ValueError`) that the CLI reports as bad input (`RegistryError`)."""
+
+
 def suggest(name: str, choices: list[str]) -> str:
     """Return a ' Did you mean ...?' fragment for `name`, or an empty string."""
     close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
@@ -76,7 +81,7 @@ class Registry(Generic[T]):
             # value (l2b's norm_type: foo). Typed errors (ConfigError, DataError, ...) pass on.
             if type(err) is not ValueError or not args:
                 raise
-            raise RegistryError(f"{what}: {err}") from None
+            raise RegistryArgumentError(f"{what}: {err}") from None
 
     def names(self) -> list[str]:
         return sorted(self._items)
