@@ -229,3 +229,31 @@ def test_load_model_of_a_tabular_run_standardises_as_training_did(tmp_path, monk
     table.write_text("a,b,c\n1,2,3\n")
     result = CliRunner().invoke(main, ["predict", str(tmp_path / "run"), "--images", str(table)])
     assert result.exit_code == 2 and "has 3 features, but the model is expecting 4" in result.output
+
+
+def test_load_model_of_a_cli_tabular_csv_run_standardises_its_features(tmp_path):
+    rng = np.random.default_rng(0)
+    header = "a,b,c,label\n"
+
+    def table(n: int) -> tuple[str, np.ndarray]:
+        y = np.arange(n) % 2
+        x = rng.normal(0, 1, size=(n, 3)) * [1, 50, 0.1] + [0, 500, -3] + 2 * y[:, None]
+        return header + "".join(f"{r[0]},{r[1]},{r[2]},{c}\n" for r, c in zip(x, y)), x
+
+    (tmp_path / "train.csv").write_text(table(80)[0])
+    text, x_test = table(30)
+    (tmp_path / "test.csv").write_text(text)
+    run = tmp_path / "run"
+    overrides = [
+        f"data.options.train_csv={tmp_path / 'train.csv'}",
+        f"data.options.test_csv={tmp_path / 'test.csv'}",
+        "data.val_fraction=0",
+        "train.epochs=3",
+        "train.precision=fp32",
+        "train.progress=false",
+    ]
+    args = ["train", "--out", str(run), "--no-report"] + sum((["--set", o] for o in overrides), [])
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    probs = np.load(run / "predictions.npz")["probs"]  # the loop's own, on standardised rows
+    np.testing.assert_allclose(load_model(run).predict_proba(x_test), probs, atol=1e-4)

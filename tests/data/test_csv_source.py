@@ -69,7 +69,8 @@ def test_feature_table_is_standardised_with_train_statistics(tmp_path):
     assert isinstance(bundle.train.images, TensorStore)
     x = bundle.train.images.data
     assert x.dtype == torch.float32 and x.shape == (10, 3) and bundle.input_shape == (3,)
-    assert not bundle.is_image and bundle.mean == () and bundle.std == ()
+    assert not bundle.is_image and bundle.mean == pytest.approx((4.5, 10.0, 7.0))
+    assert bundle.std == pytest.approx((8.25**0.5, 33**0.5, 1.0))  # recorded for new rows
     assert torch.allclose(x[:, :2].mean(0), torch.zeros(2), atol=1e-6)
     assert torch.allclose(x[:, :2].std(0, unbiased=False), torch.ones(2), atol=1e-6)
     assert torch.all(x[:, 2] == 0)  # a constant column is centred, not divided by zero

@@ -158,7 +158,8 @@ def load_csv(
             assert feats is not None
             x = torch.from_numpy(((feats - mu) / sd).astype(np.float32))
             splits.append(DataSplit(TensorStore(x), y))
-        mean, std = (), ()
+        # stored standardised (the loader passes floats through); recorded for new rows
+        mean, std = tuple(float(m) for m in mu), tuple(float(s) for s in sd)
     return DatasetBundle(
         name="csv",
         train=splits[0],
