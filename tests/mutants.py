@@ -24,7 +24,7 @@ class Mutant:
 NOISE, NOISE_KINDS, CORRUPTION, IMBALANCE = (
     f"src/noisytail/data/{m}.py" for m in ("noise", "noise_kinds", "corruption", "imbalance")
 )
-EVALUATE, TRAIN = "src/noisytail/evaluate.py", "src/noisytail/train.py"
+EVALUATE, SUMMARY = "src/noisytail/evaluate.py", "src/noisytail/summary.py"
 ROBUST, IMB_LOSS, CLS_LOSS = (
     f"src/noisytail/losses/{m}.py" for m in ("robust", "imbalance", "classification")
 )
@@ -134,9 +134,8 @@ CORE = [
     M(EVALUATE, "ECE averaged over bins without sample weights",
       "return float(np.abs(gap[count > 0]).sum() / len(y))",
       "return float(np.mean(np.abs(gap[count > 0]) / count[count > 0]))", T_EVALUATE, True),
-    M(TRAIN, "mean of the last 5 epochs computed over 4",
-      'last5 = [r["test_accuracy"] for r in history[-5:]]',
-      'last5 = [r["test_accuracy"] for r in history[-4:]]',
+    M(SUMMARY, "mean of the last 5 epochs computed over 4",
+      'for r in history[-5:]]', 'for r in history[-4:]]',
       ("tests/test_train.py::test_fit_writes_the_run_folder_and_learns",), True),
     M(EVALUATE, "ECE bins closed on the left, [b/n, (b+1)/n)",
       "np.ceil(conf * n_bins).astype(np.int64) - 1", "np.floor(conf * n_bins).astype(np.int64)",
@@ -235,7 +234,7 @@ CORE = [
 ]
 # fmt: on
 
-CONTRASTIVE = "src/noisytail/losses/contrastive.py"
+CONTRASTIVE, NEIGHBORS = "src/noisytail/losses/contrastive.py", "src/noisytail/neighbors.py"
 SIMCLR, MULTIVIEW, MTTV, MOIT = (
     f"src/noisytail/methods/{m}.py" for m in ("simclr", "multiview", "mttv", "moit")
 )
@@ -246,6 +245,7 @@ L2B, LOOKAHEAD, GDW, MWNET, ERM = (
 UNIT = ("-k", "not digits and not loop and not resume and not batches_come and not optimizer_state")
 T_CONTRASTIVE = ("tests/losses/test_contrastive.py",)
 T_SIMCLR = ("tests/methods/test_simclr.py", *UNIT)
+T_KNN = ("tests/methods/test_simclr.py", "tests/test_neighbors.py", *UNIT)
 T_MTTV = ("tests/methods/test_mttv.py", *UNIT)
 T_MOIT = ("tests/methods/test_moit.py", *UNIT)
 T_L2B = ("tests/methods/test_l2b.py", *UNIT)
@@ -287,10 +287,10 @@ METHODS = [
       "ids = torch.arange(b * k, device=z.device)", T_SIMCLR),
     M(SIMCLR, "online probe not detached from the encoder",
       "logits = model.head(feats.detach())", "logits = model.head(feats)", T_SIMCLR),
-    M(SIMCLR, "kNN monitor weights by exp(s * t) instead of exp(s / t)",
-      "w = torch.exp(top / t)", "w = torch.exp(top * t)", T_SIMCLR),
-    M(SIMCLR, "leave-one-out kNN masks the wrong column after the first chunk",
-      'sim[rows, rows + start] = float("-inf")', 'sim[rows, rows] = float("-inf")', T_SIMCLR),
+    M(NEIGHBORS, "kNN monitor weights by exp(s * t) instead of exp(s / t)",
+      "w = torch.exp((sims - 1.0) / t)", "w = torch.exp((sims - 1.0) * t)", T_KNN),
+    M(NEIGHBORS, "leave-one-out kNN masks the wrong column after the first chunk",
+      'ids[start:stop]] = -float("inf")', 'ids[: stop - start]] = -float("inf")', T_KNN),
     M(MULTIVIEW, "k-view method drops its last view",
       "return list(batch.x[: self.num_views])", "return list(batch.x[: self.num_views - 1])",
       T_SIMCLR),

@@ -17,6 +17,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+import noisytail.atomic as atomic
 import noisytail.runfolder as runfolder
 from noisytail.cli import main
 from noisytail.config import load_config
@@ -298,7 +299,7 @@ def test_death_between_metrics_and_checkpoint_leaves_no_duplicate_epoch(
 ):
     """Epoch 2's metrics line is written, then its checkpoint save dies (the process is killed,
     or the disk is full): resume redoes epoch 2 once, to the uninterrupted result."""
-    real = runfolder._write_bytes
+    real = atomic._write_bytes
     saves = []
 
     def dying(path, data):
@@ -312,7 +313,7 @@ def test_death_between_metrics_and_checkpoint_leaves_no_duplicate_epoch(
 
     out = tmp_path / "run"
     with monkeypatch.context() as m:
-        m.setattr(runfolder, "_write_bytes", dying)
+        m.setattr(atomic, "_write_bytes", dying)
         result = _train(out)
     if how == "killed":
         assert result.exit_code == 130, result.output

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
+from noisytail.build import load_init
 from noisytail.data.loader import PoolData
 from noisytail.data.types import TensorStore
 from noisytail.evaluate_ssl import evaluate_encoder, extract_features, save_encoder
 from noisytail.probes import knn_classify, knn_predict, linear_probe
 from noisytail.registry import MODELS
 from noisytail.runfolder import read_checkpoint
-from noisytail.train import load_init
 
 
 def blobs(n=300, k=3, d=5, seed=0, counts=None):

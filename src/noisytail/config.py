@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from .atomic import write_text
 from .data.corruption import ImbalanceSpec, MetaSpec, NoiseSpec, check_specs
 from .errors import ConfigError  # defined below every layer; config is its historical home
 from .registry import suggest
@@ -427,11 +428,12 @@ def validate(cfg: Config) -> None:
 
 
 def dump_config(cfg: Config, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
-    """Write the resolved config (plus e.g. git commit and versions under ``_provenance``)."""
+    """Write the resolved config (plus e.g. git commit and versions under ``_provenance``),
+    atomically (`noisytail.atomic.write_text`)."""
     values = to_dict(cfg)
     if extra:
         values["_provenance"] = extra
-    Path(path).write_text(yaml.safe_dump(values, sort_keys=False))
+    write_text(yaml.safe_dump(values, sort_keys=False), path)
 
 
 def load_run_config(path: str | os.PathLike) -> Config:

@@ -5,7 +5,7 @@
 - `evaluate_encoder(...)`: the linear probe and the weighted kNN of `noisytail.probes` on the
   frozen features of a model's train/test pools.
 - `save_encoder(model, path)`: ``{"model": state_dict}``, read by ``model.init=...``
-  (``noisytail.train.load_init``).
+  (``noisytail.build.load_init``).
 - `export_pretrained(run_dir)`: for a finished pre-training run, ``encoder.pt`` (no head) plus
   ``ssl_evaluation.json`` (both probes on the run's own data).
 

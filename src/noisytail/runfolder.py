@@ -3,8 +3,9 @@
 `noisytail.train.fit` writes ``config.yaml``, ``corruption.npz``, ``data_indices.npz``,
 ``data_fingerprint.json`` (`noisytail.data.fingerprint`), ``metrics.jsonl``,
 ``checkpoints/{last,best}.pt``, ``predictions.npz`` and ``summary.json`` (`noisytail.summary`).
-Every file goes through `write_bytes`: a temporary file beside the target, flushed to disk, then
-renamed over it, so a crash or a full disk leaves the old file whole.
+Every file goes through `write_bytes` (`noisytail.atomic`, re-exported here): a temporary file
+beside the target, flushed to disk, then renamed over it, so a crash or a full disk leaves the old
+file whole. `epoch_writer` is the loop's per-epoch writer (metrics line, checkpoints).
 
 A checkpoint holds only tensors, plain containers (dict, list, tuple), numbers, strings and None
 (`check_plain` refuses anything else when saving) and is read with
@@ -19,7 +20,6 @@ the best epoch: both networks of a two-network method). Both carry ``inference``
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import json
 import logging
@@ -29,16 +29,21 @@ import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import yaml
+from tqdm import tqdm
 
+from .atomic import WriteError, write_bytes, write_json, write_npz, write_text
 from .config import Config, ConfigError, dump_config, load_run_config, to_dict
 from .data.corruption import Corruption
 from .data.fingerprint import CORRUPTION_FILE, FINGERPRINT_FILE
 from .data.types import DataError, DatasetBundle
+
+if TYPE_CHECKING:
+    from .train import Run
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -58,68 +63,8 @@ class CheckpointError(DataError):
     reads ``<path>: <what is wrong>``."""
 
 
-class WriteError(RuntimeError):
-    """A file of a run folder could not be written (disk full, no permission); the previous
-    version of the file, if any, is left as it was."""
-
-
 def checkpoint_path(run_dir: str | os.PathLike, name: str = "last") -> Path:
     return Path(run_dir) / "checkpoints" / f"{name}.pt"
-
-
-# --------------------------------------------------------------------------------------------
-# Atomic writes
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through ``<path>.tmp``, fsync, rename (may raise OSError)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable (POSIX only)
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def write_bytes(data: bytes, path: str | os.PathLike) -> Path:
-    """Atomically replace ``path`` with ``data`` (parents created); an OS error (e.g. a full disk)
-    becomes a one-line `WriteError` and leaves the old file intact."""
-    p = Path(path)
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        _write_bytes(p, data)
-    except OSError as err:
-        reason = err.strerror or os.strerror(err.errno or errno.EIO) or str(err)
-        raise WriteError(f"{p}: cannot write it ({reason}).") from err
-    return p
-
-
-def write_text(text: str, path: str | os.PathLike) -> Path:
-    """Atomically write UTF-8 ``text`` (see `write_bytes`)."""
-    return write_bytes(text.encode("utf-8"), path)
-
-
-def write_json(obj: Any, path: str | os.PathLike, *, default: Callable | None = None) -> Path:
-    """Atomically write ``obj`` as indented JSON (see `write_bytes`)."""
-    return write_text(json.dumps(obj, indent=2, default=default), path)
-
-
-def write_npz(path: str | os.PathLike, **arrays: Any) -> Path:
-    """Atomically write a compressed ``.npz`` of ``arrays`` at exactly ``path``."""
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    return write_bytes(buf.getvalue(), path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -486,3 +431,35 @@ def start_run_folder(
         ) from err
     write_npz(out_dir / INDICES_FILE, **indices)
     write_fingerprint(fingerprint, out_dir)
+
+
+def epoch_writer(run: Run, progress: bool) -> Callable[[dict[str, Any]], None]:
+    """`noisytail.train.fit`'s ``on_epoch`` for ``run``: the record to ``metrics.jsonl``,
+    ``best.pt`` when the epoch is the best so far, ``last.pt`` every ``train.checkpoint_every``
+    epochs and at the end."""
+    out, t = run.out, run.cfg.train
+
+    def write(record: dict[str, Any]) -> None:
+        epoch = record["epoch"]
+        try:
+            append_metrics(record, out / METRICS_FILE)
+            if run.best.get("epoch") == epoch:
+                write_checkpoint(run.weights_state(epoch), checkpoint_path(out, "best"))
+            if epoch % t.checkpoint_every == 0 or epoch == t.epochs:
+                write_checkpoint(run.checkpoint_state(epoch), checkpoint_path(out))
+        except WriteError as err:
+            raise WriteError(
+                f"{err} Training stopped in epoch {epoch}; free some space, then rerun "
+                "with --resume to continue from the last checkpoint."
+            ) from err
+        if progress:
+            shown = {
+                k: record[k] for k in ("train_loss", "val_accuracy", "test_accuracy") if k in record
+            }
+            tqdm.write(
+                f"epoch {epoch}/{t.epochs} "
+                + " ".join(f"{k}={v:.4f}" for k, v in shown.items())
+                + f" ({record['seconds']:.1f}s)"
+            )
+
+    return write

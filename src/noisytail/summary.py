@@ -1,6 +1,7 @@
 """A finished run's ``summary.json`` (`RunSummary`) and ``predictions.npz`` (`finish_folder`).
 
-`summarise` computes the summary from the run's final test probabilities and its history;
+`summarise` computes the summary from the run's final test probabilities and its history
+(`finish_run`: both files for a `noisytail.train.Run`);
 ``report``, ``bench`` and the CLI read it back with `read_summary`.
 """
 
@@ -10,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from .data.prepare import PreparedData
 from .data.types import DataError
 from .evaluate import classification_metrics
 from .runfolder import write_json, write_npz
+
+if TYPE_CHECKING:
+    from .train import Run
 
 SUMMARY_FILE = "summary.json"
 PREDICTIONS_FILE = "predictions.npz"
@@ -187,3 +191,24 @@ def finish_folder(
         class_names=np.array(data.bundle.class_names),
     )
     write_summary(summary, run_dir)
+
+
+def finish_run(run: Run) -> RunSummary:
+    """A finished `noisytail.train.Run`'s final evaluation, ``predictions.npz`` and
+    ``summary.json``."""
+    probs = run.last_test_probs
+    if probs is None:  # resumed after the last epoch: nothing evaluated in this process yet
+        probs = run.evaluate()["_probs"]
+    summary = summarise(
+        run.cfg,
+        run.data,
+        probs,
+        run.history,
+        run.best,
+        device=str(run.rt.device),
+        precision=run.precision,
+        world_size=run.rt.world_size,
+    )
+    if run.rt.is_main:
+        finish_folder(run.out, summary, run.data, probs)
+    return summary

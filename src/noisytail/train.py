@@ -26,15 +26,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import models as _models  # noqa: F401  (registration)
-from . import seeds
+from .build import build_model, predict_probs
 from .config import Config, ConfigError, validate
 from .data.fingerprint import check_data
 from .data.loader import CyclingLoader, PoolData, TrainLoader
 from .data.locations import check_outside_data
+from .data.meta_set import MetaSets
 from .data.prepare import PreparedData, prepare_data
-from .data.splits import meta_counts, pseudo_meta
-from .data.types import DatasetBundle
 from .evaluate import classification_metrics, per_class_accuracy
 from .methods import Batch, Context, Method, TaskInfo
 from .optim import (
@@ -44,21 +42,18 @@ from .optim import (
     scale_backbone_groups,
     set_learning_rate,
 )
-from .registry import METHODS, MODELS
+from .registry import METHODS
 from .runfolder import (
     METRICS_FILE,
     CheckpointError,
-    WriteError,
-    append_metrics,
     checkpoint_path,
+    epoch_writer,
     load_state,
     method_state,
     prepare_out_dir,
-    read_init_weights,
     read_run_config,
     start_run_folder,
     training_state,
-    write_checkpoint,
     write_json,
     write_metrics,
 )
@@ -71,59 +66,13 @@ from .runtime import (
     seed_init,
     setup_runtime,
 )
-from .summary import RunSummary, finish_folder, summarise
+from .summary import finish_run
 
 log = logging.getLogger(__name__)
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss became NaN); the message says what to do."""
-
-
-def build_model(cfg: Config, bundle: DatasetBundle) -> torch.nn.Module:
-    """The registered ``model.name`` for ``bundle``'s classes and inputs (``model.init``: start
-    from saved weights, `load_init`)."""
-    model = MODELS.build(
-        cfg.model.name,
-        args=cfg.model.options,
-        num_classes=bundle.num_classes,
-        input_shape=tuple(bundle.input_shape),
-    )
-    if cfg.model.init:
-        load_init(model, cfg.model.init)
-    return model
-
-
-def load_init(model: torch.nn.Module, path: str) -> None:
-    """Start from a checkpoint or encoder file; a head of another shape is left fresh."""
-    p, state = read_init_weights(path)
-    own = model.state_dict()
-    usable = {
-        k: v
-        for k, v in state.items()
-        if k in own and isinstance(v, torch.Tensor) and own[k].shape == v.shape
-    }
-    if not usable:
-        raise ConfigError(
-            f"model.init: {p} holds no weights that fit model {type(model).__name__}."
-        )
-    model.load_state_dict(usable, strict=False)
-
-
-@torch.no_grad()
-def predict_probs(
-    method: Method, data: PoolData, batch_size: int, autocast: Callable[[], Any]
-) -> np.ndarray:
-    """Softmax probabilities ``[N, K]`` of ``method.predict`` over ``data``, un-augmented."""
-    was_training = method.training
-    method.eval()
-    out = []
-    for x, _ in data.iter_plain(batch_size):
-        with autocast():
-            logits = method.predict(x)
-        out.append(torch.softmax(logits.float(), dim=1).cpu())
-    method.train(was_training)
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,11 +161,19 @@ class Run:
             )
         if t.compile:
             self.method.model.compile()
-        self._pool_kw, self._per_rank_batch = pool, per_rank_batch
+        self.meta_sets = MetaSets(
+            bundle.train.images,
+            pool,
+            batch_size=per_rank_batch,
+            full_batch=t.batch_size,
+            augment=cfg.data.augment,
+            seed=cfg.seed,
+            rank=runtime.rank,
+            world_size=runtime.world_size,
+        )
         self.meta_cycle: CyclingLoader | None = None
-        if len(corr.meta_idx):
-            meta_idx, meta_labels = corr.split("meta")  # true labels: clean by construction
-            self.meta_cycle = self._meta_cycle(meta_idx, meta_labels)
+        if len(corr.meta_idx):  # true labels: clean by construction
+            self.meta_cycle = self.meta_sets.cycle(*corr.split("meta"))
         self.ctx = Context(
             info=self.info,
             optimizer=self.optimizer,
@@ -274,39 +231,26 @@ class Run:
             self.info.steps_per_epoch = len(self.loader)
 
     # -- helpers --------------------------------------------------------------------------
-    def _meta_cycle(self, store_idx: np.ndarray, labels: np.ndarray) -> CyclingLoader:
-        """Endless augmented batches of a meta set: ids in the train store and their labels."""
-        n, t = len(store_idx), self.cfg.train
-        loader = TrainLoader(
-            PoolData(self.data.bundle.train.images, store_idx, **self._pool_kw),
-            labels,
-            batch_size=min(self._per_rank_batch, n),
-            augment_kind=self.cfg.data.augment,
-            seed=self.cfg.seed,
-            stream=seeds.META_ORDER,
-            rank=self.rt.rank,
-            world_size=self.rt.world_size if n >= t.batch_size else 1,
-        )
-        return CyclingLoader(loader)
-
     def _next_meta_batch(self) -> Batch:
         return self.meta_cycle.next_batch()
 
     def _pseudo_meta_cycle(self) -> CyclingLoader:
-        """``meta.source=pseudo``: this epoch's meta set, the pool samples on which the current
-        model and the noisy label agree most confidently (`noisytail.data.splits.pseudo_meta`)."""
-        m, k = self.cfg.meta, self.data.bundle.num_classes
-        counts = (
-            meta_counts(k, per_class=m.per_class) if m.per_class else meta_counts(k, total=m.total)
-        )
+        """``meta.source=pseudo``: this epoch's meta set (`noisytail.data.meta_set.MetaSets`)."""
         probs = self._predict_train(lambda x: torch.softmax(self.method.predict(x).float(), dim=1))
-        pos, labels = pseudo_meta(probs.cpu().numpy(), self.data.train_labels, counts)
-        if len(pos) == 0:
+        m, data = self.cfg.meta, self.data
+        cycle = self.meta_sets.pseudo(
+            probs.cpu().numpy(),
+            data.train_labels,
+            data.corruption.train_idx,
+            per_class=m.per_class,
+            total=m.total,
+        )
+        if cycle is None:
             raise TrainingError(
                 "meta.source=pseudo: the model agrees with no training label, so there is no "
                 "meta set to draw; start from a trained model (model.init)."
             )
-        return self._meta_cycle(self.data.corruption.train_idx[pos], labels)
+        return cycle
 
     @torch.no_grad()
     def _predict_train(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -526,7 +470,7 @@ def fit(
                 out, cfg, prepared.corruption, indices, prepared.fingerprint(), provenance()
             )
     run.train_epochs(
-        stop_after_epochs, _epoch_writer(run, progress) if rt.is_main else None, progress=progress
+        stop_after_epochs, epoch_writer(run, progress) if rt.is_main else None, progress=progress
     )
     finished = bool(run.history) and run.history[-1]["epoch"] == cfg.train.epochs
     summary: dict[str, Any] = {"finished": finished, "epochs_done": len(run.history)}
@@ -537,57 +481,6 @@ def fit(
         from .report import write_report as render
 
         render(out)
-    return summary
-
-
-def _epoch_writer(run: Run, progress: bool) -> Callable[[dict[str, Any]], None]:
-    """``fit``'s ``on_epoch``: the record to ``metrics.jsonl``, ``best.pt`` when the epoch is the
-    best so far, ``last.pt`` every ``train.checkpoint_every`` epochs and at the end."""
-    out, t = run.out, run.cfg.train
-
-    def write(record: dict[str, Any]) -> None:
-        epoch = record["epoch"]
-        try:
-            append_metrics(record, out / METRICS_FILE)
-            if run.best.get("epoch") == epoch:
-                write_checkpoint(run.weights_state(epoch), checkpoint_path(out, "best"))
-            if epoch % t.checkpoint_every == 0 or epoch == t.epochs:
-                write_checkpoint(run.checkpoint_state(epoch), checkpoint_path(out))
-        except WriteError as err:
-            raise WriteError(
-                f"{err} Training stopped in epoch {epoch}; free some space, then rerun "
-                "with --resume to continue from the last checkpoint."
-            ) from err
-        if progress:
-            shown = {
-                k: record[k] for k in ("train_loss", "val_accuracy", "test_accuracy") if k in record
-            }
-            tqdm.write(
-                f"epoch {epoch}/{t.epochs} "
-                + " ".join(f"{k}={v:.4f}" for k, v in shown.items())
-                + f" ({record['seconds']:.1f}s)"
-            )
-
-    return write
-
-
-def finish_run(run: Run) -> RunSummary:
-    """Final evaluation, ``predictions.npz`` and ``summary.json`` (`noisytail.summary`)."""
-    probs = run.last_test_probs
-    if probs is None:  # resumed after the last epoch: nothing evaluated in this process yet
-        probs = run.evaluate()["_probs"]
-    summary = summarise(
-        run.cfg,
-        run.data,
-        probs,
-        run.history,
-        run.best,
-        device=str(run.rt.device),
-        precision=run.precision,
-        world_size=run.rt.world_size,
-    )
-    if run.rt.is_main:
-        finish_folder(run.out, summary, run.data, probs)
     return summary
 
 

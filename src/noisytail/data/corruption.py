@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from noisytail.atomic import write_npz
 from noisytail.data.imbalance import PROFILES, long_tail_counts, subsample_to_counts
 from noisytail.data.noise import (
     CorruptionError,
@@ -367,19 +368,19 @@ class Corruption:
 
     # -- persistence
     def save(self, path: str | PathLike[str]) -> None:
-        """Write a compressed ``.npz`` at exactly ``path`` (the spec as a JSON string inside)."""
-        with open(path, "wb") as f:
-            np.savez_compressed(
-                f,
-                true_labels=self.true_labels,
-                noisy_labels=self.noisy_labels,
-                train_idx=self.train_idx,
-                val_idx=self.val_idx,
-                meta_idx=self.meta_idx,
-                num_classes=np.int64(self.num_classes),
-                seed=np.int64(self.seed),
-                spec=np.array(json.dumps(self.spec, sort_keys=True)),
-            )
+        """Atomically write a compressed ``.npz`` at exactly ``path`` (the spec as a JSON string
+        inside; `noisytail.atomic.write_npz`)."""
+        write_npz(
+            path,
+            true_labels=self.true_labels,
+            noisy_labels=self.noisy_labels,
+            train_idx=self.train_idx,
+            val_idx=self.val_idx,
+            meta_idx=self.meta_idx,
+            num_classes=np.int64(self.num_classes),
+            seed=np.int64(self.seed),
+            spec=np.array(json.dumps(self.spec, sort_keys=True)),
+        )
 
     @classmethod
     def load(cls, path: str | PathLike[str]) -> Corruption:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .. import neighbors as knn_lib
+from ..build import predict_probs
 from ..config import Config, ConfigError
 from ..data.checks import check_fold_sizes
 from ..data.loader import PoolData
@@ -35,7 +36,7 @@ from ..data.prepare import PreparedData
 from ..data.types import DataError
 from ..registry import DETECTORS
 from ..runtime import Runtime
-from ..train import Run, predict_probs
+from ..train import Run
 from . import crossfit as cf
 from . import scores as sc
 from .crossfit import stratified_folds

@@ -1,0 +1,64 @@
+"""Build a run's model and run it: the registered ``model.name`` (`build_model`), its start from
+saved weights (``model.init``, `load_init`) and its softmax over a data pool (`predict_probs`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import models as _models  # noqa: F401  (registration)
+from .config import Config, ConfigError
+from .data.loader import PoolData
+from .data.types import DatasetBundle
+from .methods import Method
+from .registry import MODELS
+from .runfolder import read_init_weights
+
+
+def build_model(cfg: Config, bundle: DatasetBundle) -> torch.nn.Module:
+    """The registered ``model.name`` for ``bundle``'s classes and inputs (``model.init``: start
+    from saved weights, `load_init`)."""
+    model = MODELS.build(
+        cfg.model.name,
+        args=cfg.model.options,
+        num_classes=bundle.num_classes,
+        input_shape=tuple(bundle.input_shape),
+    )
+    if cfg.model.init:
+        load_init(model, cfg.model.init)
+    return model
+
+
+def load_init(model: torch.nn.Module, path: str) -> None:
+    """Start from a checkpoint or encoder file; a head of another shape is left fresh."""
+    p, state = read_init_weights(path)
+    own = model.state_dict()
+    usable = {
+        k: v
+        for k, v in state.items()
+        if k in own and isinstance(v, torch.Tensor) and own[k].shape == v.shape
+    }
+    if not usable:
+        raise ConfigError(
+            f"model.init: {p} holds no weights that fit model {type(model).__name__}."
+        )
+    model.load_state_dict(usable, strict=False)
+
+
+@torch.no_grad()
+def predict_probs(
+    method: Method, data: PoolData, batch_size: int, autocast: Callable[[], Any]
+) -> np.ndarray:
+    """Softmax probabilities ``[N, K]`` of ``method.predict`` over ``data``, un-augmented."""
+    was_training = method.training
+    method.eval()
+    out = []
+    for x, _ in data.iter_plain(batch_size):
+        with autocast():
+            logits = method.predict(x)
+        out.append(torch.softmax(logits.float(), dim=1).cpu())
+    method.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)

@@ -1,0 +1,47 @@
+"""``config.yaml`` and ``corruption.npz`` go through the one atomic writer (`noisytail.atomic`):
+a write that fails (here: a full disk at the flush) leaves the old file whole and no ``.tmp``."""
+
+import errno
+
+import numpy as np
+import pytest
+
+import noisytail.atomic as atomic
+from noisytail.config import Config, dump_config, load_run_config
+from noisytail.data.corruption import Corruption
+from noisytail.runfolder import WriteError
+
+
+def _corruption(seed: int) -> Corruption:
+    labels = np.array([0, 1, 1, 0])
+    return Corruption(labels, labels, np.arange(3), np.array([3]), np.array([], int), 2, seed)
+
+
+def _full_disk(monkeypatch):
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", full)
+
+
+def test_a_failed_config_write_keeps_the_old_config(tmp_path, monkeypatch):
+    path = tmp_path / "config.yaml"
+    cfg = Config()
+    cfg.seed = 3
+    dump_config(cfg, path)
+    cfg.seed = 4
+    _full_disk(monkeypatch)
+    with pytest.raises(WriteError, match="No space left on device"):
+        dump_config(cfg, path)
+    assert load_run_config(path).seed == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
+
+
+def test_a_failed_corruption_write_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "corruption.npz"
+    _corruption(3).save(path)
+    _full_disk(monkeypatch)
+    with pytest.raises(WriteError, match="No space left on device"):
+        _corruption(4).save(path)
+    assert Corruption.load(path).seed == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["corruption.npz"]
