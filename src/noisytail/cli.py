@@ -7,104 +7,22 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
 import click
 
+from .cli_errors import BAD_INPUT, RUN_FAILED, CliGroup, NoteHandler, fail, guard
 from .config import ConfigError, load_config
-from .registry import RegistryError
-
-BAD_INPUT = 2
-RUN_FAILED = 1
 
 
-def _fail(message: str, code: int) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def _guard(fn):  # type: ignore[no-untyped-def]
-    """Turn the library's errors into one-line messages and exit codes."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
-        import errno
-
-        from .data.types import DataError
-        from .runfolder import RunExistsError, WriteError
-        from .train import TrainingError
-
-        try:
-            return fn(*args, **kwargs)
-        except (ConfigError, RegistryError, DataError, RunExistsError) as err:
-            _fail(str(err), BAD_INPUT)
-        except (TrainingError, WriteError) as err:  # WriteError: e.g. a full disk at a save
-            _fail(str(err), RUN_FAILED)
-        except OSError as err:
-            if err.errno != errno.ENOSPC:
-                raise
-            _fail(f"{err.filename or 'a file'}: no space left on the device.", RUN_FAILED)
-        except KeyboardInterrupt:
-            resumable = fn.__name__ in ("train", "pretrain")
-            hint = (
-                "; rerun with --resume to continue from the last checkpoint (or to start afresh "
-                "if none was written)"
-                if resumable
-                else ""
-            )
-            _fail(f"interrupted{hint}.", 130)
-
-    return wrapper
-
-
-class _BadUsage(click.ClickException):
-    """A command-line usage error, shown as one line (click shows three) with exit code 2."""
-
-    exit_code = BAD_INPUT
-
-    def __init__(self, err: click.UsageError) -> None:
-        command = err.ctx.command_path if err.ctx is not None else "noisytail"
-        super().__init__(f"{err.format_message()} (see {command} --help)")
-
-    def show(self, file=None) -> None:  # type: ignore[no-untyped-def]
-        click.echo(f"error: {self.format_message()}", err=True)
-
-
-class _Group(click.Group):
-    def make_context(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        try:
-            return super().make_context(*args, **kwargs)
-        except click.exceptions.NoArgsIsHelpError:
-            raise
-        except click.UsageError as err:
-            raise _BadUsage(err) from None
-
-    def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
-        try:
-            return super().invoke(ctx)
-        except click.exceptions.NoArgsIsHelpError:
-            raise
-        except click.UsageError as err:
-            raise _BadUsage(err) from None
-
-
-class _NoteHandler(logging.Handler):
-    """The library's log messages (e.g. data reinterpreted) as ``note: ...`` lines on stderr."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        click.echo(f"note: {record.getMessage()}", err=True)
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CliGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="noisytail")
 def main() -> None:
     """noisytail: train robust classifiers from noisy, long-tailed labels."""
     logger = logging.getLogger("noisytail")
-    if not any(isinstance(h, _NoteHandler) for h in logger.handlers):
-        logger.addHandler(_NoteHandler())
+    if not any(isinstance(h, NoteHandler) for h in logger.handlers):
+        logger.addHandler(NoteHandler())
         logger.setLevel(logging.INFO)
 
 
@@ -119,7 +37,7 @@ def main() -> None:
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--no-report", is_flag=True, help="Skip report.md and plots.")
-@_guard
+@guard
 def train(config, overrides, out, resume, no_progress, no_report) -> None:  # type: ignore[no-untyped-def]
     """Train a method on a data set described by CONFIG (YAML) and --set overrides."""
     from .defaults import apply_defaults
@@ -267,7 +185,7 @@ def _pretrain_overrides(config: str | None, overrides: tuple[str, ...]) -> list[
     "--probe-epochs", type=int, default=100, show_default=True, help="Final linear-probe epochs."
 )
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-@_guard
+@guard
 def pretrain(config, overrides, out, resume, probe_epochs, no_progress) -> None:  # type: ignore[no-untyped-def]
     """Self-supervised pre-training (default: simclr with SimCLR augmentation, also in place of a
     supervised method named by CONFIG). Writes
@@ -321,7 +239,7 @@ def pretrain(config, overrides, out, resume, probe_epochs, no_progress) -> None:
 @click.option(
     "--checkpoint", type=click.Choice(["last", "best"]), default="last", show_default=True
 )
-@_guard
+@guard
 def evaluate(run_dir, checkpoint) -> None:  # type: ignore[no-untyped-def]
     """Re-evaluate a run's checkpoint on its test set (writes evaluation_<checkpoint>.json)."""
     from .train import evaluate_run
@@ -336,7 +254,7 @@ def evaluate(run_dir, checkpoint) -> None:  # type: ignore[no-untyped-def]
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@_guard
+@guard
 def report(run_dir) -> None:  # type: ignore[no-untyped-def]
     """(Re)write report.md and the plots of a finished run."""
     from .data.types import DataError
@@ -353,7 +271,7 @@ def report(run_dir) -> None:  # type: ignore[no-untyped-def]
     "--out", type=click.Path(file_okay=False), help="Bench folder (default runs/bench-<grid>)."
 )
 @click.option("--jobs", type=int, help="Runs at once (default: the grid's `jobs`).")
-@_guard
+@guard
 def bench(grid, out, jobs) -> None:  # type: ignore[no-untyped-def]
     """Run a grid of runs (methods x corruptions x seeds) and aggregate mean +- std.
 
@@ -365,9 +283,9 @@ def bench(grid, out, jobs) -> None:  # type: ignore[no-untyped-def]
     try:
         run_grid(grid, out, jobs=jobs, echo=click.echo)
     except BenchBusyError as err:
-        _fail(str(err), BAD_INPUT)
+        fail(str(err), BAD_INPUT)
     except RuntimeError as err:
-        _fail(str(err), RUN_FAILED)
+        fail(str(err), RUN_FAILED)
     click.echo(f"results: {out / 'results.md'}")
 
 
@@ -409,7 +327,7 @@ def bench(grid, out, jobs) -> None:  # type: ignore[no-untyped-def]
 )
 @click.option("--overwrite", is_flag=True, help="Replace an earlier detection in --out.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-@_guard
+@guard
 def detect(  # type: ignore[no-untyped-def]
     config,
     overrides,
@@ -472,7 +390,7 @@ def detect(  # type: ignore[no-untyped-def]
 @click.option(
     "--checkpoint", type=click.Choice(["last", "best"]), default="last", show_default=True
 )
-@_guard
+@guard
 def predict(run_dir, inputs, out, top_k, checkpoint) -> None:  # type: ignore[no-untyped-def]
     """Classify new images with a run's model: OUT gets one row per input with its class, the
     probability and the top-k classes. Images must have the model's size and channel count
@@ -497,7 +415,7 @@ def predict(run_dir, inputs, out, top_k, checkpoint) -> None:  # type: ignore[no
 @click.option(
     "--checkpoint", type=click.Choice(["last", "best"]), default="last", show_default=True
 )
-@_guard
+@guard
 def export(run_dir, fmt, out, checkpoint) -> None:  # type: ignore[no-untyped-def]
     """Write a run's model as TorchScript or ONNX (normalised float32 input, logits out), with
     OUT.json holding the class names, input shape and normalisation."""
