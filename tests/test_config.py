@@ -1,7 +1,7 @@
 import pytest
 
 from noisytail.config import ConfigError, dump_config, load_config, load_run_config, to_dict
-from noisytail.data.corruption import ImbalanceSpec, MetaSpec, NoiseSpec
+from noisytail.data.specs import ImbalanceSpec, MetaSpec, NoiseSpec
 
 
 def test_defaults_then_file_then_overrides(tmp_path):

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from .atomic import write_text
-from .data.corruption import ImbalanceSpec, MetaSpec, NoiseSpec, check_specs
+from .data.specs import ImbalanceSpec, MetaSpec, NoiseSpec, check_specs
 from .errors import ConfigError  # defined below every layer; config is its historical home
 from .registry import suggest
 

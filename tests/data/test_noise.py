@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 
-from noisytail.data.corruption import NoiseSpec
 from noisytail.data.noise import (
     CIFAR10_ASYMMETRIC_MAP,
     CorruptionError,
@@ -27,6 +26,7 @@ from noisytail.data.noise import (
     validate_transition_matrix,
 )
 from noisytail.data.noise_kinds import NOISE_KINDS, NoiseData, noise_kind
+from noisytail.data.specs import NoiseSpec
 
 K = 10
 
