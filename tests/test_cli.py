@@ -143,3 +143,16 @@ def test_corruption_and_argument_errors_are_bad_input(tmp_path):
         assert result.exit_code == 2, (args, result.output)
         assert result.output.startswith("error: ") and result.output.count("\n") == 1
         assert expected in result.output, result.output
+
+
+def test_default_run_folders_started_in_the_same_second_do_not_collide(tmp_path, monkeypatch):
+    from noisytail import cli
+
+    monkeypatch.setattr(cli.time, "strftime", lambda fmt: "20261201-120000")
+    first = cli.new_run_dir("run-erm-seed0", tmp_path)
+    assert first == tmp_path / "run-erm-seed0-20261201-120000"
+    first.mkdir()
+    second = cli.new_run_dir("run-erm-seed0", tmp_path)
+    assert second == tmp_path / "run-erm-seed0-20261201-120000-2"
+    second.mkdir()
+    assert cli.new_run_dir("run-erm-seed0", tmp_path).name.endswith("-3")

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from noisytail.data.noise_kinds import NoiseData, register_noise_kind
 from noisytail.data.source_info import data_source
 from noisytail.data.types import DatasetBundle, DataSplit, TensorStore
-from noisytail.detect.detectors import DetectionTask, Detector, DetectorOutput
+from noisytail.detect.base import DetectionTask, Detector, DetectorOutput
 from noisytail.methods.base import Batch, Context, Method, TaskInfo
 from noisytail.models.base import Backbone
 from noisytail.registry import DETECTORS, METHODS

@@ -61,14 +61,22 @@ def train(config, overrides, out, resume, no_progress, no_report) -> None:  # ty
         if resume:
             raise ConfigError("--resume needs --out RUN_DIR (the run to continue).")
         stem = Path(config).stem if config else "run"
-        out = (
-            Path("runs")
-            / f"{stem}-{cfg.method.name}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-        )
+        out = new_run_dir(f"{stem}-{cfg.method.name}-seed{cfg.seed}")
     summary = fit(
         cfg, out, resume=resume, progress=False if no_progress else None, write_report=not no_report
     )
     _print_summary(summary, Path(out))
+
+
+def new_run_dir(name: str, parent: Path = Path("runs")) -> Path:
+    """``runs/<name>-<date>-<time>`` for a run without --out; a folder that already exists (two
+    runs started in the same second) gets ``-2``, ``-3``, ... so no run is refused or mixed."""
+    base = parent / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
 
 
 def _print_summary(values: dict, out: Path) -> None:
@@ -208,9 +216,7 @@ def pretrain(config, overrides, out, resume, probe_epochs, no_progress) -> None:
     if out is None:
         if resume:
             raise ConfigError("--resume needs --out RUN_DIR (the run to continue).")
-        out = Path("runs") / (
-            f"pretrain-{cfg.method.name}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-        )
+        out = new_run_dir(f"pretrain-{cfg.method.name}-seed{cfg.seed}")
     summary = fit(cfg, out, resume=resume, progress=False if no_progress else None)
     if not summary.get("finished", True):
         _print_summary(summary, Path(out))
@@ -355,7 +361,7 @@ def detect(  # type: ignore[no-untyped-def]
         cfg = apply_defaults(load_config(config, list(overrides)), config, overrides, click.echo)
     if out is None:
         name = detector or ("knn" if from_run else "auto")
-        out = Path("runs") / f"detect-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        out = new_run_dir(f"detect-{name}")
     result = detect_label_issues(
         cfg,
         out,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from noisytail.detect import detectors  # noqa: F401  (registration)
-from noisytail.detect.detectors import Detector, DetectorOutput
+from noisytail.detect.base import Detector, DetectorOutput
 from noisytail.detect.task import detect_label_issues
 from noisytail.registry import DETECTORS
 

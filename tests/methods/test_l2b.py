@@ -12,9 +12,9 @@ from noisytail.methods.l2b import (
     l2b_losses,
     l2b_step,
     l2b_weights,
-    mixup_batch,
     normalise_meta_weights,
 )
+from noisytail.methods.mixup import mixup_batch
 from noisytail.optim import backbone_parameters, scale_backbone_groups
 from noisytail.registry import METHODS, MODELS, RegistryError
 

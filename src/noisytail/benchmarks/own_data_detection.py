@@ -202,7 +202,8 @@ def run_cleanlab_cnn(data_path: Path, paths: list[str], work: Path) -> dict[str,
     """cleanlab on the k-fold probabilities of our network (the user's defaults)."""
     from noisytail.config import validate
     from noisytail.data.prepare import prepare_data
-    from noisytail.detect.detectors import ConfidentLearningDetector, DetectionTask
+    from noisytail.detect.base import DetectionTask
+    from noisytail.detect.detectors import ConfidentLearningDetector
     from noisytail.detect.task import whole_data_config
     from noisytail.train import setup_runtime
 

@@ -27,7 +27,7 @@ from ..config import ConfigError
 from ..data.csv_table import read_csv_rows
 from ..data.prepare import PreparedData
 from ..runfolder import write_json, write_text
-from .detectors import DetectorOutput
+from .base import DetectorOutput
 
 CSV_COLUMNS = ("sample_id", "row", "path", "given_label", "suggested_label", "score", "flagged")
 ISSUES_FILE = "label_issues.csv"

@@ -42,7 +42,7 @@ from ..runfolder import read_run_config
 from ..runtime import setup_runtime
 from ..train import Run
 from . import exporters as ex
-from .detectors import DetectionTask, DetectorOutput
+from .base import DetectionTask, DetectorOutput
 from .metrics import detection_metrics, per_class_detection
 from .scores import ranking
 

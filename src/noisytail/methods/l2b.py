@@ -64,6 +64,7 @@ from .lookahead import (
     sgd_rules,
     trainable_parameters,
 )
+from .mixup import mixup_batch
 
 NORM_TYPES = ("org", "softmax", "sigmoid", "hard")
 META_GRADS = ("forward", "double_backward")
@@ -98,21 +99,6 @@ def normalise_meta_weights(
         w = (-grad > 0).to(grad.dtype)
         return w / w.sum().clamp_min(1.0)
     raise ValueError(f"norm_type must be one of {NORM_TYPES}, got {norm_type!r}.")
-
-
-def mixup_batch(
-    x: Tensor, labels: Tensor, num_classes: int, alpha: float, generator: torch.Generator
-) -> tuple[Tensor, Tensor, float]:
-    """``(λ·x + (1 − λ)·x[perm], λ·onehot(y) + (1 − λ)·onehot(y[perm]), λ)``, ``λ ~ Beta(α, α)``
-    and ``perm`` a permutation of the batch, both from ``generator``: the L2B code's ``--mixup``
-    (α = 32, so λ stays near 0.5; one λ per batch). ``x [B, ...]``, ``labels [B]``; the soft
-    targets ``[B, K]`` make the observed-label loss ``λ·CE(y) + (1 − λ)·CE(y[perm])``."""
-    perm = torch.randperm(len(labels), generator=generator).to(labels.device)
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
-    onehot = F.one_hot(labels.long(), num_classes).to(at_least_float32(x).dtype)
-    mixed = lam * x + (1.0 - lam) * x[perm.to(x.device)]
-    return mixed, lam * onehot + (1.0 - lam) * onehot[perm], lam
 
 
 def _per_sample_ce(logits: Tensor, targets: Tensor) -> Tensor:
