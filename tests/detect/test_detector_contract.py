@@ -56,3 +56,18 @@ def test_ranks_every_training_sample(name, tmp_path, digits_config):
     assert (np.diff(ranked) <= 0).all()  # most suspect first
     info = json.loads((tmp_path / "out" / "detection.json").read_text())
     assert info["metrics"]["n"] == n and info["metrics"]["n_noisy"] > 0
+
+
+def test_a_fresh_process_knows_every_detector():
+    """Registration must not depend on what else a process imported: the CLI's detect starts
+    from `detect.task` alone (a fresh `noisytail detect --detector knn` once found none)."""
+    import subprocess
+    import sys
+
+    code = (
+        "from noisytail.detect.task import list_detectors; "
+        "print(' '.join(sorted(name for name, _ in list_detectors())))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    names = set(out.stdout.split())
+    assert {"auto", "knn", "small_loss", "confident_learning"} <= names, out.stdout

@@ -41,6 +41,7 @@ from ..registry import DETECTORS
 from ..runfolder import read_run_config
 from ..runtime import setup_runtime
 from ..train import Run
+from . import detectors as _detectors  # noqa: F401  (registers the detectors in DETECTORS)
 from . import exporters as ex
 from .base import DetectionTask, DetectorOutput
 from .metrics import detection_metrics, per_class_detection
