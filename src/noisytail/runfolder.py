@@ -106,7 +106,8 @@ def write_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> Path:
     return write_bytes(buf.getvalue(), path)
 
 
-def _short(err: BaseException) -> str:
+def short_error(err: BaseException) -> str:
+    """An exception as one line of at most 160 characters, for one-line error messages."""
     text = " ".join(str(err).split()) or type(err).__name__
     return text if len(text) <= 160 else text[:157] + "..."
 
@@ -153,7 +154,8 @@ def read_checkpoint(
         ) from None
     except (RuntimeError, EOFError, OSError, KeyError, ValueError, IndexError, TypeError) as err:
         raise fail(
-            f"cannot be read: it is truncated, damaged or not a PyTorch checkpoint ({_short(err)})."
+            "cannot be read: it is truncated, damaged or not a PyTorch checkpoint "
+            f"({short_error(err)})."
         ) from None
     if isinstance(state, torch.Tensor):
         raise fail(
@@ -182,9 +184,9 @@ def read_run_config(run_dir: str | os.PathLike) -> Config:
     try:
         shape = yaml.safe_load(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{p}: cannot be read ({_short(err)}).") from None
+        raise DataError(f"{p}: cannot be read ({short_error(err)}).") from None
     except yaml.YAMLError as err:
-        raise DataError(f"{p}: not valid YAML ({_short(err)}).") from None
+        raise DataError(f"{p}: not valid YAML ({short_error(err)}).") from None
     if not isinstance(shape, dict):
         raise DataError(f"{p}: holds a {type(shape).__name__}, not a run's config (a mapping).")
     try:
@@ -348,7 +350,7 @@ def unfit(path: Path) -> Iterator[None]:
         if isinstance(err, (ConfigError, DataError)):
             raise
         raise CheckpointError(
-            f"{path}: does not fit this run's model, method or optimizer ({_short(err)})."
+            f"{path}: does not fit this run's model, method or optimizer ({short_error(err)})."
         ) from None
 
 

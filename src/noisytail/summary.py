@@ -19,18 +19,13 @@ from .config import Config
 from .data.prepare import PreparedData
 from .data.types import DataError
 from .evaluate import classification_metrics
-from .runfolder import write_json, write_npz
+from .runfolder import short_error, write_json, write_npz
 
 if TYPE_CHECKING:
     from .train import Run
 
 SUMMARY_FILE = "summary.json"
 PREDICTIONS_FILE = "predictions.npz"
-
-
-def _short(err: BaseException) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
 
 
 @dataclass(kw_only=True)
@@ -96,7 +91,7 @@ class RunSummary:
         try:
             return cls(**known, extra={k: v for k, v in values.items() if k not in names})
         except TypeError as err:
-            raise DataError(f"not a run summary ({_short(err)}).") from None
+            raise DataError(f"not a run summary ({short_error(err)}).") from None
 
 
 def write_summary(summary: RunSummary, run_dir: str | os.PathLike) -> Path:
@@ -115,7 +110,7 @@ def read_summary(run_dir: str | os.PathLike) -> RunSummary | None:
             raise ValueError(f"holds a {type(values).__name__}, not an object")
         return RunSummary.from_dict(values)
     except (OSError, ValueError, DataError) as err:
-        raise DataError(f"{p}: cannot be read ({_short(err)}).") from None
+        raise DataError(f"{p}: cannot be read ({short_error(err)}).") from None
 
 
 def summarise(
