@@ -219,32 +219,29 @@ def finetune_one(
     tag = args.init_from if pretrained else "scratch"
     out = Path(args.out) / "finetune" / f"noise{round(100 * rate)}-{tag}-{loss}-seed{seed}"
     summary_path = out / "summary.json"
+
+    def failed(error: str) -> dict[str, Any]:
+        return {
+            "part": "finetune",
+            "noise_rate": rate,
+            "init": tag,
+            "loss": loss,
+            "seed": seed,
+            "error": error,
+        }
+
     set_threads(args)
     if summary_path.exists():
         summary = json.loads(summary_path.read_text())
     else:
         clear_unfinished(out)
         if pretrained and not Path(init).exists():
-            return {
-                "part": "finetune",
-                "noise_rate": rate,
-                "init": tag,
-                "loss": loss,
-                "seed": seed,
-                "error": f"no encoder {init} (its pre-training failed?)",
-            }
+            return failed(f"no encoder {init} (its pre-training failed?)")
         try:
             summary = fit(finetune_config(args, seed, rate, loss, init), out, write_report=False)
         except TrainingError as err:
             log.warning("finetune %s %s %s seed %s failed: %s", tag, loss, rate, seed, err)
-            return {
-                "part": "finetune",
-                "noise_rate": rate,
-                "init": tag,
-                "loss": loss,
-                "seed": seed,
-                "error": str(err),
-            }
+            return failed(str(err))
     counts = np.asarray(summary["train_class_counts"])
     metrics = {
         "accuracy": summary["test_accuracy"],
