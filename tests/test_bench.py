@@ -122,6 +122,43 @@ def test_run_folder_hash_follows_the_resolved_config(tmp_path):
     assert folders() == first
 
 
+def test_run_made_before_a_new_setting_existed_is_still_found(tmp_path):
+    """A run folder whose saved config lacks a setting added to the toolkit since (at its
+    default) is the same run; one whose saved config differs in a value is not."""
+    import yaml
+
+    from noisytail.config import dump_config, load_config
+
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(
+        "set: [data.name=digits]\nseeds: [0]\ngrid:\n  noise: [{kind: symmetric, rate: 0.2}]\n"
+    )
+    [run] = plan(load_grid(grid), tmp_path / "out")
+    old = run.out.with_name(run.out.name.rsplit("-", 1)[0] + "-0123456789")
+    old.mkdir(parents=True)
+    dump_config(load_config(None, run.overrides), old / "config.yaml")
+    values = yaml.safe_load((old / "config.yaml").read_text())
+    del values["meta"]["file"]  # made before meta.file existed
+    values["train"]["progress"] = not values["train"]["progress"]  # unhashed
+    (old / "config.yaml").write_text(yaml.safe_dump(values))
+    [again] = plan(load_grid(grid), tmp_path / "out")
+    assert again.out == old
+    values["train"]["lr"] = values["train"]["lr"] * 2  # a real difference: another run
+    (old / "config.yaml").write_text(yaml.safe_dump(values))
+    [other] = plan(load_grid(grid), tmp_path / "out")
+    assert other.out == run.out != old
+    values["train"]["lr"] = values["train"]["lr"] / 2
+    (old / "config.yaml").write_text(yaml.safe_dump(values))
+    assert plan(load_grid(grid), tmp_path / "out")[0].out == old
+    # a key the old run lacks, set by the grid away from its default: another run
+    grid.write_text(
+        grid.read_text().replace("[data.name=digits]", "[data.name=digits, train.lr=0.03]")
+    )
+    del values["train"]["lr"]
+    (old / "config.yaml").write_text(yaml.safe_dump(values))
+    assert plan(load_grid(grid), tmp_path / "out")[0].out.name.endswith("-0123456789") is False
+
+
 def test_run_reference_hash_follows_the_referenced_run(tmp_path):
     path = tmp_path / "grid.yaml"
     text = (

@@ -26,7 +26,10 @@ Each run is a separate ``noisytail train`` process writing its own run folder un
 ``OUT/runs/``; a run whose ``summary.json`` exists is skipped, one with a checkpoint is resumed, so
 an interrupted grid continues where it stopped. A run folder's name ends in a hash of the run's
 *resolved* config (base file, shared and axis overrides, defaults; not the settings that cannot
-change results, `UNHASHED`), so editing the base config makes a rerun redo the runs it changes.
+change results, `UNHASHED`), so editing the base config makes a rerun redo the runs it changes;
+a setting added to the toolkit since a run was made, left at its default, does not (`_hashed`).
+Runs go seed by seed (every setting of the first seed, then the next), so a grid stopped
+part-way has whole seeds.
 One bench at a time owns ``OUT``: ``OUT/.bench.lock`` holds an exclusive lock with the owner's pid,
 host and start time, and a second bench on the same folder stops, naming the owner.
 ``OUT/results.jsonl`` holds one line per run, ``OUT/results.md`` / ``results.csv`` the mean +- std
@@ -36,6 +39,7 @@ over seeds, ``OUT/accuracy_vs_noise.png`` the plot.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import itertools
 import json
@@ -178,7 +182,51 @@ def config_digest(cfg: Any) -> str:
 
 
 def _hashed(stem: Path, cfg: Any) -> Path:
-    return stem.with_name(f"{stem.name}-{config_digest(cfg)}")
+    """``<stem>-<digest>``; or an existing sibling ``<stem>-*`` whose saved config is this one
+    but for settings added to the toolkit since, at their defaults (`_same_run_config`), so a
+    new config field does not make a rerun redo a whole grid."""
+    exact = stem.with_name(f"{stem.name}-{config_digest(cfg)}")
+    if exact.exists() or not stem.parent.is_dir():
+        return exact
+    values = _hashable(to_dict(cfg))
+    defaults = None
+    for sibling in sorted(stem.parent.glob(f"{glob.escape(stem.name)}-*")):
+        saved = sibling / "config.yaml"
+        if sibling.name.count("-") != stem.name.count("-") + 1 or not saved.is_file():
+            continue
+        if defaults is None:
+            method = [f"method.name={json.dumps(values['method']['name'])}"]
+            defaults = _hashable(to_dict(load_config(None, method)))
+        old = _hashable(read_yaml_file(saved, "a run's config"))
+        if _same_run_config(old, values, defaults):
+            return sibling
+    return exact
+
+
+def _hashable(values: dict[str, Any]) -> dict[str, Any]:
+    """A config dict without provenance and the `UNHASHED` keys."""
+    values = {k: v for k, v in values.items() if not k.startswith("_")}
+    for section, key in UNHASHED:
+        if isinstance(values.get(section), dict):
+            values[section] = {k: v for k, v in values[section].items() if k != key}
+    return values
+
+
+def _same_run_config(old: Any, new: Any, defaults: Any) -> bool:
+    """True if ``old`` equals ``new`` except for keys that ``old`` lacks and ``new`` holds at
+    their default value (``defaults``: the default config for the same method)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        defaults = defaults if isinstance(defaults, dict) else {}
+        for key in old.keys() | new.keys():
+            if key not in new:
+                return False
+            if key not in old:
+                if key not in defaults or new[key] != defaults[key]:
+                    return False
+            elif not _same_run_config(old[key], new[key], defaults.get(key)):
+                return False
+        return True
+    return old == new
 
 
 def _resolve_run_refs(override: str, run: PlannedRun, runs: list[PlannedRun]) -> str:
@@ -323,6 +371,7 @@ def _run_locked(
     jobs = max(1, jobs or grid.jobs)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     todo = [r for r in runs if not (r.out / "summary.json").exists()]
+    todo.sort(key=lambda r: grid.seeds.index(r.seed))  # seed-major: partial grids have whole seeds
     echo(f"{grid.name}: {len(runs)} runs, {len(runs) - len(todo)} already done, {jobs} at a time")
     running: list[tuple[PlannedRun, subprocess.Popen, float]] = []
     failures = []
