@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from sklearn.base import clone
 from sklearn.datasets import make_blobs
@@ -20,7 +21,7 @@ from sklearn.model_selection import cross_val_predict
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from noisytail.data.arrays import arrays_dataset, hold_arrays, load_arrays, release_arrays
-from noisytail.estimator import NoisyTailClassifier
+from noisytail.estimator import NoisyTailClassifier, load_model
 
 FAST = dict(num_threads=1, precision="fp32", augment="none", batch_size=16)
 
@@ -52,6 +53,29 @@ def test_fit_returns_self_and_clone_keeps_params_only():
     copy.set_params(epochs=1, lr=0.01)
     assert (copy.epochs, copy.lr) == (1, 0.01)
     assert clf.epochs == 20
+
+
+def test_fit_and_predict_leave_torch_globals_alone_and_a_seed_repeats(tmp_path):
+    x, y = blobs(n=60)
+    threads = torch.get_num_threads()
+    caller = 2 if threads == 1 else threads  # differs from FAST's num_threads=1
+    torch.set_num_threads(caller)
+    try:
+        torch.manual_seed(1234)
+        state = torch.get_rng_state()
+        first = small(epochs=3, seed=7, run_dir=str(tmp_path)).fit(x, y)
+        assert torch.get_num_threads() == caller
+        assert torch.equal(torch.get_rng_state(), state)
+        probs = first.predict_proba(x)
+        np.testing.assert_array_equal(load_model(tmp_path).predict_proba(x), probs)
+        assert torch.get_num_threads() == caller
+        assert torch.equal(torch.get_rng_state(), state)
+        again = small(epochs=3, seed=7).fit(x, y).predict_proba(x)
+        other = small(epochs=3, seed=8).fit(x, y).predict_proba(x)
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(again, probs)
+    assert not np.allclose(other, probs)
 
 
 def test_string_labels_are_encoded_as_sklearn_does():

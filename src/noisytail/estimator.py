@@ -17,10 +17,12 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
@@ -64,6 +66,20 @@ def _inputs(X: Any) -> np.ndarray:
         except (TypeError, ValueError) as err:  # TypeError, as numpy and scikit-learn raise
             raise TypeError(f"X holds a value that is not a number: {err}.") from None
     return as_model_inputs(arr, "X")
+
+
+@contextlib.contextmanager
+def _torch_globals_kept() -> Iterator[None]:
+    """Restore torch's process-wide state that a run sets, on exit: the global generator (the
+    loop seeds it for initialisation and every epoch, `noisytail.runtime.seed_epoch`; CUDA's
+    too) and the thread count (``train.num_threads``). A fit then leaves the caller's random
+    stream and threads as they were."""
+    threads = torch.get_num_threads()
+    try:
+        with torch.random.fork_rng():
+            yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class NoisyTailClassifier(ClassifierMixin, BaseEstimator):
@@ -212,6 +228,7 @@ class NoisyTailClassifier(ClassifierMixin, BaseEstimator):
         key = hold_arrays(x, encoded, class_names=[str(c) for c in classes], model_layout=True)
         with contextlib.ExitStack() as stack:
             stack.callback(release_arrays, key)
+            stack.enter_context(_torch_globals_kept())
             if self.run_dir is None:
                 out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="noisytail-")))
             else:

@@ -121,9 +121,13 @@ class TrainedModel:
         shape = tuple(int(s) for s in record["input_shape"])
         names = [str(c) for c in record["class_names"]]
         spec = record["model"]
-        model = MODELS.build(
-            spec["name"], args=spec.get("options") or {}, num_classes=len(names), input_shape=shape
-        )
+        with torch.random.fork_rng():  # its random initialisation is overwritten: draw nothing
+            model = MODELS.build(
+                spec["name"],
+                args=spec.get("options") or {},
+                num_classes=len(names),
+                input_shape=shape,
+            )
         model.load_state_dict(weights)
         model.eval()
         return cls(
