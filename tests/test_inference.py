@@ -257,3 +257,52 @@ def test_load_model_of_a_cli_tabular_csv_run_standardises_its_features(tmp_path)
     assert result.exit_code == 0, result.output
     probs = np.load(run / "predictions.npz")["probs"]  # the loop's own, on standardised rows
     np.testing.assert_allclose(load_model(run).predict_proba(x_test), probs, atol=1e-4)
+
+
+def test_a_dividemix_model_predicts_with_both_networks_everywhere(tmp_path):
+    """DivideMix predicts with the mean of its two networks' logits: the estimator, `load_model`
+    and both exports give the loop's own probabilities (``predictions.npz``: `Method.predict`
+    on the fit-check split, which for 60 samples is every training sample in order)."""
+    run = tmp_path / "run"
+    x, y = _images()
+    dividemix = {"warmup_epochs": 1, "lambda_u": 0}
+    clf = NoisyTailClassifier(
+        method="dividemix", loss=None, method_args=dividemix, run_dir=str(run), **FAST
+    ).fit(x, y)
+    probs = np.load(run / "predictions.npz")["probs"]
+    assert probs.shape == (60, 3)
+    np.testing.assert_allclose(clf.predict_proba(x), probs, atol=1e-4)
+    np.testing.assert_allclose(load_model(run).predict_proba(x), probs, atol=1e-4)
+    batch, _ = _reference(run, x)
+    nets = TrainedModel.from_run(run).model.networks
+    assert len(nets) == 2  # and they differ: the first network alone does not give these
+    with torch.no_grad():
+        first = torch.softmax(nets[0](torch.from_numpy(batch)), 1).numpy()
+    assert np.abs(first - probs).max() > 1e-3
+    for fmt in ("torchscript", "onnx"):
+        if fmt == "onnx" and not _has_onnxruntime():
+            continue
+        result = CliRunner().invoke(main, ["export", str(run), "--format", fmt])
+        assert result.exit_code == 0, result.output
+        out = run / ("model.pt" if fmt == "torchscript" else "model.onnx")
+        if fmt == "torchscript":
+            logits = torch.jit.load(str(out))(torch.from_numpy(batch)).detach()
+        else:
+            import onnxruntime as ort
+
+            session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+            logits = torch.from_numpy(session.run(None, {"input": batch})[0])
+        np.testing.assert_allclose(torch.softmax(logits, 1).numpy(), probs, atol=1e-4)
+        assert (
+            "mean of 2 networks"
+            in json.loads(out.with_name(out.name + ".json").read_text())["output"]
+        )
+
+
+def _has_onnxruntime() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True

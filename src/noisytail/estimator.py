@@ -30,7 +30,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 from .data.arrays import as_model_inputs, hold_arrays, input_statistics, release_arrays
 from .data.types import DataError
 from .defaults import epochs_for, model_for
-from .inference import TrainedModel, check_shape, model_weights, read_images
+from .inference import TrainedModel, check_shape, network_weights, read_images
 from .registry import RegistryError
 
 #: The estimator's own file in a run folder: its parameters and the original class labels.
@@ -247,7 +247,7 @@ class NoisyTailClassifier(ClassifierMixin, BaseEstimator):
                 "mean": mean,
                 "std": std,
             }
-            weights = model_weights(read_checkpoint(checkpoint_path(out)))
+            weights = network_weights(read_checkpoint(checkpoint_path(out)), cfg.method.name)
             self.model_ = TrainedModel.from_record(record, weights)
             if self.run_dir is not None:
                 _write_estimator_file(out, self.get_params(), classes)

@@ -32,10 +32,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import methods as _methods  # noqa: F401  (registration)
 from . import models as _models  # noqa: F401  (registration)
 from .data.arrays import as_model_inputs, normalise_inputs
 from .data.types import DataError
-from .registry import MODELS
+from .registry import METHODS, MODELS
 from .runfolder import (  # the checkpoint's inference record and weights: runfolder's schema
     CheckpointError,
     checkpoint_path,
@@ -76,6 +77,33 @@ def check_shape(
     )
 
 
+class LogitMean(torch.nn.Module):
+    """The mean of several networks' logits ``[B, K]``: the prediction of a method that keeps
+    more than one network (`noisytail.methods.base.Method.predict_networks`; DivideMix averages
+    its two networks' logits, docs/methods.md)."""
+
+    def __init__(self, networks: Sequence[torch.nn.Module]) -> None:
+        super().__init__()
+        self.networks = torch.nn.ModuleList(networks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([net(x) for net in self.networks]).mean(0)
+
+
+def network_weights(state: dict[str, Any], method: str) -> list[dict[str, torch.Tensor]]:
+    """The weights of each network that ``method`` predicts with (its ``predict_networks``, in
+    order) in a checkpoint dict: ``[model_weights(state)]`` for the usual single network; a
+    network whose weights are absent gets an empty dict."""
+    names = METHODS.get(method).predict_networks if method in METHODS else ("model",)
+    if tuple(names) == ("model",):
+        return [model_weights(state)]
+    saved = state.get("method") if isinstance(state.get("method"), dict) else {}
+    return [
+        {k[len(name) + 1 :]: v for k, v in saved.items() if k.startswith(name + ".")}
+        for name in names
+    ]
+
+
 @dataclass
 class TrainedModel:
     """A model in eval mode with what it needs to classify: class names, input shape
@@ -103,8 +131,8 @@ class TrainedModel:
                 f"{path}: holds no inference record (class names, input shape, normalisation): "
                 "it was written by an older noisytail; train the run again to classify new data."
             )
-        weights = model_weights(state)
-        if not weights:
+        weights = network_weights(state, cfg.method.name)
+        if not all(weights):
             raise CheckpointError(f"{path}: holds no model weights.")
         try:
             trained = cls.from_record(record, weights)
@@ -115,20 +143,29 @@ class TrainedModel:
         return trained
 
     @classmethod
-    def from_record(cls, record: dict[str, Any], weights: dict[str, torch.Tensor]) -> TrainedModel:
+    def from_record(
+        cls,
+        record: dict[str, Any],
+        weights: dict[str, torch.Tensor] | Sequence[dict[str, torch.Tensor]],
+    ) -> TrainedModel:
         """The model described by a `noisytail.runfolder.inference_record` with its ``weights``
-        loaded."""
+        loaded: one state dict, or one per network (`network_weights`), whose logits are then
+        averaged (`LogitMean`)."""
         shape = tuple(int(s) for s in record["input_shape"])
         names = [str(c) for c in record["class_names"]]
         spec = record["model"]
-        with torch.random.fork_rng():  # its random initialisation is overwritten: draw nothing
-            model = MODELS.build(
-                spec["name"],
-                args=spec.get("options") or {},
-                num_classes=len(names),
-                input_shape=shape,
-            )
-        model.load_state_dict(weights)
+        networks = []
+        for state in [weights] if isinstance(weights, dict) else weights:
+            with torch.random.fork_rng():  # its random initialisation is overwritten: draw nothing
+                net = MODELS.build(
+                    spec["name"],
+                    args=spec.get("options") or {},
+                    num_classes=len(names),
+                    input_shape=shape,
+                )
+            net.load_state_dict(state)
+            networks.append(net)
+        model = networks[0] if len(networks) == 1 else LogitMean(networks)
         model.eval()
         return cls(
             model,
@@ -202,7 +239,12 @@ class TrainedModel:
         meta = {
             "format": fmt,
             "input": "float32 [B, " + ", ".join(map(str, self.input_shape)) + "], normalised",
-            "output": f"logits [B, {len(self.class_names)}]",
+            "output": f"logits [B, {len(self.class_names)}]"
+            + (
+                f", the mean of {len(self.model.networks)} networks' logits"
+                if isinstance(self.model, LogitMean)
+                else ""
+            ),
             "class_names": self.class_names,
             "input_shape": list(self.input_shape),
             "mean": list(self.mean),

@@ -115,12 +115,15 @@ class Method(nn.Module):
       ``include_plain_view``: also pass the un-augmented image as the last element of ``x``.
       ``self_supervised``: the method learns an encoder without the labels (the labels train at
       most a detached probe); ``noisytail pretrain`` runs exactly these methods.
+      ``predict_networks``: the attributes (networks of the run's ``model`` config) whose logits
+      `predict` averages; a trained model is rebuilt from these alone (`noisytail.inference`).
     """
 
     views: ClassVar[int] = 1
     needs_meta: ClassVar[bool] = False
     include_plain_view: ClassVar[bool] = False
     self_supervised: ClassVar[bool] = False
+    predict_networks: ClassVar[tuple[str, ...]] = ("model",)
 
     def __init__(self, model: Backbone, info: TaskInfo) -> None:
         super().__init__()

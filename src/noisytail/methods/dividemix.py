@@ -187,6 +187,7 @@ class DivideMix(Method):
     MixMatch with label co-refinement and co-guessing, and a class-balance penalty."""
 
     views = 2
+    predict_networks = ("model", "net2")
 
     def __init__(
         self,
@@ -259,6 +260,7 @@ class DivideMix(Method):
         return [{"params": params + [p for p in self.net2.parameters() if p.requires_grad]}]
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """The mean of both networks' logits (the official test sums them before the argmax)."""
         return 0.5 * (self.model(x).float() + self.net2(x).float())
 
     def sample_scores(self) -> np.ndarray | None:
