@@ -201,5 +201,9 @@ def test_bad_input_to_predict_names_the_expected_shape():
     expected = "X has 4 features, but NoisyTailClassifier is expecting 5"
     with pytest.raises(ValueError, match=expected):
         tab.predict(np.zeros((2, 4)))
+    with pytest.raises(ValueError, match=r"NaN or infinity \(first in sample 1\)"):
+        tab.predict_proba(np.where(np.arange(10).reshape(2, 5) == 7, np.nan, 0.0))
+    with pytest.raises(ValueError, match="expected numbers"):
+        tab.predict(np.full((2, 5), "a"))
     with pytest.raises(ValueError, match="unknown method|Unknown method"):
         small(method="ermm", epochs=1).fit(*blobs(n=30))

@@ -229,6 +229,11 @@ def test_load_model_of_a_tabular_run_standardises_as_training_did(tmp_path, monk
     table.write_text("a,b,c\n1,2,3\n")
     result = CliRunner().invoke(main, ["predict", str(tmp_path / "run"), "--images", str(table)])
     assert result.exit_code == 2 and "has 3 features, but the model is expecting 4" in result.output
+    table.write_text("a,b,c,d\n1,2,3,4\n1,nan,3,4\n")
+    result = CliRunner().invoke(main, ["predict", str(tmp_path / "run"), "--images", str(table)])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith("error: ") and "NaN or infinity (first in sample 1)" in lines[0]
 
 
 def test_load_model_of_a_cli_tabular_csv_run_standardises_its_features(tmp_path):
