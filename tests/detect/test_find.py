@@ -132,10 +132,39 @@ def test_linear_probs_cross_fitted():
     for f in range(4):
         rest = fold != f
         mu, sd = x[rest].mean(0), x[rest].std(0)
-        model = LogisticRegression(max_iter=200).fit((x[rest] - mu) / sd, y[rest])
+        model = LogisticRegression(C=cf.LINEAR_C, max_iter=200)
+        model.fit((x[rest] - mu) / sd, y[rest])
         np.testing.assert_allclose(
             p[fold == f], model.predict_proba((x[fold == f] - mu) / sd), atol=1e-6
         )
+
+
+def test_stack_weight_maximises_the_held_out_likelihood():
+    """Brute force over a fine grid: no weight of the grid beats the chosen one, and a part
+    that predicts the given labels perfectly takes the whole weight."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 50)
+    a, b = rng.dirichlet(np.ones(3), 50), rng.dirichlet(np.ones(3), 50)
+    b[np.arange(50), y] += 1.0  # b predicts the given labels better, a is not useless
+    b /= b.sum(1, keepdims=True)
+    w = cf.stack_weight(a, b, y)
+
+    def loglik(v):
+        return np.log(v * a[np.arange(50), y] + (1 - v) * b[np.arange(50), y]).mean()
+
+    assert all(loglik(w) >= loglik(v) - 1e-12 for v in cf.STACK_WEIGHTS)
+    assert w < 0.5
+    exact = np.eye(3)[y]
+    assert cf.stack_weight(exact, a, y) == 1.0
+    assert cf.stack_weight(a, exact, y) == 0.0
+    assert cf.stack_weight(a, a, y) == 0.5  # a tie goes to the even mix
+
+
+def test_fast_probs_ensemble_is_the_stacked_mixture():
+    x, y = clusters(n_per=20, k=3, d=4, seed=2, spread=1.0)
+    knn, lin = cf.knn_probs(x, y, 3), cf.linear_probs(x, y, 3)
+    w = cf.stack_weight(knn, lin, y)
+    np.testing.assert_allclose(cf.fast_probs(x, y, 3), w * knn + (1 - w) * lin, atol=1e-12)
 
 
 def test_input_features_pool_large_images():

@@ -52,12 +52,13 @@ class AutoDetector(Detector):
 
     Probabilities from the raw inputs (images area-pooled to at most ``max_side`` pixels a
     side, a CSV's standardised feature columns; `crossfit.input_features`): ``model``
-    ``"ensemble"`` (default) averages a leave-one-out similarity-weighted kNN vote
-    (`crossfit.knn_probs`, ``k`` as `neighbors.default_k`) and a logistic regression
-    cross-fitted over ``folds`` folds (`crossfit.linear_probs`); ``"knn"`` or ``"linear"`` take
-    one. Suspicion ``1 - p_y``, ties broken by the normalized margin; flagged by ``flag``
-    (`scores.verdict_from_probs`). The rule was chosen on the own-data detection benchmark
-    (BENCHMARKS.md).
+    ``"ensemble"`` (default) mixes a leave-one-out similarity-weighted kNN vote
+    (`crossfit.knn_probs`, ``k`` as `neighbors.default_k`) and a strongly regularised logistic
+    regression cross-fitted over ``folds`` folds (`crossfit.linear_probs`), with the weight
+    that best predicts the given labels out of sample (`crossfit.stack_weight`); ``"knn"`` or
+    ``"linear"`` take one. Suspicion ``1 - p_y``, ties broken by the normalized margin;
+    flagged by ``flag`` (`scores.verdict_from_probs`). The rule was chosen on the own-data
+    detection benchmark (BENCHMARKS.md).
     """
 
     description = "default: kNN vote + cross-fitted linear model on the raw inputs, no training"
