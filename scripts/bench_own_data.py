@@ -3,7 +3,7 @@ path against cleanlab (a logistic regression's and our CNN's cross-validated pro
 long-tailed PNG folders and CSVs with class-conditional noise. The logic is in
 `noisytail.benchmarks.own_data_detection` (its docstring describes data, noise and methods).
 
-    nice -n 10 .venv/bin/python scripts/bench_own_data.py --out runs/bench_own_data
+    nice -n 10 .venv/bin/python scripts/bench_own_data.py --out runs/bench_own_data --threads 1
 
 Resumable: rerun the same command to finish what is missing. Needs cleanlab (the test extra).
 """
@@ -23,6 +23,7 @@ def main() -> None:
     p.add_argument("--levels", nargs="+", type=float, default=list(bench.LEVELS))
     p.add_argument("--seeds", nargs="+", type=int, default=list(bench.SEEDS))
     p.add_argument("--methods", nargs="+", default=list(bench.METHODS), choices=bench.METHODS)
+    p.add_argument("--threads", type=int, default=None, help="PyTorch and BLAS threads.")
     p.add_argument("--table", action="store_true", help="Only print the table of what ran.")
     args = p.parse_args()
     results = args.out / "results.jsonl"
@@ -33,6 +34,7 @@ def main() -> None:
             levels=tuple(args.levels),
             seeds=tuple(args.seeds),
             methods=tuple(args.methods),
+            threads=args.threads,
             log=print,
         )
     table = bench.table(results)

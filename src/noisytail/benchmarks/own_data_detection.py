@@ -20,7 +20,8 @@ per seed.
 - ``default``: ``noisytail detect`` through its library call with only the data's path (the
   settings chosen by `noisytail.defaults`), timed end to end (reading the files included);
 - ``knn``, ``linear``, ``ensemble+argmax``: the default detector's parts and its other flag rule,
-  on the same inputs (`noisytail.detect.crossfit`), to choose the default by measurement;
+  on the same inputs (`noisytail.detect.crossfit`: images pooled as the default pools them,
+  table columns standardised as the CSV source does), to choose the default by measurement;
 - ``cleanlab+lr``: ``cleanlab.filter.find_label_issues`` (its default ``prune_by_noise_rate``)
   on 5-fold ``cross_val_predict`` probabilities of a scikit-learn ``StandardScaler`` +
   ``LogisticRegression(max_iter=1000)`` on the inputs (pixels / columns); AUROC from
@@ -31,7 +32,8 @@ per seed.
   user gets.
 
 Metrics: F1 of the flags and AUROC of the suspicion against the true flips; wall seconds
-(measured on a shared, loaded machine). One JSON line per (data set, level, seed, method) in
+(measured on a shared, loaded machine; ``threads`` caps PyTorch's and BLAS's threads for every
+method alike). One JSON line per (data set, level, seed, method) in
 ``OUT/results.jsonl``; a finished line is never recomputed (resumable). Needs cleanlab.
 """
 
@@ -229,6 +231,9 @@ def run_parts(x: np.ndarray, labels: np.ndarray) -> dict[str, dict[str, Any]]:
     from noisytail.detect import crossfit as cf
     from noisytail.detect.scores import verdict_from_probs
 
+    if x.ndim == 2:  # the CSV source standardises the feature columns
+        sd = x.std(0)
+        x = (x - x.mean(0)) / np.where(sd > 0, sd, 1.0)
     feats = cf.input_features(x[:, None] if x.ndim == 3 else x)
     k = int(labels.max()) + 1
     out = {}
@@ -270,9 +275,17 @@ def run_benchmark(
     levels: tuple[float, ...] = LEVELS,
     seeds: tuple[int, ...] = SEEDS,
     methods: tuple[str, ...] = METHODS,
+    threads: int | None = None,
     log: Callable[[str], None] = _log.info,
 ) -> Path:
-    """Every (data set, level, seed, method) not yet in ``out/results.jsonl``; returns it."""
+    """Every (data set, level, seed, method) not yet in ``out/results.jsonl``; returns it.
+    ``threads``: PyTorch's and the BLAS libraries' thread count for the whole run."""
+    if threads is not None:
+        import torch
+        from threadpoolctl import threadpool_limits
+
+        torch.set_num_threads(threads)
+        threadpool_limits(threads)
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
     for name in datasets:
