@@ -100,6 +100,7 @@ GDW_CIFAR = {  # official main.py and README, seed 100
     "method.vnet_lr": 1e-3,
     "method.vnet_weight_decay": 1e-4,
     "method.hidden": 100,
+    "method.lookahead": "all",  # the full look-ahead (noisytail's default is the head only)
     "train.optimizer": "sgd",
     "train.epochs": 80,
     "train.batch_size": 100,
@@ -338,6 +339,7 @@ PAPER_SETTINGS: dict[str, dict[str, Any]] = {
         "data.name": "clothing1m",
         "noise.kind": "none",
         "method.name": "gdw",
+        "method.lookahead": "all",
         "train.epochs": 5,
         "train.momentum": 0.9,
         "train.lr": 1e-3,
@@ -359,6 +361,7 @@ PAPER_SETTINGS: dict[str, dict[str, Any]] = {
         "meta.per_class": 100,
         "model.name": "resnet32",
         "method.name": "mwnet",
+        "method.lookahead": "all",
         "method.hidden": 100,
         "method.vnet_lr": 1e-3,
         "method.vnet_weight_decay": 1e-4,

@@ -270,14 +270,24 @@ def _vnet_method(name, scale=1.0, frozen=False, **kw):
 )
 @pytest.mark.parametrize("meta_grad", ["forward", "double_backward"])
 @pytest.mark.parametrize("groups", ["one_lr", "backbone_lr_0.1", "frozen_backbone"])
-def test_step_matches_a_hand_written_reference(name, kw, mode, meta_grad, groups):
+@pytest.mark.parametrize("lookahead", ["all", "head"])
+def test_step_matches_a_hand_written_reference(name, kw, mode, meta_grad, groups, lookahead):
     """MW-Net, GDW's MW-Net mode and GDW against the reference: the weighting network after its
     Adam step and the real step's gradient. With backbone_lr_scale 0.1 the backbone's virtual
-    step is at a tenth of the head's rate; with a frozen backbone the virtual step leaves it."""
+    step is at a tenth of the head's rate; with a frozen backbone the virtual step leaves it.
+    ``lookahead="head"`` (the default route) is the reference with the backbone's virtual rate
+    at 0: only the head moves in the look-ahead."""
     scale = 0.1 if groups == "backbone_lr_0.1" else 1.0
     m, ctx, x, y, mx, my, lrs = _vnet_method(
-        name, scale=scale, frozen=groups == "frozen_backbone", meta_grad=meta_grad, **kw
+        name,
+        scale=scale,
+        frozen=groups == "frozen_backbone",
+        meta_grad=meta_grad,
+        lookahead=lookahead,
+        **kw,
     )
+    if lookahead == "head":
+        lrs = {n: (0.0 if n.startswith("body.") else r) for n, r in lrs.items()}
     theta = dict(m.model.named_parameters())
     vnet0 = copy.deepcopy(m.vnet)
     vnet, want = reference_step(theta, lrs, vnet0, x, y, mx, my, mode)
@@ -297,10 +307,11 @@ def test_step_matches_a_hand_written_reference(name, kw, mode, meta_grad, groups
 
 
 @pytest.mark.parametrize("mode", ["gdw", "mwnet"])
-def test_forward_mode_equals_double_backward(mode):
+@pytest.mark.parametrize("lookahead", ["all", "head"])
+def test_forward_mode_equals_double_backward(mode, lookahead):
     """Same VNet update, same class weights, same BatchNorm statistics (float64, a CNN)."""
-    a, ctx_a = _gdw(mode, "cnn", meta_grad="forward")
-    b, ctx_b = _gdw(mode, "cnn", meta_grad="double_backward")
+    a, ctx_a = _gdw(mode, "cnn", meta_grad="forward", lookahead=lookahead)
+    b, ctx_b = _gdw(mode, "cnn", meta_grad="double_backward", lookahead=lookahead)
     b.load_state_dict(a.state_dict())
     torch.manual_seed(1)
     x, y = torch.randn(6, 1, 8, 8, dtype=torch.float64), torch.randint(0, 4, (6,))

@@ -11,7 +11,8 @@ options: the forward-mode meta-gradient (default) against the papers' double bac
 (``meta_grad``), the meta step every k iterations (``meta_every``; skipped steps are plain CE)
 and the head-only look-ahead (``lookahead=head``). `ROUTES` are issue 15's routes to a meta step
 at most 2x ERM (look-ahead on the head, cached weights between meta steps every k-th iteration,
-a smaller meta batch) and `DIVIDEMIX` DivideMix with and without its L2B plug-in (issue 16). A
+a smaller meta batch), `DEFAULTS` every meta method at its default (head-only) and its full
+look-ahead, and `DIVIDEMIX` DivideMix with and without its L2B plug-in (issue 16). A
 method's epoch-start work (DivideMix's co-divide: a pass over the training set and two GMM fits)
 is timed once, before the steps, and reported per step of an epoch (``amortised``). The loop's
 `Method.after_step` (the L2B plug-in step) is inside each step's time.
@@ -50,6 +51,19 @@ ROUTES: list[tuple[str, dict[str, Any]]] = [
     ("l2b", {"warmup_epochs": 0, "meta_every": 4, "lookahead": "all"}),
     ("l2b", {"warmup_epochs": 0, "meta_batch": 32, "lookahead": "all"}),
     ("l2b", {"warmup_epochs": 0, "meta_every": 2, "lookahead": "head"}),
+]
+#: Every meta method at its default route (the look-ahead on the head) and at its full
+#: look-ahead (the papers' step), ERM first.
+DEFAULTS: list[tuple[str, dict[str, Any]]] = [
+    ("erm", {}),
+    ("l2rw", {"lookahead": "head"}),
+    ("l2rw", {"lookahead": "all"}),
+    ("l2b", {"warmup_epochs": 0, "lookahead": "head"}),
+    ("l2b", {"warmup_epochs": 0, "lookahead": "all"}),
+    ("mwnet", {"lookahead": "head"}),
+    ("mwnet", {"lookahead": "all"}),
+    ("gdw", {"lookahead": "head"}),
+    ("gdw", {"lookahead": "all"}),
 ]
 #: DivideMix (its MixMatch phase from the first step) with and without the L2B plug-in.
 DIVIDEMIX: list[tuple[str, dict[str, Any]]] = [

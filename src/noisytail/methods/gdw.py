@@ -30,7 +30,9 @@ pass of step 1; the official code runs a second forward on the same batch. ``met
 `noisytail.methods.mwnet.VNetReweighting._meta_step`: in forward mode ``G`` is
 ``−η_t (J_z v) ⊙ (p − y) / B``, read off a forward-mode pass, still at no cost beyond MW-Net's.
 The logged ``loss`` is the batch mean CE (the surrogate's value is meaningless); its gradient is
-the surrogate's.
+the surrogate's. As MW-Net's, the look-ahead moves only the classifier head by default
+(``lookahead="head"``, chosen by measurement, BENCHMARKS.md "Meta steps at most 2× ERM");
+``lookahead="all"`` is the paper's step (the presets).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from torch import Tensor
 from ..models.base import Backbone
 from ..registry import METHODS
 from .base import Batch, Context, TaskInfo
-from .lookahead import at_least_float32
+from .lookahead import at_least_float32, split_forward
 from .mwnet import VNetReweighting, class_weighted_logit_loss
 
 __all__ = [
@@ -113,7 +115,7 @@ class GDW(VNetReweighting):
         hidden: int = 100,
         vnet_lr: float = 1e-3,
         vnet_weight_decay: float = 1e-4,
-        lookahead: str = "all",
+        lookahead: str = "head",
         meta_grad: str = "forward",
     ) -> None:
         super().__init__(
@@ -137,7 +139,7 @@ class GDW(VNetReweighting):
 
     def training_step(self, batch: Batch, ctx: Context) -> dict[str, torch.Tensor]:
         labels = batch.labels
-        logits = self.model(batch.x)
+        feats, logits = split_forward(self.model, batch.x)
         losses = F.cross_entropy(at_least_float32(logits), labels, reduction="none")
         probs = torch.softmax(at_least_float32(logits.detach()), dim=1)
         if self.mode == "gdw":  # clamped once, used in the constraint and in every p − y
@@ -148,7 +150,7 @@ class GDW(VNetReweighting):
             omega = zero_mean_constraint(omega, probs, labels, self.p_max)
         params, lrs = self._lookahead(ctx)
         meta_loss, g = self._meta_step(
-            batch.x, logits, labels, probs, omega, ctx.meta_batch(), lrs, params
+            batch.x, logits, labels, probs, omega, ctx.meta_batch(), lrs, params, feats
         )
         ce = losses.mean().detach()
         with torch.no_grad():

@@ -25,6 +25,9 @@ class L2RW(L2B):
     (``use_optimizer_state=True`` gives the L2B code's β=0 baseline, i.e. ``l2b`` with
     ``reweight_label=False``). ``min_weight`` ε is the official code's minimum example weight,
     ``w̃_i = max(−∂L_meta/∂ε_i / η_t, ε)`` (default 0, as there); the other options are `L2B`'s.
+    As L2B's, the look-ahead moves only the classifier head by default (``lookahead="head"``,
+    chosen by measurement, BENCHMARKS.md "Meta steps at most 2× ERM"); ``lookahead="all"`` is
+    the paper's full look-ahead.
     """
 
     def __init__(
@@ -38,7 +41,7 @@ class L2RW(L2B):
         use_optimizer_state: bool = False,
         meta_every: int = 1,
         between: str = "cached",
-        lookahead: str = "all",
+        lookahead: str = "head",
         meta_grad: str = "forward",
         min_weight: float = 0.0,
         mixup_alpha: float = 0.0,

@@ -36,7 +36,14 @@ Decisions (tested in ``tests/methods/test_lookahead.py``, ``test_l2b.py`` and ``
   same batch is needed. ``params`` restricts the look-ahead to a subset of the parameters (e.g.
   only the classifier head, ``head_parameters``); the others keep their real values in the meta
   forward and no second-order graph is built through them. That subset is an approximation
-  (FaMUS-style), off by default.
+  (FaMUS-style).
+* **The head look-ahead** (``params`` all in ``Backbone.head``, `head_parameters`): the backbone
+  does not move, so the meta forward runs it once without a graph and only the head is
+  differentiable (`meta_forward`), and the tangent of the training batch's logits along a head
+  direction comes from the training forward's own features (`split_forward`,
+  `tangent_logits`): no second forward of the batch. Same numbers as the general path (tested);
+  L2B, L2RW, MW-Net and GDW share it, and it is their default route (BENCHMARKS.md, "Meta steps
+  at most 2× ERM").
 """
 
 from __future__ import annotations
@@ -48,6 +55,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from ..models.base import Backbone
+
+HEAD_PREFIX = "head."
 __all__ = [
     "SGDRule",
     "at_least_float32",
@@ -57,8 +67,12 @@ __all__ = [
     "group_lrs",
     "head_parameters",
     "lookahead_meta_loss",
+    "meta_features",
+    "meta_forward",
     "meta_tangents",
     "sgd_rules",
+    "split_forward",
+    "tangent_logits",
     "trainable_parameters",
     "virtual_step",
 ]
@@ -77,7 +91,7 @@ def trainable_parameters(model: nn.Module, exclude: Iterable[Tensor] = ()) -> di
 
 
 def head_parameters(
-    model: nn.Module, prefix: str = "head.", exclude: Iterable[Tensor] = ()
+    model: nn.Module, prefix: str = HEAD_PREFIX, exclude: Iterable[Tensor] = ()
 ) -> dict[str, Tensor]:
     """The classifier head's parameters (``Backbone.head``): a cheap look-ahead subset."""
     out = {n: p for n, p in trainable_parameters(model, exclude).items() if n.startswith(prefix)}
@@ -254,7 +268,7 @@ def meta_tangents(
         p = params[n]
         new, _, scale[n] = rules[n].step(p.detach(), torch.zeros_like(p))
         shifted[n] = new.detach().requires_grad_()
-    logits = functional_forward(model, shifted, meta_x)
+    logits = meta_forward(model, shifted, meta_x)
     meta = torch.nn.functional.cross_entropy(at_least_float32(logits), meta_y.long())
     grads = torch.autograd.grad(meta, [shifted[n] for n in names])
     return {n: -scale[n] * g.to(params[n].dtype) for n, g in zip(names, grads)}
@@ -302,6 +316,84 @@ def functional_forward(
     return functional_call(model, tensors, (x,), strict=False)
 
 
+def _splits(model: nn.Module) -> bool:
+    """Whether ``model(x)`` is ``model.head(model.features(x))`` (a `Backbone` that keeps its
+    ``forward``)."""
+    return isinstance(model, Backbone) and type(model).forward is Backbone.forward
+
+
+def _head_names(model: nn.Module, names: Iterable[str]) -> dict[str, str] | None:
+    """``{name: name inside model.head}`` when ``model`` splits (`_splits`) and every name is a
+    head parameter; else ``None``."""
+    names = list(names)
+    if not names or not _splits(model):
+        return None
+    if not all(n.startswith(HEAD_PREFIX) for n in names):
+        return None
+    return {n: n[len(HEAD_PREFIX) :] for n in names}
+
+
+def split_forward(model: nn.Module, x: Tensor) -> tuple[Tensor | None, Tensor]:
+    """``(features [B, D], logits [B, K])`` of one ordinary forward (the training forward, with its
+    graph); features ``None`` for a model that is not ``head(features(x))``."""
+    if not _splits(model):
+        return None, model(x)
+    feats = model.features(x)
+    return feats, model.head(feats)
+
+
+class _FeaturesOf(nn.Module):
+    """``model.features`` as a module's forward (for ``functional_call``)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model.features(x)
+
+
+def meta_features(model: nn.Module, x: Tensor) -> Tensor:
+    """``model.features(x)`` ``[M, D]`` without a graph, BatchNorm running statistics updated on
+    copies (the model's mode as it is: batch statistics in train mode)."""
+    buffers = {f"model.{n}": b.clone() for n, b in model.named_buffers()}
+    with torch.no_grad():
+        return functional_call(_FeaturesOf(model), buffers, (x,), strict=False)
+
+
+def meta_forward(model: nn.Module, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+    """Meta logits ``[M, K]`` at ``params`` (the virtual θ'; the others keep their values),
+    BatchNorm running statistics untouched (`functional_forward`). With head parameters only, the
+    backbone runs once without a graph and only the head is functional: the same numbers and
+    the same gradients with respect to ``params``, without the backbone's graph."""
+    local = _head_names(model, params)
+    if local is None:
+        return functional_forward(model, params, x)
+    head = {local[n]: p for n, p in params.items()}
+    return functional_call(model.head, head, (meta_features(model, x),), strict=False)
+
+
+def tangent_logits(
+    model: nn.Module,
+    x: Tensor,
+    tangents: Mapping[str, Tensor],
+    *,
+    features: Tensor | None = None,
+) -> Tensor:
+    """``d/ds model(x; θ + s·t)|_{s=0}`` ``[B, K]``, detached.
+
+    With ``features`` (those of ``x`` from the training forward, `split_forward`) and tangents on
+    head parameters only, it is the head's own forward-mode derivative at those features: no
+    second forward of the batch. Otherwise a forward-mode pass of ``x`` through the whole model
+    on cloned BatchNorm buffers (`forward_with_tangents`).
+    """
+    local = None if features is None else _head_names(model, tangents)
+    if local is None:
+        return forward_with_tangents(model, x, tangents, clone_buffers=True)[1]
+    head = {local[n]: t for n, t in tangents.items()}
+    return forward_with_tangents(model.head, features.detach(), head)[1]
+
+
 def lookahead_meta_loss(
     model: nn.Module,
     train_loss: Tensor,
@@ -322,5 +414,5 @@ def lookahead_meta_loss(
     if params is None:
         params = trainable_parameters(model)
     new = virtual_step(train_loss, params, lr=lr, optimizer=optimizer, rules=rules)
-    logits = functional_forward(model, new, meta_x)
+    logits = meta_forward(model, new, meta_x)
     return torch.nn.functional.cross_entropy(at_least_float32(logits), meta_y.long())

@@ -21,6 +21,13 @@ backward gives the virtual step, one meta forward/backward gives ``v = ∇L_meta
 forward-mode pass along ``−η_t v`` gives ``∂L_meta/∂w_i`` (exact: ``θ'`` is linear in the
 weights; `VNetReweighting._meta_step`); ``"double_backward"`` is the official computation. The
 Adam state of the weighting network is in ``extra_state()`` for resume.
+
+**By default the look-ahead moves only the classifier head** (``lookahead="head"``, as L2B's;
+`noisytail.methods.lookahead`): the meta forward runs the backbone once without a graph and the
+forward-mode pass is the head's own, on the training forward's features, so the step costs
+about ERM's plus one forward of the meta batch instead of a second forward and backward of the
+batch (an approximation chosen by measurement: BENCHMARKS.md, "Meta steps at most 2× ERM").
+``lookahead="all"`` is the paper's full look-ahead (the presets).
 """
 
 from __future__ import annotations
@@ -38,11 +45,12 @@ from ..registry import METHODS
 from .base import Batch, Context, Method, TaskInfo
 from .lookahead import (
     at_least_float32,
-    forward_with_tangents,
-    functional_forward,
     group_lrs,
     head_parameters,
     lookahead_meta_loss,
+    meta_forward,
+    split_forward,
+    tangent_logits,
     trainable_parameters,
 )
 
@@ -84,7 +92,7 @@ class VNetReweighting(Method):
         hidden: int = 100,
         vnet_lr: float = 1e-3,
         vnet_weight_decay: float = 1e-4,
-        lookahead: str = "all",
+        lookahead: str = "head",
         meta_grad: str = "forward",
     ) -> None:
         super().__init__(model, info)
@@ -123,6 +131,7 @@ class VNetReweighting(Method):
         meta: Batch,
         lr: float | Mapping[str, float],
         params: Mapping[str, Tensor] | None = None,
+        features: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Look-ahead, meta loss and Adam step of the weighting network; returns
         ``(meta_loss, G)`` with ``G = ∂L_meta/∂ω`` ``[B, K]`` for the class-level weights
@@ -135,7 +144,10 @@ class VNetReweighting(Method):
         step ``g``; one meta forward/backward at ``θ' = θ − lr·g`` gives ``v = ∇L_meta(θ')``;
         since ``θ'`` is linear in ``ω``, ``G_ij = −lr·(∂z_ij/∂θ · v)(p_ij − y_ij)/B``, a
         forward-mode pass of the batch along ``−lr·v`` (on cloned BatchNorm buffers). No
-        second-order graph is built.
+        second-order graph is built. With the look-ahead on the head and the batch's
+        ``features`` (`split_forward`), that pass is the head's alone, on those features, and the
+        meta forward runs the backbone without a graph (`noisytail.methods.lookahead`,
+        `meta_forward`, `tangent_logits`): no second forward of the batch.
         """
         if params is None:
             params = trainable_parameters(self.model)
@@ -160,11 +172,11 @@ class VNetReweighting(Method):
             n: (params[n] - lrs[n] * (g if g is not None else 0.0)).detach().requires_grad_()
             for n, g in zip(names, grads)
         }
-        meta_logits = functional_forward(self.model, shifted, meta.x)
+        meta_logits = meta_forward(self.model, shifted, meta.x)
         meta_loss = F.cross_entropy(at_least_float32(meta_logits), meta.labels)
         v = torch.autograd.grad(meta_loss, [shifted[n] for n in names])
         tangents = {n: -lrs[n] * vi.to(params[n].dtype) for n, vi in zip(names, v)}
-        _, dz = forward_with_tangents(self.model, x, tangents, clone_buffers=True)
+        dz = tangent_logits(self.model, x, tangents, features=features)
         onehot = F.one_hot(labels, probs.shape[1]).to(probs.dtype)
         g_omega = dz.to(probs.dtype) * (probs - onehot) / x.shape[0]
         vgrads = torch.autograd.grad(
@@ -201,7 +213,7 @@ class MWNet(VNetReweighting):
     weight and is trained on the clean meta loss of a one-step look-ahead (Eq. 4-6)."""
 
     def training_step(self, batch: Batch, ctx: Context) -> dict[str, torch.Tensor]:
-        logits = self.model(batch.x)
+        feats, logits = split_forward(self.model, batch.x)
         losses = F.cross_entropy(at_least_float32(logits), batch.labels, reduction="none")
         probs = torch.softmax(at_least_float32(logits.detach()), dim=1)
         w = self.vnet(losses.detach())
@@ -215,6 +227,7 @@ class MWNet(VNetReweighting):
             ctx.meta_batch(),
             lrs,
             params,
+            feats,
         )
         with torch.no_grad():
             w_new = self.vnet(losses.detach())

@@ -1,0 +1,135 @@
+"""Issue 15: the meta methods' head look-ahead route (`noisytail.methods.lookahead`) gives the
+general path's numbers, and each meta method's default route stays within 2× ERM's passes."""
+
+import contextlib
+
+import numpy as np
+import pytest
+import torch
+import torch.autograd.forward_ad as fwad
+from torch import nn
+
+import noisytail.methods  # noqa: F401  (registration)
+from noisytail.methods.base import Batch, Context, TaskInfo
+from noisytail.methods.lookahead import (
+    functional_forward,
+    head_parameters,
+    meta_forward,
+    split_forward,
+    tangent_logits,
+)
+from noisytail.registry import METHODS, MODELS
+
+
+def _cnn():
+    torch.manual_seed(0)
+    model = MODELS.build("small_cnn", num_classes=4, input_shape=(1, 8, 8), width=4).double()
+    return model.train()
+
+
+def test_head_meta_forward_equals_the_general_path():
+    """With head parameters only, the meta forward (backbone without a graph) gives the general
+    functional forward's logits and the same gradient with respect to the head, and leaves the
+    BatchNorm running statistics alone."""
+    model = _cnn()
+    mx, my = torch.randn(5, 1, 8, 8, dtype=torch.float64), torch.randint(0, 4, (5,))
+    shifted = {n: (p.detach() + 0.1).requires_grad_() for n, p in head_parameters(model).items()}
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    got, want = meta_forward(model, shifted, mx), functional_forward(model, shifted, mx)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    names = list(shifted)
+    g_got = torch.autograd.grad(nn.functional.cross_entropy(got, my), [shifted[n] for n in names])
+    g_want = torch.autograd.grad(nn.functional.cross_entropy(want, my), [shifted[n] for n in names])
+    for n, a, b in zip(names, g_got, g_want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=n)
+    for n, b in model.named_buffers():
+        assert torch.equal(b, buffers[n]), n
+
+
+def test_head_tangent_from_the_features_equals_a_second_forward():
+    """The head route's tangent of the batch's logits, read off the training forward's own
+    features, equals the general forward-mode pass of the whole model (and a finite difference)."""
+    model = _cnn()
+    x = torch.randn(6, 1, 8, 8, dtype=torch.float64)
+    feats, logits = split_forward(model, x)
+    torch.testing.assert_close(logits, model.head(model.features(x)))
+    torch.manual_seed(2)
+    tangents = {n: torch.randn_like(p) for n, p in head_parameters(model).items()}
+    got = tangent_logits(model, x, tangents, features=feats)
+    want = tangent_logits(model, x, tangents)  # a second, forward-mode pass of the batch
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    h = 1e-6
+    with torch.no_grad():
+        moved = {n: p + h * tangents[n] for n, p in head_parameters(model).items()}
+        fd = (model.head(feats) - nn.functional.linear(feats, *moved.values())) / -h
+    torch.testing.assert_close(got, fd, rtol=1e-5, atol=1e-7)
+    assert float(got.abs().max()) > 1e-3
+
+
+# --------------------------------------------------------------------------------------------
+# The cost contract: rows through the backbone's first layer in one training step (forward, the
+# loop's backward), a forward-mode (dual) pass counting twice, a backward twice a forward. ERM is
+# one forward and one backward of the batch: 3B.
+
+
+class PassMeter:
+    """Counts the rows that cross a layer forward (dual passes twice) and backward."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        self.forward = self.backward = 0
+        layer.register_forward_hook(self._hook)
+
+    def _hook(self, module, inputs, output):
+        rows = output.shape[0]
+        dual = fwad.unpack_dual(output).tangent is not None
+        self.forward += rows * (2 if dual else 1)
+        if output.requires_grad:
+            output.register_hook(lambda g: self._count_backward(rows))
+
+    def _count_backward(self, rows):
+        self.backward += rows
+
+    @property
+    def cost(self) -> int:
+        return self.forward + 2 * self.backward
+
+
+def step_cost(name, **kw):
+    """Rows-through-the-backbone cost of one step of ``name`` (MLP, batch 16, meta batch 16)."""
+    torch.manual_seed(0)
+    model = MODELS.build("mlp", num_classes=3, input_shape=(8,), hidden=(32, 32))
+    first = next(m for m in model.modules() if isinstance(m, nn.Linear))
+    meter = PassMeter(first)
+    info = TaskInfo(3, np.array([20, 20, 20]), 60, (8,), 1, 4)
+    method = METHODS.build(name, args=kw, model=model, info=info)
+    opt = torch.optim.SGD(method.parameter_groups(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    mx, my = torch.randn(16, 8), torch.randint(0, 3, (16,))
+    ctx = Context(
+        info=info,
+        optimizer=opt,
+        device=torch.device("cpu"),
+        generator=torch.Generator(),
+        meta_batches=lambda: Batch(mx, my, torch.arange(16)),
+        predict_train=None,
+        autocast=contextlib.nullcontext,
+    )
+    x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+    method(Batch(x, y, torch.arange(16)), ctx)["loss"].backward()
+    return meter.cost
+
+
+META = [("l2rw", {}), ("l2b", {"warmup_epochs": 0}), ("mwnet", {}), ("gdw", {})]
+META += [("gdw", {"mode": "mwnet"})]
+
+
+@pytest.mark.parametrize("name,kw", META)
+def test_default_meta_step_within_twice_erm(name, kw):
+    """Each meta method's default route costs ERM's passes through the backbone plus one forward
+    of the meta batch (the head look-ahead: no second forward of the batch, no backward through
+    the backbone but the real step's), so at most 2× ERM with a meta batch no larger than the
+    batch; its full look-ahead costs more than 2×, so the meter can tell the routes apart."""
+    erm = step_cost("erm")
+    assert erm == 3 * 16
+    cost = step_cost(name, **kw)
+    assert cost <= erm + 16 <= 2 * erm, cost
+    assert step_cost(name, **kw, lookahead="all") > 2 * erm
