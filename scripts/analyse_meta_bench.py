@@ -9,25 +9,25 @@ Usage: python scripts/analyse_meta_bench.py runs/bench-meta
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from noisytail.runfolder import read_checkpoint
+from noisytail.runfolder import METRICS_FILE, read_checkpoint, read_metrics
+from noisytail.summary import SUMMARY_FILE, read_summary
 
 
 def run_stats(run: Path) -> dict[str, float]:
-    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    summary = json.loads((run / "summary.json").read_text())
+    history = read_metrics(run / METRICS_FILE)
+    summary = read_summary(run)
     peak = max(history, key=lambda r: r["test_accuracy"])
     out = {
-        "test_accuracy": summary["test_accuracy"],
+        "test_accuracy": summary.test_accuracy,
         "noisy_label_train_accuracy": history[-1]["train_accuracy_noisy"],
         "peak_test_accuracy": peak["test_accuracy"],
         "peak_epoch": peak["epoch"],
-        "wrong_label_share": summary["noise"]["realised_rate"],
+        "wrong_label_share": summary.noise["realised_rate"],
     }
     state = read_checkpoint(run / "checkpoints" / "last.pt", "cpu", required=("method",))
     weights = state["method"].get("sample_weight") if isinstance(state["method"], dict) else None
@@ -52,7 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     groups: dict[str, list[dict[str, float]]] = defaultdict(list)
     for run in sorted((args.bench / "runs").iterdir()):
-        if (run / "summary.json").exists():
+        if (run / SUMMARY_FILE).exists():
             groups[run.name.rsplit("-s", 1)[0]].append(run_stats(run))
     keys = [
         "test_accuracy",

@@ -44,6 +44,11 @@ def test_quick_run_on_digits_produces_every_row(tmp_path):
     }
     assert got == want
     assert all(abs(r["realised_noise_rate"] - r["noise_rate"]) < 0.1 for r in fine)
+    # a finished fine-tuning run is not redone: its row comes back from its summary.json
+    r = fine[0]
+    assert (
+        bench.finetune_one(args, r["seed"], r["noise_rate"], r["loss"], r["init"] != "scratch") == r
+    )
 
     cost = {r["method"]: r for r in rows if r["part"] == "cost"}
     assert set(cost) == {"simclr", "multiview", "mttv"}

@@ -102,7 +102,7 @@ def runs(tmp_path_factory):
     cfg = load_config(None, OVERRIDES)
     fit(cfg, base / "done", write_report=False)
     part = fit(cfg, base / "stopped", write_report=False, stop_after_epochs=1)
-    assert not part["finished"]
+    assert not part.finished
     return base
 
 

@@ -39,7 +39,7 @@ BASE = [
 )
 def test_a_method_trains_on_the_gpu_in_bf16(tmp_path, method):
     summary = fit(load_config(None, BASE + method), tmp_path / "run", write_report=False)
-    assert summary["device"].startswith("cuda") and summary["precision"] == "bf16"
+    assert summary.device.startswith("cuda") and summary.precision == "bf16"
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(torch.isfinite(torch.tensor(r["train_loss"])) for r in rows)
 

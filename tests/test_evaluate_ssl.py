@@ -151,7 +151,7 @@ def test_export_pretrained_then_fine_tune(tmp_path, digits_config):
     assert saved["linear_probe"]["accuracy"] == res["linear_probe"]["accuracy"]
     assert "few_shot_accuracy" in saved["knn"]
     fine = digits_config("train.epochs=1", f"model.init={tmp_path / 'pre' / 'encoder.pt'}")
-    assert fit(fine, tmp_path / "fine", write_report=False)["finished"]
+    assert fit(fine, tmp_path / "fine", write_report=False).finished
 
 
 def test_save_encoder_without_head_leaves_a_fresh_classifier(tmp_path):

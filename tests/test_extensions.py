@@ -47,7 +47,7 @@ def test_toy_source_and_method_train_and_report(toy, tmp_path):
     row = next(r for r in sources.find_datasets() if r["name"] == "toy_blobs")
     assert row == {"name": "toy_blobs", "found": True, "location": "(toy)", "how": toy["TOY_HOW"]}
     summary = fit(load_config(None, [*TOY_RUN, "method.name=toy_ce"]), tmp_path / "run")
-    assert summary["finished"] and summary["test_accuracy"] >= 0.9  # chance: 1/3
+    assert summary.finished and summary.test_accuracy >= 0.9  # chance: 1/3
     assert "toy_ce on Toy Blobs" in (tmp_path / "run" / "report.md").read_text()
 
 

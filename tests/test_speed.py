@@ -75,7 +75,7 @@ def test_the_summary_records_the_precision_run(tmp_path, digits_config):
     summary = train_mod.fit(
         digits_config("train.epochs=1", "train.precision=fp32"), tmp_path / "r", write_report=False
     )
-    assert summary["precision"] == "fp32"
+    assert summary.precision == "fp32"
 
 
 def test_gpu_check_refuses_in_one_line_without_a_gpu():

@@ -8,6 +8,7 @@ from noisytail.data.corruption import Corruption
 from noisytail.methods.erm import ERM
 from noisytail.optim import learning_rate
 from noisytail.runfolder import RunExistsError, read_checkpoint
+from noisytail.summary import RunSummary, UnfinishedRun, read_summary
 from noisytail.train import TrainingError, fit
 
 
@@ -59,7 +60,9 @@ def test_fit_writes_the_run_folder_and_learns(tmp_path, digits_config):
     assert saved["last5_test_accuracy_mean"] == pytest.approx(np.mean(last), abs=1e-12)
     assert abs(saved["noise"]["realised_rate"] - 0.2) < 0.02
     corruption = Corruption.load(run / "corruption.npz")
-    assert len(corruption.train_idx) == summary["num_train"]
+    assert len(corruption.train_idx) == summary.num_train
+    # fit returns the typed summary, the same one read_summary reads back from the folder
+    assert isinstance(summary, RunSummary) and summary == read_summary(run)
 
 
 def test_same_seed_same_numbers(tmp_path, digits_config):
@@ -73,7 +76,7 @@ def test_resume_matches_uninterrupted(tmp_path, digits_config):
     cfg = digits_config("noise.kind=symmetric", "noise.rate=0.3", "train.epochs=3")
     fit(cfg, tmp_path / "full", write_report=False)
     part = fit(cfg, tmp_path / "split", write_report=False, stop_after_epochs=1)
-    assert not part["finished"]
+    assert part == UnfinishedRun(epochs_done=1) and not part.finished
     fit(cfg, tmp_path / "split", resume=True, write_report=False)
     assert _metrics(tmp_path / "full") == _metrics(tmp_path / "split")
 
@@ -162,10 +165,10 @@ def test_best_epoch_is_picked_by_the_chosen_validation_metric(tmp_path, digits_c
     rows = _metrics(tmp_path / "run")
     top = max(r[metric] for r in rows)
     chosen = [r for r in rows if r[metric] == top][-1]  # ties: the later epoch
-    assert summary["select_metric"] == metric
-    assert summary["best_epoch"] == chosen["epoch"]
-    assert summary["test_accuracy_at_best_val"] == chosen["test_accuracy"]
-    assert summary["best_val_balanced_accuracy"] == chosen["val_balanced_accuracy"]
+    assert summary.select_metric == metric
+    assert summary.best_epoch == chosen["epoch"]
+    assert summary.test_accuracy_at_best_val == chosen["test_accuracy"]
+    assert summary.best_val_balanced_accuracy == chosen["val_balanced_accuracy"]
 
 
 # -- two-stage fine-tuning: frozen backbone, then everything -----------------------------------
@@ -282,7 +285,7 @@ def test_resume_with_frozen_epochs_matches_uninterrupted(tmp_path, digits_config
     )
     fit(cfg, tmp_path / "full", write_report=False)
     part = fit(cfg, tmp_path / "split", write_report=False, stop_after_epochs=stop)
-    assert not part["finished"]
+    assert not part.finished
     fit(cfg, tmp_path / "split", resume=True, write_report=False)
     assert _metrics(tmp_path / "full") == _metrics(tmp_path / "split")
     a = read_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")

@@ -36,7 +36,7 @@ def test_image_folder_run(tmp_path):
         ],
     )
     summary = fit(cfg, tmp_path / "run", write_report=False)
-    assert summary["test_accuracy"] > 0.6  # three colours: easy
+    assert summary.test_accuracy > 0.6  # three colours: easy
     after = sorted(p.stat().st_mtime_ns for p in (tmp_path / "photos").rglob("*.png"))
     assert before == after  # the user's files are untouched
 
@@ -65,8 +65,8 @@ def test_csv_features_with_mlp(tmp_path):
         ],
     )
     summary = fit(cfg, tmp_path / "run", write_report=False)
-    assert summary["test_accuracy"] > 0.8
-    assert summary["class_names"] == ["no", "yes"]
+    assert summary.test_accuracy > 0.8
+    assert summary.class_names == ["no", "yes"]
 
 
 def test_label_file_supplies_real_noisy_labels(tmp_path, digits_config):
@@ -79,6 +79,6 @@ def test_label_file_supplies_real_noisy_labels(tmp_path, digits_config):
     cfg = digits_config(f"data.label_file={tmp_path / 'noisy.npy'}", "train.epochs=1")
     summary = fit(cfg, tmp_path / "run", write_report=False)
     expected = 100 / len(true)
-    assert abs(summary["noise"]["realised_rate"] - expected) < 0.03
+    assert abs(summary.noise["realised_rate"] - expected) < 0.03
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert saved["noise"]["kind"] == "none"

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, load_config, read_yaml_file, to_dict
-from .summary import RunSummary, read_summary
+from .summary import SUMMARY_FILE, RunSummary, read_summary
 
 log = logging.getLogger(__name__)
 
@@ -370,7 +370,7 @@ def _run_locked(
 ) -> list[dict[str, Any]]:
     jobs = max(1, jobs or grid.jobs)
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    todo = [r for r in runs if not (r.out / "summary.json").exists()]
+    todo = [r for r in runs if not (r.out / SUMMARY_FILE).exists()]
     todo.sort(key=lambda r: grid.seeds.index(r.seed))  # seed-major: partial grids have whole seeds
     echo(f"{grid.name}: {len(runs)} runs, {len(runs) - len(todo)} already done, {jobs} at a time")
     running: list[tuple[PlannedRun, subprocess.Popen, float]] = []
@@ -383,7 +383,7 @@ def _run_locked(
                 todo.remove(run)
                 failures.append(run)
                 echo(f"  SKIPPED {run.label} seed={run.seed}: a run it needs failed")
-            ready = [r for r in todo if all((p / "summary.json").exists() for p in r.needs)]
+            ready = [r for r in todo if all((p / SUMMARY_FILE).exists() for p in r.needs)]
             if not ready:
                 break
             run = ready[0]

@@ -9,11 +9,15 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from .cli_errors import BAD_INPUT, RUN_FAILED, CliGroup, NoteHandler, fail, guard
 from .config import ConfigError, load_config
+
+if TYPE_CHECKING:
+    from .summary import RunSummary, UnfinishedRun
 
 
 @click.group(cls=CliGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -79,15 +83,10 @@ def new_run_dir(name: str, parent: Path = Path("runs")) -> Path:
     return out
 
 
-def _print_summary(values: dict, out: Path) -> None:
-    from .summary import RunSummary
-
-    if not values.get("finished", True):
-        click.echo(
-            f"stopped after {values.get('epochs_done')} epochs; resume with --resume --out {out}"
-        )
+def _print_summary(summary: RunSummary | UnfinishedRun, out: Path) -> None:
+    if not summary.finished:
+        click.echo(f"stopped after {summary.epochs_done} epochs; resume with --resume --out {out}")
         return
-    summary = RunSummary.from_dict(values)
     noise = summary.noise
 
     def pct(v: float | None) -> str:
@@ -218,7 +217,7 @@ def pretrain(config, overrides, out, resume, probe_epochs, no_progress) -> None:
             raise ConfigError("--resume needs --out RUN_DIR (the run to continue).")
         out = new_run_dir(f"pretrain-{cfg.method.name}-seed{cfg.seed}")
     summary = fit(cfg, out, resume=resume, progress=False if no_progress else None)
-    if not summary.get("finished", True):
+    if not summary.finished:
         _print_summary(summary, Path(out))
         return
     res = export_pretrained(out, probe_epochs=probe_epochs)

@@ -1,8 +1,9 @@
 """A finished run's ``summary.json`` (`RunSummary`) and ``predictions.npz`` (`finish_folder`).
 
 `summarise` computes the summary from the run's final test probabilities and its history
-(`finish_run`: both files for a `noisytail.train.Run`);
-``report``, ``bench`` and the CLI read it back with `read_summary`.
+(`finish_run`: both files for a `noisytail.train.Run`); `noisytail.train.fit` returns it (or an
+`UnfinishedRun`). ``report``, ``bench``, the benchmarks and the CLI read a run folder's summary
+back with `read_summary`, the one reader.
 """
 
 from __future__ import annotations
@@ -92,6 +93,19 @@ class RunSummary:
             return cls(**known, extra={k: v for k, v in values.items() if k not in names})
         except TypeError as err:
             raise DataError(f"not a run summary ({short_error(err)}).") from None
+
+
+@dataclass(frozen=True)
+class UnfinishedRun:
+    """What `noisytail.train.fit` returns for a run that stopped before ``train.epochs``
+    (``stop_after_epochs``): the epochs trained so far; its checkpoint resumes it. ``finished``
+    is False here and True on a `RunSummary`, so either answers ``result.finished``."""
+
+    epochs_done: int
+    finished: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"finished": False, "epochs_done": self.epochs_done}
 
 
 def write_summary(summary: RunSummary, run_dir: str | os.PathLike) -> Path:

@@ -66,7 +66,7 @@ from .runtime import (
     seed_init,
     setup_runtime,
 )
-from .summary import finish_run
+from .summary import RunSummary, UnfinishedRun, finish_run
 
 log = logging.getLogger(__name__)
 
@@ -439,9 +439,11 @@ def fit(
     progress: bool | None = None,
     write_report: bool = True,
     stop_after_epochs: int | None = None,
-) -> dict[str, Any]:
-    """Train ``cfg`` into ``out_dir`` and return the summary (`RunSummary.to_dict`, or
-    ``{"finished": False, "epochs_done": n}``; see the module docstring).
+) -> RunSummary | UnfinishedRun:
+    """Train ``cfg`` into ``out_dir`` and return its typed summary: the `RunSummary` written to
+    ``summary.json`` (read ``summary.test_accuracy``; ``.to_dict()`` gives the JSON object), or an
+    `UnfinishedRun` (``finished`` False, ``epochs_done``) if it stopped early; see the module
+    docstring.
 
     ``stop_after_epochs`` ends the run early after that many epochs *in this call* (for tests of
     resume, and for a time-boxed session); the checkpoint then resumes it.
@@ -473,9 +475,7 @@ def fit(
         stop_after_epochs, epoch_writer(run, progress) if rt.is_main else None, progress=progress
     )
     finished = bool(run.history) and run.history[-1]["epoch"] == cfg.train.epochs
-    summary: dict[str, Any] = {"finished": finished, "epochs_done": len(run.history)}
-    if finished:
-        summary = finish_run(run).to_dict()
+    summary = finish_run(run) if finished else UnfinishedRun(epochs_done=len(run.history))
     rt.barrier()
     if finished and rt.is_main and write_report:
         from .report import write_report as render

@@ -50,7 +50,7 @@ def test_clothing1m_observed_labels_are_the_noisy_ones(tmp_path, write_clothing)
         + TINY,
     )
     summary = fit(cfg, tmp_path / "run", write_report=False)
-    assert len(summary["class_names"]) == 14
+    assert len(summary.class_names) == 14
     corr = np.load(tmp_path / "run" / "corruption.npz")
     assert corr["noisy_labels"].tolist() == [y for _, y in splits["noisy_train"]]
 
@@ -71,7 +71,7 @@ def test_isic2019_with_meta_set(tmp_path, write_isic):
         + TINY,
     )
     summary = fit(cfg, tmp_path / "run", write_report=False)
-    assert 0.0 <= summary["test_accuracy"] <= 1.0
+    assert 0.0 <= summary.test_accuracy <= 1.0
     corr = np.load(tmp_path / "run" / "corruption.npz")
     assert len(corr["meta_idx"]) == 8
 
@@ -81,7 +81,7 @@ def test_clothing1m_clean_val_is_the_meta_set_of_a_meta_method(tmp_path, write_c
     base = ["data.name=clothing1m", f"data.root={tmp_path / 'c1m'}", "data.options.image_size=8"]
     cfg = load_config(None, base + TINY + ["meta.source=provided", "method.name=l2rw"])
     summary = fit(cfg, tmp_path / "run", write_report=False)
-    assert summary["noise"]["realised_rate"] is None  # real noise: the truth is unknown
+    assert summary.noise["realised_rate"] is None  # real noise: the truth is unknown
     corr = np.load(tmp_path / "run" / "corruption.npz")
     n_train, n_val = len(splits["noisy_train"]), len(splits["clean_val"])
     assert corr["meta_idx"].tolist() == list(range(n_train, n_train + n_val))

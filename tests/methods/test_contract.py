@@ -31,8 +31,8 @@ def test_runs_in_the_loop(name, tmp_path, digits_config):
     if cls.needs_meta:
         overrides.append("meta.per_class=5")
     summary = fit(digits_config(*overrides), tmp_path / "run", write_report=False)
-    assert summary["finished"]
-    assert summary["test_accuracy"] > 0.2  # 10 classes, chance 0.1: it learned something
+    assert summary.finished
+    assert summary.test_accuracy > 0.2  # 10 classes, chance 0.1: it learned something
     # its checkpoint reads back under torch.load(weights_only=True)
     state = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", required=CHECKPOINT_KEYS)
     assert state["epoch"] == 2

@@ -174,7 +174,7 @@ def test_resume_matches_uninterrupted(tmp_path, digits_config):
     )
     fit(cfg, tmp_path / "full", write_report=False)
     part = fit(cfg, tmp_path / "split", write_report=False, stop_after_epochs=2)
-    assert not part["finished"]
+    assert not part.finished
     fit(cfg, tmp_path / "split", resume=True, write_report=False)
     full, split = _metrics(tmp_path / "full"), _metrics(tmp_path / "split")
     assert full == split
@@ -330,7 +330,7 @@ def test_resume_matches_uninterrupted_with_the_l2b_plugin(tmp_path, digits_confi
     )
     fit(cfg, tmp_path / "full", write_report=False)
     part = fit(cfg, tmp_path / "split", write_report=False, stop_after_epochs=2)
-    assert not part["finished"]
+    assert not part.finished
     fit(cfg, tmp_path / "split", resume=True, write_report=False)
     full, split = _metrics(tmp_path / "full"), _metrics(tmp_path / "split")
     assert full == split

@@ -375,7 +375,7 @@ def test_l2b_meta_path_in_the_loop(args, tmp_path, digits_config):
         *args,
     )
     summary = fit(cfg, tmp_path / "run", write_report=False)
-    assert summary["finished"] and summary["test_accuracy"] > 0.2
+    assert summary.finished and summary.test_accuracy > 0.2
 
 
 def test_skipped_iterations_reuse_each_samples_own_latest_weights():

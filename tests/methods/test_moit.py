@@ -156,7 +156,7 @@ def test_moit_on_digits_improves_over_its_first_epoch(tmp_path, digits_config):
     summary = fit(cfg, tmp_path / "moit", write_report=False)
     rows = [json.loads(line) for line in (tmp_path / "moit" / "metrics.jsonl").open()]
     assert rows[-1]["test_accuracy"] > rows[0]["test_accuracy"] + 0.1
-    assert summary["test_accuracy"] > 0.6
+    assert summary.test_accuracy > 0.6
     assert "clean_fraction" in rows[-1] and "labelled_loss" in rows[-1]  # detection and switch ran
     # MOIT+ from that run: reads its clean mask; a different pool is refused
     plus = digits_config(
@@ -170,7 +170,7 @@ def test_moit_on_digits_improves_over_its_first_epoch(tmp_path, digits_config):
         "train.lr=0.01",
     )
     summary = fit(plus, tmp_path / "plus", write_report=False)
-    assert summary["test_accuracy"] > 0.6
+    assert summary.test_accuracy > 0.6
     state = torch.load(tmp_path / "plus" / "checkpoints" / "last.pt", weights_only=False)
     assert state["extra"]["mask_source"] == "redetected"  # detection re-run on the final weights
     no_init = digits_config(
@@ -240,7 +240,7 @@ def test_moit_resumes_to_the_same_result(tmp_path, digits_config):
     whole = fit(digits_config(*args), tmp_path / "a", write_report=False)
     fit(digits_config(*args), tmp_path / "b", write_report=False, stop_after_epochs=2)
     resumed = fit(digits_config(*args), tmp_path / "b", resume=True, write_report=False)
-    assert resumed["test_accuracy"] == whole["test_accuracy"]
+    assert resumed.test_accuracy == whole.test_accuracy
     a = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=False)["extra"]
     b = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=False)["extra"]
     assert torch.equal(a["clean"], b["clean"]) and torch.equal(a["labels"], b["labels"])

@@ -23,4 +23,4 @@ def test_vnet_optimizer_state_resumes(tmp_path, digits_config):
     assert adam["state"] and all("exp_avg" in s for s in adam["state"].values())
     resumed = fit(cfg, tmp_path / "a", resume=True, write_report=False)
     straight = fit(cfg, tmp_path / "b", write_report=False)
-    assert resumed["test_accuracy"] == straight["test_accuracy"]
+    assert resumed.test_accuracy == straight.test_accuracy

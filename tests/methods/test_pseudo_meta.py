@@ -72,4 +72,4 @@ def test_the_loop_draws_the_meta_set_from_the_pool_each_epoch(tmp_path, digits_c
         assert chosen.min() >= np.sort(others)[-len(chosen)]
     # a meta method trains with it end to end
     summary = fit(cfg, tmp_path / "run", write_report=False)
-    assert summary["finished"] and summary["num_meta"] == 0
+    assert summary.finished and summary.num_meta == 0

@@ -128,8 +128,8 @@ def run_one(name: str, s: Setting, d: Data) -> dict[str, Any]:
             summary = fit(s.config(), Path(out) / "run", write_report=False)
         return {
             "contender": name,
-            "accuracy": summary["test_accuracy"],
-            "balanced_accuracy": summary["balanced_accuracy"],
+            "accuracy": summary.test_accuracy,
+            "balanced_accuracy": summary.balanced_accuracy,
             "seconds": time.perf_counter() - start,
         }
     else:

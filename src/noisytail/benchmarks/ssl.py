@@ -92,6 +92,7 @@ from noisytail.evaluate_ssl import extract_features, load_trained_run, save_enco
 from noisytail.groups import frequency_groups, group_accuracy
 from noisytail.probes import knn_classify, linear_probe
 from noisytail.runtime import setup_runtime
+from noisytail.summary import read_summary
 from noisytail.train import Run, TrainingError, fit
 
 log = logging.getLogger(__name__)
@@ -168,7 +169,7 @@ def pretrain_one(args: SslOptions, method: str, seed: int) -> dict[str, Any]:
     run = load_trained_run(out)
     save_encoder(run.method.model, out / "backbone.pt", include_head=False)
     epochs = cfg.train.epochs
-    n, b = summary["num_train"], cfg.train.batch_size
+    n, b = summary.num_train, cfg.train.batch_size
     items = max(1, n // b) * min(n, b) * epochs  # the loader drops the last partial batch
     row = {
         "part": "pretrain",
@@ -179,8 +180,8 @@ def pretrain_one(args: SslOptions, method: str, seed: int) -> dict[str, Any]:
         "grad_views_per_image": grad_views(args, method),
         "grad_views_seen": items * grad_views(args, method),
         "pretrain_seconds": seconds,
-        "train_seconds": summary["train_seconds"],
-        "images_per_second": summary["images_per_second"],
+        "train_seconds": summary.train_seconds,
+        "images_per_second": summary.images_per_second,
         **probe_encoder(args, run, seed),
     }
     row_path.write_text(json.dumps(row))
@@ -218,7 +219,6 @@ def finetune_one(
     init = str(encoder_path(args, seed)) if pretrained else None
     tag = args.init_from if pretrained else "scratch"
     out = Path(args.out) / "finetune" / f"noise{round(100 * rate)}-{tag}-{loss}-seed{seed}"
-    summary_path = out / "summary.json"
 
     def failed(error: str) -> dict[str, Any]:
         return {
@@ -231,9 +231,8 @@ def finetune_one(
         }
 
     set_threads(args)
-    if summary_path.exists():
-        summary = json.loads(summary_path.read_text())
-    else:
+    summary = read_summary(out)
+    if summary is None:
         clear_unfinished(out)
         if pretrained and not Path(init).exists():
             return failed(f"no encoder {init} (its pre-training failed?)")
@@ -242,14 +241,14 @@ def finetune_one(
         except TrainingError as err:
             log.warning("finetune %s %s %s seed %s failed: %s", tag, loss, rate, seed, err)
             return failed(str(err))
-    counts = np.asarray(summary["train_class_counts"])
+    counts = np.asarray(summary.train_class_counts)
     metrics = {
-        "accuracy": summary["test_accuracy"],
-        "balanced_accuracy": summary["balanced_accuracy"],
-        "per_class_accuracy": summary["per_class_accuracy"],
-        "many_shot_accuracy": summary["many_shot_accuracy"],
-        "medium_shot_accuracy": summary["medium_shot_accuracy"],
-        "few_shot_accuracy": summary["few_shot_accuracy"],
+        "accuracy": summary.test_accuracy,
+        "balanced_accuracy": summary.balanced_accuracy,
+        "per_class_accuracy": summary.per_class_accuracy,
+        "many_shot_accuracy": summary.many_shot_accuracy,
+        "medium_shot_accuracy": summary.medium_shot_accuracy,
+        "few_shot_accuracy": summary.few_shot_accuracy,
     }
     return {
         "part": "finetune",
@@ -257,11 +256,11 @@ def finetune_one(
         "init": tag,
         "loss": loss,
         "seed": seed,
-        "epochs": summary["epochs"],
+        "epochs": summary.epochs,
         **_shot_fields("test_", metrics, counts),
-        "test_accuracy_at_best_val": summary["test_accuracy_at_best_val"],
-        "realised_noise_rate": summary["noise"]["realised_rate"],
-        "train_seconds": summary["train_seconds"],
+        "test_accuracy_at_best_val": summary.test_accuracy_at_best_val,
+        "realised_noise_rate": summary.noise["realised_rate"],
+        "train_seconds": summary.train_seconds,
     }
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from noisytail.config import Config, load_config
+from noisytail.summary import SUMMARY_FILE
 
 SSL_METHODS = ("simclr", "multiview", "mttv")
 LOSSES = ("ce", "gce", "sce", "logit_adjustment", "cb_focal", "la_gce")
@@ -158,7 +159,7 @@ def finetune_config(
 
 def clear_unfinished(out: Path) -> None:
     """Remove a run folder left by an interrupted benchmark (no summary yet): it is redone."""
-    if out.exists() and not (out / "summary.json").exists():
+    if out.exists() and not (out / SUMMARY_FILE).exists():
         shutil.rmtree(out)
 
 
