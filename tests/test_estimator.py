@@ -78,6 +78,23 @@ def test_fit_and_predict_leave_torch_globals_alone_and_a_seed_repeats(tmp_path):
     assert not np.allclose(other, probs)
 
 
+def test_the_default_budget_and_model_scale_with_the_data():
+    """``epochs="auto"``: about FIT_STEPS = 1,200 steps of 128 within 10-40 epochs (hand-worked:
+    4,084 samples make 32 steps, ceil(1200 / 32) = 38 epochs); images get the narrower CNN
+    whatever their number, tables the CLI's MLP rule."""
+    clf = NoisyTailClassifier()
+    images = np.zeros((4084, 1, 28, 28), np.uint8)
+    values = clf.config_values("k", images)
+    assert values["train"]["epochs"] == 38
+    assert values["model"] == {"name": "small_cnn", "options": {"width": 16}}
+    assert values["method"] == {"name": "erm", "loss": "sce"}
+    assert clf.config_values("k", images[:300])["train"]["epochs"] == 40  # 3 steps: the cap
+    assert clf.config_values("k", np.zeros((60_000, 1, 4, 4)))["train"]["epochs"] == 10
+    table = clf.config_values("k", np.zeros((4084, 5), np.float32))["model"]
+    assert table == {"name": "mlp", "options": {}}
+    assert clf.set_params(epochs=3).config_values("k", images)["train"]["epochs"] == 3
+
+
 def test_string_labels_are_encoded_as_sklearn_does():
     x, y = blobs()
     names = np.array(["zebra", "ant", "moth"])[y]

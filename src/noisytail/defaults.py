@@ -53,25 +53,31 @@ class Choice:
         return f"chose {self.key}={self.value} ({self.why})"
 
 
-def epochs_for(n_train: int, batch_size: int) -> tuple[int, str]:
-    """Epochs for ``n_train`` training samples: ``ceil(TARGET_STEPS / steps per epoch)``, kept
+def epochs_for(n_train: int, batch_size: int, target_steps: int = TARGET_STEPS) -> tuple[int, str]:
+    """Epochs for ``n_train`` training samples: ``ceil(target_steps / steps per epoch)``, kept
     within ``[MIN_EPOCHS, MAX_EPOCHS]`` (small data sets get more passes, large ones the usual
-    10), with the reason in one line."""
+    10), with the reason in one line. ``target_steps``: ``TARGET_STEPS`` for the CLI;
+    `noisytail.estimator.NoisyTailClassifier` aims higher."""
     steps = max(1, math.ceil(n_train / batch_size))
-    epochs = min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(TARGET_STEPS / steps)))
+    epochs = min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(target_steps / steps)))
     return epochs, (
         f"{n_train} training samples make {steps} steps of {batch_size} per epoch; about "
-        f"{TARGET_STEPS} steps, within {MIN_EPOCHS}-{MAX_EPOCHS} epochs"
+        f"{target_steps} steps, within {MIN_EPOCHS}-{MAX_EPOCHS} epochs"
     )
 
 
-def model_for(input_shape: tuple[int, ...], n_train: int) -> tuple[str, dict[str, Any], str]:
+def model_for(
+    input_shape: tuple[int, ...], n_train: int, narrow: bool | None = None
+) -> tuple[str, dict[str, Any], str]:
     """``(model name, options, why)`` for inputs of ``input_shape`` and ``n_train`` samples:
     feature vectors ``[D]`` get an ``mlp`` (hidden ``(64, 64)`` below ``SMALL_DATA`` samples, else
     its default ``(256, 256)``); images ``[C, H, W]`` a ``small_cnn`` (width 16 below
-    ``SMALL_DATA``, else its default 32)."""
-    small = n_train < SMALL_DATA
+    ``SMALL_DATA``, else its default 32). ``narrow``: the narrower model whatever ``n_train``
+    (True), the wider one (False), or by ``n_train`` (None, the CLI's rule)."""
+    small = n_train < SMALL_DATA if narrow is None else narrow
     size = f"{n_train} training samples ({'<' if small else '>='} {SMALL_DATA})"
+    if narrow is not None:
+        size = f"the {'narrower' if small else 'wider'} model asked for"
     if len(input_shape) == 3:
         options = {"width": 16} if small else {}
         width = options.get("width", 32)

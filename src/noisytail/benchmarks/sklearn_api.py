@@ -6,12 +6,16 @@ The data are `prepare_data`'s for the config of `Setting.config`: a stratified F
 subset made long-tailed (exponential profile) with symmetric noise, and the balanced clean test
 subset. Every contender sees the same noisy training images and labels:
 
-- ``cleanlab+noisytail``: ``CleanLearning(NoisyTailClassifier(epochs=...))``, the classifier's
-  default robust method (ERM with SCE), ``cv_n_folds`` cross-validated probabilities, then a fit
-  on the samples CleanLearning keeps;
+- ``cleanlab+noisytail``: ``CleanLearning(NoisyTailClassifier())`` with the classifier's defaults
+  (its robust method, model and budget chosen from the data; ``Setting.epochs`` overrides the
+  budget), ``cv_n_folds`` cross-validated probabilities, then a fit on the samples CleanLearning
+  keeps;
 - ``cleanlab+logreg``: ``CleanLearning(LogisticRegression())`` on the flattened pixels / 255;
 - ``noisytail classifier``: ``NoisyTailClassifier`` alone on all noisy samples;
-- ``noisytail train``: `noisytail.train.fit` with the same config (what ``noisytail train`` runs).
+- ``noisytail train``: `noisytail.train.fit` with the settings the classifier chooses for these
+  images (`train_config`; what ``noisytail train`` runs with them);
+- ``... mlp``: the first and third with ``model="mlp"`` (hidden 256, 256) in place of the CNN the
+  classifier chooses for images.
 
 Each row: test accuracy and balanced accuracy on the clean test set, wall time, and for the
 CleanLearning rows how many samples were dropped and which fraction of them had wrong labels.
@@ -30,7 +34,14 @@ import numpy as np
 
 from noisytail.config import Config, load_config
 
-CONTENDERS = ("cleanlab+noisytail", "cleanlab+logreg", "noisytail classifier", "noisytail train")
+CONTENDERS = (
+    "cleanlab+noisytail",
+    "cleanlab+logreg",
+    "noisytail classifier",
+    "noisytail train",
+    "cleanlab+noisytail mlp",
+    "noisytail classifier mlp",
+)
 
 
 @dataclass(frozen=True)
@@ -42,12 +53,20 @@ class Setting:
     imbalance: float = 10.0
     noise: str = "symmetric"
     rate: float = 0.4
-    epochs: int = 15
+    epochs: int | None = None  # None: the classifier's default budget (epochs="auto")
     folds: int = 3
     seed: int = 0
 
+    def classifier(self, **args: Any) -> Any:
+        """The `NoisyTailClassifier` of this setting: its defaults, ``epochs`` if given, and
+        ``args``."""
+        from noisytail.estimator import NoisyTailClassifier
+
+        given = {} if self.epochs is None else {"epochs": self.epochs}
+        return NoisyTailClassifier(seed=self.seed, **given, **args)
+
     def config(self) -> Config:
-        """The `noisytail train` config of this setting (ERM with SCE, as the classifier)."""
+        """The data of this setting as a `noisytail train` config (the data and seed only)."""
         return load_config(
             None,
             [
@@ -59,12 +78,27 @@ class Setting:
                 f"noise.kind={self.noise}",
                 f"noise.rate={self.rate}",
                 f"seed={self.seed}",
-                "method.name=erm",
-                "method.loss=sce",
-                f"train.epochs={self.epochs}",
                 "train.progress=false",
             ],
         )
+
+
+def train_config(s: Setting, d: Data) -> Config:
+    """`Setting.config` with the method, model, training settings and augmentation that
+    ``s.classifier()`` chooses for the training images of ``d``
+    (`noisytail.estimator.NoisyTailClassifier.config_values`)."""
+    from noisytail.config import from_dict
+    from noisytail.data.arrays import as_model_inputs
+
+    chosen = s.classifier().config_values("unused", as_model_inputs(d.x, "X"))
+    skip = ("progress", "checkpoint_every", "num_threads")
+    values = {
+        "model": chosen["model"],
+        "method": chosen["method"],
+        "train": {k: v for k, v in chosen["train"].items() if k not in skip},
+        "data": {"augment": chosen["data"]["augment"]},
+    }
+    return from_dict(values, s.config())
 
 
 @dataclass
@@ -96,10 +130,9 @@ def _scores(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
 
 def run_one(name: str, s: Setting, d: Data) -> dict[str, Any]:
     """Train contender ``name`` on ``d`` and score it on the clean test set."""
-    from noisytail.estimator import NoisyTailClassifier
-
     start = time.perf_counter()
     extra: dict[str, Any] = {}
+    args = {"model": "mlp"} if name.endswith(" mlp") else {}
     if name.startswith("cleanlab"):
         from cleanlab.classification import CleanLearning
 
@@ -109,7 +142,7 @@ def run_one(name: str, s: Setting, d: Data) -> dict[str, Any]:
             clf, x, x_test = LogisticRegression(max_iter=1000), d.x, d.x_test
             x, x_test = (a.reshape(len(a), -1).astype(np.float32) / 255 for a in (x, x_test))
         else:
-            clf, x, x_test = NoisyTailClassifier(epochs=s.epochs, seed=s.seed), d.x, d.x_test
+            clf, x, x_test = s.classifier(**args), d.x, d.x_test
         cl = CleanLearning(clf, seed=s.seed, cv_n_folds=s.folds, verbose=False)
         cl.fit(x, d.y)
         pred = cl.predict(x_test)
@@ -119,15 +152,21 @@ def run_one(name: str, s: Setting, d: Data) -> dict[str, Any]:
             "dropped": int(dropped.sum()),
             "dropped_wrong_fraction": float(wrong[dropped].mean()) if dropped.any() else None,
         }
-    elif name == "noisytail classifier":
-        pred = NoisyTailClassifier(epochs=s.epochs, seed=s.seed).fit(d.x, d.y).predict(d.x_test)
+    elif name.startswith("noisytail classifier"):
+        pred = s.classifier(**args).fit(d.x, d.y).predict(d.x_test)
     elif name == "noisytail train":
         from noisytail.train import fit
 
+        cfg = train_config(s, d)
         with tempfile.TemporaryDirectory() as out:
-            summary = fit(s.config(), Path(out) / "run", write_report=False)
+            summary = fit(cfg, Path(out) / "run", write_report=False)
         return {
             "contender": name,
+            "config": {
+                "method": {"name": cfg.method.name, **cfg.method.args},
+                "model": {"name": cfg.model.name, **cfg.model.options},
+                "epochs": cfg.train.epochs,
+            },
             "accuracy": summary.test_accuracy,
             "balanced_accuracy": summary.balanced_accuracy,
             "seconds": time.perf_counter() - start,
@@ -146,7 +185,7 @@ def run_bench(
     settings: list[Setting], contenders: list[str], out: Path, log: Any = None
 ) -> list[dict[str, Any]]:
     """Every contender on every setting; rows appended to ``out/results.jsonl``, and rows already
-    there (same setting and contender) are kept, not rerun."""
+    there (same setting and contender) are kept, not rerun. Returns the rows of ``settings``."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
@@ -162,7 +201,8 @@ def run_bench(
                 fh.write(json.dumps(row) + "\n")
             if log is not None:
                 log(f"seed {s.seed} {name}: {row['accuracy']:.4f} in {row['seconds']:.0f}s")
-    return rows
+    wanted = [asdict(s) for s in settings]
+    return [r for r in rows if r["setting"] in wanted]
 
 
 def table(rows: list[dict[str, Any]]) -> str:
