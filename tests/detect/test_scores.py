@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -116,3 +118,35 @@ def test_a_probability_equal_to_its_threshold_passes_despite_round_off():
     labels = np.array([0] * 7 + [1])
     probs = np.array([[0.7, 0.3]] * 7 + [[0.2, 0.8]])
     assert sc.confident_classes(probs, labels).tolist() == [0] * 7 + [1]
+
+
+def test_noise_rate_flags_by_hand():
+    """On the hand-worked example: the calibrated joint's one off-diagonal count (labelled 0,
+    truly 1) prunes the sample labelled 0 with the largest p_1 - p_0 (row 2)."""
+    joint = sc.calibrated_confident_joint(PROBS, LABELS)
+    # raw joint [[2, 1, 0], [0, 1, 0], [0, 0, 1]]; rows scaled to the counts 3, 2, 1
+    np.testing.assert_array_equal(joint, [[2, 1, 0], [0, 2, 0], [0, 0, 1]])
+    assert np.flatnonzero(sc.noise_rate_flags(PROBS, LABELS)).tolist() == [2]
+
+
+def test_round_keeping_sum():
+    assert sc.round_keeping_sum([0.4, 0.45, 0.3, 0.85]).tolist() == [0, 1, 0, 1]
+    assert sc.round_keeping_sum([2.6, 2.7, 0.7]).tolist() == [2, 3, 1]
+
+
+def test_noise_rate_flags_match_cleanlab():
+    """An independent implementation: cleanlab's find_label_issues (prune_by_noise_rate) on
+    random probabilities, including classes with one member."""
+    filt = pytest.importorskip("cleanlab.filter")
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+        k, n = int(rng.integers(2, 8)), int(rng.integers(20, 200))
+        y = rng.integers(0, k, n)
+        y[:k] = np.arange(k)
+        logits = rng.normal(size=(n, k)) * rng.uniform(0.5, 4)
+        logits[np.arange(n), y] += rng.uniform(0, 3)
+        p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # cleanlab warns about one-member classes
+            expected = filt.find_label_issues(y, p, n_jobs=1)
+        np.testing.assert_array_equal(sc.noise_rate_flags(p, y), expected, err_msg=f"{seed}")

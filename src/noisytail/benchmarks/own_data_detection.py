@@ -19,7 +19,8 @@ per seed.
 
 - ``default``: ``noisytail detect`` through its library call with only the data's path (the
   settings chosen by `noisytail.defaults`), timed end to end (reading the files included);
-- ``knn``, ``linear``, ``ensemble+argmax``: the default detector's parts and its other flag rule,
+- ``knn``, ``linear``, ``ensemble+cl``, ``ensemble+argmax``: the default detector's parts (with
+  its flag rule, pruning by noise rate) and its probabilities under the two other flag rules,
   on the same inputs (`noisytail.detect.crossfit`: images pooled as the default pools them,
   table columns standardised as the CSV source does), to choose the default by measurement;
 - ``cleanlab+lr``: ``cleanlab.filter.find_label_issues`` (its default ``prune_by_noise_rate``)
@@ -55,7 +56,16 @@ _log = logging.getLogger(__name__)
 DATASETS = ("digits", "fmnist", "breast_cancer", "blobs24")
 LEVELS = (0.2, 0.4)
 SEEDS = (0, 1, 2)
-METHODS = ("default", "knn", "linear", "ensemble+argmax", "cleanlab+lr", "cleanlab+cnn")
+METHODS = (
+    "default",
+    "knn",
+    "linear",
+    "ensemble+cl",
+    "ensemble+argmax",
+    "cleanlab+lr",
+    "cleanlab+cnn",
+)
+PARTS = ("knn", "linear", "ensemble+cl", "ensemble+argmax")
 FOLDS = 5
 
 
@@ -238,8 +248,9 @@ def run_parts(x: np.ndarray, labels: np.ndarray) -> dict[str, dict[str, Any]]:
     k = int(labels.max()) + 1
     out = {}
     for name, model, flag in [
-        ("knn", "knn", "confident_learning"),
-        ("linear", "linear", "confident_learning"),
+        ("knn", "knn", "noise_rate"),
+        ("linear", "linear", "noise_rate"),
+        ("ensemble+cl", "ensemble", "confident_learning"),
         ("ensemble+argmax", "ensemble", "argmax"),
     ]:
         start = time.perf_counter()
@@ -298,7 +309,7 @@ def run_benchmark(
                 s = noisy_labels(y, level, seed)
                 unit = out / "work" / f"{name}-{level}-{seed}"
                 paths, data_path = write_data(unit / "data", x, s)
-                parts = run_parts(x, s) if {"knn", "linear", "ensemble+argmax"} & set(todo) else {}
+                parts = run_parts(x, s) if set(PARTS) & set(todo) else {}
                 for method in todo:
                     if method == "default":
                         verdict = run_default(data_path, paths, unit / "detect")

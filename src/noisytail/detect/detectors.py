@@ -57,7 +57,8 @@ class AutoDetector(Detector):
     regression cross-fitted over ``folds`` folds (`crossfit.linear_probs`), with the weight
     that best predicts the given labels out of sample (`crossfit.stack_weight`); ``"knn"`` or
     ``"linear"`` take one. Suspicion ``1 - p_y``, ties broken by the normalized margin;
-    flagged by ``flag`` (`scores.verdict_from_probs`). The rule was chosen on the own-data
+    flagged by ``flag`` (`scores.verdict_from_probs`; default: pruning by noise rate, the rule
+    of cleanlab's ``find_label_issues``). The rule was chosen on the own-data
     detection benchmark (BENCHMARKS.md).
     """
 
@@ -69,7 +70,7 @@ class AutoDetector(Detector):
         model: str = "ensemble",
         k: int | None = None,
         folds: int = cf.DEFAULT_FOLDS,
-        flag: str = "confident_learning",
+        flag: str = "noise_rate",
         max_side: int = cf.MAX_SIDE,
     ) -> None:
         if model not in cf.FAST_MODELS:

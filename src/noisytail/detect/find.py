@@ -2,12 +2,13 @@
 
 - ``pred_probs`` only: the verdict comes from those out-of-sample probabilities.
 - ``features`` only: the fast path of ``noisytail detect`` (its default detector, ``auto``):
-  the mean of a leave-one-out similarity-weighted kNN vote and a cross-fitted logistic
-  regression on the features (`noisytail.detect.crossfit.fast_probs`).
+  a leave-one-out similarity-weighted kNN vote and a cross-fitted logistic regression on the
+  features, mixed by held-out likelihood (`noisytail.detect.crossfit.fast_probs`).
 - both: the mean of the kNN vote on ``features`` and the given ``pred_probs``.
 
 Suspicion is ``1 - p_y`` of those probabilities, ties broken by the normalized margin, then by
-position; flags by confident learning (`noisytail.detect.scores.verdict_from_probs`). The rule
+position; flags by pruning by noise rate, as cleanlab's ``find_label_issues`` does
+(`noisytail.detect.scores.verdict_from_probs`). The rule
 and the measurements behind it are in BENCHMARKS.md ("Label issues in your own data").
 """
 
@@ -136,7 +137,7 @@ def find_label_issues(
     features: Any = None,
     k: int | None = None,
     folds: int = cf.DEFAULT_FOLDS,
-    flag: str = "confident_learning",
+    flag: str = "noise_rate",
     seed: int = 0,
 ) -> tuple[np.ndarray, LabelIssues]:
     """Rank ``labels [N]`` (ints ``0..K-1``) most likely wrong first (module docstring).
@@ -144,7 +145,8 @@ def find_label_issues(
     ``pred_probs [N, K]``: out-of-sample class probabilities (e.g. from cross-validation);
     ``features [N, D]`` or images ``[N, C, H, W]``: inputs or embeddings. numpy or torch. ``k``:
     neighbours of the kNN vote (default `noisytail.neighbors.default_k`); ``folds``: cross-fitting
-    folds of the linear model; ``flag``: ``"confident_learning"`` or ``"argmax"``. The defaults
+    folds of the linear model; ``flag``: ``"noise_rate"``, ``"confident_learning"`` or
+    ``"argmax"`` (`noisytail.detect.scores.verdict_from_probs`). The defaults
     are ``noisytail detect``'s. Returns ``(ranked indices [N], LabelIssues)``; bad input raises
     `ValueError` naming what is wrong and what was expected.
     """

@@ -12,6 +12,11 @@ mislabelled ones.
   of class ``j`` when ``p_j >= t_j`` (the largest such ``p_j`` when several pass). The confident
   joint counts (given label, confident class); its off-diagonal holds the label issues. Ranking by
   self-confidence ``p_y`` or the normalized margin ``(p_y - max_{j != y} p_j + 1) / 2``.
+- Prune by noise rate (the same paper, Sec. 3.2, "C_confusion"/"prune by noise rate"; cleanlab's
+  default ``find_label_issues``): the confident joint calibrated to the given labels' counts
+  (eq. 3) estimates how many samples labelled ``i`` truly belong to ``j``; of the samples labelled
+  ``i``, that many with the largest margin ``p_j - p_i`` are flagged, then any whose most probable
+  class is the given one is kept (`noise_rate_flags`).
 """
 
 from __future__ import annotations
@@ -158,10 +163,78 @@ def confident_learning_flags(
     return flagged, guess
 
 
+def round_keeping_sum(values: Any) -> np.ndarray:
+    """``values [K]`` rounded to integers whose sum is the rounded sum of ``values``: the
+    entries whose rounding moved them furthest the wrong way are stepped by one."""
+    v = _np(values, np.float64)
+    ints = np.round(v)
+    target = np.round(v.sum())
+    while abs(ints.sum() - target) > 1e-6:
+        step = 1.0 if target > ints.sum() else -1.0
+        n = min(int(abs(target - ints.sum())), len(v))
+        ints[np.argsort(v - ints)[:: -1 if step > 0 else 1][:n]] += step
+    return ints.astype(np.int64)
+
+
+def calibrated_confident_joint(probs: Any, labels: Any) -> np.ndarray:
+    """The confident joint ``[K, K]`` (rows: given label) calibrated as Northcutt et al. 2021,
+    eq. 3: each row scaled to its label's count, the whole to ``N``, rounded keeping each row's
+    total. As cleanlab counts it: a sample confident of several classes counts for its argmax,
+    and each diagonal entry is at least 1 before the calibration."""
+    p, y = _np(probs, np.float64), _np(labels, np.int64)
+    _check(p, y)
+    k = p.shape[1]
+    passes = p >= class_thresholds(p, y, k)[None, :] - 1e-6
+    n_pass = passes.sum(axis=1)
+    guess = np.where(n_pass > 1, p.argmax(axis=1), passes.argmax(axis=1))
+    keep = n_pass > 0
+    joint = np.zeros((k, k), dtype=np.int64, order="F")  # laid out as cleanlab's
+    np.add.at(joint, (y[keep], guess[keep]), 1)
+    np.fill_diagonal(joint, np.maximum(joint.diagonal(), 1))
+    counts = np.bincount(y, minlength=k)
+    # cleanlab's order of operations (on the transpose), so that exact ties in the rounding
+    # fall the same way
+    scaled = (joint.T / np.maximum(joint.sum(axis=1), 1e-300) * counts).T
+    scaled = scaled / max(np.sum(scaled), 1e-300) * counts.sum()
+    return np.stack([round_keeping_sum(row) for row in scaled])
+
+
+def noise_rate_flags(probs: Any, labels: Any) -> np.ndarray:
+    """Label issues by pruning by noise rate (module docstring) ``[N]`` bool.
+
+    ``n[i, j]`` (`calibrated_confident_joint`, each class keeping at least one sample as
+    cleanlab does) samples labelled ``i`` with the largest ``p_j - p_i`` are flagged for each
+    ``j != i``; a sample whose argmax is its label (ties to the label) is never flagged, nor
+    a sample of a class with a single member."""
+    p, y = _np(probs, np.float64), _np(labels, np.int64)
+    k = p.shape[1]
+    prune = calibrated_confident_joint(p, y).T.astype(np.float64)  # [true j, given i]
+    diag = prune.diagonal().copy()
+    raised = np.maximum(diag, 1.0)
+    nonzero = np.maximum(np.count_nonzero(prune, axis=0) - 1.0, 1.0)
+    prune = np.clip(prune - (raised - diag) / nonzero, 0.0, None)
+    np.fill_diagonal(prune, raised)
+    prune = np.floor(prune)  # cleanlab truncates these counts
+    flagged = np.zeros(len(y), dtype=bool)
+    for i in range(k):
+        members = np.flatnonzero(y == i)
+        if len(members) <= 1:
+            continue
+        for j in range(k):
+            n = int(prune[j, i])
+            if j != i and n > 0:
+                margin = p[members, j] - p[members, i]
+                flagged[members[np.argsort(-margin, kind="stable")[:n]]] = True
+    bonus = p.copy()
+    bonus[np.arange(len(y)), y] += 1e-6
+    flagged &= bonus.argmax(axis=1) != y
+    return flagged
+
+
 # ------------------------------------------------------------------------------ ranking, verdict
 
 #: Flag rules of `verdict_from_probs`.
-FLAG_RULES = ("confident_learning", "argmax")
+FLAG_RULES = ("noise_rate", "confident_learning", "argmax")
 
 
 def ranking(suspicion: Any, tiebreak: Any = None) -> np.ndarray:
@@ -182,9 +255,10 @@ def verdict_from_probs(
     flagged, suggested)``, each ``[N]``.
 
     ``suspicion = 1 - p_y`` (one minus the self-confidence), ``tiebreak = 1 - normalized
-    margin``; ``flag``: ``"confident_learning"`` (`confident_learning_flags`, with the argmax
-    disagreeing) or ``"argmax"`` (the most probable class is not the given one). ``suggested``
-    is the confident class of a flagged sample, else the argmax.
+    margin``; ``flag``: ``"noise_rate"`` (`noise_rate_flags`), ``"confident_learning"``
+    (`confident_learning_flags`, with the argmax disagreeing) or ``"argmax"`` (the most probable
+    class is not the given one). ``suggested`` is the confident class of a sample that confident
+    learning flags, else the argmax.
     """
     if flag not in FLAG_RULES:
         raise ValueError(f"flag must be one of {FLAG_RULES}, got {flag!r}")
@@ -192,6 +266,9 @@ def verdict_from_probs(
     _check(p, y)
     cl_flags, guess = confident_learning_flags(p, y)
     argmax = p.argmax(axis=1)
-    flagged = cl_flags if flag == "confident_learning" else argmax != y
+    if flag == "noise_rate":
+        flagged = noise_rate_flags(p, y)
+    else:
+        flagged = cl_flags if flag == "confident_learning" else argmax != y
     suggested = np.where(cl_flags, guess, argmax)
     return 1.0 - self_confidence(p, y), 1.0 - normalized_margin(p, y), flagged, suggested
