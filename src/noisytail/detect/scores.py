@@ -12,11 +12,11 @@ mislabelled ones.
   of class ``j`` when ``p_j >= t_j`` (the largest such ``p_j`` when several pass). The confident
   joint counts (given label, confident class); its off-diagonal holds the label issues. Ranking by
   self-confidence ``p_y`` or the normalized margin ``(p_y - max_{j != y} p_j + 1) / 2``.
-- Prune by noise rate (the same paper, Sec. 3.2, "C_confusion"/"prune by noise rate"; cleanlab's
-  default ``find_label_issues``): the confident joint calibrated to the given labels' counts
-  (eq. 3) estimates how many samples labelled ``i`` truly belong to ``j``; of the samples labelled
-  ``i``, that many with the largest margin ``p_j - p_i`` are flagged, then any whose most probable
-  class is the given one is kept (`noise_rate_flags`).
+- Prune by noise rate (the same paper, Sec. 3.2, "PBNR"; cleanlab's default
+  ``find_label_issues``): the confident joint calibrated to the given labels' counts (Sec. 3.1)
+  estimates how many samples labelled ``i`` truly belong to ``j``; of the samples labelled ``i``,
+  that many with the largest margin ``p_j - p_i`` are flagged, then any whose most probable class
+  is the given one is kept (`noise_rate_flags`).
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def round_keeping_sum(values: Any) -> np.ndarray:
 
 def calibrated_confident_joint(probs: Any, labels: Any) -> np.ndarray:
     """The confident joint ``[K, K]`` (rows: given label) calibrated as Northcutt et al. 2021,
-    eq. 3: each row scaled to its label's count, the whole to ``N``, rounded keeping each row's
+    Sec. 3.1: each row scaled to its label's count, the whole to ``N``, rounded keeping each row's
     total. As cleanlab counts it: a sample confident of several classes counts for its argmax,
     and each diagonal entry is at least 1 before the calibration."""
     p, y = _np(probs, np.float64), _np(labels, np.int64)
