@@ -123,8 +123,9 @@ def test_run_folder_hash_follows_the_resolved_config(tmp_path):
 
 
 def test_run_made_before_a_new_setting_existed_is_still_found(tmp_path):
-    """A run folder whose saved config lacks a setting added to the toolkit since (at its
-    default) is the same run; one whose saved config differs in a value is not."""
+    """A run folder whose saved config lacks an option added to the toolkit since (left unset,
+    None) is the same run; one whose saved config differs in a value, or lacks a setting whose
+    default is a value, is not."""
     import yaml
 
     from noisytail.config import dump_config, load_config
@@ -150,11 +151,15 @@ def test_run_made_before_a_new_setting_existed_is_still_found(tmp_path):
     values["train"]["lr"] = values["train"]["lr"] / 2
     (old / "config.yaml").write_text(yaml.safe_dump(values))
     assert plan(load_grid(grid), tmp_path / "out")[0].out == old
+    # a key the old run lacks, at a default other than None (e.g. a new default route): the
+    # old run may have done something else, so another run
+    del values["train"]["lr"]
+    (old / "config.yaml").write_text(yaml.safe_dump(values))
+    assert plan(load_grid(grid), tmp_path / "out")[0].out == run.out
     # a key the old run lacks, set by the grid away from its default: another run
     grid.write_text(
         grid.read_text().replace("[data.name=digits]", "[data.name=digits, train.lr=0.03]")
     )
-    del values["train"]["lr"]
     (old / "config.yaml").write_text(yaml.safe_dump(values))
     assert plan(load_grid(grid), tmp_path / "out")[0].out.name.endswith("-0123456789") is False
 

@@ -27,7 +27,7 @@ Each run is a separate ``noisytail train`` process writing its own run folder un
 an interrupted grid continues where it stopped. A run folder's name ends in a hash of the run's
 *resolved* config (base file, shared and axis overrides, defaults; not the settings that cannot
 change results, `UNHASHED`), so editing the base config makes a rerun redo the runs it changes;
-a setting added to the toolkit since a run was made, left at its default, does not (`_hashed`).
+an optional setting added to the toolkit since a run was made, left unset, does not (`_hashed`).
 Runs go seed by seed (every setting of the first seed, then the next), so a grid stopped
 part-way has whole seeds.
 One bench at a time owns ``OUT``: ``OUT/.bench.lock`` holds an exclusive lock with the owner's pid,
@@ -183,8 +183,8 @@ def config_digest(cfg: Any) -> str:
 
 def _hashed(stem: Path, cfg: Any) -> Path:
     """``<stem>-<digest>``; or an existing sibling ``<stem>-*`` whose saved config is this one
-    but for settings added to the toolkit since, at their defaults (`_same_run_config`), so a
-    new config field does not make a rerun redo a whole grid."""
+    but for options added to the toolkit since and left unset (`_same_run_config`), so a new
+    optional setting does not make a rerun redo a whole grid."""
     exact = stem.with_name(f"{stem.name}-{config_digest(cfg)}")
     if exact.exists() or not stem.parent.is_dir():
         return exact
@@ -213,15 +213,17 @@ def _hashable(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _same_run_config(old: Any, new: Any, defaults: Any) -> bool:
-    """True if ``old`` equals ``new`` except for keys that ``old`` lacks and ``new`` holds at
-    their default value (``defaults``: the default config for the same method)."""
+    """True if ``old`` equals ``new`` except for keys that ``old`` lacks and ``new`` leaves
+    unset (None, its default in ``defaults``: the default config for the same method). A new
+    option with any other default may have changed what the run does (e.g. a new default
+    route), so it makes another run."""
     if isinstance(old, dict) and isinstance(new, dict):
         defaults = defaults if isinstance(defaults, dict) else {}
         for key in old.keys() | new.keys():
             if key not in new:
                 return False
-            if key not in old:
-                if key not in defaults or new[key] != defaults[key]:
+            if key not in old:  # added since: only an unset option (None) keeps the old run
+                if key not in defaults or new[key] is not None or defaults[key] is not None:
                     return False
             elif not _same_run_config(old[key], new[key], defaults.get(key)):
                 return False
