@@ -206,10 +206,12 @@ def run_bench(
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """Markdown: per contender, mean (± std over seeds) of the accuracies and the wall time."""
+    """Markdown: per contender, the number of seeds and the mean (± std over seeds) of the
+    accuracies and the wall time."""
     lines = [
-        "| contender | test accuracy | balanced accuracy | wall time (s) | dropped (wrong %) |",
-        "|---|---|---|---|---|",
+        "| contender | seeds | test accuracy | balanced accuracy | wall time (s) "
+        "| dropped (wrong %) |",
+        "|---|---|---|---|---|---|",
     ]
 
     def stat(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
@@ -226,7 +228,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             wrong = [r["dropped_wrong_fraction"] or 0.0 for r in mine]
             drop = f"{np.mean([r['dropped'] for r in mine]):.0f} ({100 * np.mean(wrong):.0f} %)"
         lines.append(
-            f"| {name} | {stat([r['accuracy'] for r in mine])} | "
+            f"| {name} | {len(mine)} | {stat([r['accuracy'] for r in mine])} | "
             f"{stat([r['balanced_accuracy'] for r in mine])} | "
             f"{stat([r['seconds'] for r in mine], 1.0, 0)} | {drop} |"
         )
