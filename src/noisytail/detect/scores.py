@@ -189,7 +189,7 @@ def calibrated_confident_joint(probs: Any, labels: Any) -> np.ndarray:
     guess = np.where(n_pass > 1, p.argmax(axis=1), passes.argmax(axis=1))
     keep = n_pass > 0
     joint = np.zeros((k, k), dtype=np.int64, order="F")  # laid out as cleanlab's
-    np.add.at(joint, (y[keep], guess[keep]), 1)
+    np.add.at(joint, (y, guess), keep.astype(np.int64))  # unconfident samples add 0
     np.fill_diagonal(joint, np.maximum(joint.diagonal(), 1))
     counts = np.bincount(y, minlength=k)
     # cleanlab's order of operations (on the transpose), so that exact ties in the rounding
