@@ -9,6 +9,7 @@ from sklearn.metrics import balanced_accuracy_score
 from noisytail.evaluate import (
     classification_metrics,
     confusion_matrix,
+    epoch_metrics,
     expected_calibration_error,
     negative_log_likelihood,
     shot_groups,
@@ -162,3 +163,24 @@ def test_ece_bins_are_closed_on_the_right():
     probs = np.array([[0.7, 0.3], [0.8, 0.2]])
     y = np.array([0, 1])
     assert expected_calibration_error(probs, y, n_bins=5) == pytest.approx(0.25)
+
+
+def test_epoch_metrics_by_hand():
+    counts = [10, 5, 1]
+    # validation: noisy labels [0, 0, 0, 1], predictions [0, 1, 1, 1]: accuracy 2/4; recall
+    # 1/3 and 1 over the classes present (class 2 is absent and left out), mean 2/3
+    val = {"val_labels": np.array([0, 0, 0, 1]), "val_probs": one_hot([0, 1, 1, 1], 3, 0.8)}
+    # test: labels [0, 1, 2, 2], predictions [0, 1, 1, 2]: accuracy 3/4; recall 1, 1, 1/2
+    test = (np.array([0, 1, 2, 2]), one_hot([0, 1, 1, 2], 3, 0.8), counts)
+    out = epoch_metrics(*test, **val)
+    assert list(out) == [
+        "val_accuracy",
+        "val_balanced_accuracy",
+        "test_accuracy",
+        "test_balanced_accuracy",
+    ]
+    assert out["val_accuracy"] == pytest.approx(0.5)
+    assert out["val_balanced_accuracy"] == pytest.approx(2 / 3)
+    assert out["test_accuracy"] == pytest.approx(0.75)
+    assert out["test_balanced_accuracy"] == pytest.approx(2.5 / 3)
+    assert set(epoch_metrics(*test)) == {"test_accuracy", "test_balanced_accuracy"}

@@ -127,6 +127,33 @@ def _mean_or_none(values: np.ndarray) -> float | None:
     return float(values.mean()) if values.size else None
 
 
+def epoch_metrics(
+    test_labels: Any,
+    test_probs: Any,
+    train_class_counts: Any,
+    val_labels: Any = None,
+    val_probs: Any = None,
+) -> dict[str, float]:
+    """The metrics of one epoch's record in ``metrics.jsonl``.
+
+    ``test_accuracy`` and ``test_balanced_accuracy`` of ``test_probs [N_test, K]`` against the
+    true ``test_labels [N_test]``; with ``val_probs [N_val, K]``, ``val_accuracy`` and
+    ``val_balanced_accuracy`` (mean recall over the classes present) against ``val_labels
+    [N_val]``, which are the noisy labels (the loop never sees the true ones).
+    """
+    out: dict[str, float] = {}
+    if val_probs is not None:
+        val_labels, pred = _np(val_labels), _np(val_probs).argmax(1)
+        out["val_accuracy"] = float((pred == val_labels).mean())
+        recall = per_class_accuracy(val_labels, pred, _np(val_probs).shape[1])
+        out["val_balanced_accuracy"] = float(np.nanmean(recall))
+    test_labels = _np(test_labels)
+    out["test_accuracy"] = float((_np(test_probs).argmax(1) == test_labels).mean())
+    metrics = classification_metrics(test_labels, test_probs, train_class_counts)
+    out["test_balanced_accuracy"] = metrics["balanced_accuracy"]
+    return out
+
+
 def classification_metrics(y_true: Any, probs: Any, train_class_counts: Any) -> dict[str, Any]:
     """All test metrics of one model, as a JSON-serialisable dict.
 

@@ -12,11 +12,33 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from .config import Config
+from .errors import TrainingError
+
+
+def check_finite_losses(losses: torch.Tensor, epoch: int, steps: int, last_good: Path) -> None:
+    """Raise a `TrainingError` naming the first non-finite loss of ``losses`` (the epoch's step
+    losses so far, ``[n]``) and the last good checkpoint ``last_good``; nothing if all are
+    finite."""
+    finite = torch.isfinite(losses)
+    if bool(finite.all()):
+        return
+    first = int((~finite).nonzero()[0])
+    kept = (
+        f"the last good checkpoint is {last_good}"
+        if last_good.exists()
+        else "no checkpoint was written yet"
+    )
+    raise TrainingError(
+        f"The loss became {float(losses[first])} at epoch {epoch + 1}, step {first + 1} "
+        f"(global step {epoch * steps + first + 1}); training stopped and {kept}. "
+        "Lower train.lr or set train.grad_clip."
+    )
 
 
 def build_optimizer(cfg: Config, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:

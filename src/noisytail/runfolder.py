@@ -38,11 +38,11 @@ from tqdm import tqdm
 
 from .atomic import WriteError, write_bytes, write_json, write_npz, write_text
 from .config import Config, ConfigError, dump_config, load_run_config, to_dict
-from .data.corruption import Corruption
 from .data.fingerprint import CORRUPTION_FILE, FINGERPRINT_FILE
 from .data.types import DataError, DatasetBundle
 
 if TYPE_CHECKING:
+    from .data.prepare import PreparedData
     from .train import Run
 
 CONFIG_FILE = "config.yaml"
@@ -414,25 +414,25 @@ def prepare_out_dir(out_dir: Path, cfg: Config, resume: bool, is_main: bool) -> 
 
 
 def start_run_folder(
-    out_dir: Path,
-    cfg: Config,
-    corruption: Corruption,
-    indices: dict[str, np.ndarray],
-    fingerprint: dict[str, Any],
-    provenance: dict[str, Any],
+    out_dir: Path, cfg: Config, prepared: PreparedData, provenance: dict[str, Any]
 ) -> None:
-    """Write a new run's ``config.yaml`` (with ``_provenance``), ``corruption.npz``,
-    ``data_indices.npz`` and ``data_fingerprint.json``."""
+    """Write a new run's ``config.yaml`` (with ``_provenance``), and from its ``prepared`` data
+    ``corruption.npz``, ``data_indices.npz`` (the source indices of the train and test splits)
+    and ``data_fingerprint.json``."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, out_dir / CONFIG_FILE, extra=provenance)
-        corruption.save(out_dir / CORRUPTION_FILE)
+        prepared.corruption.save(out_dir / CORRUPTION_FILE)
     except OSError as err:
         raise WriteError(
             f"{out_dir}: cannot write the run folder ({err.strerror or err})."
         ) from err
-    write_npz(out_dir / INDICES_FILE, **indices)
-    write_fingerprint(fingerprint, out_dir)
+    write_npz(
+        out_dir / INDICES_FILE,
+        train_source_idx=prepared.train_source_idx,
+        test_source_idx=prepared.test_source_idx,
+    )
+    write_fingerprint(prepared.fingerprint(), out_dir)
 
 
 def epoch_writer(run: Run, progress: bool) -> Callable[[dict[str, Any]], None]:

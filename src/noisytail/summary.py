@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .build import predict_probs
 from .config import Config
 from .data.prepare import PreparedData
 from .data.types import DataError
 from .evaluate import classification_metrics
-from .runfolder import short_error, write_json, write_npz
+from .runfolder import checkpoint_path, short_error, write_json, write_npz
 
 if TYPE_CHECKING:
     from .train import Run
@@ -200,6 +201,16 @@ def finish_folder(
         class_names=np.array(data.bundle.class_names),
     )
     write_summary(summary, run_dir)
+
+
+def evaluate_checkpoint(run: Run, checkpoint: str) -> dict[str, Any]:
+    """`noisytail.evaluate.classification_metrics` of ``run`` (its ``checkpoint`` loaded) on its
+    test set, also written to ``evaluation_<checkpoint>.json``."""
+    probs = predict_probs(run.method, run.test_data, run.cfg.train.eval_batch_size, run.autocast)
+    metrics = classification_metrics(run.data.bundle.test.labels, probs, run.data.true_class_counts)
+    metrics["checkpoint"] = str(checkpoint_path(run.out, checkpoint))
+    write_json(metrics, run.out / f"evaluation_{checkpoint}.json")
+    return metrics
 
 
 def finish_run(run: Run) -> RunSummary:

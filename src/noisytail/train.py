@@ -10,7 +10,9 @@ data-parallel with DistributedDataParallel (gloo on CPU, NCCL on GPU).
 `Run` holds one run; `Run.train_epochs` is the one epoch driver (``fit``, detection, benchmarks)
 and `Run.from_folder` the one way back from a run folder (resume, ``evaluate``,
 ``detect --from-run``). Data preparation lives in `noisytail.data.prepare`, the runtime in
-`noisytail.runtime`, the optimiser, schedule and backbone freezing in `noisytail.optim`.
+`noisytail.runtime`, the optimiser, schedule, backbone freezing and the loss guard in
+`noisytail.optim`, the epoch metrics in `noisytail.evaluate`, and what the run writes in
+`noisytail.runfolder` and `noisytail.summary`.
 """
 
 from __future__ import annotations
@@ -33,11 +35,13 @@ from .data.loader import CyclingLoader, PoolData, TrainLoader
 from .data.locations import check_outside_data
 from .data.meta_set import MetaSets
 from .data.prepare import PreparedData, prepare_data
-from .evaluate import classification_metrics, per_class_accuracy
+from .errors import TrainingError
+from .evaluate import epoch_metrics
 from .methods import Batch, Context, Method, TaskInfo
 from .optim import (
     BackboneFreeze,
     build_optimizer,
+    check_finite_losses,
     learning_rate,
     scale_backbone_groups,
     set_learning_rate,
@@ -54,7 +58,6 @@ from .runfolder import (
     read_run_config,
     start_run_folder,
     training_state,
-    write_json,
     write_metrics,
 )
 from .runtime import (
@@ -66,13 +69,11 @@ from .runtime import (
     seed_init,
     setup_runtime,
 )
-from .summary import RunSummary, UnfinishedRun, finish_run
+from .summary import RunSummary, UnfinishedRun, evaluate_checkpoint, finish_run
+
+__all__ = ["Run", "TrainingError", "evaluate_run", "fit"]
 
 log = logging.getLogger(__name__)
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. the loss became NaN); the message says what to do."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -379,7 +380,7 @@ class Run:
                 )
                 sums[key] = sums.get(key, 0.0) + v.to(self.rt.device)
             if i % 20 == 19 or i == steps - 1:
-                self._check_finite(losses[: i + 1], epoch, steps)
+                check_finite_losses(losses[: i + 1], epoch, steps, checkpoint_path(self.out))
                 if progress:
                     bar.set_postfix(loss=f"{float(losses[i]):.3f}", lr=f"{lr:.3g}")
         bar.close()
@@ -388,43 +389,17 @@ class Run:
         record.update(self.freeze.record())
         return self.rt.reduce_mean(record)
 
-    def _check_finite(self, losses: torch.Tensor, epoch: int, steps: int) -> None:
-        finite = torch.isfinite(losses)
-        if bool(finite.all()):
-            return
-        first = int((~finite).nonzero()[0])
-        last_good = checkpoint_path(self.out)
-        kept = (
-            f"the last good checkpoint is {last_good}"
-            if last_good.exists()
-            else "no checkpoint was written yet"
-        )
-        raise TrainingError(
-            f"The loss became {float(losses[first])} at epoch {epoch + 1}, step {first + 1} "
-            f"(global step {epoch * steps + first + 1}); training stopped and {kept}. "
-            "Lower train.lr or set train.grad_clip."
-        )
-
     def evaluate(self) -> dict[str, Any]:
-        """Validation accuracy and balanced accuracy (noisy labels), test accuracy and balanced
-        accuracy; ``_probs``: the test probabilities ``[N_test, K]``."""
-        out: dict[str, Any] = {}
-        eval_bs = self.cfg.train.eval_batch_size
+        """`noisytail.evaluate.epoch_metrics` of the model now (validation against the noisy
+        labels); ``_probs``: the test probabilities ``[N_test, K]``."""
+        bs, corr = self.cfg.train.eval_batch_size, self.data.corruption
+        val: dict[str, Any] = {}
         if self.val_data is not None:
-            probs = predict_probs(self.method, self.val_data, eval_bs, self.autocast)
-            labels = self.data.corruption.noisy_labels[self.data.corruption.val_idx]
-            pred = probs.argmax(1)
-            out["val_accuracy"] = float((pred == labels).mean())
-            # Mean recall over the classes in the (noisy, long-tailed) validation labels.
-            recall = per_class_accuracy(labels, pred, probs.shape[1])
-            out["val_balanced_accuracy"] = float(np.nanmean(recall))
-        probs = predict_probs(self.method, self.test_data, eval_bs, self.autocast)
-        test_labels = self.data.bundle.test.labels
-        out["test_accuracy"] = float((probs.argmax(1) == test_labels).mean())
-        m = classification_metrics(test_labels, probs, self.data.true_class_counts)
-        out["test_balanced_accuracy"] = m["balanced_accuracy"]
-        out["_probs"] = probs
-        return out
+            val["val_labels"] = corr.noisy_labels[corr.val_idx]
+            val["val_probs"] = predict_probs(self.method, self.val_data, bs, self.autocast)
+        probs = predict_probs(self.method, self.test_data, bs, self.autocast)
+        test = (self.data.bundle.test.labels, probs, self.data.true_class_counts)
+        return {**epoch_metrics(*test, **val), "_probs": probs}
 
 
 # --------------------------------------------------------------------------------------------
@@ -464,13 +439,7 @@ def fit(
     else:
         run = Run(cfg, out, rt, prepared)
         if rt.is_main:
-            indices = {
-                "train_source_idx": prepared.train_source_idx,
-                "test_source_idx": prepared.test_source_idx,
-            }
-            start_run_folder(
-                out, cfg, prepared.corruption, indices, prepared.fingerprint(), provenance()
-            )
+            start_run_folder(out, cfg, prepared, provenance())
     run.train_epochs(
         stop_after_epochs, epoch_writer(run, progress) if rt.is_main else None, progress=progress
     )
@@ -486,10 +455,6 @@ def fit(
 
 def evaluate_run(run_dir: str | os.PathLike, *, checkpoint: str = "last") -> dict[str, Any]:
     """Re-evaluate a finished (or interrupted) run's checkpoint on its test set
-    (``evaluation_<checkpoint>.json``); refuses a run whose data changed since."""
-    run = Run.from_folder(run_dir, checkpoint)
-    probs = predict_probs(run.method, run.test_data, run.cfg.train.eval_batch_size, run.autocast)
-    metrics = classification_metrics(run.data.bundle.test.labels, probs, run.data.true_class_counts)
-    metrics["checkpoint"] = str(checkpoint_path(run.out, checkpoint))
-    write_json(metrics, run.out / f"evaluation_{checkpoint}.json")
-    return metrics
+    (`noisytail.summary.evaluate_checkpoint`: ``evaluation_<checkpoint>.json``); refuses a run
+    whose data changed since."""
+    return evaluate_checkpoint(Run.from_folder(run_dir, checkpoint), checkpoint)
