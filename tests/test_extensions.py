@@ -3,8 +3,12 @@ the single file tests/toy_extension.py registers one of each, and each then work
 normal entry points: training (`fit`), detection (`detect_label_issues`), ``noisytail data``,
 ``noisytail pretrain`` and the help and list of ``noisytail detect`` / ``noisytail list``."""
 
+import ast
 import json
 import runpy
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -91,3 +95,50 @@ def test_toy_noise_kind_corrupts_the_training_labels_as_declared(toy, tmp_path):
     assert (noisy[moved] == (true[moved] + 1) % 3).all()  # only ever to the next class
     assert abs(moved.mean() - 0.4) < 0.15  # 120 labels: 3 standard deviations
     assert "toy_next_class" in str(saved.spec)
+
+
+def test_a_built_in_data_source_is_one_new_file(tmp_path, monkeypatch):
+    # A package laid out like noisytail.data: one new module declaring a source is found and
+    # registered with no other edit; a module declaring none (a helper) is not even imported.
+    pkg = tmp_path / "toy_data_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "helper.py").write_text("raise AssertionError('a helper module was imported')\n")
+    (pkg / "toy_source.py").write_text(
+        textwrap.dedent(
+            '''
+            from noisytail.data.source_info import data_source
+
+
+            @data_source("toy_found", display_name="a toy source", how_to_get="Nothing to get.")
+            def toy_found(root=None):
+                """Never loaded here."""
+                raise NotImplementedError
+            '''
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(DATASETS, "_items", dict(DATASETS._items))
+    assert "toy_found" not in DATASETS
+    assert sources.import_source_modules("toy_data_pkg") == ["toy_source"]
+    assert sources.display_name("toy_found") == "a toy source"
+    assert any(r["name"] == "toy_found" for r in sources.find_datasets())
+
+
+def _declared_sources(folder: Path) -> set[str]:
+    """The names of every ``@data_source("name", ...)`` in ``folder``'s modules, read from their
+    syntax trees (independently of the discovery's own text match)."""
+    names = set()
+    for path in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            for deco in getattr(node, "decorator_list", []):
+                if isinstance(deco, ast.Call) and getattr(deco.func, "id", "") == "data_source":
+                    names.add(deco.args[0].value)
+    return names
+
+
+def test_a_fresh_process_registers_every_built_in_source():
+    code = "from noisytail.data import sources; print(' '.join(sources.DATASETS.names()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    declared = _declared_sources(Path(sources.__file__).parent)
+    assert len(declared) >= 10 and set(out.stdout.split()) == declared

@@ -3,7 +3,9 @@
 A source is one file: a loader function decorated with `data_source`, which registers it in
 ``noisytail.registry.DATASETS`` under ``name`` and attaches a `SourceInfo`. ``noisytail data``
 (`noisytail.data.sources.find_datasets`) and the run report read that declaration; nothing
-else lists sources by name. ``noisytail.data.sources`` imports every built-in source module.
+else lists sources by name. ``noisytail.data.sources`` imports every built-in source module:
+each module of ``noisytail.data`` with a top-level ``@data_source(...)`` line
+(`noisytail.data.sources.import_source_modules`), so a new built-in source is one new file.
 """
 
 from __future__ import annotations

@@ -1,33 +1,49 @@
 """Every data source, registered in `DATASETS`, and the two calls the rest of noisytail uses.
 
-Importing this module registers ``fashion_mnist``, ``digits``, ``cifar10``, ``cifar100``,
-``image_folder``, ``csv``, ``list_file`` (e.g. ImageNet-LT), ``clothing1m``, ``isic2019`` and
-``arrays`` (in-memory arrays held by `noisytail.data.arrays.hold_arrays`).
+Importing this module registers the built-in sources: every module of ``noisytail.data`` that
+declares one with a top-level ``@data_source(...)`` (`import_source_modules`), so that a new
+built-in source is one new file there and no list names them. Today: ``fashion_mnist``,
+``digits``, ``cifar10``, ``cifar100``, ``image_folder``, ``csv``, ``list_file`` (e.g.
+ImageNet-LT), ``clothing1m``, ``isic2019``, ``random_images`` and ``arrays`` (in-memory arrays
+held by `noisytail.data.arrays.hold_arrays`).
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
+import pkgutil
+import re
 from collections.abc import Mapping
 from typing import Any
 
-from noisytail.data import (  # noqa: F401
-    arrays,
-    cifar,
-    clothing1m,
-    csv_source,
-    digits,
-    fashion_mnist,
-    image_folder,
-    isic2019,
-    list_file,
-    random_images,
-)
 from noisytail.data.source_info import display_name, source_info
 from noisytail.data.types import DatasetBundle
 from noisytail.registry import DATASETS
 
-__all__ = ["display_name", "find_datasets", "load_dataset", "source_info"]
+__all__ = ["display_name", "find_datasets", "import_source_modules", "load_dataset", "source_info"]
+
+#: How a module declares a data source: a top-level ``@data_source(`` decorator line.
+DECLARES_SOURCE = re.compile(r"^@data_source\(", re.MULTILINE)
+
+
+def import_source_modules(package: str = "noisytail.data") -> list[str]:
+    """Import every module of ``package`` whose source declares a data source
+    (`DECLARES_SOURCE`), which registers it; returns their names, sorted. Modules that declare
+    none (helpers, the corruption, the loader) are not imported."""
+    found = []
+    for module in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        spec = importlib.util.find_spec(f"{package}.{module.name}")
+        loader = getattr(spec, "loader", None) if spec is not None else None
+        text = loader.get_source(spec.name) if hasattr(loader, "get_source") else None
+        if not module.ispkg and text and DECLARES_SOURCE.search(text):
+            importlib.import_module(spec.name)
+            found.append(module.name)
+    return sorted(found)
+
+
+import_source_modules()
 
 
 def load_dataset(
