@@ -94,8 +94,9 @@ class PassMeter:
         return self.forward + 2 * self.backward
 
 
-def step_cost(name, **kw):
-    """Rows-through-the-backbone cost of one step of ``name`` (MLP, batch 16, meta batch 16)."""
+def step_cost(name, step=0, **kw):
+    """Rows-through-the-backbone cost of one step of ``name`` (MLP, batch 16, meta batch 16), at
+    iteration ``step``."""
     torch.manual_seed(0)
     model = MODELS.build("mlp", num_classes=3, input_shape=(8,), hidden=(32, 32))
     first = next(m for m in model.modules() if isinstance(m, nn.Linear))
@@ -113,6 +114,7 @@ def step_cost(name, **kw):
         predict_train=None,
         autocast=contextlib.nullcontext,
     )
+    ctx.step = step
     x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
     method(Batch(x, y, torch.arange(16)), ctx)["loss"].backward()
     return meter.cost
@@ -133,3 +135,35 @@ def test_default_meta_step_within_twice_erm(name, kw):
     cost = step_cost(name, **kw)
     assert cost <= erm + 16 <= 2 * erm, cost
     assert step_cost(name, **kw, lookahead="all") > 2 * erm
+
+
+@pytest.mark.parametrize("name,kw", [("mwnet", {}), ("gdw", {}), ("gdw", {"mode": "mwnet"})])
+def test_meta_every_skips_the_weighting_network_between_meta_steps(name, kw):
+    """``meta_every=2``: iteration 1 costs ERM's passes, leaves the weighting network as it is
+    and weights the batch by it (MW-Net's real step); iteration 2 is a full meta step again."""
+    erm = step_cost("erm")
+    assert step_cost(name, step=1, meta_every=2, lookahead="all", **kw) == erm
+    assert step_cost(name, step=2, meta_every=2, lookahead="all", **kw) > 2 * erm
+    torch.manual_seed(0)
+    model = MODELS.build("mlp", num_classes=3, input_shape=(8,), hidden=(32,))
+    info = TaskInfo(3, np.array([20, 20, 20]), 60, (8,), 1, 4)
+    method = METHODS.build(name, args={**kw, "meta_every": 2}, model=model, info=info)
+    opt = torch.optim.SGD(method.parameter_groups(), lr=0.1)
+    ctx = Context(
+        info=info,
+        optimizer=opt,
+        device=torch.device("cpu"),
+        generator=torch.Generator(),
+        meta_batches=lambda: pytest.fail("no meta batch between meta steps"),
+        predict_train=None,
+        autocast=contextlib.nullcontext,
+    )
+    ctx.step = 1
+    vnet = [p.detach().clone() for p in method.vnet.parameters()]
+    x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+    out = method(Batch(x, y, torch.arange(16)), ctx)
+    assert all(torch.equal(a, b) for a, b in zip(vnet, method.vnet.parameters()))
+    losses = nn.functional.cross_entropy(model(x), y, reduction="none")
+    want = (method.vnet(losses.detach()) * losses).mean()
+    torch.testing.assert_close(out["loss"], want)
+    assert "meta_loss" not in out

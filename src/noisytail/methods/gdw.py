@@ -32,7 +32,9 @@ pass of step 1; the official code runs a second forward on the same batch. ``met
 The logged ``loss`` is the batch mean CE (the surrogate's value is meaningless); its gradient is
 the surrogate's. As MW-Net's, the look-ahead moves only the classifier head by default
 (``lookahead="head"``, chosen by measurement, BENCHMARKS.md "Meta steps at most 2× ERM");
-``lookahead="all"`` is the paper's step (the presets).
+``lookahead="all"`` is the paper's step (the presets). ``meta_every=k``: the weighting network
+and the class-level step run every k-th iteration only; the others take MW-Net's real step with
+the network as it is (with equal class weights the constraint gives exactly that).
 """
 
 from __future__ import annotations
@@ -117,6 +119,7 @@ class GDW(VNetReweighting):
         vnet_weight_decay: float = 1e-4,
         lookahead: str = "head",
         meta_grad: str = "forward",
+        meta_every: int = 1,
     ) -> None:
         super().__init__(
             model,
@@ -126,6 +129,7 @@ class GDW(VNetReweighting):
             vnet_weight_decay=vnet_weight_decay,
             lookahead=lookahead,
             meta_grad=meta_grad,
+            meta_every=meta_every,
         )
         if mode not in ("gdw", "mwnet"):
             raise ValueError(f"mode must be 'gdw' or 'mwnet', got {mode!r}.")
@@ -148,15 +152,17 @@ class GDW(VNetReweighting):
         omega = w[:, None].expand_as(probs)
         if self.mode == "gdw":  # = w_i everywhere, but in the graph entry by entry
             omega = zero_mean_constraint(omega, probs, labels, self.p_max)
-        params, lrs = self._lookahead(ctx)
-        meta_loss, g = self._meta_step(
-            batch.x, logits, labels, probs, omega, ctx.meta_batch(), lrs, params, feats
-        )
-        ce = losses.mean().detach()
         with torch.no_grad():
             acc = (logits.argmax(1) == labels).float().mean()
-        out = {"train_accuracy_noisy": acc, "meta_loss": meta_loss}
-        if self.mode == "mwnet":
+        out = {"train_accuracy_noisy": acc}
+        due = self._meta_due(ctx)
+        if due:
+            params, lrs = self._lookahead(ctx)
+            out["meta_loss"], g = self._meta_step(
+                batch.x, logits, labels, probs, omega, ctx.meta_batch(), lrs, params, feats
+            )
+        ce = losses.mean().detach()
+        if self.mode == "mwnet" or not due:  # no class-level step without G: MW-Net's weights
             with torch.no_grad():
                 w_new = self.vnet(losses.detach())
                 self.sample_weight[batch.idx] = w_new.to(self.sample_weight.dtype)

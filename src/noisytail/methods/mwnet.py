@@ -27,7 +27,9 @@ Adam state of the weighting network is in ``extra_state()`` for resume.
 forward-mode pass is the head's own, on the training forward's features, so the step costs
 about ERM's plus one forward of the meta batch instead of a second forward and backward of the
 batch (an approximation chosen by measurement: BENCHMARKS.md, "Meta steps at most 2× ERM").
-``lookahead="all"`` is the paper's full look-ahead (the presets).
+``lookahead="all"`` is the paper's full look-ahead (the presets). ``meta_every=k`` updates the
+weighting network every k-th iteration only; every iteration is still weighted by it as it is
+(a cost route of issue 15, not the paper's).
 """
 
 from __future__ import annotations
@@ -94,10 +96,14 @@ class VNetReweighting(Method):
         vnet_weight_decay: float = 1e-4,
         lookahead: str = "head",
         meta_grad: str = "forward",
+        meta_every: int = 1,
     ) -> None:
         super().__init__(model, info)
         if lookahead not in ("all", "head"):
             raise ValueError(f"lookahead must be 'all' or 'head', got {lookahead!r}.")
+        if meta_every < 1:
+            raise ValueError(f"meta_every must be >= 1, got {meta_every}.")
+        self.meta_every = meta_every
         if meta_grad not in ("forward", "double_backward"):
             raise ValueError(
                 f"meta_grad must be 'forward' or 'double_backward', got {meta_grad!r}."
@@ -109,6 +115,11 @@ class VNetReweighting(Method):
         )
         self.lookahead = lookahead
         self.register_buffer("sample_weight", torch.full((info.num_train,), float("nan")))
+
+    def _meta_due(self, ctx: Context) -> bool:
+        """Whether this iteration updates the weighting network (every ``meta_every``-th; the
+        others weight the batch with the network as it is, at ERM's cost)."""
+        return ctx.step % self.meta_every == 0
 
     def _params(self, ctx: Context) -> dict[str, Tensor]:
         """The look-ahead's parameters: trainable, not frozen this epoch (all, or the head)."""
@@ -216,26 +227,28 @@ class MWNet(VNetReweighting):
         feats, logits = split_forward(self.model, batch.x)
         losses = F.cross_entropy(at_least_float32(logits), batch.labels, reduction="none")
         probs = torch.softmax(at_least_float32(logits.detach()), dim=1)
-        w = self.vnet(losses.detach())
-        params, lrs = self._lookahead(ctx)
-        meta_loss, _ = self._meta_step(
-            batch.x,
-            logits,
-            batch.labels,
-            probs,
-            w[:, None].expand_as(probs),
-            ctx.meta_batch(),
-            lrs,
-            params,
-            feats,
-        )
+        out: dict[str, Tensor] = {}
+        if self._meta_due(ctx):
+            w = self.vnet(losses.detach())
+            params, lrs = self._lookahead(ctx)
+            out["meta_loss"], _ = self._meta_step(
+                batch.x,
+                logits,
+                batch.labels,
+                probs,
+                w[:, None].expand_as(probs),
+                ctx.meta_batch(),
+                lrs,
+                params,
+                feats,
+            )
         with torch.no_grad():
             w_new = self.vnet(losses.detach())
             self.sample_weight[batch.idx] = w_new.to(self.sample_weight.dtype)
             acc = (logits.argmax(1) == batch.labels).float().mean()
         return {
+            **out,
             "loss": (w_new * losses).mean(),
             "train_accuracy_noisy": acc,
-            "meta_loss": meta_loss,
             "mean_weight": w_new.mean(),
         }
