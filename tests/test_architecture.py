@@ -4,6 +4,7 @@ The import graph is read from the source (every ``import`` and ``from ... import
 functions, except those under ``if TYPE_CHECKING:``), per module."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -163,3 +164,14 @@ def test_modules_stay_small():
         if (n := len(p.read_text().splitlines())) > MAX_LINES
     }
     assert not large, f"modules above {MAX_LINES} lines: {large}"
+
+
+def test_exceptions_become_one_line_in_one_place():
+    # noisytail.errors.short_error is the one formatter of an exception's text as one line
+    by_hand = re.compile(r"join\(str\(\w+\)\.split\(\)\)")
+    found = [
+        str(p.relative_to(SRC))
+        for p in PACKAGE.rglob("*.py")
+        if p.name != "errors.py" and by_hand.search(p.read_text())
+    ]
+    assert not found, f"format exceptions with noisytail.errors.short_error: {found}"

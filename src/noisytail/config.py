@@ -21,7 +21,7 @@ import yaml
 
 from .atomic import write_text
 from .data.specs import ImbalanceSpec, MetaSpec, NoiseSpec, check_specs
-from .errors import ConfigError  # defined below every layer; config is its historical home
+from .errors import ConfigError, short_error  # ConfigError: config is its historical home
 from .registry import suggest
 
 __all__ = ["Config", "ConfigError", "from_dict", "load_config", "to_dict", "validate"]
@@ -87,7 +87,7 @@ def load_yaml(text: str, where: str) -> Any:
         problem = " ".join(str(err.problem or err.context or "syntax error").split())
         raise ConfigError(f"{where}: not valid YAML ({problem}{at}).") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{where}: not valid YAML ({' '.join(str(err).split())}).") from None
+        raise ConfigError(f"{where}: not valid YAML ({short_error(err)}).") from None
 
 
 @dataclass

@@ -36,6 +36,7 @@ from . import methods as _methods  # noqa: F401  (registration)
 from . import models as _models  # noqa: F401  (registration)
 from .data.arrays import as_model_inputs, normalise_inputs
 from .data.types import DataError
+from .errors import short_error
 from .registry import METHODS, MODELS
 from .runfolder import (  # the checkpoint's inference record and weights: runfolder's schema
     CheckpointError,
@@ -137,8 +138,9 @@ class TrainedModel:
         try:
             trained = cls.from_record(record, weights)
         except (KeyError, TypeError, RuntimeError, ValueError) as err:
-            detail = " ".join(str(err).split())[:200]
-            raise CheckpointError(f"{path}: its model cannot be rebuilt ({detail}).") from None
+            raise CheckpointError(
+                f"{path}: its model cannot be rebuilt ({short_error(err)})."
+            ) from None
         trained.source = {"run": str(run), "checkpoint": str(path), "method": cfg.method.name}
         return trained
 
@@ -308,7 +310,7 @@ def read_images(paths: Sequence[str | os.PathLike]) -> np.ndarray:
                 gray = im.mode in ("1", "L", "LA", "I", "I;16", "F")
                 decoded.append((os.fspath(p), im.convert("L" if gray else "RGB")))
         except (OSError, ValueError, Image.DecompressionBombError) as err:
-            raise DataError(f"Cannot read image {os.fspath(p)}: {err}") from None
+            raise DataError(f"Cannot read image {os.fspath(p)}: {short_error(err)}") from None
     mode = "L" if all(im.mode == "L" for _, im in decoded) else "RGB"
     first_path, first = decoded[0]
     arrays = []
@@ -347,7 +349,7 @@ def _csv_paths(path: Path) -> list[Path]:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.reader(fh))
     except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: cannot be read ({err}).") from None
+        raise DataError(f"{path}: cannot be read ({short_error(err)}).") from None
     if not rows:
         raise DataError(f"{path}: is empty: expected a 'path' column of image files.")
     header = [h.strip().lower() for h in rows[0]]
@@ -371,7 +373,7 @@ def read_feature_csv(path: str | os.PathLike, num_features: int) -> tuple[list[s
         with open(p, newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.reader(fh))
     except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{p}: cannot be read ({err}).") from None
+        raise DataError(f"{p}: cannot be read ({short_error(err)}).") from None
     if len(rows) < 2:
         raise DataError(f"{p}: expected a header and at least one row of {num_features} features.")
     header = [h.strip() for h in rows[0]]

@@ -40,6 +40,7 @@ from .atomic import WriteError, write_bytes, write_json, write_npz, write_text
 from .config import Config, ConfigError, dump_config, load_run_config, to_dict
 from .data.fingerprint import CORRUPTION_FILE, FINGERPRINT_FILE
 from .data.types import DataError, DatasetBundle
+from .errors import short_error
 
 if TYPE_CHECKING:
     from .data.prepare import PreparedData
@@ -104,12 +105,6 @@ def write_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> Path:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return write_bytes(buf.getvalue(), path)
-
-
-def short_error(err: BaseException) -> str:
-    """An exception as one line of at most 160 characters, for one-line error messages."""
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def read_checkpoint(

@@ -20,8 +20,9 @@ from .build import predict_probs
 from .config import Config
 from .data.prepare import PreparedData
 from .data.types import DataError
+from .errors import short_error
 from .evaluate import classification_metrics
-from .runfolder import checkpoint_path, short_error, write_json, write_npz
+from .runfolder import checkpoint_path, write_json, write_npz
 
 if TYPE_CHECKING:
     from .train import Run

@@ -19,6 +19,7 @@ import numpy as np
 
 from noisytail.data.corruption import Corruption
 from noisytail.data.types import DataError, DatasetBundle
+from noisytail.errors import short_error
 
 #: The run-folder files that record a run's data: its fingerprint and its corruption record.
 FINGERPRINT_FILE = "data_fingerprint.json"
@@ -178,8 +179,7 @@ def check_data(
         saved = json.loads(p.read_text())
         diff = data_difference(saved, now, run_dir=run, corruption=corruption)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        detail = " ".join(str(err).split())[:160]
-        raise DataError(f"{p}: damaged ({detail}); start a new run.") from None
+        raise DataError(f"{p}: damaged ({short_error(err)}); start a new run.") from None
     if diff is not None:
         raise DataChangedError(
             f"{run}: the data changed since the run: {diff}. Restore the run's data, or start a "

@@ -32,6 +32,7 @@ from noisytail.data.locations import IMAGE_EXTENSIONS, is_output_folder
 from noisytail.data.source_info import data_source
 from noisytail.data.splits import stratified_split
 from noisytail.data.types import DataError, DatasetBundle, DataSplit
+from noisytail.errors import short_error
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +79,10 @@ INSPECT_LIMIT = 2000
 CACHE_MB = 1024
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
-
-
 def unreadable(path: str, err: BaseException) -> DataError:
     """The one-line error for an image file that cannot be read: noisytail stops there."""
     return DataError(
-        f"Cannot read image {path}: {_one_line(err)}. Remove or replace the file "
+        f"Cannot read image {path}: {short_error(err)}. Remove or replace the file "
         "(noisytail stops rather than skipping it, so that every input row is accounted for)."
     )
 
