@@ -166,6 +166,58 @@ def test_modules_stay_small():
     assert not large, f"modules above {MAX_LINES} lines: {large}"
 
 
+# The layers of ARCHITECTURE.md, top first: a module may import its own layer and those below.
+# A module belongs to the longest prefix that names it; the package's own __init__ (re-exports
+# for users) is left out.
+LAYERS = [
+    ["noisytail.cli", "noisytail.cli_errors", "noisytail.__main__", "noisytail.bench"]
+    + ["noisytail.benchmarks", "noisytail.speed"],
+    ["noisytail.estimator", "noisytail.inference", "noisytail.detect", "noisytail.evaluate_ssl"],
+    ["noisytail.train", "noisytail.summary", "noisytail.report", "noisytail.figures"],
+    ["noisytail.runfolder", "noisytail.build", "noisytail.runtime", "noisytail.optim"]
+    + ["noisytail.defaults"],
+    ["noisytail.data.prepare", "noisytail.data.checked"],
+    ["noisytail.config"],
+    ["noisytail.methods"],
+    ["noisytail.losses", "noisytail.models", "noisytail.neighbors", "noisytail.probes"]
+    + ["noisytail.evaluate", "noisytail.groups", "noisytail.checkpoint_file"],
+    ["noisytail.data"],
+    ["noisytail.registry", "noisytail.errors", "noisytail.seeds", "noisytail.atomic"],
+]
+
+
+def layer_of(module: str) -> int | None:
+    """The index in `LAYERS` of ``module`` (0 = top), None if no layer names it."""
+    named = [
+        (len(prefix), i)
+        for i, layer in enumerate(LAYERS)
+        for prefix in layer
+        if module == prefix or module.startswith(prefix + ".")
+    ]
+    return max(named)[1] if named else None
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(
+        f"{module} imports {target}"
+        for module, imported in graph.items()
+        if module != "noisytail"
+        for target in imported
+        if target != "noisytail" and layer_of(target) < layer_of(module)  # the root: __version__
+    )
+
+
+def test_every_module_has_a_layer_and_an_upward_import_is_found():
+    assert [m for m in import_graph() if m != "noisytail" and layer_of(m) is None] == []
+    planted = {"noisytail.methods.toy": {"noisytail.runfolder", "noisytail.losses.robust"}}
+    assert upward_imports(planted) == ["noisytail.methods.toy imports noisytail.runfolder"]
+
+
+def test_every_import_points_down_the_layers():
+    upward = upward_imports(import_graph())
+    assert not upward, "upward imports: " + "; ".join(upward)
+
+
 def test_exceptions_become_one_line_in_one_place():
     # noisytail.errors.short_error is the one formatter of an exception's text as one line
     by_hand = re.compile(r"join\(str\(\w+\)\.split\(\)\)")

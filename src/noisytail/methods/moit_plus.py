@@ -46,12 +46,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..checkpoint_file import read_checkpoint
 from ..errors import ConfigError
 from ..losses.classification import cross_entropy
 from ..models.base import Backbone
 from ..neighbors import moit_detect
 from ..registry import METHODS
-from ..runfolder import read_checkpoint
 from .base import Batch, Context, Method, TaskInfo
 from .moit import draw_mixup, split_views
 
