@@ -4,6 +4,7 @@ normal entry points: training (`fit`), detection (`detect_label_issues`), ``nois
 ``noisytail pretrain`` and the help and list of ``noisytail detect`` / ``noisytail list``."""
 
 import ast
+import importlib
 import json
 import runpy
 import subprocess
@@ -125,20 +126,31 @@ def test_a_built_in_data_source_is_one_new_file(tmp_path, monkeypatch):
     assert any(r["name"] == "toy_found" for r in sources.find_datasets())
 
 
-def _declared_sources(folder: Path) -> set[str]:
-    """The names of every ``@data_source("name", ...)`` in ``folder``'s modules, read from their
-    syntax trees (independently of the discovery's own text match)."""
+def _declared(folder: Path, decorator: str) -> set[str]:
+    """The names of every ``@<decorator>("name", ...)`` in ``folder``'s modules, read from their
+    syntax trees (independently of the discovery's own line match)."""
     names = set()
     for path in folder.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             for deco in getattr(node, "decorator_list", []):
-                if isinstance(deco, ast.Call) and getattr(deco.func, "id", "") == "data_source":
+                if isinstance(deco, ast.Call) and ast.unparse(deco.func) == decorator:
                     names.add(deco.args[0].value)
     return names
 
 
-def test_a_fresh_process_registers_every_built_in_source():
-    code = "from noisytail.data import sources; print(' '.join(sources.DATASETS.names()))"
+@pytest.mark.parametrize(
+    "package,decorator,registry",
+    [
+        ("noisytail.data.sources", "data_source", "DATASETS"),
+        ("noisytail.methods", "METHODS.register", "METHODS"),
+    ],
+)
+def test_a_fresh_process_registers_every_built_in(package, decorator, registry):
+    # every source (method) that a module of noisytail/data (noisytail/methods) declares is
+    # registered by importing the package: there is no list of modules to forget to edit
+    code = (
+        f"import {package}; from noisytail.registry import {registry}; print(*{registry}.names())"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    declared = _declared_sources(Path(sources.__file__).parent)
+    declared = _declared(Path(importlib.import_module(package).__file__).parent, decorator)
     assert len(declared) >= 10 and set(out.stdout.split()) == declared

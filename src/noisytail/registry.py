@@ -8,8 +8,11 @@ arguments against the target's signature before calling it.
 from __future__ import annotations
 
 import difflib
+import importlib
+import importlib.util
 import inspect
 import math
+import pkgutil
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -32,6 +35,22 @@ def suggest(name: str, choices: list[str]) -> str:
     """Return a ' Did you mean ...?' fragment for `name`, or an empty string."""
     close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
     return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def import_modules_declaring(package: str, marker: str) -> list[str]:
+    """Import every module of ``package`` (not its subpackages) that has a line starting with
+    ``marker`` (e.g. ``"@METHODS.register("``), which registers what it declares; returns their
+    names, sorted. Modules without such a line are not imported. A package of built-ins calls it
+    so that a new built-in is one new file: no list of modules to edit."""
+    found = []
+    for module in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        spec = importlib.util.find_spec(f"{package}.{module.name}")
+        loader = getattr(spec, "loader", None) if spec is not None else None
+        text = loader.get_source(spec.name) if hasattr(loader, "get_source") else None
+        if not module.ispkg and text and any(line.startswith(marker) for line in text.splitlines()):
+            importlib.import_module(spec.name)
+            found.append(module.name)
+    return sorted(found)
 
 
 class Registry(Generic[T]):

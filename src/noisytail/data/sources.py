@@ -10,37 +10,23 @@ held by `noisytail.data.arrays.hold_arrays`).
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
-import pkgutil
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from noisytail.data.source_info import display_name, source_info
 from noisytail.data.types import DatasetBundle
-from noisytail.registry import DATASETS
+from noisytail.registry import DATASETS, import_modules_declaring
 
 __all__ = ["display_name", "find_datasets", "import_source_modules", "load_dataset", "source_info"]
 
-#: How a module declares a data source: a top-level ``@data_source(`` decorator line.
-DECLARES_SOURCE = re.compile(r"^@data_source\(", re.MULTILINE)
-
 
 def import_source_modules(package: str = "noisytail.data") -> list[str]:
-    """Import every module of ``package`` whose source declares a data source
-    (`DECLARES_SOURCE`), which registers it; returns their names, sorted. Modules that declare
-    none (helpers, the corruption, the loader) are not imported."""
-    found = []
-    for module in pkgutil.iter_modules(importlib.import_module(package).__path__):
-        spec = importlib.util.find_spec(f"{package}.{module.name}")
-        loader = getattr(spec, "loader", None) if spec is not None else None
-        text = loader.get_source(spec.name) if hasattr(loader, "get_source") else None
-        if not module.ispkg and text and DECLARES_SOURCE.search(text):
-            importlib.import_module(spec.name)
-            found.append(module.name)
-    return sorted(found)
+    """Import every module of ``package`` that declares a data source (a line starting with
+    ``@data_source(``), which registers it; returns their names, sorted. Modules that declare
+    none (helpers, the corruption, the loader) are not imported
+    (`noisytail.registry.import_modules_declaring`)."""
+    return import_modules_declaring(package, "@data_source(")
 
 
 import_source_modules()
