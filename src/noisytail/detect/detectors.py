@@ -27,7 +27,7 @@ from .. import neighbors as knn_lib
 from ..config import ConfigError
 from ..data.checks import check_fold_sizes
 from ..data.types import DataError
-from ..registry import DETECTORS
+from ..registry import DETECTORS, import_modules_declaring
 from . import crossfit as cf
 from . import scores as sc
 from .base import DetectionTask, Detector, DetectorOutput, train_run
@@ -339,3 +339,7 @@ class MethodScoresDetector(Detector):
                 f"method_scores: threshold must be a number or 'gmm', got {self.threshold!r}."
             )
         return DetectorOutput(suspicion, flagged, task.pool_probs(run).argmax(1))
+
+
+# A detector in a module of its own under detect/ registers when this module is imported.
+import_modules_declaring("noisytail.detect", "@DETECTORS.register(")
