@@ -135,3 +135,43 @@ def test_a_class_smaller_than_the_folds_is_refused(tmp_path):
         detect_label_issues(cfg, tmp_path / "out")
     result = detect_label_issues(cfg, tmp_path / "out", detector_args={"folds": 3})
     assert result.n == 23
+
+
+def test_detection_json_records_the_stacking_weight(tmp_path):
+    """On XOR quadrants (the class is the sign of a * b) a linear model cannot separate the
+    classes and the cosine kNN can, so the held-out likelihood gives the kNN most of the
+    weight; detection.json says so, with a weight of `crossfit.STACK_WEIGHTS`, and the two
+    weights sum to 1."""
+    from noisytail.detect import crossfit as cf
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, size=(120, 2))
+    x += 0.3 * np.sign(x)  # a gap between the quadrants
+    y = (x[:, 0] * x[:, 1] > 0).astype(int)
+    table = tmp_path / "xor.csv"
+    with open(table, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["a", "b", "label"])
+        for row, c in zip(x, y):
+            w.writerow([f"{v:.6f}" for v in row] + [int(c)])
+    out = tmp_path / "out"
+    cfg = load_config(None, ["data.name=csv", f"data.options.train_csv={table}"])
+    detect_label_issues(cfg, out)
+    details = json.loads((out / "detection.json").read_text())["details"]
+    assert details["knn_weight"] in cf.STACK_WEIGHTS
+    assert details["knn_weight"] >= 0.7
+    assert details["knn_weight"] + details["linear_weight"] == 1.0
+
+
+def test_fast_probs_and_weight_name_their_part():
+    from noisytail.detect import crossfit as cf
+
+    rng = np.random.default_rng(3)
+    y = np.repeat(np.arange(3), 15)
+    x = np.eye(3, 4)[y] + rng.normal(size=(45, 4))
+    assert cf.fast_probs_and_weight(x, y, 3, model="knn")[1] == 1.0
+    assert cf.fast_probs_and_weight(x, y, 3, model="linear")[1] == 0.0
+    probs, w = cf.fast_probs_and_weight(x, y, 3)
+    knn, lin = cf.knn_probs(x, y, 3), cf.linear_probs(x, y, 3)
+    assert w == cf.stack_weight(knn, lin, y)
+    np.testing.assert_allclose(probs, w * knn + (1 - w) * lin, atol=1e-12)

@@ -198,15 +198,33 @@ def fast_probs(
 ) -> np.ndarray:
     """The fast path's out-of-sample probabilities ``[N, K]``: `knn_probs`, `linear_probs` or
     (``"ensemble"``, the default chosen by the own-data detection benchmark) their mixture
-    weighted by `stack_weight`."""
+    weighted by `stack_weight`. `fast_probs_and_weight` also gives the kNN's weight."""
+    return fast_probs_and_weight(
+        features, labels, num_classes, model=model, k=k, folds=folds, seed=seed
+    )[0]
+
+
+def fast_probs_and_weight(
+    features: Any,
+    labels: Any,
+    num_classes: int,
+    *,
+    model: str = "ensemble",
+    k: int | None = None,
+    folds: int = DEFAULT_FOLDS,
+    seed: int = 0,
+) -> tuple[np.ndarray, float]:
+    """`fast_probs`'s probabilities ``[N, K]`` and the kNN's weight ``w`` in them (the linear
+    model's is ``1 - w``): `stack_weight`'s choice for ``"ensemble"``, 1 for ``"knn"``, 0 for
+    ``"linear"``."""
     if model not in FAST_MODELS:
         raise ValueError(f"model must be one of {FAST_MODELS}, got {model!r}")
     if model == "knn":
-        return knn_probs(features, labels, num_classes, k=k)
+        return knn_probs(features, labels, num_classes, k=k), 1.0
     lin = linear_probs(features, labels, num_classes, folds=folds, seed=seed)
     if model == "linear":
-        return lin
+        return lin, 0.0
     knn = knn_probs(features, labels, num_classes, k=k)
     w = stack_weight(knn, lin, labels)
     _log.info("auto: kNN weight %.2f, linear model %.2f (held-out likelihood)", w, 1 - w)
-    return w * knn + (1 - w) * lin
+    return w * knn + (1 - w) * lin, w

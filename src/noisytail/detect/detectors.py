@@ -55,7 +55,8 @@ class AutoDetector(Detector):
     ``"ensemble"`` (default) mixes a leave-one-out similarity-weighted kNN vote
     (`crossfit.knn_probs`, ``k`` as `neighbors.default_k`) and a strongly regularised logistic
     regression cross-fitted over ``folds`` folds (`crossfit.linear_probs`), with the weight
-    that best predicts the given labels out of sample (`crossfit.stack_weight`); ``"knn"`` or
+    that best predicts the given labels out of sample (`crossfit.stack_weight`; recorded in
+    detection.json's ``details`` as ``knn_weight`` and ``linear_weight``); ``"knn"`` or
     ``"linear"`` take one. Suspicion ``1 - p_y``, ties broken by the normalized margin;
     flagged by ``flag`` (`scores.verdict_from_probs`; default: pruning by noise rate, the rule
     of cleanlab's ``find_label_issues``). The rule was chosen on the own-data
@@ -98,7 +99,7 @@ class AutoDetector(Detector):
             fix="use fewer folds (--arg folds=N)",
         )
         x = cf.input_features(task.pool_inputs(flatten=False), max_side=self.max_side)
-        probs = cf.fast_probs(
+        probs, knn_weight = cf.fast_probs_and_weight(
             x,
             y,
             task.num_classes,
@@ -114,6 +115,9 @@ class AutoDetector(Detector):
             suggested,
             info={
                 "features": list(x.shape[1:]),
+                # the stacking weights (kNN share w, linear model 1 - w; crossfit.stack_weight)
+                "knn_weight": knn_weight,
+                "linear_weight": 1.0 - knn_weight,
                 "out_of_sample_accuracy": float((probs.argmax(1) == y).mean()),
             },
             tiebreak=tiebreak,
