@@ -15,6 +15,20 @@ def test_long_tail_counts():
     # 40 * 8**(-c/3): 40, 20, 10, 5
     assert np.bincount(y[keep]).tolist() == [40, 20, 10, 5]
     assert np.all(np.diff(keep) > 0)
+    # reversed: the last class is the head
+    assert np.bincount(y[bench.long_tail(y, 40, 8.0, reverse=True)]).tolist() == [5, 10, 20, 40]
+
+
+def test_held_out_tables_as_described():
+    """The held-out tabular sets have the shapes the module docstring gives, and cls30's head
+    class is about 10 times its tail (weights 10**(-c / 29))."""
+    x, y = bench.clean_data("wine")
+    assert x.shape == (178, 13) and np.bincount(y).tolist() == [59, 71, 48]
+    x, y = bench.clean_data("cls30")
+    counts = np.bincount(y)
+    assert x.shape == (3000, 40) and len(counts) == 30
+    assert 8 < counts[0] / counts[-1] < 12
+    assert set(bench.HELD_OUT).isdisjoint(bench.DATASETS)
 
 
 def test_noise_rate_as_requested():

@@ -10,6 +10,15 @@ path, against cleanlab on the same files. The driver is ``scripts/bench_own_data
 - ``breast_cancer``: scikit-learn's breast-cancer table (569 rows, 30 columns) as a CSV;
 - ``blobs24``: ``make_classification`` with 24 classes (2,400 rows, 30 columns) as a CSV.
 
+**Held-out data sets** (`HELD_OUT`), never used to choose the default's settings:
+
+- ``wine``: scikit-learn's wine table (178 rows, 13 columns, 3 classes) as a CSV;
+- ``cls30``: ``make_classification`` with 30 imbalanced classes (3,000 rows, 40 columns: 20
+  informative, 6 redundant, 2 repeated, 12 noise; class weights ``10**(-c / 29)``, head 10
+  times the tail, ``class_sep`` 1.0) as a CSV;
+- ``fmnist_test``: Fashion-MNIST's *test* images as a PNG class-folder tree, long-tailed with
+  at most 250 a class, ratio 20 and the classes' order reversed (class 9 the head).
+
 **Noise**: the labels written into the folders / the CSV's ``label`` column are corrupted
 class-conditionally by a random noise matrix of cleanlab's ``generate_noise_matrix_from_trace``
 with trace ``K * (1 - level)`` (expected noise rate ``level``, `LEVELS`), one matrix and draw
@@ -54,6 +63,8 @@ import numpy as np
 _log = logging.getLogger(__name__)
 
 DATASETS = ("digits", "fmnist", "breast_cancer", "blobs24")
+HELD_OUT = ("wine", "cls30", "fmnist_test")
+ALL_DATASETS = DATASETS + HELD_OUT
 LEVELS = (0.2, 0.4)
 SEEDS = (0, 1, 2)
 METHODS = (
@@ -69,15 +80,19 @@ PARTS = ("knn", "linear", "ensemble+cl", "ensemble+argmax")
 FOLDS = 5
 
 
-def long_tail(y: np.ndarray, n_max: int, ratio: float, seed: int = 0) -> np.ndarray:
-    """Sorted indices keeping ``round(n_max * ratio**(-c / (K - 1)))`` random members of class
-    ``c`` (all of them if it has fewer)."""
+def long_tail(
+    y: np.ndarray, n_max: int, ratio: float, seed: int = 0, reverse: bool = False
+) -> np.ndarray:
+    """Sorted indices keeping ``round(n_max * ratio**(-r / (K - 1)))`` random members of class
+    ``c`` (all of them if it has fewer), its rank ``r`` being ``c`` (``K - 1 - c`` if
+    ``reverse``)."""
     rng = np.random.default_rng(seed)
     k = int(y.max()) + 1
     keep = []
     for c in range(k):
         members = np.flatnonzero(y == c)
-        n = min(len(members), int(round(n_max * ratio ** (-c / (k - 1)))))
+        rank = k - 1 - c if reverse else c
+        n = min(len(members), int(round(n_max * ratio ** (-rank / (k - 1)))))
         keep.append(rng.choice(members, n, replace=False))
     return np.sort(np.concatenate(keep))
 
@@ -113,7 +128,33 @@ def clean_data(name: str) -> tuple[np.ndarray, np.ndarray]:
             random_state=0,
         )
         return x, y
-    raise ValueError(f"unknown data set {name!r}; choose from {DATASETS}")
+    if name == "wine":
+        d = skd.load_wine()
+        return d.data, d.target
+    if name == "cls30":
+        weights = 10.0 ** (-np.arange(30) / 29)
+        x, y = skd.make_classification(
+            n_samples=3000,
+            n_features=40,
+            n_informative=20,
+            n_redundant=6,
+            n_repeated=2,
+            n_classes=30,
+            n_clusters_per_class=1,
+            weights=list(weights / weights.sum()),
+            flip_y=0.0,
+            class_sep=1.0,
+            random_state=1,
+        )
+        return x, y
+    if name == "fmnist_test":
+        from noisytail.data.sources import load_dataset
+
+        b = load_dataset("fashion_mnist")
+        y = b.test.labels
+        keep = long_tail(y, 250, 20.0, seed=1, reverse=True)
+        return b.test.images.get(keep)[:, 0].numpy(), y[keep]
+    raise ValueError(f"unknown data set {name!r}; choose from {ALL_DATASETS}")
 
 
 def noisy_labels(y: np.ndarray, level: float, seed: int) -> np.ndarray:
@@ -348,7 +389,7 @@ def table(results: Path) -> str:
         "| data | noise: level (measured) | method | F1 | AUROC | seconds | seeds |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name in DATASETS:
+    for name in ALL_DATASETS:
         for level in LEVELS:
             for method in METHODS:
                 rs = [
