@@ -101,6 +101,7 @@ GDW_CIFAR = {  # official main.py and README, seed 100
     "method.vnet_weight_decay": 1e-4,
     "method.hidden": 100,
     "method.lookahead": "all",  # the full look-ahead (noisytail's default is the head only)
+    "method.meta_every": 1,  # the meta step every iteration (noisytail's default: every 3rd)
     "train.optimizer": "sgd",
     "train.epochs": 80,
     "train.batch_size": 100,
@@ -340,6 +341,7 @@ PAPER_SETTINGS: dict[str, dict[str, Any]] = {
         "noise.kind": "none",
         "method.name": "gdw",
         "method.lookahead": "all",
+        "method.meta_every": 1,
         "train.epochs": 5,
         "train.momentum": 0.9,
         "train.lr": 1e-3,
@@ -362,6 +364,7 @@ PAPER_SETTINGS: dict[str, dict[str, Any]] = {
         "model.name": "resnet32",
         "method.name": "mwnet",
         "method.lookahead": "all",
+        "method.meta_every": 1,
         "method.hidden": 100,
         "method.vnet_lr": 1e-3,
         "method.vnet_weight_decay": 1e-4,

@@ -189,8 +189,8 @@ def run_meta_method(name, steps=40, batch=64, seed=0, **kw):
     [
         ("l2rw", {}),
         ("l2b", {"warmup_epochs": 0, "lookahead": "all"}),
-        ("mwnet", {"vnet_lr": 1e-2}),
-        ("gdw", {"vnet_lr": 1e-2}),
+        ("mwnet", {"vnet_lr": 1e-2, "meta_every": 1}),  # 40 steps: a meta step at each
+        ("gdw", {"vnet_lr": 1e-2, "meta_every": 1}),
     ],
 )
 def test_flipped_samples_get_lower_weight(name, kw):

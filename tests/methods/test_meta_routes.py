@@ -2,6 +2,7 @@
 general path's numbers, and each meta method's default route stays within 2× ERM's passes."""
 
 import contextlib
+import inspect
 
 import numpy as np
 import pytest
@@ -124,17 +125,32 @@ META = [("l2rw", {}), ("l2b", {"warmup_epochs": 0}), ("mwnet", {}), ("gdw", {})]
 META += [("gdw", {"mode": "mwnet"})]
 
 
+def amortised_cost(name, **kw):
+    """Mean `step_cost` over one cycle of the method's default ``meta_every`` (1 if it has none)
+    iterations."""
+    every = inspect.signature(METHODS.get(name).__init__).parameters.get("meta_every")
+    k = kw.get("meta_every", every.default if every is not None else 1)
+    return sum(step_cost(name, step=i, **kw) for i in range(k)) / k
+
+
 @pytest.mark.parametrize("name,kw", META)
 def test_default_meta_step_within_twice_erm(name, kw):
-    """Each meta method's default route costs ERM's passes through the backbone plus one forward
-    of the meta batch (the head look-ahead: no second forward of the batch, no backward through
-    the backbone but the real step's), so at most 2× ERM with a meta batch no larger than the
-    batch; its full look-ahead costs more than 2×, so the meter can tell the routes apart."""
+    """Each meta method's default route costs at most 2× ERM's passes through the backbone, on
+    average over its ``meta_every`` cycle: L2RW and L2B look ahead on the head (ERM plus one
+    meta-batch forward every step, no second forward of the batch), MW-Net and GDW take their
+    full step every 3rd iteration. Their full look-ahead at every step costs more than 2×, so
+    the meter can tell the routes apart."""
     erm = step_cost("erm")
     assert erm == 3 * 16
-    cost = step_cost(name, **kw)
-    assert cost <= erm + 16 <= 2 * erm, cost
-    assert step_cost(name, **kw, lookahead="all") > 2 * erm
+    cost = amortised_cost(name, **kw)
+    assert cost <= 2 * erm, cost
+    assert step_cost(name, **kw, lookahead="all", meta_every=1) > 2 * erm
+
+
+@pytest.mark.parametrize("name,kw", [("l2rw", {}), ("l2b", {"warmup_epochs": 0})])
+def test_head_route_costs_erm_plus_one_meta_forward(name, kw):
+    """The head look-ahead (L2RW and L2B's default): no second pass of the batch."""
+    assert step_cost(name, **kw) <= step_cost("erm") + 16
 
 
 @pytest.mark.parametrize("name,kw", [("mwnet", {}), ("gdw", {}), ("gdw", {"mode": "mwnet"})])

@@ -53,7 +53,7 @@ ROUTES: list[tuple[str, dict[str, Any]]] = [
     ("l2b", {"warmup_epochs": 0, "meta_every": 2, "lookahead": "head"}),
 ]
 #: Every meta method at its default route (the look-ahead on the head) and at its full
-#: look-ahead (the papers' step), ERM first.
+#: look-ahead (the papers' step), ERM first; then MW-Net and GDW's full step every 3rd iteration.
 DEFAULTS: list[tuple[str, dict[str, Any]]] = [
     ("erm", {}),
     ("l2rw", {"lookahead": "head"}),
@@ -64,6 +64,8 @@ DEFAULTS: list[tuple[str, dict[str, Any]]] = [
     ("mwnet", {"lookahead": "all"}),
     ("gdw", {"lookahead": "head"}),
     ("gdw", {"lookahead": "all"}),
+    ("mwnet", {"lookahead": "all", "meta_every": 3}),
+    ("gdw", {"lookahead": "all", "meta_every": 3}),
 ]
 #: DivideMix (its MixMatch phase from the first step) with and without the L2B plug-in.
 DIVIDEMIX: list[tuple[str, dict[str, Any]]] = [

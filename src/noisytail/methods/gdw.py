@@ -30,11 +30,11 @@ pass of step 1; the official code runs a second forward on the same batch. ``met
 `noisytail.methods.mwnet.VNetReweighting._meta_step`: in forward mode ``G`` is
 ``−η_t (J_z v) ⊙ (p − y) / B``, read off a forward-mode pass, still at no cost beyond MW-Net's.
 The logged ``loss`` is the batch mean CE (the surrogate's value is meaningless); its gradient is
-the surrogate's. As MW-Net's, the look-ahead moves only the classifier head by default
-(``lookahead="head"``, chosen by measurement, BENCHMARKS.md "Meta steps at most 2× ERM");
-``lookahead="all"`` is the paper's step (the presets). ``meta_every=k``: the weighting network
-and the class-level step run every k-th iteration only; the others take MW-Net's real step with
-the network as it is (with equal class weights the constraint gives exactly that).
+the surrogate's. ``meta_every=k``: the weighting network and the class-level step run every k-th
+iteration only; the others take MW-Net's real step with the network as it is (with equal class
+weights the constraint gives exactly that). As MW-Net's, the default is ``meta_every=3`` with the
+full look-ahead (chosen by measurement, BENCHMARKS.md "Meta steps at most 2× ERM"; the presets
+set ``meta_every: 1``, the paper's); ``lookahead="head"`` is cheaper but lost accuracy there.
 """
 
 from __future__ import annotations
@@ -117,9 +117,9 @@ class GDW(VNetReweighting):
         hidden: int = 100,
         vnet_lr: float = 1e-3,
         vnet_weight_decay: float = 1e-4,
-        lookahead: str = "head",
+        lookahead: str = "all",
         meta_grad: str = "forward",
-        meta_every: int = 1,
+        meta_every: int = 3,
     ) -> None:
         super().__init__(
             model,
