@@ -116,8 +116,8 @@ class AutoDetector(Detector):
             info={
                 "features": list(x.shape[1:]),
                 # the stacking weights (kNN share w, linear model 1 - w; crossfit.stack_weight)
-                "knn_weight": knn_weight,
-                "linear_weight": 1.0 - knn_weight,
+                "knn_weight": round(knn_weight, 6),
+                "linear_weight": round(1.0 - knn_weight, 6),
                 "out_of_sample_accuracy": float((probs.argmax(1) == y).mean()),
             },
             tiebreak=tiebreak,
