@@ -90,6 +90,21 @@ def test_refuses_existing_run_and_bad_resume(tmp_path, digits_config):
         fit(cfg, tmp_path / "empty", resume=True, write_report=False)
 
 
+def test_resume_accepts_other_execution_settings_only(tmp_path, digits_config):
+    """Threads, progress bars and the checkpoint interval may change on --resume (a bench rerun
+    with another --jobs); a setting that changes the result may not."""
+    from noisytail.config import ConfigError
+
+    cfg = digits_config("train.epochs=2", "train.num_threads=2")
+    fit(cfg, tmp_path / "run", write_report=False, stop_after_epochs=1)
+    with pytest.raises(ConfigError, match="config differs"):
+        fit(digits_config("train.epochs=2", "train.lr=0.5"), tmp_path / "run", resume=True)
+    other = digits_config(
+        "train.epochs=2", "train.num_threads=1", "train.progress=false", "train.checkpoint_every=2"
+    )
+    assert fit(other, tmp_path / "run", resume=True, write_report=False).finished
+
+
 def test_nan_loss_stops_with_step_and_keeps_checkpoint(tmp_path, digits_config, monkeypatch):
     cfg = digits_config("train.epochs=3")
     original = ERM.training_step

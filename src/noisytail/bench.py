@@ -26,8 +26,9 @@ Each run is a separate ``noisytail train`` process writing its own run folder un
 ``OUT/runs/``; a run whose ``summary.json`` exists is skipped, one with a checkpoint is resumed, so
 an interrupted grid continues where it stopped. A run folder's name ends in a hash of the run's
 *resolved* config (base file, shared and axis overrides, defaults; not the settings that cannot
-change results, `UNHASHED`), so editing the base config makes a rerun redo the runs it changes;
-an optional setting added to the toolkit since a run was made, left unset, does not (`_hashed`).
+change results, `noisytail.config.EXECUTION_ONLY`), so editing the base config makes a rerun redo
+the runs it changes; an optional setting added to the toolkit since a run was made, left unset,
+does not (`_hashed`), and neither does another ``--jobs`` (threads per run).
 Runs go seed by seed (every setting of the first seed, then the next), so a grid stopped
 part-way has whole seeds.
 One bench at a time owns ``OUT``: ``OUT/.bench.lock`` holds an exclusive lock with the owner's pid,
@@ -55,7 +56,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, load_config, read_yaml_file, to_dict
+from .config import (
+    ConfigError,
+    load_config,
+    read_yaml_file,
+    to_dict,
+    without_execution_settings,
+)
 from .summary import SUMMARY_FILE, RunSummary, read_summary
 
 log = logging.getLogger(__name__)
@@ -65,7 +72,6 @@ _RUN_REF = re.compile(r"\{run:([^}]+)\}")
 GRID_KEYS = {"name", "base", "set", "seeds", "jobs", "grid", "metrics"}
 LOCK_FILE = ".bench.lock"
 #: Config keys that do not change a run's results, left out of its hash.
-UNHASHED = {("train", "progress"), ("train", "num_threads"), ("train", "checkpoint_every")}
 DEFAULT_METRICS = [
     "test_accuracy",
     "balanced_accuracy",
@@ -173,10 +179,9 @@ def plan(grid: Grid, out: Path) -> list[PlannedRun]:
 
 
 def config_digest(cfg: Any) -> str:
-    """A short hash of a resolved `Config`, without the keys in `UNHASHED`."""
-    values = to_dict(cfg)
-    for section, key in UNHASHED:
-        values.get(section, {}).pop(key, None)
+    """A short hash of a resolved `Config`, without its execution-only settings
+    (`noisytail.config.EXECUTION_ONLY`)."""
+    values = without_execution_settings(to_dict(cfg))
     text = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
@@ -204,12 +209,8 @@ def _hashed(stem: Path, cfg: Any) -> Path:
 
 
 def _hashable(values: dict[str, Any]) -> dict[str, Any]:
-    """A config dict without provenance and the `UNHASHED` keys."""
-    values = {k: v for k, v in values.items() if not k.startswith("_")}
-    for section, key in UNHASHED:
-        if isinstance(values.get(section), dict):
-            values[section] = {k: v for k, v in values[section].items() if k != key}
-    return values
+    """A config dict without provenance and the execution-only settings."""
+    return without_execution_settings({k: v for k, v in values.items() if not k.startswith("_")})
 
 
 def _same_run_config(old: Any, new: Any, defaults: Any) -> bool:

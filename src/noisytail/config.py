@@ -194,6 +194,22 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return out
 
 
+# Settings that change how a run executes, not what it computes: a bench leaves them out of a run
+# folder's hash, and --resume accepts a run saved with other values of them.
+EXECUTION_ONLY = frozenset(
+    {("train", "progress"), ("train", "num_threads"), ("train", "checkpoint_every")}
+)
+
+
+def without_execution_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (a `to_dict` result) without the `EXECUTION_ONLY` keys; a new dict."""
+    out = dict(values)
+    for section, key in EXECUTION_ONLY:
+        if isinstance(out.get(section), dict):
+            out[section] = {k: v for k, v in out[section].items() if k != key}
+    return out
+
+
 def _check_type(path: str, value: Any, annotation: Any) -> Any:
     """Coerce simple scalar types (int->float) and reject obvious mismatches."""
     ann = str(annotation)

@@ -34,7 +34,14 @@ from tqdm import tqdm
 
 from .atomic import WriteError, write_bytes, write_json, write_npz, write_text  # noqa: F401 (re-exported)
 from .checkpoint_file import CheckpointError, read_checkpoint, write_checkpoint
-from .config import Config, ConfigError, dump_config, load_run_config, to_dict
+from .config import (
+    Config,
+    ConfigError,
+    dump_config,
+    load_run_config,
+    to_dict,
+    without_execution_settings,
+)
 from .data.fingerprint import CORRUPTION_FILE, FINGERPRINT_FILE
 from .data.types import DataError, DatasetBundle
 from .errors import short_error
@@ -287,7 +294,7 @@ def prepare_out_dir(out_dir: Path, cfg: Config, resume: bool, is_main: bool) -> 
                     stale.unlink(missing_ok=True)
             return False
         saved = read_run_config(out_dir)  # one-line error if missing or damaged
-        if to_dict(saved) != to_dict(cfg):
+        if without_execution_settings(to_dict(saved)) != without_execution_settings(to_dict(cfg)):
             raise ConfigError(
                 f"--resume: the config differs from the one saved in {out_dir / CONFIG_FILE}; "
                 "resume with the same config and overrides."
