@@ -82,6 +82,12 @@ def test_chosen_from_a_gray_folder_and_explicit_settings_win(tmp_path):
     assert cfg.data.options == {"image_size": 12, "channels": 1}
     assert (cfg.train.epochs, cfg.model.name, cfg.model.options) == (2, "resnet32", {})
     assert [c.key for c in choices] == ["data.options.channels"]
+    # a detector that trains no network: the data's own settings only
+    cfg, choices = choose_defaults(
+        load_config(None, base), explicit_keys(None, base), training=False
+    )
+    assert [c.key for c in choices] == ["data.options.image_size", "data.options.channels"]
+    assert set(cfg.inferred) == {"data.options.image_size", "data.options.channels"}
     # other sources are left alone
     cfg, choices = choose_defaults(load_config(None, ["data.name=digits"]), ["data.name"])
     assert choices == [] and cfg.model.name == "small_cnn" and cfg.train.epochs == 10
@@ -118,6 +124,9 @@ def test_detect_runs_a_tabular_csv_given_nothing_but_its_path(tmp_path):
     args = ["detect", "--set", f"data.options.train_csv={csv}", "--out", str(out), "--no-progress"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert "chose data.name=csv" in result.stdout
+    # the default detector trains no network: no model or epochs chosen, said or recorded
+    assert [ln.split("=")[0] for ln in result.stdout.splitlines() if ln.startswith("chose ")] == [
+        "chose data.name"
+    ]
     rows = (out / "label_issues.csv").read_text().splitlines()
     assert len(rows) == 1 + 60  # a header and one row per input row

@@ -107,10 +107,13 @@ def explicit_keys(config_path: str | os.PathLike | None, overrides: Iterable[str
     return keys
 
 
-def choose_defaults(cfg: Config, explicit: Iterable[str]) -> tuple[Config, list[Choice]]:
+def choose_defaults(
+    cfg: Config, explicit: Iterable[str], *, training: bool = True
+) -> tuple[Config, list[Choice]]:
     """``cfg`` with the settings of the module docstring chosen from its data where no key in
     ``explicit`` names them, and the choices made (none for sources outside ``USER_SOURCES``).
-    The data are loaded once here (files listed, image headers read, a CSV parsed)."""
+    ``training=False`` (a detector that trains no network) leaves the model and the epochs
+    alone. The data are loaded once here (files listed, image headers read, a CSV parsed)."""
     from .data.sources import load_dataset
 
     explicit = set(explicit)
@@ -135,14 +138,14 @@ def choose_defaults(cfg: Config, explicit: Iterable[str]) -> tuple[Config, list[
         n = min(n, cfg.data.train_subset)
     n = max(1, int(n * (1.0 - cfg.data.val_fraction)))
     values: dict[str, Any] = {"data": {"options": options}} if options else {}
-    if "model.name" not in explicit:
+    if "model.name" not in explicit and training:
         name, model_options, why = model_for(tuple(bundle.input_shape), n)
         if any(k.startswith("model.options") for k in explicit):
             model_options = {}  # the user's own options for the model chosen
         values["model"] = {"name": name, "options": model_options}
         shown = f"{name} {model_options}" if model_options else name
         choices.append(Choice("model.name", shown, why))
-    if "train.epochs" not in explicit:
+    if "train.epochs" not in explicit and training:
         epochs, why = epochs_for(n, cfg.train.batch_size)
         values["train"] = {"epochs": epochs}
         choices.append(Choice("train.epochs", epochs, why))
@@ -182,11 +185,13 @@ def apply_defaults(
     echo: Callable[[str], Any] | None = None,
     *,
     run_dir: str | os.PathLike | None = None,
+    training: bool = True,
 ) -> Config:
     """`choose_defaults` for a config built from ``config_path`` and ``overrides`` (what the
     CLI's ``train`` and ``detect`` do); one line per choice goes to ``echo`` (default: the
     ``noisytail.defaults`` logger at INFO). ``run_dir``: the run a ``--resume`` continues,
-    whose recorded choices are reused (`reuse_choices`) when it has a ``config.yaml``."""
+    whose recorded choices are reused (`reuse_choices`) when it has a ``config.yaml``.
+    ``training``: as in `choose_defaults`."""
     overrides = list(overrides)
     explicit = explicit_keys(config_path, overrides)
     if run_dir is not None and (Path(run_dir) / "config.yaml").is_file():
@@ -194,7 +199,7 @@ def apply_defaults(
             return reuse_choices(cfg, run_dir, explicit)
         except (ConfigError, DataError):
             pass  # a damaged config.yaml: fit says so, or starts afresh without a checkpoint
-    cfg, choices = choose_defaults(cfg, explicit)
+    cfg, choices = choose_defaults(cfg, explicit, training=training)
     for choice in choices:
         (echo or log.info)(choice.line())
     return cfg

@@ -179,6 +179,11 @@ class Detector:
     def detect(self, task: DetectionTask) -> DetectorOutput:
         raise NotImplementedError
 
+    def trains_network(self) -> bool:
+        """Whether `detect` trains a network on the data (so the model and epoch budget chosen
+        from a user's data matter); False for detectors on the raw inputs."""
+        return True
+
     def args(self) -> dict[str, Any]:
         """The detector's settings, for detection.json."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}

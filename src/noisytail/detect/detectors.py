@@ -88,6 +88,9 @@ class AutoDetector(Detector):
             )
         self.model, self.k, self.folds, self.flag, self.max_side = model, k, folds, flag, max_side
 
+    def trains_network(self) -> bool:
+        return False
+
     def detect(self, task: DetectionTask) -> DetectorOutput:
         y = task.labels
         names = task.prepared.bundle.class_names
@@ -164,6 +167,9 @@ class KnnDetector(Detector):
             raise ConfigError("knn: backend='faiss' needs the faiss package: pip install faiss-cpu")
         self.k, self.space, self.selection, self.block_size = k, space, selection, block_size
         self.backend = backend
+
+    def trains_network(self) -> bool:
+        return self.space == "model"
 
     def detect(self, task: DetectionTask) -> DetectorOutput:
         if self.space == "input":

@@ -120,6 +120,11 @@ def truth_known(cfg: Config) -> bool:
     return cfg.noise.kind != "none" or bool(cfg.data.label_file)
 
 
+def detector_trains_network(detector: str | None, detector_args: dict[str, Any] | None) -> bool:
+    """Whether the detector (default: `DEFAULT_DETECTOR`) trains a network on the data."""
+    return _check_detector(detector or DEFAULT_DETECTOR, detector_args).trains_network()
+
+
 def _check_detector(detector: str, detector_args: dict[str, Any] | None) -> Any:
     DETECTORS.get(detector)  # unknown name: RegistryError with suggestions
     return DETECTORS.build(detector, args=detector_args or {})
