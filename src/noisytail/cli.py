@@ -356,8 +356,9 @@ def detect(  # type: ignore[no-untyped-def]
     if from_run is not None and (config is not None or overrides):
         raise ConfigError("--from-run uses the run's own config: drop CONFIG and --set.")
     cfg = None
+    detector_args = parse_detector_args(args)
     if from_run is None:  # settings left unset are chosen from a user's own data
-        training = detector_trains_network(detector, parse_detector_args(args))
+        training = detector_trains_network(detector, detector_args)
         cfg = load_config(config, list(overrides))
         cfg = apply_defaults(cfg, config, overrides, click.echo, training=training)
     if out is None:
@@ -367,7 +368,7 @@ def detect(  # type: ignore[no-untyped-def]
         cfg,
         out,
         detector=detector,
-        detector_args=parse_detector_args(args),
+        detector_args=detector_args,
         from_run=from_run,
         checkpoint=checkpoint,
         clean_csv=clean_csv or (True if clean else None),
