@@ -82,23 +82,30 @@ def setup_runtime(cfg: Config) -> Runtime:
     return Runtime(device, rank, world, local_rank)
 
 
-def provenance() -> dict[str, Any]:
-    """Versions, git commit, platform and command line, for ``config.yaml``'s ``_provenance``."""
-    commit = None
+def _git(args: list[str], cwd: Path) -> str | None:
     with contextlib.suppress(Exception):
-        commit = (
-            subprocess.run(
-                ["git", "rev-parse", "HEAD"],
-                cwd=Path(__file__).resolve().parent,
-                capture_output=True,
-                text=True,
-                timeout=5,
-            ).stdout.strip()
-            or None
+        done = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
         )
+        return done.stdout
+    return None
+
+
+def provenance(package_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Versions, git commit, platform and command line, for ``config.yaml``'s ``_provenance``.
+
+    ``git_changes`` lists the files under the package's folder (``package_dir``, default this
+    package) that differ from the commit, uncommitted edits included: a run started from a work
+    tree with uncommitted changes does not run the code of ``git_commit``, and says so.
+    """
+    where = Path(package_dir) if package_dir is not None else Path(__file__).resolve().parent
+    commit = (_git(["rev-parse", "HEAD"], where) or "").strip() or None
+    status = _git(["status", "--porcelain", "--untracked-files=no", "--", "."], where)
+    changes = sorted(line[3:] for line in status.splitlines() if line.strip()) if status else []
     return {
         "noisytail": __version__,
         "git_commit": commit,
+        "git_changes": changes,
         "torch": str(torch.__version__),
         "numpy": np.__version__,
         "python": sys.version.split()[0],
