@@ -3,6 +3,8 @@ win, and that ``noisytail train`` runs a tabular CSV given nothing but its path 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import yaml
@@ -18,6 +20,7 @@ from noisytail.defaults import (
     epochs_for,
     explicit_keys,
     model_for,
+    network_for_inputs,
 )
 
 
@@ -124,9 +127,48 @@ def test_detect_runs_a_tabular_csv_given_nothing_but_its_path(tmp_path):
     args = ["detect", "--set", f"data.options.train_csv={csv}", "--out", str(out), "--no-progress"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    # the default detector trains no network: no model or epochs chosen, said or recorded
+    # the default detector trains a network on a table (its third part): the model and the
+    # epochs are chosen from the data, said, and used
     assert [ln.split("=")[0] for ln in result.stdout.splitlines() if ln.startswith("chose ")] == [
-        "chose data.name"
+        "chose data.name",
+        "chose model.name",
+        "chose train.epochs",
     ]
     rows = (out / "label_issues.csv").read_text().splitlines()
     assert len(rows) == 1 + 60  # a header and one row per input row
+    details = json.loads((out / "detection.json").read_text())["details"]
+    assert details["network"] == {"model": "mlp", "options": {"hidden": [64, 64]}, "epochs": 40}
+    weights = [details[f"{part}_weight"] for part in ("knn", "linear", "network")]
+    assert sum(weights) == pytest.approx(1.0)
+
+
+def test_the_default_detector_trains_a_network_on_tables_only(tmp_path):
+    """choose_defaults asks the detector with whether the data are images: the default
+    detector chooses the model and epochs for a table, not for a folder of images."""
+    from noisytail.detect.task import detector_trains_network
+
+    auto = detector_trains_network(None, None)
+    assert auto(False) and not auto(True)
+    assert not detector_trains_network("auto", {"network": "never"})(False)
+    assert not detector_trains_network("auto", {"model": "linear"})(False)
+    assert detector_trains_network("auto", {"network": "always"})(True)
+    gray_pngs(tmp_path / "photos")
+    folder = ["data.name=image_folder", f"data.root={tmp_path / 'photos'}"]
+    _, choices = choose_defaults(
+        load_config(None, folder), explicit_keys(None, folder), training=auto
+    )
+    assert [c.key for c in choices] == ["data.options.image_size", "data.options.channels"]
+    csv = [f"data.options.train_csv={table(tmp_path / 'data' / 't.csv')}"]
+    _, choices = choose_defaults(load_config(None, csv), explicit_keys(None, csv), training=auto)
+    assert [c.key for c in choices] == ["data.name", "model.name", "train.epochs"]
+
+
+def test_network_for_inputs_replaces_only_a_model_that_cannot_take_them():
+    cfg = load_config(None, ["data.name=csv"])  # the config's default model: small_cnn
+    fitted = network_for_inputs(cfg, (5,), 400)
+    assert (fitted.model.name, dict(fitted.model.options)) == ("mlp", {"hidden": [64, 64]})
+    assert fitted.train.epochs == epochs_for(400, cfg.train.batch_size)[0]
+    assert {"model.name", "train.epochs"} <= set(fitted.inferred)
+    mine = load_config(None, ["data.name=csv", "model.name=mlp", "train.epochs=3"])
+    assert network_for_inputs(mine, (5,), 400) is mine
+    assert network_for_inputs(cfg, (1, 28, 28), 400) is cfg

@@ -13,6 +13,9 @@ an override names it (explicit settings always win):
 - ``train.epochs``: `epochs_for` (about ``TARGET_STEPS`` optimizer steps, within
   ``[MIN_EPOCHS, MAX_EPOCHS]`` epochs).
 
+`network_for_inputs` gives a config built without these choices (a library call) a model that
+takes its data's inputs, for the default detector's network part on a table.
+
 Each choice is one `Choice` (key, value, why); the CLI prints one line per choice and the run's
 ``config.yaml`` records the values, and the reasons under ``inferred``.
 """
@@ -87,6 +90,36 @@ def model_for(
     return "mlp", options, f"feature vectors {list(input_shape)}; hidden {hidden} for {size}"
 
 
+#: The registered models that take feature vectors ``[D]``; the others take images.
+VECTOR_MODELS = ("mlp",)
+
+
+def network_for_inputs(cfg: Config, input_shape: tuple[int, ...], n_train: int) -> Config:
+    """``cfg`` unchanged when its model takes inputs of ``input_shape`` (feature vectors: a
+    `VECTOR_MODELS` model; images: any other); otherwise (e.g. a config built without
+    `choose_defaults`, whose default ``small_cnn`` meets a table) ``cfg`` with `model_for`'s
+    model and `epochs_for`'s epochs for ``n_train`` samples, each choice logged and recorded
+    under ``inferred``."""
+    if (len(input_shape) == 1) == (cfg.model.name in VECTOR_MODELS):
+        return cfg
+    name, options, why = model_for(tuple(input_shape), n_train)
+    epochs, why_epochs = epochs_for(n_train, cfg.train.batch_size)
+    choices = [
+        Choice("model.name", f"{name} {options}", why),
+        Choice("train.epochs", epochs, why_epochs),
+    ]
+    for c in choices:
+        log.info("%s: %s cannot take these inputs", c.line(), cfg.model.name)
+    return from_dict(
+        {
+            "model": {"name": name, "options": options},
+            "train": {"epochs": epochs},
+            "inferred": {**cfg.inferred, **{c.key: f"{c.value} ({c.why})" for c in choices}},
+        },
+        cfg,
+    )
+
+
 def explicit_keys(config_path: str | os.PathLike | None, overrides: Iterable[str]) -> set[str]:
     """The dotted keys a config file and ``key=value`` overrides set (e.g. ``train.epochs``,
     ``data.options.image_size``); a mapping value counts each key inside it too."""
@@ -108,12 +141,14 @@ def explicit_keys(config_path: str | os.PathLike | None, overrides: Iterable[str
 
 
 def choose_defaults(
-    cfg: Config, explicit: Iterable[str], *, training: bool = True
+    cfg: Config, explicit: Iterable[str], *, training: bool | Callable[[bool], bool] = True
 ) -> tuple[Config, list[Choice]]:
     """``cfg`` with the settings of the module docstring chosen from its data where no key in
     ``explicit`` names them, and the choices made (none for sources outside ``USER_SOURCES``).
     ``training=False`` (a detector that trains no network) leaves the model and the epochs
-    alone. The data are loaded once here (files listed, image headers read, a CSV parsed)."""
+    alone; a callable is asked with whether the data are images (the default detector trains
+    a network on tables only). The data are loaded once here (files listed, image headers
+    read, a CSV parsed)."""
     from .data.sources import load_dataset
 
     explicit = set(explicit)
@@ -133,6 +168,8 @@ def choose_defaults(
     for name, (value, why) in bundle.inferred.items():
         choices.append(Choice(f"data.options.{name}", value, why))
         options[name] = value
+    if callable(training):
+        training = training(bundle.is_image)
     n = len(bundle.train)
     if cfg.data.train_subset is not None:
         n = min(n, cfg.data.train_subset)
@@ -185,7 +222,7 @@ def apply_defaults(
     echo: Callable[[str], Any] | None = None,
     *,
     run_dir: str | os.PathLike | None = None,
-    training: bool = True,
+    training: bool | Callable[[bool], bool] = True,
 ) -> Config:
     """`choose_defaults` for a config built from ``config_path`` and ``overrides`` (what the
     CLI's ``train`` and ``detect`` do); one line per choice goes to ``echo`` (default: the

@@ -160,6 +160,43 @@ def test_stack_weight_maximises_the_held_out_likelihood():
     assert cf.stack_weight(a, a, y) == 0.5  # a tie goes to the even mix
 
 
+def test_simplex_grid():
+    for parts, count in [(1, 1), (2, 21), (3, 231)]:  # C(20 + parts - 1, parts - 1)
+        g = cf.simplex_grid(parts)
+        assert g.shape == (count, parts)
+        np.testing.assert_allclose(g.sum(1), 1.0, atol=1e-12)
+        assert (g >= 0).all() and len(np.unique(np.round(g * 20), axis=0)) == count
+        np.testing.assert_allclose(g * 20, np.round(g * 20), atol=1e-9)
+    np.testing.assert_allclose(cf.simplex_grid(2)[:, 0], cf.STACK_WEIGHTS, atol=1e-12)
+
+
+def test_stack_weights_maximise_the_held_out_likelihood_on_the_simplex():
+    """Hand-worked: part a gives the given label probability 1 on the first half and 0 on the
+    second, part b the reverse, part c 1/3 everywhere. The mean log-likelihood
+    0.5 log(w_a + w_c / 3) + 0.5 log(w_b + w_c / 3) is largest at (0.5, 0.5, 0) (the two
+    terms' sum 1 - w_c / 3 is split evenly, and w_c only shrinks it): no single part wins.
+    A random case is checked against brute force over every grid point."""
+    y = np.zeros(10, dtype=int)
+    a = np.where(np.arange(10)[:, None] < 5, [1.0, 0.0, 0.0], [0.0, 1.0, 0.0])
+    b = a[::-1]
+    c = np.full((10, 3), 1 / 3)
+    np.testing.assert_allclose(cf.stack_weights([a, b, c], y), [0.5, 0.5, 0.0], atol=1e-12)
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 80)
+    parts = [rng.dirichlet(np.ones(4), 80) for _ in range(3)]
+    parts[1][np.arange(80), y] += 0.5  # one better part, none useless
+    parts = [p / p.sum(1, keepdims=True) for p in parts]
+    w = cf.stack_weights(parts, y)
+
+    def loglik(v):
+        return np.log(sum(vi * p[np.arange(80), y] for vi, p in zip(v, parts))).mean()
+
+    assert all(loglik(w) >= loglik(v) - 1e-12 for v in cf.simplex_grid(3))
+    assert w[1] == w.max()
+    # identical parts tie everywhere: the weights nearest the even mix
+    assert sorted(cf.stack_weights([parts[0]] * 3, y)) == pytest.approx([0.3, 0.35, 0.35])
+
+
 def test_fast_probs_ensemble_is_the_stacked_mixture():
     x, y = clusters(n_per=20, k=3, d=4, seed=2, spread=1.0)
     knn, lin = cf.knn_probs(x, y, 3), cf.linear_probs(x, y, 3)

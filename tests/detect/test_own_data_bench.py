@@ -28,6 +28,11 @@ def test_held_out_tables_as_described():
     counts = np.bincount(y)
     assert x.shape == (3000, 40) and len(counts) == 30
     assert 8 < counts[0] / counts[-1] < 12
+    shapes = {"digits_table": (1797, 64, 10), "quantiles": (1200, 6, 6), "iris": (150, 4, 3)}
+    shapes["clusters12"] = (1800, 20, 12)
+    for name, (n, d, k) in shapes.items():
+        x, y = bench.clean_data(name)
+        assert x.shape == (n, d) and np.unique(y).tolist() == list(range(k))
     assert set(bench.HELD_OUT).isdisjoint(bench.DATASETS)
 
 

@@ -141,8 +141,8 @@ def test_a_class_smaller_than_the_folds_is_refused(tmp_path):
 def test_detection_json_records_the_stacking_weight(tmp_path):
     """On XOR quadrants (the class is the sign of a * b) a linear model cannot separate the
     classes and the cosine kNN can, so the held-out likelihood gives the kNN most of the
-    weight; detection.json says so, with a weight of `crossfit.STACK_WEIGHTS`, and the two
-    weights sum to 1."""
+    weight; detection.json says so, with weights of the simplex grid
+    (`crossfit.simplex_grid`) for the three parts of a table (kNN, linear model, network)."""
     from noisytail.detect import crossfit as cf
 
     rng = np.random.default_rng(0)
@@ -159,20 +159,64 @@ def test_detection_json_records_the_stacking_weight(tmp_path):
     cfg = load_config(None, ["data.name=csv", f"data.options.train_csv={table}"])
     detect_label_issues(cfg, out)
     details = json.loads((out / "detection.json").read_text())["details"]
-    assert np.isclose(cf.STACK_WEIGHTS, details["knn_weight"], rtol=0, atol=1e-6).any()
-    assert details["knn_weight"] >= 0.7
-    assert details["knn_weight"] + details["linear_weight"] == pytest.approx(1.0)
+    weights = [details[f"{part}_weight"] for part in ("knn", "linear", "network")]
+    assert np.isclose(cf.simplex_grid(3), weights, rtol=0, atol=1e-6).all(1).any()
+    assert details["knn_weight"] >= 0.7 and details["linear_weight"] <= 0.1
 
 
-def test_fast_probs_and_weight_name_their_part():
+def test_fast_parts_name_their_part_and_stack_mixes_them():
     from noisytail.detect import crossfit as cf
 
     rng = np.random.default_rng(3)
     y = np.repeat(np.arange(3), 15)
     x = np.eye(3, 4)[y] + rng.normal(size=(45, 4))
-    assert cf.fast_probs_and_weight(x, y, 3, model="knn")[1] == 1.0
-    assert cf.fast_probs_and_weight(x, y, 3, model="linear")[1] == 0.0
-    probs, w = cf.fast_probs_and_weight(x, y, 3)
     knn, lin = cf.knn_probs(x, y, 3), cf.linear_probs(x, y, 3)
-    assert w == cf.stack_weight(knn, lin, y)
+    assert list(cf.fast_parts(x, y, 3, model="knn")) == ["knn"]
+    assert list(cf.fast_parts(x, y, 3, model="linear")) == ["linear"]
+    parts = cf.fast_parts(x, y, 3)
+    probs, weights = cf.stack(parts, y)
+    w = cf.stack_weight(knn, lin, y)
+    assert weights == {"knn": w, "linear": pytest.approx(1 - w)}
     np.testing.assert_allclose(probs, w * knn + (1 - w) * lin, atol=1e-12)
+    np.testing.assert_allclose(cf.fast_probs(x, y, 3), probs, atol=0)
+    assert cf.stack({"knn": knn}, y)[1] == {"knn": 1.0}
+
+
+def test_the_network_part_is_out_of_sample(tmp_path, monkeypatch):
+    """`DetectionTask.crossfit_probs` (the default detector's network part on tables): with the
+    folds held fixed, flipping one sample's label leaves that sample's probabilities bit for bit
+    as they were (no model that scored it saw its label), while the other folds' models, which
+    trained on it, change."""
+    from noisytail.config import validate
+    from noisytail.data.prepare import prepare_data
+    from noisytail.detect import crossfit as cf
+    from noisytail.detect.base import DetectionTask
+    from noisytail.detect.task import whole_data_config
+    from noisytail.runtime import setup_runtime
+
+    rng = np.random.default_rng(4)
+    y = np.repeat(np.arange(2), 20)
+    x = np.eye(2, 3)[y] * 2 + rng.normal(size=(40, 3))
+    monkeypatch.setattr(cf, "stratified_folds", lambda labels, folds, seed: np.arange(40) % folds)
+
+    def probs(labels, name):
+        table = tmp_path / f"{name}.csv"
+        with open(table, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["a", "b", "c", "label"])
+            for row, c in zip(x, labels):
+                w.writerow([f"{v:.6f}" for v in row] + [int(c)])
+        over = ["data.name=csv", f"data.options.train_csv={table}", "model.name=mlp"]
+        cfg = whole_data_config(load_config(None, over + ["train.epochs=3"]))
+        validate(cfg)
+        task = DetectionTask(cfg, prepare_data(cfg), setup_runtime(cfg), tmp_path / name)
+        assert (task.labels == labels).all()
+        return task.crossfit_probs(4)
+
+    flipped = y.copy()
+    flipped[5] = 1 - y[5]  # sample 5 lies in fold 1
+    before, after = probs(y, "given"), probs(flipped, "flipped")
+    np.testing.assert_allclose(before.sum(1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(after[5], before[5])
+    others = np.arange(40) % 4 != 1
+    assert np.abs(after[others] - before[others]).max() > 1e-4

@@ -5,7 +5,7 @@ detector is one file: a `Detector` subclass registered in ``DETECTORS`` (ARCHITE
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,6 +16,7 @@ from ..build import predict_probs
 from ..config import Config, ConfigError
 from ..data.loader import PoolData
 from ..data.prepare import PreparedData
+from ..data.types import DataError
 from ..runtime import Runtime
 from ..train import Run
 from . import scores as sc
@@ -101,8 +102,8 @@ class DetectionTask:
         self._run = run
         self.loss_history = loss_history
 
-    def new_run(self, prepared: PreparedData | None = None) -> Run:
-        return Run(self.cfg, self.work_dir, self.runtime, prepared or self.prepared)
+    def new_run(self, prepared: PreparedData | None = None, cfg: Config | None = None) -> Run:
+        return Run(cfg or self.cfg, self.work_dir, self.runtime, prepared or self.prepared)
 
     def trained(self, *, record_losses: bool = False) -> Run:
         """A model trained on the whole pool (once); ``record_losses`` keeps ``loss_history``."""
@@ -157,6 +158,28 @@ class DetectionTask:
         parts = [x.flatten(1) if flatten else x for x, _ in data.iter_plain(1024)]
         return torch.cat(parts).float()
 
+    def crossfit_probs(self, folds: int, cfg: Config | None = None) -> np.ndarray:
+        """Out-of-sample probabilities ``[N, K]`` of the run's network: the pool split into
+        ``folds`` stratified folds (`crossfit.stratified_folds` with the run's seed), each fold
+        scored by a model trained with ``cfg`` (default: the task's) on the other folds (the
+        samples of fold ``f`` never reach that model). A class absent from a training fold gets
+        probability 0 there."""
+        from .crossfit import stratified_folds
+
+        y = self.labels
+        if len(y) < folds:
+            raise DataError(f"{len(y)} samples cannot be split into {folds} folds.")
+        fold = stratified_folds(y, folds, self.cfg.seed)
+        probs = np.zeros((len(y), self.num_classes), dtype=np.float64)
+        corr = self.prepared.corruption
+        for f in range(folds):
+            held, rest = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
+            fold_corr = replace(corr, train_idx=corr.train_idx[rest])
+            prepared = replace(self.prepared, corruption=fold_corr)
+            run = train_run(self.new_run(prepared, cfg), progress=self.progress)
+            probs[held] = self.pool_probs(run, self.data_for(run, held))
+        return probs
+
     def data_for(self, run: Run, train_positions: np.ndarray) -> PoolData:
         """A `PoolData` of the given pool positions, laid out like ``run``'s training data."""
         td = run.train_data
@@ -179,9 +202,10 @@ class Detector:
     def detect(self, task: DetectionTask) -> DetectorOutput:
         raise NotImplementedError
 
-    def trains_network(self) -> bool:
+    def trains_network(self, is_image: bool | None = None) -> bool:
         """Whether `detect` trains a network on the data (so the model and epoch budget chosen
-        from a user's data matter); False for detectors on the raw inputs."""
+        from a user's data matter); False for detectors on the raw inputs. ``is_image``: whether
+        the data are images (False: feature vectors; None: not known yet)."""
         return True
 
     def args(self) -> dict[str, Any]:

@@ -12,9 +12,11 @@ Each sample is scored by a model that did not see it:
   are scored by the model trained on the other folds.
 - `input_features`: the inputs a data source gives, flattened into ``[N, D]`` float features,
   images first area-pooled to at most ``max_side`` pixels a side.
-- `stack_weight`: the kNN's share in the ``"ensemble"``, chosen by the held-out likelihood of
-  the given labels (stacking: Smyth & Wolpert 1999, "Linearly combining density estimators via
-  stacking"; Breiman 1996, "Stacked regressions").
+- `stack_weights`: the weights of a mixture of out-of-sample probability arrays (the kNN, the
+  linear model and, for tables, a cross-fitted network: `noisytail.detect.detectors.AutoDetector`),
+  chosen on a simplex grid by the held-out likelihood of the given labels (stacking: Smyth &
+  Wolpert 1999, "Linearly combining density estimators via stacking"; Breiman 1996, "Stacked
+  regressions"); `stack` applies them.
 
 Inputs are centred on their column means before the cosine kNN (raw pixels are all positive,
 so uncentred cosines crowd near 1).
@@ -22,7 +24,8 @@ so uncentred cosines crowd near 1).
 
 from __future__ import annotations
 
-import logging
+import itertools
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,8 +34,6 @@ import torch.nn.functional as F
 
 from .. import seeds
 from ..neighbors import default_k, weighted_knn_scores
-
-_log = logging.getLogger(__name__)
 
 #: Default number of cross-fitting folds (cleanlab's and scikit-learn's default too).
 DEFAULT_FOLDS = 5
@@ -47,7 +48,9 @@ MAX_SIDE = 16
 #: detection benchmark's data 0.01 and 0.03 were close and both beat 0.1 and 1 on the images;
 #: with the stacked mixture 0.01 did better on breast-cancer at 0.4 (F1 0.623 against 0.602).
 LINEAR_C = 0.01
-#: The kNN weights `stack_weight` tries.
+#: Grid step of the stacking weights (`simplex_grid`): 21 mixtures of two parts, 231 of three.
+STACK_STEP = 0.05
+#: The first part's weights `stack_weight` tries (two parts: 0, 0.05, ..., 1).
 STACK_WEIGHTS = np.linspace(0.0, 1.0, 21)
 
 
@@ -165,25 +168,73 @@ def linear_probs(
     return probs
 
 
-def stack_weight(first: Any, second: Any, labels: Any) -> float:
-    """The weight ``w`` in `STACK_WEIGHTS` that maximises the mean log-likelihood of the given
-    ``labels [N]`` under ``w * first + (1 - w) * second`` (two out-of-sample ``[N, K]``
-    probability arrays, so this is a held-out likelihood; module docstring). Ties go to the
-    weight nearest 0.5. Probabilities are floored at 1e-6 (a kNN vote can give 0)."""
+def simplex_grid(parts: int, step: float = STACK_STEP) -> np.ndarray:
+    """Every weight vector ``[G, parts]`` with entries in ``0, step, ..., 1`` summing to 1, in
+    lexicographic order of the first entries (``parts=2``: ``[[0, 1], [0.05, 0.95], ...]``)."""
+    units = int(round(1 / step))
+    if parts < 1 or not np.isclose(units * step, 1.0):
+        raise ValueError(f"need parts >= 1 and 1 / step a whole number, got {parts}, {step}")
+    rows = [c for c in itertools.product(range(units + 1), repeat=parts - 1) if sum(c) <= units]
+    grid = np.array([list(c) + [units - sum(c)] for c in rows], dtype=np.float64)
+    return grid / units
+
+
+def stack_weights(parts: Sequence[Any], labels: Any, *, step: float = STACK_STEP) -> np.ndarray:
+    """The weights ``w [P]`` of `simplex_grid` that maximise the mean log-likelihood of the given
+    ``labels [N]`` under ``sum_i w_i * parts[i]`` (``P`` out-of-sample ``[N, K]`` probability
+    arrays, so this is a held-out likelihood; module docstring). Ties go to the weights nearest
+    the even mix. Probabilities are floored at 1e-6 (a kNN vote can give 0)."""
     y = _as_numpy(labels, np.int64)
     rows = np.arange(len(y))
-    p1 = _as_numpy(first, np.float64)[rows, y]
-    p2 = _as_numpy(second, np.float64)[rows, y]
-    ll = np.array(
-        [np.log(np.clip(w * p1 + (1 - w) * p2, 1e-6, None)).mean() for w in STACK_WEIGHTS]
-    )
+    given = np.stack([_as_numpy(p, np.float64)[rows, y] for p in parts], axis=1)  # [N, P]
+    grid = simplex_grid(len(parts), step)
+    ll = np.log(np.clip(given @ grid.T, 1e-6, None)).mean(0)  # [G]
     best = np.flatnonzero(ll >= ll.max() - 1e-12)
-    return float(STACK_WEIGHTS[best[np.argmin(np.abs(STACK_WEIGHTS[best] - 0.5))]])
+    spread = np.abs(grid[best] - 1.0 / len(parts)).sum(1)
+    return grid[best[np.argmin(spread)]]
 
 
-#: What `fast_probs` gives: ``"ensemble"`` (both, mixed by `stack_weight`), ``"knn"`` or
+def stack_weight(first: Any, second: Any, labels: Any) -> float:
+    """`stack_weights` of two parts: the first one's weight, in `STACK_WEIGHTS` (the second
+    one's is ``1 - w``)."""
+    return float(stack_weights([first, second], labels)[0])
+
+
+def stack(parts: Mapping[str, Any], labels: Any) -> tuple[np.ndarray, dict[str, float]]:
+    """The mixture ``[N, K]`` of the named out-of-sample ``parts`` (each ``[N, K]``) with the
+    `stack_weights`, and those weights by name (a single part: itself, weight 1)."""
+    names = list(parts)
+    arrays = [_as_numpy(parts[n], np.float64) for n in names]
+    w = stack_weights(arrays, labels) if len(arrays) > 1 else np.ones(1)
+    probs = sum(wi * p for wi, p in zip(w, arrays))
+    return probs, {n: float(wi) for n, wi in zip(names, w)}
+
+
+#: What `fast_parts` gives: ``"ensemble"`` (both parts, for `stack`), ``"knn"`` or
 #: ``"linear"``.
 FAST_MODELS = ("ensemble", "knn", "linear")
+
+
+def fast_parts(
+    features: Any,
+    labels: Any,
+    num_classes: int,
+    *,
+    model: str = "ensemble",
+    k: int | None = None,
+    folds: int = DEFAULT_FOLDS,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """The fast path's out-of-sample probabilities ``[N, K]`` by part: ``{"knn": `knn_probs`,
+    "linear": `linear_probs`}`` for ``"ensemble"``, one of them for ``"knn"`` / ``"linear"``."""
+    if model not in FAST_MODELS:
+        raise ValueError(f"model must be one of {FAST_MODELS}, got {model!r}")
+    parts = {}
+    if model in ("ensemble", "knn"):
+        parts["knn"] = knn_probs(features, labels, num_classes, k=k)
+    if model in ("ensemble", "linear"):
+        parts["linear"] = linear_probs(features, labels, num_classes, folds=folds, seed=seed)
+    return parts
 
 
 def fast_probs(
@@ -196,35 +247,7 @@ def fast_probs(
     folds: int = DEFAULT_FOLDS,
     seed: int = 0,
 ) -> np.ndarray:
-    """The fast path's out-of-sample probabilities ``[N, K]``: `knn_probs`, `linear_probs` or
-    (``"ensemble"``, the default chosen by the own-data detection benchmark) their mixture
-    weighted by `stack_weight`. `fast_probs_and_weight` also gives the kNN's weight."""
-    return fast_probs_and_weight(
-        features, labels, num_classes, model=model, k=k, folds=folds, seed=seed
-    )[0]
-
-
-def fast_probs_and_weight(
-    features: Any,
-    labels: Any,
-    num_classes: int,
-    *,
-    model: str = "ensemble",
-    k: int | None = None,
-    folds: int = DEFAULT_FOLDS,
-    seed: int = 0,
-) -> tuple[np.ndarray, float]:
-    """`fast_probs`'s probabilities ``[N, K]`` and the kNN's weight ``w`` in them (the linear
-    model's is ``1 - w``): `stack_weight`'s choice for ``"ensemble"``, 1 for ``"knn"``, 0 for
-    ``"linear"``."""
-    if model not in FAST_MODELS:
-        raise ValueError(f"model must be one of {FAST_MODELS}, got {model!r}")
-    if model == "knn":
-        return knn_probs(features, labels, num_classes, k=k), 1.0
-    lin = linear_probs(features, labels, num_classes, folds=folds, seed=seed)
-    if model == "linear":
-        return lin, 0.0
-    knn = knn_probs(features, labels, num_classes, k=k)
-    w = stack_weight(knn, lin, labels)
-    _log.info("auto: kNN weight %.2f, linear model %.2f (held-out likelihood)", w, 1 - w)
-    return w * knn + (1 - w) * lin, w
+    """`fast_parts` mixed by `stack` (``"ensemble"``: the kNN vote and the linear model weighted
+    by held-out likelihood; the default detector's mixture on images), ``[N, K]``."""
+    parts = fast_parts(features, labels, num_classes, model=model, k=k, folds=folds, seed=seed)
+    return stack(parts, labels)[0]

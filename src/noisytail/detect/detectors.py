@@ -19,7 +19,7 @@ model trained on (the Fashion-MNIST protocol of BENCHMARKS.md).
 
 from __future__ import annotations
 
-from dataclasses import replace
+import logging
 
 import numpy as np
 
@@ -27,11 +27,13 @@ from .. import neighbors as knn_lib
 from ..config import ConfigError
 from ..data.checks import check_fold_sizes
 from ..data.types import DataError
+from ..defaults import network_for_inputs
 from ..registry import DETECTORS, import_modules_declaring
 from . import crossfit as cf
 from . import scores as sc
-from .base import DetectionTask, Detector, DetectorOutput, train_run
-from .crossfit import stratified_folds
+from .base import DetectionTask, Detector, DetectorOutput
+
+_log = logging.getLogger(__name__)
 
 
 def _flag_by(suspicion: np.ndarray, rule: str | float, seed: int) -> np.ndarray:
@@ -46,24 +48,37 @@ def _flag_by(suspicion: np.ndarray, rule: str | float, seed: int) -> np.ndarray:
     raise ConfigError(f"flag must be 'gmm' or a fraction in (0, 1), got {rule!r}.")
 
 
+#: When `AutoDetector` adds its cross-fitted network: for tables (feature vectors) only, always,
+#: or never.
+NETWORK_USES = ("tables", "always", "never")
+
+
 @DETECTORS.register("auto")
 class AutoDetector(Detector):
-    """The default detector: no deep training, every sample scored out of sample.
+    """The default detector: every sample scored out of sample; no network on images.
 
-    Probabilities from the raw inputs (images area-pooled to at most ``max_side`` pixels a
-    side, a CSV's standardised feature columns; `crossfit.input_features`): ``model``
-    ``"ensemble"`` (default) mixes a leave-one-out similarity-weighted kNN vote
-    (`crossfit.knn_probs`, ``k`` as `neighbors.default_k`) and a strongly regularised logistic
-    regression cross-fitted over ``folds`` folds (`crossfit.linear_probs`), with the weight
-    that best predicts the given labels out of sample (`crossfit.stack_weight`; recorded in
-    detection.json's ``details`` as ``knn_weight`` and ``linear_weight``); ``"knn"`` or
-    ``"linear"`` take one. Suspicion ``1 - p_y``, ties broken by the normalized margin;
-    flagged by ``flag`` (`scores.verdict_from_probs`; default: pruning by noise rate, the rule
-    of cleanlab's ``find_label_issues``). The rule was chosen on the own-data
-    detection benchmark (BENCHMARKS.md).
+    Out-of-sample probabilities from parts (`crossfit`), mixed by stacking:
+
+    - ``"knn"``: a leave-one-out similarity-weighted kNN vote on the raw inputs (images
+      area-pooled to at most ``max_side`` pixels a side, a CSV's standardised feature columns;
+      `crossfit.input_features`, `crossfit.knn_probs`, ``k`` as `neighbors.default_k`);
+    - ``"linear"``: a strongly regularised logistic regression on the same inputs, cross-fitted
+      over ``folds`` folds (`crossfit.linear_probs`);
+    - ``"network"``, for tables only by default (``network``: `NETWORK_USES`): the run's network
+      cross-fitted over the same folds (`DetectionTask.crossfit_probs`; the CLI chooses the model
+      and epochs from the data, `noisytail.defaults`: an ``mlp`` at about 400 steps).
+
+    ``model`` ``"ensemble"`` (default) mixes the parts with the weights on a simplex grid that
+    best predict the given labels out of sample (`crossfit.stack_weights`; recorded in
+    detection.json's ``details`` as ``<part>_weight``); ``"knn"`` or ``"linear"`` take one part.
+    Suspicion ``1 - p_y``, ties broken by the normalized margin; flagged by ``flag``
+    (`scores.verdict_from_probs`; default: pruning by noise rate, the rule of cleanlab's
+    ``find_label_issues``). The rule was chosen on the own-data detection benchmark
+    (BENCHMARKS.md, "Label issues in your own data"): on tables the network part closed the gap
+    to cleanlab on our network's probabilities; on images it costs minutes and was not needed.
     """
 
-    description = "default: kNN vote + cross-fitted linear model on the raw inputs, no training"
+    description = "default: kNN vote + cross-fitted linear model (+ network on tables), stacked"
 
     def __init__(
         self,
@@ -73,6 +88,7 @@ class AutoDetector(Detector):
         folds: int = cf.DEFAULT_FOLDS,
         flag: str = "noise_rate",
         max_side: int = cf.MAX_SIDE,
+        network: str = "tables",
     ) -> None:
         if model not in cf.FAST_MODELS:
             raise ConfigError(f"auto: model must be one of {cf.FAST_MODELS}, got {model!r}.")
@@ -86,10 +102,15 @@ class AutoDetector(Detector):
             raise ConfigError(
                 f"auto: max_side must be a positive number of pixels, got {max_side}."
             )
+        if network not in NETWORK_USES:
+            raise ConfigError(f"auto: network must be one of {NETWORK_USES}, got {network!r}.")
         self.model, self.k, self.folds, self.flag, self.max_side = model, k, folds, flag, max_side
+        self.network = network
 
-    def trains_network(self) -> bool:
-        return False
+    def trains_network(self, is_image: bool | None = None) -> bool:
+        if self.model != "ensemble" or self.network == "never":
+            return False
+        return self.network == "always" or is_image is False
 
     def detect(self, task: DetectionTask) -> DetectorOutput:
         y = task.labels
@@ -102,7 +123,7 @@ class AutoDetector(Detector):
             fix="use fewer folds (--arg folds=N)",
         )
         x = cf.input_features(task.pool_inputs(flatten=False), max_side=self.max_side)
-        probs, knn_weight = cf.fast_probs_and_weight(
+        parts = cf.fast_parts(
             x,
             y,
             task.num_classes,
@@ -111,20 +132,29 @@ class AutoDetector(Detector):
             folds=self.folds,
             seed=task.cfg.seed,
         )
-        suspicion, tiebreak, flagged, suggested = sc.verdict_from_probs(probs, y, flag=self.flag)
-        return DetectorOutput(
-            suspicion,
-            flagged,
-            suggested,
-            info={
-                "features": list(x.shape[1:]),
-                # the stacking weights (kNN share w, linear model 1 - w; crossfit.stack_weight)
-                "knn_weight": round(knn_weight, 6),
-                "linear_weight": round(1.0 - knn_weight, 6),
-                "out_of_sample_accuracy": float((probs.argmax(1) == y).mean()),
-            },
-            tiebreak=tiebreak,
+        network_cfg = None
+        if self.trains_network(task.prepared.bundle.is_image):
+            n_fold = len(y) - len(y) // self.folds  # samples a fold model trains on
+            shape = tuple(task.prepared.bundle.input_shape)
+            network_cfg = network_for_inputs(task.cfg, shape, n_fold)
+            parts["network"] = task.crossfit_probs(self.folds, network_cfg)
+        probs, weights = cf.stack(parts, y)
+        _log.info(
+            "auto: stacking weights %s (held-out likelihood)",
+            ", ".join(f"{n} {w:.2f}" for n, w in weights.items()),
         )
+        suspicion, tiebreak, flagged, suggested = sc.verdict_from_probs(probs, y, flag=self.flag)
+        info: dict = {"features": list(x.shape[1:])}
+        if network_cfg is not None:
+            info["network"] = {
+                "model": network_cfg.model.name,
+                "options": dict(network_cfg.model.options),
+                "epochs": network_cfg.train.epochs,
+            }
+        # the stacking weights on the simplex (crossfit.stack_weights), by part
+        info.update({f"{n}_weight": round(w, 6) for n, w in weights.items()})
+        info["out_of_sample_accuracy"] = float((probs.argmax(1) == y).mean())
+        return DetectorOutput(suspicion, flagged, suggested, info=info, tiebreak=tiebreak)
 
 
 @DETECTORS.register("knn")
@@ -168,7 +198,7 @@ class KnnDetector(Detector):
         self.k, self.space, self.selection, self.block_size = k, space, selection, block_size
         self.backend = backend
 
-    def trains_network(self) -> bool:
+    def trains_network(self, is_image: bool | None = None) -> bool:
         return self.space == "model"
 
     def detect(self, task: DetectionTask) -> DetectorOutput:
@@ -271,21 +301,11 @@ class ConfidentLearningDetector(Detector):
         self.folds, self.score, self.require_disagreement = folds, score, require_disagreement
 
     def out_of_sample_probs(self, task: DetectionTask) -> np.ndarray:
-        y = task.labels
-        if len(y) < self.folds:
-            raise DataError(
-                f"confident_learning: {len(y)} samples cannot be split into {self.folds} folds."
-            )
-        fold = stratified_folds(y, self.folds, task.cfg.seed)
-        probs = np.zeros((len(y), task.num_classes), dtype=np.float64)
-        corr = task.prepared.corruption
-        for f in range(self.folds):
-            held, rest = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
-            fold_corr = replace(corr, train_idx=corr.train_idx[rest])
-            prepared = replace(task.prepared, corruption=fold_corr)
-            run = train_run(task.new_run(prepared), progress=task.progress)
-            probs[held] = task.pool_probs(run, task.data_for(run, held))
-        return probs
+        """``[N, K]``: `DetectionTask.crossfit_probs` over ``folds`` folds."""
+        try:
+            return task.crossfit_probs(self.folds)
+        except DataError as e:
+            raise DataError(f"confident_learning: {e}") from None
 
     def detect(self, task: DetectionTask) -> DetectorOutput:
         return self.from_probs(self.out_of_sample_probs(task), task.labels, task.num_classes)

@@ -1,9 +1,10 @@
 """``noisytail.find_label_issues``: label issues from arrays, in the shape cleanlab users know.
 
 - ``pred_probs`` only: the verdict comes from those out-of-sample probabilities.
-- ``features`` only: the fast path of ``noisytail detect`` (its default detector, ``auto``):
+- ``features`` only: the fast parts of ``noisytail detect``'s default detector (``auto``):
   a leave-one-out similarity-weighted kNN vote and a cross-fitted logistic regression on the
-  features, mixed by held-out likelihood (`noisytail.detect.crossfit.fast_probs`).
+  features, mixed by held-out likelihood (`noisytail.detect.crossfit.fast_probs`; on a CSV,
+  ``detect`` also stacks a cross-fitted network, which arrays alone do not define).
 - both: the mean of the kNN vote on ``features`` and the given ``pred_probs``.
 
 Suspicion is ``1 - p_y`` of those probabilities, ties broken by the normalized margin, then by

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,9 +121,13 @@ def truth_known(cfg: Config) -> bool:
     return cfg.noise.kind != "none" or bool(cfg.data.label_file)
 
 
-def detector_trains_network(detector: str | None, detector_args: dict[str, Any] | None) -> bool:
-    """Whether the detector (default: `DEFAULT_DETECTOR`) trains a network on the data."""
-    return _check_detector(detector or DEFAULT_DETECTOR, detector_args).trains_network()
+def detector_trains_network(
+    detector: str | None, detector_args: dict[str, Any] | None
+) -> Callable[[bool], bool]:
+    """Whether the detector (default: `DEFAULT_DETECTOR`) trains a network on the data, asked
+    with whether the data are images (`Detector.trains_network`; the default trains one on
+    tables only): `noisytail.defaults.choose_defaults`'s ``training``."""
+    return _check_detector(detector or DEFAULT_DETECTOR, detector_args).trains_network
 
 
 def _check_detector(detector: str, detector_args: dict[str, Any] | None) -> Any:
