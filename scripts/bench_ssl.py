@@ -9,6 +9,12 @@ What each part runs and measures, the caching of finished runs in ``OUT`` and th
 defaults: `noisytail.benchmarks.ssl`. This script maps its flags onto `SslOptions` (same names,
 same defaults) and prints the tables; ``--estimate`` prints the extrapolated wall time of the plan
 instead (run it first, on the machine and load the benchmark will see).
+
+The budget grid (issue 15): ``--grid configs/bench/budget_ssl_fmnist.yaml --out FOLDER`` runs
+every cell of the grid file (`noisytail.benchmarks.ssl_budget`; the file sets the options, the
+other flags are not used), resumably; with ``--estimate`` it prints each cell's extrapolated wall
+time instead, with ``--quick`` it is a smoke run of the grid. Its gaps:
+``scripts/plot_budget.py FOLDER --kind mttv`` and ``--kind two-stage``.
 Not a test: its figures go into BENCHMARKS.md.
 """
 
@@ -19,14 +25,17 @@ import sys
 from pathlib import Path
 
 from noisytail.benchmarks.ssl import estimate, run_bench
+from noisytail.benchmarks.ssl_budget import estimate_grid, load_ssl_grid, run_ssl_grid
 from noisytail.benchmarks.ssl_options import SSL_METHODS, SslOptions
 
 D = SslOptions()  # the defaults
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[SslOptions, bool]:
-    """The options of the command line and whether ``--estimate`` was given."""
+def parse_args(argv: list[str] | None = None) -> tuple[SslOptions, bool, str | None, bool]:
+    """The options of the command line, whether ``--estimate`` was given, ``--grid`` and
+    whether ``--quick`` was given."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--grid", help="A budget grid file: run its cells into --out (required).")
     p.add_argument("--part", choices=["all", "pretrain", "finetune", "cost"], default=D.part)
     p.add_argument("--seeds", type=int, nargs="+", default=list(D.seeds))
     p.add_argument("--out", default=D.out)
@@ -77,13 +86,21 @@ def parse_args(argv: list[str] | None = None) -> tuple[SslOptions, bool]:
     p.add_argument("--cost-steps", type=int, default=D.cost_steps)
     p.add_argument("--cost-warmup", type=int, default=D.cost_warmup)
     ns = vars(p.parse_args(argv))
-    quick, only_estimate = ns.pop("quick"), ns.pop("estimate")
+    quick, only_estimate, grid = ns.pop("quick"), ns.pop("estimate"), ns.pop("grid")
+    if grid and "--out" not in (argv if argv is not None else sys.argv):
+        p.error("--grid needs --out (the grid's own folder, not the benchmark's)")
     opts = SslOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in ns.items()})
-    return (opts.shrunk() if quick else opts), only_estimate
+    return (opts.shrunk() if quick else opts), only_estimate, grid, quick
 
 
 def main(argv: list[str] | None = None) -> int:
-    opts, only_estimate = parse_args(argv)
+    opts, only_estimate, grid_file, quick = parse_args(argv)
+    if grid_file:
+        grid = load_ssl_grid(grid_file)
+        if only_estimate:
+            print(estimate_grid(grid)[1])
+            return 0
+        return 0 if run_ssl_grid(grid, opts.out, quick=quick) else 1
     if only_estimate:
         print(estimate(opts))
         return 0

@@ -1,34 +1,71 @@
 """The gap between a method and its baseline against the training budget, from bench folders:
 a Markdown table (mean ± std over seeds) and a plot (issue 15, part 2).
 
-Usage: python scripts/plot_budget.py runs/bench-budget-moit runs/bench-budget-moit-e150
-       [--method moit] [--baseline "erm (ce)"] [--metric test_accuracy] [--out gap.png]
+Usage:
+    python scripts/plot_budget.py runs/bench-budget-moit runs/bench-budget-moit-e150
+        [--method moit] [--baseline "erm (ce)"] [--metric test_accuracy] [--out gap.png]
+    python scripts/plot_budget.py runs/bench-budget-ssl --kind mttv       # MTTV − SimCLR, probe
+    python scripts/plot_budget.py runs/bench-budget-ssl --kind two-stage  # − best scratch loss
 
-What is paired and how: `noisytail.benchmarks.budget`. Not a test: its figures go into
-BENCHMARKS.md.
+``--kind bench`` (the default) reads ``noisytail bench`` folders; ``mttv`` and ``two-stage`` read
+the folders of ``scripts/bench_ssl.py --grid`` (`noisytail.benchmarks.ssl_budget`). What is
+paired and how: `noisytail.benchmarks.budget`. Not a test: its figures go into BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from noisytail.benchmarks.budget import gap_table, load_runs, paired_gaps, plot_gaps
+from noisytail.benchmarks.budget import (
+    CURVE_KEYS,
+    PROBE_CURVE_KEYS,
+    SCRATCH,
+    TWO_STAGE,
+    TWO_STAGE_CURVE_KEYS,
+    gap_table,
+    load_runs,
+    load_ssl_runs,
+    paired_gaps,
+    plot_gaps,
+    two_stage_rows,
+)
+
+#: Per kind: method, baseline, metric and curve keys by default.
+KINDS = {
+    "bench": ("moit", "erm (ce)", "test_accuracy", CURVE_KEYS),
+    "mttv": ("mttv", "simclr", "probe_accuracy", PROBE_CURVE_KEYS),
+    "two-stage": (TWO_STAGE, SCRATCH, "test_accuracy", TWO_STAGE_CURVE_KEYS),
+}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bench", nargs="+", help="noisytail bench output folders")
-    parser.add_argument("--method", default="moit")
-    parser.add_argument("--baseline", default="erm (ce)")
-    parser.add_argument("--metric", default="test_accuracy")
+    parser.add_argument("bench", nargs="+", help="bench output folders")
+    parser.add_argument("--kind", choices=sorted(KINDS), default="bench")
+    parser.add_argument("--method", help="default: by --kind (moit, mttv, two-stage)")
+    parser.add_argument("--baseline", help="default: by --kind (erm (ce), simclr, scratch)")
+    parser.add_argument("--metric", help="default: test_accuracy (probe_accuracy for mttv)")
     parser.add_argument("--out", default="gap_vs_budget.png")
-    args = parser.parse_args()
-    gaps = paired_gaps(load_runs(args.bench), args.method, args.baseline, metric=args.metric)
+    args = parser.parse_args(argv)
+    method, baseline, metric, curve_keys = KINDS[args.kind]
+    method, baseline = args.method or method, args.baseline or baseline
+    metric = args.metric or metric
+    chosen: dict = {}
+    if args.kind == "bench":
+        rows = load_runs(args.bench)
+    else:
+        rows = load_ssl_runs(args.bench)
+        if args.kind == "two-stage":
+            rows, chosen = two_stage_rows(rows, metric=metric)
+    gaps = paired_gaps(rows, method, baseline, metric=metric, curve_keys=curve_keys)
     if not gaps:
-        raise SystemExit(f"error: no seed has both {args.method!r} and {args.baseline!r} runs.")
-    print(gap_table(gaps))
-    title = f"{args.method} − {args.baseline} ({args.metric})"
-    print(f"\nplot: {plot_gaps(gaps, args.out, title=title)}")
+        raise SystemExit(f"error: no seed has both {method!r} and {baseline!r} runs.")
+    print(gap_table(gaps, curve_keys))
+    for (who, rate, width, budget), loss in sorted(chosen.items(), key=repr):
+        at = "" if budget is None else f", {budget} epochs"
+        print(f"- {who}: best loss {loss} (noise {rate}, width {width}{at})")
+    title = f"{method} − {baseline} ({metric})"
+    print(f"\nplot: {plot_gaps(gaps, args.out, title=title, curve_keys=curve_keys)}")
 
 
 if __name__ == "__main__":

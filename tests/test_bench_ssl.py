@@ -69,3 +69,20 @@ def test_quick_run_on_digits_produces_every_row(tmp_path):
 def test_tables_show_mean_and_sample_std():
     assert _fmt([0.5, 0.7]) == "60.00 ± 14.14"  # sample (n-1) std, in percent
     assert _fmt([0.5]) == "50.00" and _fmt([None]) == "n/a"
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint_else_restarts(tmp_path):
+    from noisytail.benchmarks.ssl_options import clear_unfinished
+    from noisytail.runfolder import checkpoint_path
+    from noisytail.summary import SUMMARY_FILE
+
+    with_ckpt, without, done = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for run in (with_ckpt, without, done):
+        checkpoint_path(run).parent.mkdir(parents=True)
+        (run / "config.yaml").write_text("seed: 0\n")
+    checkpoint_path(with_ckpt).write_bytes(b"x")
+    (done / SUMMARY_FILE).write_text("{}")
+    assert clear_unfinished(with_ckpt) is True and with_ckpt.exists()  # fit(resume=True)
+    assert clear_unfinished(without) is False and not without.exists()  # redone from scratch
+    assert clear_unfinished(done) is False and done.exists()  # finished: left alone
+    assert clear_unfinished(tmp_path / "never") is False

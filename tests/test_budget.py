@@ -1,11 +1,22 @@
 """noisytail.benchmarks.budget: gaps paired by seed, budget and curve, on a hand-made bench."""
 
 import json
+import runpy
+from pathlib import Path
 
 import pytest
 import yaml
 
-from noisytail.benchmarks.budget import gap_table, load_runs, paired_gaps, plot_gaps
+from noisytail.benchmarks.budget import (
+    PROBE_CURVE_KEYS,
+    TWO_STAGE_CURVE_KEYS,
+    gap_table,
+    load_runs,
+    load_ssl_runs,
+    paired_gaps,
+    plot_gaps,
+    two_stage_rows,
+)
 
 
 def _bench(tmp_path, runs):
@@ -53,3 +64,130 @@ def test_gaps_pair_method_and_baseline_by_seed_budget_and_curve(tmp_path):
 def test_missing_results_file_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="results.jsonl"):
         load_runs([tmp_path])
+
+
+# --- the self-supervised budget grid (noisytail.benchmarks.ssl_budget's folders) ---------------
+
+
+def _ssl_cell(grid, name, role, width, epochs, rows):
+    """A cell folder as `ssl_budget.run_cell` leaves it: cell.json and results.jsonl."""
+    cell = grid / name
+    cell.mkdir(parents=True)
+    options = {"pretrain_epochs": epochs, "width": width, "pool": 45000}
+    record = {"role": role, "budget": epochs if role == "pretrain" else None, "width": width}
+    (cell / "cell.json").write_text(json.dumps({**record, "options": options}))
+    (cell / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _probe(method, seed, acc):
+    return {"part": "pretrain", "method": method, "seed": seed, "probe_accuracy": acc}
+
+
+def _tune(init, loss, seed, acc, rate=0.4):
+    row = {"part": "finetune", "init": init, "loss": loss, "seed": seed, "noise_rate": rate}
+    return {**row, "test_accuracy": acc}
+
+
+def test_mttv_and_simclr_pair_by_seed_budget_and_width(tmp_path):
+    _ssl_cell(
+        tmp_path,
+        "w16-e20",
+        "pretrain",
+        16,
+        20,
+        [
+            _probe("simclr", 0, 0.50),  # an earlier invocation's row of the same run: replaced
+            _probe("random", 0, 0.60),
+            _probe("mttv", 0, 0.66),
+            _probe("simclr", 0, 0.70),
+        ],
+    )
+    _ssl_cell(
+        tmp_path,
+        "w16-e150",
+        "pretrain",
+        16,
+        150,
+        [
+            _probe("simclr", 0, 0.75),
+            _probe("mttv", 0, 0.78),
+            _probe("simclr", 1, 0.74),
+            _probe("mttv", 1, 0.79),
+            {"part": "pretrain", "method": "mttv", "seed": 2, "error": "nan"},  # failed: no pair
+            _probe("simclr", 2, 0.70),
+            {"part": "cost", "method": "mttv", "images_per_second": 1.0},  # not a run of the grid
+        ],
+    )
+    _ssl_cell(tmp_path, "w32-e20", "pretrain", 32, 20, [_probe("simclr", 0, 0.7)])  # no partner
+    rows = load_ssl_runs([tmp_path])
+    gaps = paired_gaps(rows, "mttv", "simclr", metric="probe_accuracy", curve_keys=PROBE_CURVE_KEYS)
+    assert set(gaps) == {(16,)}
+    assert gaps[(16,)][20] == pytest.approx([-0.04])
+    assert sorted(gaps[(16,)][150]) == pytest.approx([0.03, 0.05])
+    assert "| 16 | 150 | 2 | +4.00 ± 1.41 |" in gap_table(gaps, PROBE_CURVE_KEYS)
+
+
+def test_two_stage_pairs_its_best_loss_with_the_best_scratch_loss_at_every_budget(tmp_path):
+    scratch = [
+        _tune("scratch", "ce", 0, 0.50),
+        _tune("scratch", "ce", 1, 0.70),  # ce: mean 0.60
+        _tune("scratch", "cb_focal", 0, 0.58),
+        _tune("scratch", "cb_focal", 1, 0.64),  # cb_focal: mean 0.61, the best from scratch
+        _tune("scratch", "ce", 0, 0.30, rate=0.2),  # another noise rate: its own best (ce)
+    ]
+    _ssl_cell(tmp_path, "w16-scratch", "scratch", 16, 30, scratch)
+    _ssl_cell(
+        tmp_path,
+        "w16-e20",
+        "pretrain",
+        16,
+        20,
+        [
+            _tune("simclr", "cb_focal", 0, 0.55),
+            _tune("simclr", "logit_adjustment", 0, 0.57),  # the best two-stage loss at 20
+            _probe("simclr", 0, 0.7),
+        ],
+    )
+    _ssl_cell(
+        tmp_path,
+        "w16-e150",
+        "pretrain",
+        16,
+        150,
+        [
+            _tune("simclr", "cb_focal", 0, 0.66),
+            _tune("simclr", "cb_focal", 1, 0.66),  # mean 0.66, the best at 150
+            _tune("simclr", "logit_adjustment", 0, 0.70),
+            _tune("simclr", "logit_adjustment", 1, 0.50),  # mean 0.60
+            _tune("simclr", "cb_focal", 0, 0.40, rate=0.2),
+        ],
+    )
+    rows, chosen = two_stage_rows(load_ssl_runs([tmp_path]))
+    assert chosen[("scratch", 0.4, 16, None)] == "cb_focal"
+    assert chosen[("two-stage", 0.4, 16, 20)] == "logit_adjustment"
+    assert chosen[("two-stage", 0.4, 16, 150)] == "cb_focal"
+    gaps = paired_gaps(
+        rows, "two-stage", "scratch", metric="test_accuracy", curve_keys=TWO_STAGE_CURVE_KEYS
+    )
+    assert set(gaps) == {(0.4, 16), (0.2, 16)}
+    # the scratch runs (budget-free) serve both budgets, paired by seed
+    assert gaps[(0.4, 16)][20] == pytest.approx([0.57 - 0.58])
+    assert sorted(gaps[(0.4, 16)][150]) == pytest.approx([0.66 - 0.64, 0.66 - 0.58])
+    assert gaps[(0.2, 16)] == {150: pytest.approx([0.10])}
+
+
+def test_plot_budget_prints_the_ssl_gaps(tmp_path, capsys):
+    _ssl_cell(tmp_path, "w16-e20", "pretrain", 16, 20, [_probe("simclr", 0, 0.7)])
+    _ssl_cell(tmp_path, "w16-e60", "pretrain", 16, 60, [_probe("mttv", 0, 0.8)])
+    script = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "plot_budget.py"))
+    with pytest.raises(SystemExit, match="no seed has both 'mttv' and 'simclr'"):
+        script["main"]([str(tmp_path), "--kind", "mttv", "--out", str(tmp_path / "g.png")])
+    _ssl_cell(tmp_path, "w16-e150", "pretrain", 16, 150, [_probe("simclr", 0, 0.7)])
+    (tmp_path / "w16-e150" / "results.jsonl").write_text(
+        json.dumps(_probe("simclr", 0, 0.7)) + "\n" + json.dumps(_probe("mttv", 0, 0.65)) + "\n"
+    )
+    script["main"]([str(tmp_path), "--kind", "mttv", "--out", str(tmp_path / "g.png")])
+    printed = capsys.readouterr().out
+    assert "| model.options.width | epochs | seeds | gap (points) |" in printed
+    assert "| 16 | 150 | 1 | -5.00 |" in printed
+    assert (tmp_path / "g.png").stat().st_size > 1000

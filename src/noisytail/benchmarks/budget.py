@@ -6,6 +6,12 @@ kind and the model's width, ``model.options.width``) are read from the run folde
 ``config.yaml`` (`load_runs`); a gap is the method's metric minus the baseline's on the same seed
 and the same setting (`paired_gaps`); `gap_table` gives the mean ± std over seeds per budget and
 `plot_gaps` one line per curve. The driver: ``scripts/plot_budget.py``.
+
+The self-supervised budget grid (`noisytail.benchmarks.ssl_budget`) is read by `load_ssl_runs`
+into the same rows, so the same pairing gives MTTV − SimCLR on the linear probe (``part``
+"pretrain", metric ``probe_accuracy``, curve: the width) and, through `two_stage_rows`, the
+two-stage recipe − the best loss from scratch (``part`` "finetune", ``test_accuracy``, curve: the
+noise rate and the width).
 """
 
 from __future__ import annotations
@@ -24,6 +30,10 @@ from noisytail.figures import STYLE, lookup, new_figure, save_figure
 #: The run's config keys that name a curve (besides the budget), by default.
 CURVE_KEYS = ("noise.kind", "model.options.width")
 BUDGET_KEY = "train.epochs"
+#: The curves of the self-supervised grid: MTTV − SimCLR, two-stage − scratch.
+PROBE_CURVE_KEYS = ("model.options.width",)
+TWO_STAGE_CURVE_KEYS = ("noise.rate", "model.options.width")
+TWO_STAGE, SCRATCH = "two-stage", "scratch"
 
 
 def load_runs(bench_dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
@@ -45,6 +55,101 @@ def load_runs(bench_dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
     return rows
 
 
+def _row_key(row: dict[str, Any]) -> tuple:
+    """What makes a row of the ssl benchmark one run (its results.jsonl repeats a run's row at
+    every invocation that covers it)."""
+    if row["part"] == "finetune":
+        return ("finetune", row["noise_rate"], row["init"], row["loss"], row["seed"])
+    return (row["part"], row.get("method"), row["seed"])
+
+
+def load_ssl_runs(grid_dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """The rows of every cell of one or more ssl budget grids (``OUT/*/cell.json``, see
+    `noisytail.benchmarks.ssl_budget`), the last row of each run (`_row_key`), with ``config``:
+    the cell's pre-training epochs as ``train.epochs`` (the budget), its ``model.options.width``,
+    pool (``data.train_subset``) and, for fine-tuning rows, ``noise.rate``. A scratch cell's rows
+    have ``train.epochs`` None: `two_stage_rows` pairs them with every budget."""
+    from noisytail.benchmarks.ssl_budget import CELL_FILE
+
+    rows = []
+    for grid in map(Path, grid_dirs):
+        cell_files = sorted(grid.glob(f"*/{CELL_FILE}"))
+        if not cell_files:
+            raise FileNotFoundError(
+                f"{grid} holds no */{CELL_FILE}: run the ssl budget grid first."
+            )
+        for cell_file in cell_files:
+            cell = json.loads(cell_file.read_text())
+            results = cell_file.parent / "results.jsonl"
+            if not results.is_file():
+                continue
+            latest = {}
+            for line in results.read_text().splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    if row["part"] in ("pretrain", "finetune"):
+                        latest[_row_key(row)] = row
+            opts = cell["options"]
+            budget = opts["pretrain_epochs"] if cell["role"] == "pretrain" else None
+            for row in latest.values():
+                config = {
+                    "train": {"epochs": budget},
+                    "model": {"options": {"width": opts["width"]}},
+                    "data": {"train_subset": opts["pool"]},
+                    "noise": {"rate": row.get("noise_rate")},
+                }
+                rows.append({**row, "role": cell["role"], "config": config})
+    return rows
+
+
+def _best_loss(rows: Sequence[dict[str, Any]], metric: str) -> str | None:
+    """The loss of the highest mean ``metric`` over its rows' seeds."""
+    by_loss: dict[str, list[float]] = {}
+    for r in rows:
+        if r.get(metric) is not None:
+            by_loss.setdefault(r["loss"], []).append(float(r[metric]))
+    return max(by_loss, key=lambda k: statistics.fmean(by_loss[k])) if by_loss else None
+
+
+def two_stage_rows(
+    rows: Sequence[dict[str, Any]], *, metric: str = "test_accuracy"
+) -> tuple[list[dict[str, Any]], dict[tuple, str]]:
+    """Rows for `paired_gaps` (method ``TWO_STAGE`` against ``SCRATCH``) from `load_ssl_runs`'s
+    fine-tuning rows: at each budget, noise rate and width, the two-stage runs (pre-trained init)
+    of the loss with the best mean ``metric`` over their seeds, and the scratch runs of the best
+    loss from scratch at that noise rate and width (scratch runs do not depend on the
+    pre-training budget: one set serves every budget of the width). Also returns the chosen
+    losses, ``{(method, noise rate, width, budget or None): loss}``."""
+    two_stage: dict[tuple, list[dict]] = {}
+    scratch: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["part"] != "finetune":
+            continue
+        width = lookup(r["config"], "model.options.width")
+        if r["init"] == "scratch":
+            scratch.setdefault((r["noise_rate"], width), []).append(r)
+        else:
+            budget = lookup(r["config"], BUDGET_KEY)
+            two_stage.setdefault((r["noise_rate"], width, budget), []).append(r)
+    out: list[dict[str, Any]] = []
+    chosen: dict[tuple, str] = {}
+    for (rate, width, budget), group in sorted(two_stage.items(), key=repr):
+        base = scratch.get((rate, width), [])
+        best, best_scratch = _best_loss(group, metric), _best_loss(base, metric)
+        if best is None or best_scratch is None:
+            continue
+        chosen[(TWO_STAGE, rate, width, budget)] = best
+        chosen[(SCRATCH, rate, width, None)] = best_scratch
+        for method, picked in (
+            (TWO_STAGE, [r for r in group if r["loss"] == best]),
+            (SCRATCH, [r for r in base if r["loss"] == best_scratch]),
+        ):
+            for r in picked:
+                config = {**r["config"], "train": {"epochs": budget}}
+                out.append({**r, "method": method, "config": config})
+    return out, chosen
+
+
 def paired_gaps(
     rows: Sequence[dict[str, Any]],
     method: str,
@@ -59,7 +164,7 @@ def paired_gaps(
     ``"erm (ce)"``); a run without its partner is left out."""
     cells: dict[tuple, dict[str, float]] = {}
     for row in rows:
-        if row["method"] not in (method, baseline) or row.get(metric) is None:
+        if row.get("method") not in (method, baseline) or row.get(metric) is None:
             continue
         cfg = row["config"]
         curve = tuple(lookup(cfg, k) for k in curve_keys)

@@ -42,7 +42,8 @@ Parts:
   step, so their views count in (ii), not (i) (``views_built`` counts the loader's only).
 
 Pre-trained encoders are cached in ``OUT/pretrain/<method>-seed<s>/`` and fine-tuning runs in
-``OUT/finetune/...``; a re-run skips finished runs (delete the folder to redo them). Rows go to
+``OUT/finetune/...``; a re-run skips finished runs (delete the folder to redo them) and resumes
+an interrupted pre-training from its last checkpoint (every 5 epochs). Rows go to
 ``OUT/results.jsonl``, the Markdown tables (mean +- sample std over seeds) to stdout and
 ``OUT/tables.md`` (the rows of this invocation; ``--part all`` after the parts rebuilds the
 full tables from the cache). ``--quick`` is a smoke run (1 epoch, small pool, two losses).
@@ -149,10 +150,10 @@ def pretrain_one(args: SslOptions, method: str, seed: int) -> dict[str, Any]:
         return json.loads(row_path.read_text())
     set_threads(args)
     cfg = pretrain_config(args, method, seed)
-    clear_unfinished(out)
+    resume = clear_unfinished(out)
     start = time.perf_counter()
     try:
-        summary = fit(cfg, out, write_report=False, progress=False)
+        summary = fit(cfg, out, resume=resume, write_report=False, progress=False)
     except TrainingError as err:  # e.g. a NaN loss: report it, let the other runs go on
         log.warning("pretrain %s seed %s failed: %s", method, seed, err)
         return {
@@ -233,11 +234,12 @@ def finetune_one(
     set_threads(args)
     summary = read_summary(out)
     if summary is None:
-        clear_unfinished(out)
+        resume = clear_unfinished(out)
         if pretrained and not Path(init).exists():
             return failed(f"no encoder {init} (its pre-training failed?)")
         try:
-            summary = fit(finetune_config(args, seed, rate, loss, init), out, write_report=False)
+            cfg = finetune_config(args, seed, rate, loss, init)
+            summary = fit(cfg, out, resume=resume, write_report=False)
         except TrainingError as err:
             log.warning("finetune %s %s %s seed %s failed: %s", tag, loss, rate, seed, err)
             return failed(str(err))
@@ -268,19 +270,16 @@ def finetune_one(
 # (c) cost of pre-training: augmentation against forward/backward
 
 
-def estimate(args: SslOptions, steps: int = 4) -> str:
-    """Wall time of the planned parts, extrapolated from ``steps`` timed steps of each kind of
-    run and one timed evaluation, here and now (one process; divide by about ``--jobs``)."""
+def estimate_parts(args: SslOptions, steps: int = 4) -> list[dict[str, Any]]:
+    """One dict per kind of run of the plan: ``part``, ``runs`` per seed, ``epochs``,
+    ``steps_per_epoch``, ``step_seconds`` (median of ``steps`` timed steps), ``eval_seconds``
+    (one timed evaluation; a probe's whole time for ``part`` "probes") and ``seconds`` for all
+    seeds, measured here and now in one process."""
     set_threads(args)
-    lines = [
-        "| part | runs per seed | epochs | steps / epoch | s / step | eval s | est. s, all seeds |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    total = 0.0
+    parts: list[dict[str, Any]] = []
     n_seeds = len(args.seeds)
 
     def add(name: str, runs: int, cfg: Config) -> None:
-        nonlocal total
         run = build_run(args, cfg)
         make, step, _ = time_steps(run, steps, 1)
         per_step = statistics.median([a + b for a, b in zip(make, step)])
@@ -289,14 +288,22 @@ def estimate(args: SslOptions, steps: int = 4) -> str:
         ev = time.perf_counter() - t0
         epochs = cfg.train.epochs
         secs = n_seeds * runs * epochs * (len(run.loader) * per_step + ev)
-        total += secs
-        lines.append(
-            f"| {name} | {runs} | {epochs} | {len(run.loader)} | {per_step:.3f} | {ev:.2f} "
-            f"| {secs:.0f} |"
+        parts.append(
+            {
+                "part": name,
+                "runs": runs,
+                "epochs": epochs,
+                "steps_per_epoch": len(run.loader),
+                "step_seconds": per_step,
+                "eval_seconds": ev,
+                "seconds": secs,
+            }
         )
 
     if args.part in ("all", "pretrain", "finetune"):
         methods = list(args.methods) if args.part != "finetune" else [args.init_from]
+        if args.part == "finetune" and not args.losses:
+            methods = []
         for m in methods:
             add(f"pre-train {m}", 1, pretrain_config(args, m, 0))
         probes = (len(methods) + 1) if args.part != "finetune" else 0
@@ -304,16 +311,45 @@ def estimate(args: SslOptions, steps: int = 4) -> str:
             run = build_run(args, pretrain_config(args, methods[0], 0))
             t0 = time.perf_counter()
             probe_encoder(args, run, 0)
-            secs = n_seeds * probes * (time.perf_counter() - t0)
-            total += secs
-            lines.append(f"| probes | {probes} | - | - | - | - | {secs:.0f} |")
+            took = time.perf_counter() - t0
+            parts.append(
+                {
+                    "part": "probes",
+                    "runs": probes,
+                    "eval_seconds": took,
+                    "seconds": n_seeds * probes * took,
+                }
+            )
     if args.part in ("all", "finetune"):
         runs = len(args.noise_rates) * (len(args.losses) + len(args.scratch_losses))
-        add("fine-tune", runs, finetune_config(args, 0, args.noise_rates[0], "ce", None))
+        if runs:
+            add("fine-tune", runs, finetune_config(args, 0, args.noise_rates[0], "ce", None))
     if args.part in ("all", "cost"):
         secs = len(args.methods) * (args.cost_steps + args.cost_warmup) * 1.0
-        lines.append(f"| cost | - | - | - | - | - | ~{secs:.0f} (at 1 s / step) |")
-        total += secs
+        parts.append({"part": "cost", "runs": 0, "seconds": secs, "guess": True})
+    return parts
+
+
+def estimate(args: SslOptions, steps: int = 4) -> str:
+    """Wall time of the planned parts, extrapolated from ``steps`` timed steps of each kind of
+    run and one timed evaluation, here and now (one process; divide by about ``--jobs``)."""
+    lines = [
+        "| part | runs per seed | epochs | steps / epoch | s / step | eval s | est. s, all seeds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    parts = estimate_parts(args, steps)
+    for p in parts:
+        if p["part"] == "cost":
+            lines.append(f"| cost | - | - | - | - | - | ~{p['seconds']:.0f} (at 1 s / step) |")
+        elif p["part"] == "probes":
+            lines.append(f"| probes | {p['runs']} | - | - | - | - | {p['seconds']:.0f} |")
+        else:
+            lines.append(
+                f"| {p['part']} | {p['runs']} | {p['epochs']} | {p['steps_per_epoch']} "
+                f"| {p['step_seconds']:.3f} | {p['eval_seconds']:.2f} | {p['seconds']:.0f} |"
+            )
+    total = sum(p["seconds"] for p in parts)
+    n_seeds = len(args.seeds)
     lines.append(f"\nEstimated total: {total / 60:.1f} min in one process ({n_seeds} seeds).")
     return "\n".join(lines)
 
@@ -347,6 +383,8 @@ def run_bench(args: SslOptions) -> list[dict[str, Any]]:
         methods = list(args.methods) if part != "finetune" else [args.init_from]
         if args.init_from not in methods and part == "all":
             methods.append(args.init_from)
+        if part == "finetune" and not args.losses:  # scratch runs only: no encoder needed
+            methods = []
         calls = [(args, m, s) for s in args.seeds for m in methods]
         pre = _map(args, pretrain_one, calls)
         if part != "finetune":

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from noisytail.config import Config, load_config
+from noisytail.runfolder import checkpoint_path
 from noisytail.summary import SUMMARY_FILE
 
 SSL_METHODS = ("simclr", "multiview", "mttv")
@@ -120,7 +121,7 @@ def pretrain_config(args: SslOptions, method: str, seed: int) -> Config:
             f"train.lr={args.ssl_lr}",
             "train.weight_decay=1.0e-4",
             "train.schedule=cosine",
-            "train.checkpoint_every=1000",
+            "train.checkpoint_every=5",  # an interrupted long pre-training resumes from here
         ],
     )
 
@@ -157,10 +158,15 @@ def finetune_config(
     )
 
 
-def clear_unfinished(out: Path) -> None:
-    """Remove a run folder left by an interrupted benchmark (no summary yet): it is redone."""
-    if out.exists() and not (out / SUMMARY_FILE).exists():
-        shutil.rmtree(out)
+def clear_unfinished(out: Path) -> bool:
+    """A run folder left by an interrupted benchmark (no summary yet): resumed from its checkpoint
+    (returns True: pass ``resume=True`` to ``fit``), else removed and redone (returns False)."""
+    if not out.exists() or (out / SUMMARY_FILE).exists():
+        return False
+    if checkpoint_path(out).exists():
+        return True
+    shutil.rmtree(out)
+    return False
 
 
 def set_threads(args: SslOptions) -> None:
