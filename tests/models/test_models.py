@@ -88,6 +88,24 @@ def test_preact_variants():
         build("preact_resnet18", variant="dividemix")
 
 
+def test_preact_resnet18_on_gray_28x28_in_bf16():
+    """Issue 15's capacity axis: MOIT's PreAct ResNet-18 on Fashion-MNIST as it is (1 x 28 x 28,
+    no resize): the stages give 28 -> 14 -> 7 -> 4, pooled to 512-d; trains under bf16 autocast."""
+    torch.manual_seed(0)
+    model = MODELS.build(
+        "preact_resnet18", {"variant": "moit"}, num_classes=10, input_shape=(1, 28, 28)
+    )
+    x = torch.randn(4, 1, 28, 28)
+    assert model.stages(model.stem(x)).shape == (4, 512, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        feats, logits = model.features(x), model(x)
+    assert feats.shape == (4, 512) and logits.shape == (4, 10)
+    assert logits.dtype == torch.bfloat16
+    F.cross_entropy(logits.float(), torch.arange(4)).backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
 def test_other_input_shapes():
     gray = MODELS.build("resnet18", {"cifar_stem": True}, num_classes=3, input_shape=(1, 28, 28))
     assert gray(torch.randn(2, 1, 28, 28)).shape == (2, 3)
