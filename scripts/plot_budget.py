@@ -4,6 +4,7 @@ a Markdown table (mean ± std over seeds) and a plot (issue 15, part 2).
 Usage:
     python scripts/plot_budget.py runs/bench-budget-moit runs/bench-budget-moit-e150
         [--method moit] [--baseline "erm (ce)"] [--metric test_accuracy] [--out gap.png]
+        [--curve noise.kind model.name]   # the curves' config keys (default: by --kind)
     python scripts/plot_budget.py runs/bench-budget-ssl --kind mttv       # MTTV − SimCLR, probe
     python scripts/plot_budget.py runs/bench-budget-ssl --kind two-stage  # − best scratch loss
 
@@ -45,11 +46,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--method", help="default: by --kind (moit, mttv, two-stage)")
     parser.add_argument("--baseline", help="default: by --kind (erm (ce), simclr, scratch)")
     parser.add_argument("--metric", help="default: test_accuracy (probe_accuracy for mttv)")
+    parser.add_argument(
+        "--curve", nargs="+", help="config keys naming a curve (default: by --kind)"
+    )
     parser.add_argument("--out", default="gap_vs_budget.png")
     args = parser.parse_args(argv)
     method, baseline, metric, curve_keys = KINDS[args.kind]
     method, baseline = args.method or method, args.baseline or baseline
-    metric = args.metric or metric
+    metric, curve_keys = args.metric or metric, tuple(args.curve or curve_keys)
     chosen: dict = {}
     if args.kind == "bench":
         rows = load_runs(args.bench)

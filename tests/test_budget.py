@@ -191,3 +191,13 @@ def test_plot_budget_prints_the_ssl_gaps(tmp_path, capsys):
     assert "| model.options.width | epochs | seeds | gap (points) |" in printed
     assert "| 16 | 150 | 1 | -5.00 |" in printed
     assert (tmp_path / "g.png").stat().st_size > 1000
+
+
+def test_plot_budget_draws_the_curves_it_is_asked_for(tmp_path, capsys):
+    bench = _bench(
+        tmp_path,
+        [("moit", 0, 20, 32, "symmetric", 0.70), ("erm (ce)", 0, 20, 32, "symmetric", 0.78)],
+    )
+    script = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "plot_budget.py"))
+    script["main"]([str(bench), "--curve", "noise.kind", "--out", str(tmp_path / "g.png")])
+    assert "| noise.kind | epochs | seeds | gap (points) |" in capsys.readouterr().out
