@@ -10,6 +10,13 @@ The held-out data sets (never used to choose the default's settings):
     nice -n 10 .venv/bin/python scripts/bench_own_data.py --out runs/bench-own-data-heldout \
         --threads 1 --data wine cls30 fmnist_test
 
+wine and cls30 then served to design the default's network part for tables; the tables held
+out from that design:
+
+    nice -n 10 .venv/bin/python scripts/bench_own_data.py --out runs/bench-own-data-heldout2 \
+        --threads 1 --data digits_table quantiles iris clusters12 \
+        --methods default knn linear fast cleanlab+lr cleanlab+cnn
+
 Resumable: rerun the same command to finish what is missing. Needs cleanlab (the test extra).
 """
 

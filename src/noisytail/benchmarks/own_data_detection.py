@@ -45,6 +45,9 @@ per seed.
   pools them, table columns standardised as the CSV source does), to choose the default by
   measurement (on tables the default also stacks a third part, the network's probabilities
   that ``cleanlab+cnn`` uses: the mixture rows are then not the default's);
+- ``fast``: the two fast parts stacked, flagged by the default's rule: the default on images,
+  and on tables the default without its network part (``--arg network=never``), the default
+  of the 2026-12-02 tables;
 - ``cleanlab+lr``: ``cleanlab.filter.find_label_issues`` (its default ``prune_by_noise_rate``)
   on 5-fold ``cross_val_predict`` probabilities of a scikit-learn ``StandardScaler`` +
   ``LogisticRegression(max_iter=1000)`` on the inputs (pixels / columns); AUROC from
@@ -86,10 +89,11 @@ METHODS = (
     "linear",
     "ensemble+cl",
     "ensemble+argmax",
+    "fast",
     "cleanlab+lr",
     "cleanlab+cnn",
 )
-PARTS = ("knn", "linear", "ensemble+cl", "ensemble+argmax")
+PARTS = ("knn", "linear", "ensemble+cl", "ensemble+argmax", "fast")
 FOLDS = 5
 
 
@@ -334,6 +338,7 @@ def run_parts(x: np.ndarray, labels: np.ndarray) -> dict[str, dict[str, Any]]:
         ("linear", "linear", "noise_rate"),
         ("ensemble+cl", "ensemble", "confident_learning"),
         ("ensemble+argmax", "ensemble", "argmax"),
+        ("fast", "ensemble", "noise_rate"),
     ]:
         start = time.perf_counter()
         probs = cf.fast_probs(feats, labels, k, model=model, folds=FOLDS)
