@@ -13,6 +13,7 @@ from torch import nn
 import noisytail.methods  # noqa: F401  (registration)
 from noisytail.methods.base import Batch, Context, TaskInfo
 from noisytail.methods.lookahead import (
+    batch_norm_jvp,
     functional_forward,
     head_parameters,
     meta_forward,
@@ -65,6 +66,82 @@ def test_head_tangent_from_the_features_equals_a_second_forward():
         fd = (model.head(feats) - nn.functional.linear(feats, *moved.values())) / -h
     torch.testing.assert_close(got, fd, rtol=1e-5, atol=1e-7)
     assert float(got.abs().max()) > 1e-3
+
+
+def _torch_tangent(model, x, tangents):
+    """PyTorch's own forward-mode rules (no `_FastTangents`): the reference."""
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    with torch.no_grad(), fwad.dual_level():
+        params = dict(model.named_parameters())
+        dual = {n: fwad.make_dual(params[n], t) for n, t in tangents.items()}
+        out = torch.func.functional_call(model, {**dual, **buffers}, (x,), strict=False)
+        return fwad.unpack_dual(out).tangent
+
+
+@pytest.mark.parametrize("given", ["x", "weight", "bias", "all"])
+def test_batch_norm_jvp_equals_pytorch_forward_ad_and_finite_differences(given):
+    """Training-mode BatchNorm's tangent from its own backward kernel (``J`` is symmetric) and an
+    eval-mode BatchNorm for ``dγ·x̂ + dβ``: PyTorch's forward-mode rule's numbers, a finite
+    difference's, and the same running statistics as ``F.batch_norm``."""
+    torch.manual_seed(3)
+    x = torch.randn(6, 3, 4, 5, dtype=torch.float64) * 2 + 1
+    w, b = torch.rand(3, dtype=torch.float64) + 0.5, torch.randn(3, dtype=torch.float64)
+    d = {k: torch.randn_like(v) for k, v in (("x", x), ("weight", w), ("bias", b))}
+    d = {k: (v if given in (k, "all") else None) for k, v in d.items()}
+    rm, rv = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    rm2, rv2 = rm.clone(), rv.clone()
+    out, got = batch_norm_jvp(x, d["x"], w, d["weight"], b, d["bias"], rm, rv, 0.1, 1e-5)
+
+    def bn(s, running=(None, None)):
+        move = {k: (0.0 if v is None else s * v) for k, v in d.items()}
+        return nn.functional.batch_norm(
+            x + move["x"], *running, w + move["weight"], b + move["bias"], True, 0.1, 1e-5
+        )
+
+    torch.testing.assert_close(out, bn(0.0, (rm2, rv2)), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close((rm, rv), (rm2, rv2), rtol=1e-12, atol=1e-12)
+    with fwad.dual_level():
+        duals = {
+            k: v if d[k] is None else fwad.make_dual(v, d[k])
+            for k, v in (("x", x), ("weight", w), ("bias", b))
+        }
+        y = nn.functional.batch_norm(
+            duals["x"], None, None, duals["weight"], duals["bias"], True, 0.1, 1e-5
+        )
+        want = fwad.unpack_dual(y).tangent
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    h = 1e-6
+    torch.testing.assert_close(got, (bn(h) - bn(-h)) / (2 * h), rtol=1e-6, atol=1e-8)
+    assert float(got.abs().max()) > 0.1
+
+
+def test_fast_tangent_pass_equals_pytorch_rules():
+    """The batch's forward-mode pass through a BatchNorm CNN (`tangent_logits`, whose BatchNorm
+    and ReLU tangents are `_FastTangents`') gives PyTorch's own rules' numbers and a finite
+    difference's, and leaves the running statistics alone."""
+    model = _cnn()
+    x = torch.randn(6, 1, 8, 8, dtype=torch.float64)
+    torch.manual_seed(4)
+    params = dict(model.named_parameters())
+    tangents = {n: torch.randn_like(p) for n, p in params.items()}
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    got = tangent_logits(model, x, tangents)
+    torch.testing.assert_close(got, _torch_tangent(model, x, tangents), rtol=1e-10, atol=1e-12)
+    h = 1e-6
+
+    def at(s):
+        moved = {n: p.detach() + s * tangents[n] for n, p in params.items()}
+        return functional_forward(model, moved, x)
+
+    torch.testing.assert_close(got, (at(h) - at(-h)) / (2 * h), rtol=1e-6, atol=1e-8)
+    for n, b in model.named_buffers():
+        assert torch.equal(b, buffers[n]), n
+    model.float()
+    x, tangents = x.float(), {n: t.float() for n, t in tangents.items()}
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed bf16 input, fp32 BatchNorm weights
+        low, want = tangent_logits(model, x, tangents), _torch_tangent(model, x, tangents)
+    assert low.dtype == want.dtype == torch.bfloat16
+    assert float((low - want).float().norm() / want.float().norm()) < 0.03  # bf16's rounding
 
 
 # --------------------------------------------------------------------------------------------

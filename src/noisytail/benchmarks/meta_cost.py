@@ -11,7 +11,8 @@ options: the forward-mode meta-gradient (default) against the papers' double bac
 (``meta_grad``), the meta step every k iterations (``meta_every``; skipped steps are plain CE)
 and the head-only look-ahead (``lookahead=head``). `ROUTES` are issue 15's routes to a meta step
 at most 2x ERM (look-ahead on the head, cached weights between meta steps every k-th iteration,
-a smaller meta batch), `DEFAULTS` every meta method at its default (head-only) and its full
+a smaller meta batch), `EVERY` MW-Net and GDW's full step every k-th iteration, `DEFAULTS` every
+meta method at its default (head-only) and its full
 look-ahead, and `DIVIDEMIX` DivideMix with and without its L2B plug-in (issue 16). A
 method's epoch-start work (DivideMix's co-divide: a pass over the training set and two GMM fits)
 is timed once, before the steps, and reported per step of an epoch (``amortised``). The loop's
@@ -66,6 +67,12 @@ DEFAULTS: list[tuple[str, dict[str, Any]]] = [
     ("gdw", {"lookahead": "all"}),
     ("mwnet", {"lookahead": "all", "meta_every": 3}),
     ("gdw", {"lookahead": "all", "meta_every": 3}),
+]
+#: MW-Net and GDW's full look-ahead every k-th iteration (cached weighting between), ERM first:
+#: the choice of their default ``meta_every`` on a model (time a multiple of 60 steps, so that
+#: every k's mean covers whole cycles).
+EVERY: list[tuple[str, dict[str, Any]]] = [("erm", {})] + [
+    (name, {"lookahead": "all", "meta_every": k}) for name in ("mwnet", "gdw") for k in (1, 3, 4, 5)
 ]
 #: DivideMix (its MixMatch phase from the first step) with and without the L2B plug-in.
 DIVIDEMIX: list[tuple[str, dict[str, Any]]] = [
