@@ -5,16 +5,18 @@ has one call, ``detect(task) -> DetectorOutput``. The `DetectionTask` gives it t
 (the given labels, the inputs) and, lazily, a model trained on the whole pool with the run's config
 (or loaded from a finished run folder), or models trained on folds of it.
 
-Registered: ``auto`` (the default: no deep training, a kNN vote and a cross-fitted linear model
-on the raw inputs), ``knn`` (MOIT's kNN agreement in a trained model's feature space, or in the
-input space), ``small_loss``, ``loss_trajectory``, ``confident_learning`` (k-fold out-of-sample
-probabilities) and ``method_scores`` (any method's ``sample_scores``).
+Registered: ``auto`` (the default: a kNN vote and a cross-fitted linear model on the raw inputs,
+stacked, plus a cross-fitted network for tables), ``knn`` (MOIT's kNN agreement in a trained
+model's feature space, or in the input space), ``small_loss``, ``loss_trajectory``,
+``confident_learning`` (k-fold out-of-sample probabilities) and ``method_scores`` (any method's
+``sample_scores``).
 
-Which samples are out of sample: ``auto`` (leave-one-out kNN, ``folds`` linear models) and
-``confident_learning`` (``folds`` models) score every sample with a model that did not train
-on it; ``knn`` with ``space=input`` leaves each sample out of its own vote; ``small_loss``,
-``loss_trajectory``, ``method_scores`` and ``knn`` with ``space=model`` score the samples the
-model trained on (the Fashion-MNIST protocol of BENCHMARKS.md).
+Which samples are out of sample: ``auto`` (leave-one-out kNN, ``folds`` linear models and, on
+tables, ``folds`` networks) and ``confident_learning`` (``folds`` models) score every sample
+with a model that did not train on it; ``knn`` with ``space=input`` leaves each sample out of
+its own vote; ``small_loss``, ``loss_trajectory``, ``method_scores`` and ``knn`` with
+``space=model`` score the samples the model trained on (the Fashion-MNIST protocol of
+BENCHMARKS.md).
 """
 
 from __future__ import annotations
