@@ -220,3 +220,36 @@ def test_the_network_part_is_out_of_sample(tmp_path, monkeypatch):
     np.testing.assert_array_equal(after[5], before[5])
     others = np.arange(40) % 4 != 1
     assert np.abs(after[others] - before[others]).max() > 1e-4
+
+
+def test_the_network_part_runs_on_one_thread_unless_set(tmp_path, monkeypatch):
+    """With ``train.num_threads`` unset, the default detector trains its network part on
+    `detectors.NETWORK_THREADS` PyTorch thread and gives the caller its thread count back."""
+    import torch
+
+    from noisytail.detect import detectors
+    from noisytail.detect.base import DetectionTask
+
+    seen = []
+
+    def fake(self, folds, cfg=None):
+        seen.append(torch.get_num_threads())
+        return np.full((len(self.labels), self.num_classes), 1.0 / self.num_classes)
+
+    monkeypatch.setattr(DetectionTask, "crossfit_probs", fake)
+    rng = np.random.default_rng(5)
+    table = tmp_path / "t.csv"
+    with open(table, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["a", "b", "label"])
+        for i in range(30):
+            w.writerow([f"{v:.4f}" for v in rng.normal(size=2) + i % 2] + [i % 2])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cfg = load_config(None, ["data.name=csv", f"data.options.train_csv={table}"])
+        detect_label_issues(cfg, tmp_path / "out")
+        assert seen == [detectors.NETWORK_THREADS] == [1]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

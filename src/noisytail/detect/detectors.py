@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import torch
 
 from .. import neighbors as knn_lib
 from ..config import ConfigError
@@ -53,6 +54,10 @@ def _flag_by(suspicion: np.ndarray, rule: str | float, seed: int) -> np.ndarray:
 #: When `AutoDetector` adds its cross-fitted network: for tables (feature vectors) only, always,
 #: or never.
 NETWORK_USES = ("tables", "always", "never")
+#: PyTorch threads of `AutoDetector`'s network part when ``train.num_threads`` is unset. A
+#: table's MLP steps are too small to share: ``noisytail detect`` on a 3,000-row CSV took
+#: 16 s on one thread and 90-207 s on two, on the loaded 2-core machine (BENCHMARKS.md).
+NETWORK_THREADS = 1
 
 
 @DETECTORS.register("auto")
@@ -68,7 +73,8 @@ class AutoDetector(Detector):
       over ``folds`` folds (`crossfit.linear_probs`);
     - ``"network"``, for tables only by default (``network``: `NETWORK_USES`): the run's network
       cross-fitted over the same folds (`DetectionTask.crossfit_probs`; the CLI chooses the model
-      and epochs from the data, `noisytail.defaults`: an ``mlp`` at about 400 steps).
+      and epochs from the data, `noisytail.defaults`: an ``mlp`` at about 400 steps), on
+      `NETWORK_THREADS` PyTorch thread unless ``train.num_threads`` is set.
 
     ``model`` ``"ensemble"`` (default) mixes the parts with the weights on a simplex grid that
     best predict the given labels out of sample (`crossfit.stack_weights`; recorded in
@@ -139,7 +145,13 @@ class AutoDetector(Detector):
             n_fold = len(y) - len(y) // self.folds  # samples a fold model trains on
             shape = tuple(task.prepared.bundle.input_shape)
             network_cfg = network_for_inputs(task.cfg, shape, n_fold)
-            parts["network"] = task.crossfit_probs(self.folds, network_cfg)
+            threads = torch.get_num_threads()
+            if task.cfg.train.num_threads is None:  # unset: one thread (NETWORK_THREADS)
+                torch.set_num_threads(NETWORK_THREADS)
+            try:
+                parts["network"] = task.crossfit_probs(self.folds, network_cfg)
+            finally:
+                torch.set_num_threads(threads)
         probs, weights = cf.stack(parts, y)
         _log.info(
             "auto: stacking weights %s (held-out likelihood)",
