@@ -148,15 +148,15 @@ class GDW(VNetReweighting):
         probs = torch.softmax(at_least_float32(logits.detach()), dim=1)
         if self.mode == "gdw":  # clamped once, used in the constraint and in every p − y
             probs = clamp_probs(probs, self.p_max)
-        w = self.vnet(losses.detach())  # stage 1: instance weights
-        omega = w[:, None].expand_as(probs)
-        if self.mode == "gdw":  # = w_i everywhere, but in the graph entry by entry
-            omega = zero_mean_constraint(omega, probs, labels, self.p_max)
         with torch.no_grad():
             acc = (logits.argmax(1) == labels).float().mean()
         out = {"train_accuracy_noisy": acc}
         due = self._meta_due(ctx)
-        if due:
+        if due:  # between meta steps ω is not needed: MW-Net's real step below
+            w = self.vnet(losses.detach())  # stage 1: instance weights
+            omega = w[:, None].expand_as(probs)
+            if self.mode == "gdw":  # = w_i everywhere, but in the graph entry by entry
+                omega = zero_mean_constraint(omega, probs, labels, self.p_max)
             params, lrs = self._lookahead(ctx)
             out["meta_loss"], g = self._meta_step(
                 batch.x, logits, labels, probs, omega, ctx.meta_batch(), lrs, params, feats

@@ -24,8 +24,10 @@ Adam state of the weighting network is in ``extra_state()`` for resume.
 
 **By default the weighting network is updated every 3rd iteration** (``meta_every=3``, with the
 paper's full look-ahead); every iteration is still weighted by the network as it is, at ERM's
-cost, so a step costs about 1.8× ERM on average instead of 3.2× (chosen by measurement:
-BENCHMARKS.md, "Meta steps at most 2× ERM"; the presets set ``meta_every: 1``, the paper's).
+cost, so a step costs about 1.8× ERM on average on the MLP instead of 3.2×, and 2.15× on
+small_cnn instead of 4.4× (its BatchNorm makes the forward-mode pass dearer; every 4th
+iteration would be 1.9× there but lost 1.3 points on the MLP). Chosen by measurement:
+BENCHMARKS.md, "Meta steps at most 2× ERM"; the presets set ``meta_every: 1``, the paper's.
 ``lookahead="head"`` moves only the classifier head in the look-ahead (as L2B's default,
 `noisytail.methods.lookahead`: the meta forward runs the backbone once without a graph and the
 forward-mode pass is the head's own, on the training forward's features; about 1.5× ERM), but
