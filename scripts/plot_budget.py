@@ -69,7 +69,11 @@ def main(argv: list[str] | None = None) -> None:
         at = "" if budget is None else f", {budget} epochs"
         print(f"- {who}: best loss {loss} (noise {rate}, width {width}{at})")
     title = f"{method} − {baseline} ({metric})"
-    print(f"\nplot: {plot_gaps(gaps, args.out, title=title, curve_keys=curve_keys)}")
+    budget = "training" if args.kind == "bench" else "pre-training"
+    png = plot_gaps(
+        gaps, args.out, title=title, curve_keys=curve_keys, xlabel=f"{budget} budget (epochs)"
+    )
+    print(f"\nplot: {png}")
 
 
 if __name__ == "__main__":

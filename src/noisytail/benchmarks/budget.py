@@ -206,6 +206,7 @@ def plot_gaps(
     title: str = "",
     curve_keys: Sequence[str] = CURVE_KEYS,
     scale: float = 100.0,
+    xlabel: str = "training budget (epochs)",
 ) -> Path:
     """Gap (points) against the budget (epochs, log axis), one line per curve, the std over
     seeds as error bars; the zero line marks where the method overtakes its baseline."""
@@ -225,7 +226,7 @@ def plot_gaps(
                 label=", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(curve_keys, curve)),
             )
         ax.set_xscale("log")
-        ax.set_xlabel("training budget (epochs)")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("gap: method − baseline (points)")
         if title:
             ax.set_title(title)
