@@ -69,6 +69,34 @@ def epochs_for(n_train: int, batch_size: int, target_steps: int = TARGET_STEPS) 
     )
 
 
+#: `longer_budget`: a budget chosen from the data that leaves a fold model fewer than
+#: ``TARGET_STEPS // 2`` steps (the epoch cap binds on small tables: 150 rows at 5 folds get 40
+#: full-batch steps) gets a second candidate with `LONGER_FACTOR` times the epochs.
+LONGER_FACTOR = 4
+
+
+def longer_budget(cfg: Config, n_train: int) -> Config | None:
+    """``cfg`` with `LONGER_FACTOR` times its epochs when those epochs were chosen from the data
+    (``train.epochs`` under ``cfg.inferred``; explicit settings win) and give ``n_train``
+    training samples fewer than ``TARGET_STEPS // 2`` optimizer steps; otherwise None. The
+    default detector cross-fits both budgets on a small table and keeps the one whose
+    out-of-sample probabilities predict the given labels better (`noisytail.detect.detectors`)."""
+    if "train.epochs" not in cfg.inferred:
+        return None
+    steps = max(1, math.ceil(n_train / cfg.train.batch_size)) * cfg.train.epochs
+    if steps >= TARGET_STEPS // 2:
+        return None
+    epochs = cfg.train.epochs * LONGER_FACTOR
+    why = f"{steps} steps on {n_train} samples < {TARGET_STEPS // 2}: x{LONGER_FACTOR} tried"
+    return from_dict(
+        {
+            "train": {"epochs": epochs},
+            "inferred": {**cfg.inferred, "train.epochs": f"{epochs} ({why})"},
+        },
+        cfg,
+    )
+
+
 def model_for(
     input_shape: tuple[int, ...], n_train: int, narrow: bool | None = None
 ) -> tuple[str, dict[str, Any], str]:

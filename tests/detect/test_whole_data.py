@@ -249,7 +249,76 @@ def test_the_network_part_runs_on_one_thread_unless_set(tmp_path, monkeypatch):
     try:
         cfg = load_config(None, ["data.name=csv", f"data.options.train_csv={table}"])
         detect_label_issues(cfg, tmp_path / "out")
-        assert seen == [detectors.NETWORK_THREADS] == [1]
+        assert set(seen) == {detectors.NETWORK_THREADS} == {1}  # both budgets (a small table)
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_best_by_likelihood_hand_worked():
+    """Mean log p_y of labels [0, 1]: (log 0.9 + log 0.5) / 2 = -0.399 for the first array,
+    (log 0.6 + log 0.8) / 2 = -0.367 for the second, so the second wins; a tie keeps the first."""
+    from noisytail.detect import crossfit as cf
+
+    y = np.array([0, 1])
+    a = np.array([[0.9, 0.1], [0.5, 0.5]])
+    b = np.array([[0.6, 0.4], [0.2, 0.8]])
+    assert cf.held_out_log_likelihood(a, y) == pytest.approx((np.log(0.9) + np.log(0.5)) / 2)
+    assert cf.best_by_likelihood([a, b], y) == 1
+    assert cf.best_by_likelihood([b, a], y) == 0
+    assert cf.best_by_likelihood([a, a.copy()], y) == 0
+
+
+def test_longer_budget_only_for_a_short_chosen_budget():
+    """`defaults.longer_budget`: 4x the epochs when they were chosen from the data and give
+    fewer than TARGET_STEPS // 2 steps (120 samples: 1 step of 128 a epoch, 40 steps; 455: 4 a
+    epoch, 160); none for 960 samples (320 steps) nor for epochs the user set."""
+    from noisytail import defaults
+    from noisytail.config import from_dict
+
+    chosen = from_dict({"train": {"epochs": 40}, "inferred": {"train.epochs": "40 (data)"}})
+    assert defaults.longer_budget(chosen, 120).train.epochs == 160
+    assert defaults.longer_budget(chosen, 455).train.epochs == 160
+    assert "x4" in defaults.longer_budget(chosen, 455).inferred["train.epochs"]
+    assert defaults.longer_budget(chosen, 960) is None
+    assert defaults.longer_budget(from_dict({"train": {"epochs": 40}}), 120) is None
+
+
+@pytest.mark.parametrize("better", ["short", "long"])
+def test_the_network_budget_with_the_higher_held_out_likelihood_is_kept(
+    tmp_path, monkeypatch, better
+):
+    """On a small table the default detector cross-fits its network at the chosen budget and at
+    4x its epochs and keeps the one whose out-of-sample probabilities give the given labels the
+    higher likelihood (recorded in detection.json); with ``train.epochs`` set by the user, one
+    budget only."""
+    from noisytail.detect.base import DetectionTask
+
+    seen = []
+
+    def fake(self, folds, cfg=None):
+        seen.append(cfg.train.epochs)
+        probs = np.full((len(self.labels), self.num_classes), 1.0 / self.num_classes)
+        if (len(seen) == 1) == (better == "short"):
+            probs = 0.8 * np.eye(self.num_classes)[self.labels] + 0.2 * probs
+        return probs
+
+    monkeypatch.setattr(DetectionTask, "crossfit_probs", fake)
+    rng = np.random.default_rng(6)
+    table = tmp_path / "t.csv"
+    with open(table, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["a", "b", "label"])
+        for i in range(40):
+            w.writerow([f"{v:.4f}" for v in rng.normal(size=2) + i % 2] + [i % 2])
+    over = ["data.name=csv", f"data.options.train_csv={table}"]
+    detect_label_issues(load_config(None, over), tmp_path / "out")
+    network = json.loads((tmp_path / "out" / "detection.json").read_text())["details"]["network"]
+    assert seen == network["epochs_tried"] == [40, 160]  # 32 rows a fold: 40 steps of 128
+    assert network["epochs"] == (40 if better == "short" else 160)
+    ll = network["held_out_log_likelihood"]
+    assert (ll[0] > ll[1]) == (better == "short")
+    seen.clear()
+    explicit = over + ["model.name=mlp", "train.epochs=7"]
+    detect_label_issues(load_config(None, explicit), tmp_path / "set")
+    assert seen == [7]

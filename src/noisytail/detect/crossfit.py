@@ -194,6 +194,22 @@ def stack_weights(parts: Sequence[Any], labels: Any, *, step: float = STACK_STEP
     return grid[best[np.argmin(spread)]]
 
 
+def held_out_log_likelihood(probs: Any, labels: Any) -> float:
+    """Mean ``log p_y`` of the given ``labels [N]`` under out-of-sample ``probs [N, K]``
+    (floored at 1e-6, as in `stack_weights`)."""
+    p, y = _as_numpy(probs, np.float64), _as_numpy(labels, np.int64)
+    return float(np.log(np.clip(p[np.arange(len(y)), y], 1e-6, None)).mean())
+
+
+def best_by_likelihood(candidates: Sequence[Any], labels: Any) -> int:
+    """Index of the out-of-sample ``[N, K]`` probability array among ``candidates`` with the
+    highest `held_out_log_likelihood` of the given ``labels`` (ties: the first); e.g. a
+    network's training budget chosen like early stopping on held-out data, with the noisy
+    labels as the only labels there are."""
+    ll = [held_out_log_likelihood(p, labels) for p in candidates]
+    return int(np.argmax(ll))
+
+
 def stack_weight(first: Any, second: Any, labels: Any) -> float:
     """`stack_weights` of two parts: the first one's weight, in `STACK_WEIGHTS` (the second
     one's is ``1 - w``)."""

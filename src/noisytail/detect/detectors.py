@@ -30,7 +30,7 @@ from .. import neighbors as knn_lib
 from ..config import ConfigError
 from ..data.checks import check_fold_sizes
 from ..data.types import DataError
-from ..defaults import network_for_inputs
+from ..defaults import longer_budget, network_for_inputs
 from ..registry import DETECTORS, import_modules_declaring
 from . import crossfit as cf
 from . import scores as sc
@@ -54,6 +54,9 @@ def _flag_by(suspicion: np.ndarray, rule: str | float, seed: int) -> np.ndarray:
 #: When `AutoDetector` adds its cross-fitted network: for tables (feature vectors) only, always,
 #: or never.
 NETWORK_USES = ("tables", "always", "never")
+#: `AutoDetector`'s ``budgets``: ``"auto"`` also cross-fits a longer budget on small tables
+#: (`defaults.longer_budget`) and keeps the better one by held-out likelihood; ``"one"`` does not.
+BUDGETS = ("auto", "one")
 #: PyTorch threads of `AutoDetector`'s network part when ``train.num_threads`` is unset. A
 #: table's MLP steps are too small to share: ``noisytail detect`` on a 3,000-row CSV took
 #: 16 s on one thread and 90-207 s on two, on the loaded 2-core machine (BENCHMARKS.md).
@@ -74,7 +77,12 @@ class AutoDetector(Detector):
     - ``"network"``, for tables only by default (``network``: `NETWORK_USES`): the run's network
       cross-fitted over the same folds (`DetectionTask.crossfit_probs`; the CLI chooses the model
       and epochs from the data, `noisytail.defaults`: an ``mlp`` at about 400 steps), on
-      `NETWORK_THREADS` PyTorch thread unless ``train.num_threads`` is set.
+      `NETWORK_THREADS` PyTorch thread unless ``train.num_threads`` is set. On a small table,
+      where that budget leaves a fold model fewer than ``TARGET_STEPS // 2`` steps, a second
+      network with 4x the epochs is cross-fitted too (`defaults.longer_budget`; ``budgets``
+      ``"one"``: not) and the one whose probabilities give the given labels the higher
+      held-out likelihood is kept (`crossfit.best_by_likelihood`; detection.json's
+      ``network.epochs_tried``).
 
     ``model`` ``"ensemble"`` (default) mixes the parts with the weights on a simplex grid that
     best predict the given labels out of sample (`crossfit.stack_weights`; recorded in
@@ -97,6 +105,7 @@ class AutoDetector(Detector):
         flag: str = "noise_rate",
         max_side: int = cf.MAX_SIDE,
         network: str = "tables",
+        budgets: str = "auto",
     ) -> None:
         if model not in cf.FAST_MODELS:
             raise ConfigError(f"auto: model must be one of {cf.FAST_MODELS}, got {model!r}.")
@@ -113,7 +122,9 @@ class AutoDetector(Detector):
         if network not in NETWORK_USES:
             raise ConfigError(f"auto: network must be one of {NETWORK_USES}, got {network!r}.")
         self.model, self.k, self.folds, self.flag, self.max_side = model, k, folds, flag, max_side
-        self.network = network
+        if budgets not in BUDGETS:
+            raise ConfigError(f"auto: budgets must be one of {BUDGETS}, got {budgets!r}.")
+        self.network, self.budgets = network, budgets
 
     def trains_network(self, is_image: bool | None = None) -> bool:
         if self.model != "ensemble" or self.network == "never":
@@ -140,7 +151,7 @@ class AutoDetector(Detector):
             folds=self.folds,
             seed=task.cfg.seed,
         )
-        network_cfg = None
+        network_cfg = longer = None
         if self.trains_network(task.prepared.bundle.is_image):
             n_fold = len(y) - len(y) // self.folds  # samples a fold model trains on
             shape = tuple(task.prepared.bundle.input_shape)
@@ -148,8 +159,14 @@ class AutoDetector(Detector):
             threads = torch.get_num_threads()
             if task.cfg.train.num_threads is None:  # unset: one thread (NETWORK_THREADS)
                 torch.set_num_threads(NETWORK_THREADS)
+            longer = longer_budget(network_cfg, n_fold) if self.budgets == "auto" else None
             try:
                 parts["network"] = task.crossfit_probs(self.folds, network_cfg)
+                if longer is not None:  # a small table: the longer budget if it predicts better
+                    tried = [parts["network"], task.crossfit_probs(self.folds, longer)]
+                    epochs_tried = [network_cfg.train.epochs, longer.train.epochs]
+                    if cf.best_by_likelihood(tried, y) == 1:
+                        parts["network"], network_cfg = tried[1], longer
             finally:
                 torch.set_num_threads(threads)
         probs, weights = cf.stack(parts, y)
@@ -165,6 +182,11 @@ class AutoDetector(Detector):
                 "options": dict(network_cfg.model.options),
                 "epochs": network_cfg.train.epochs,
             }
+            if longer is not None:
+                info["network"]["epochs_tried"] = epochs_tried
+                info["network"]["held_out_log_likelihood"] = [
+                    round(cf.held_out_log_likelihood(p, y), 6) for p in tried
+                ]
         # the stacking weights on the simplex (crossfit.stack_weights), by part
         info.update({f"{n}_weight": round(w, 6) for n, w in weights.items()})
         info["out_of_sample_accuracy"] = float((probs.argmax(1) == y).mean())
