@@ -17,6 +17,12 @@ out from that design:
         --threads 1 --data digits_table quantiles iris clusters12 \
         --methods default knn linear fast cleanlab+lr cleanlab+cnn
 
+The small tables held out from the design of the longer network budget (5 seeds):
+
+    nice -n 10 .venv/bin/python scripts/bench_own_data.py --out runs/bench-own-data-heldout3 \
+        --threads 1 --data cls_small quantiles_small blobs_small --seeds 0 1 2 3 4 \
+        --methods default cleanlab+lr cleanlab+cnn
+
 Resumable: rerun the same command to finish what is missing. Needs cleanlab (the test extra).
 """
 

@@ -167,6 +167,12 @@ class AutoDetector(Detector):
                     epochs_tried = [network_cfg.train.epochs, longer.train.epochs]
                     if cf.best_by_likelihood(tried, y) == 1:
                         parts["network"], network_cfg = tried[1], longer
+                    _log.info(
+                        "auto: network epochs %s tried on a small table, kept %d (held-out "
+                        "likelihood)",
+                        epochs_tried,
+                        network_cfg.train.epochs,
+                    )
             finally:
                 torch.set_num_threads(threads)
         probs, weights = cf.stack(parts, y)
