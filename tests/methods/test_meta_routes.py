@@ -198,8 +198,10 @@ def step_cost(name, step=0, **kw):
     return meter.cost
 
 
-META = [("l2rw", {}), ("l2b", {"warmup_epochs": 0}), ("mwnet", {}), ("gdw", {})]
-META += [("gdw", {"mode": "mwnet"})]
+META = [("l2rw", {}), ("l2b", {"warmup_epochs": 0}), ("mwnet", {})]
+#: GDW (both modes) keeps the paper's step at every iteration by default: every 4th lost 1.3-3.8
+#: points under pair noise and on the long tail (BENCHMARKS.md); its cheap route is an option.
+GDW = [("gdw", {}), ("gdw", {"mode": "mwnet"})]
 
 
 def amortised_cost(name, **kw):
@@ -214,14 +216,24 @@ def amortised_cost(name, **kw):
 def test_default_meta_step_within_twice_erm(name, kw):
     """Each meta method's default route costs at most 2× ERM's passes through the backbone, on
     average over its ``meta_every`` cycle: L2RW and L2B look ahead on the head (ERM plus one
-    meta-batch forward every step, no second forward of the batch), MW-Net and GDW take their
-    full step every 3rd iteration. Their full look-ahead at every step costs more than 2×, so
-    the meter can tell the routes apart."""
+    meta-batch forward every step, no second forward of the batch), MW-Net takes its full step
+    every 4th iteration. Their full look-ahead at every step costs more than 2×, so the meter
+    can tell the routes apart."""
     erm = step_cost("erm")
     assert erm == 3 * 16
     cost = amortised_cost(name, **kw)
     assert cost <= 2 * erm, cost
     assert step_cost(name, **kw, lookahead="all", meta_every=1) > 2 * erm
+
+
+@pytest.mark.parametrize("name,kw", GDW)
+def test_gdw_default_is_the_papers_step_and_every_4th_is_within_twice_erm(name, kw):
+    """GDW's default is the full step at every iteration (above 2× ERM); ``meta_every=4``, the
+    cheap option MW-Net takes by default, is within 2×."""
+    erm = step_cost("erm")
+    assert amortised_cost(name, **kw) == step_cost(name, **kw, lookahead="all", meta_every=1)
+    assert amortised_cost(name, **kw) > 2 * erm
+    assert amortised_cost(name, **kw, meta_every=4) <= 2 * erm
 
 
 @pytest.mark.parametrize("name,kw", [("l2rw", {}), ("l2b", {"warmup_epochs": 0})])

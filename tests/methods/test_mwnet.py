@@ -1,8 +1,12 @@
 """MW-Net: the weighting network and its optimizer state for resume."""
 
+import numpy as np
+import pytest
 import torch
 
-from noisytail.methods.mwnet import VNet
+from noisytail.methods.base import TaskInfo
+from noisytail.methods.mwnet import VNET_LR, VNet
+from noisytail.registry import METHODS, MODELS
 from noisytail.runfolder import read_checkpoint
 
 
@@ -24,3 +28,20 @@ def test_vnet_optimizer_state_resumes(tmp_path, digits_config):
     resumed = fit(cfg, tmp_path / "a", resume=True, write_report=False)
     straight = fit(cfg, tmp_path / "b", write_report=False)
     assert resumed.test_accuracy == straight.test_accuracy
+
+
+@pytest.mark.parametrize("name,default_every", [("mwnet", 4), ("gdw", 1)])
+def test_weighting_network_lr_scales_with_meta_every_unless_given(name, default_every):
+    """A meta step every k-th iteration takes k times Adam's per-step learning rate by default,
+    so the weighting network moves as far per epoch; an explicit ``vnet_lr`` is used as given."""
+
+    def lr(**args):
+        model = MODELS.build("mlp", num_classes=3, input_shape=(4,), hidden=())
+        info = TaskInfo(3, np.array([5] * 3), 15, (4,), 2, 1)
+        method = METHODS.build(name, args=args, model=model, info=info)
+        return method.vnet_optimizer.param_groups[0]["lr"]
+
+    assert lr(meta_every=1) == pytest.approx(VNET_LR)
+    assert lr(meta_every=3) == pytest.approx(3 * VNET_LR)
+    assert lr() == pytest.approx(default_every * VNET_LR)  # MW-Net every 4th, GDW every step
+    assert lr(meta_every=3, vnet_lr=1e-3) == pytest.approx(1e-3)

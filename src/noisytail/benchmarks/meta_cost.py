@@ -54,19 +54,20 @@ ROUTES: list[tuple[str, dict[str, Any]]] = [
     ("l2b", {"warmup_epochs": 0, "meta_every": 2, "lookahead": "head"}),
 ]
 #: Every meta method at its default route (the look-ahead on the head) and at its full
-#: look-ahead (the papers' step), ERM first; then MW-Net and GDW's full step every 3rd iteration.
+#: look-ahead (the papers' step), ERM first; then MW-Net and GDW's defaults (the full step every
+#: 4th iteration).
 DEFAULTS: list[tuple[str, dict[str, Any]]] = [
     ("erm", {}),
     ("l2rw", {"lookahead": "head"}),
     ("l2rw", {"lookahead": "all"}),
     ("l2b", {"warmup_epochs": 0, "lookahead": "head"}),
     ("l2b", {"warmup_epochs": 0, "lookahead": "all"}),
-    ("mwnet", {"lookahead": "head"}),
-    ("mwnet", {"lookahead": "all"}),
-    ("gdw", {"lookahead": "head"}),
-    ("gdw", {"lookahead": "all"}),
-    ("mwnet", {"lookahead": "all", "meta_every": 3}),
-    ("gdw", {"lookahead": "all", "meta_every": 3}),
+    ("mwnet", {"lookahead": "head", "meta_every": 1}),
+    ("mwnet", {"lookahead": "all", "meta_every": 1}),
+    ("gdw", {"lookahead": "head", "meta_every": 1}),
+    ("gdw", {"lookahead": "all", "meta_every": 1}),
+    ("mwnet", {}),
+    ("gdw", {}),
 ]
 #: MW-Net and GDW's full look-ahead every k-th iteration (cached weighting between), ERM first:
 #: the choice of their default ``meta_every`` on a model (time a multiple of 60 steps, so that
