@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         if only_estimate:
             print(estimate_grid(grid)[1])
             return 0
-        return 0 if run_ssl_grid(grid, opts.out, quick=quick) else 1
+        return 0 if run_ssl_grid(grid, opts.out, quick=quick, echo=print) else 1
     if only_estimate:
         print(estimate(opts))
         return 0

@@ -13,13 +13,13 @@ from torch import nn
 import noisytail.methods  # noqa: F401  (registration)
 from noisytail.methods.base import Batch, Context, TaskInfo
 from noisytail.methods.lookahead import (
-    batch_norm_jvp,
     functional_forward,
     head_parameters,
     meta_forward,
     split_forward,
     tangent_logits,
 )
+from noisytail.methods.tangent_rules import batch_norm_jvp
 from noisytail.registry import METHODS, MODELS
 
 
@@ -69,7 +69,7 @@ def test_head_tangent_from_the_features_equals_a_second_forward():
 
 
 def _torch_tangent(model, x, tangents):
-    """PyTorch's own forward-mode rules (no `_FastTangents`): the reference."""
+    """PyTorch's own forward-mode rules (no `FastTangents`): the reference."""
     buffers = {n: b.clone() for n, b in model.named_buffers()}
     with torch.no_grad(), fwad.dual_level():
         params = dict(model.named_parameters())
@@ -117,7 +117,7 @@ def test_batch_norm_jvp_equals_pytorch_forward_ad_and_finite_differences(given):
 
 def test_fast_tangent_pass_equals_pytorch_rules():
     """The batch's forward-mode pass through a BatchNorm CNN (`tangent_logits`, whose BatchNorm
-    and ReLU tangents are `_FastTangents`') gives PyTorch's own rules' numbers and a finite
+    and ReLU tangents are `FastTangents`') gives PyTorch's own rules' numbers and a finite
     difference's, and leaves the running statistics alone."""
     model = _cnn()
     x = torch.randn(6, 1, 8, 8, dtype=torch.float64)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,6 +36,8 @@ from typing import Any
 from noisytail.benchmarks.ssl import run_bench
 from noisytail.benchmarks.ssl_options import SslOptions
 from noisytail.config import ConfigError, read_yaml_file
+
+_log = logging.getLogger(__name__)
 
 CELL_FILE = "cell.json"
 GRID_KEYS = {"name", "budgets", "widths", "seeds", "top_seeds", "options"}
@@ -145,9 +148,11 @@ def run_ssl_grid(
     out: str | Path,
     *,
     quick: bool = False,
-    echo: Callable[[str], Any] = print,
+    echo: Callable[[str], Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every cell of the grid in order; returns every row."""
+    """Run every cell of the grid in order; returns every row. ``echo`` gets a progress line per
+    cell (default: this module's logger)."""
+    echo = echo or _log.info
     todo = cells(grid, out, quick=quick)
     rows = []
     for i, cell in enumerate(todo, 1):
