@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import seeds
+from ..evaluate import negative_log_likelihood
 from ..neighbors import default_k, weighted_knn_scores
 
 #: Default number of cross-fitting folds (cleanlab's and scikit-learn's default too).
@@ -52,6 +53,8 @@ LINEAR_C = 0.01
 STACK_STEP = 0.05
 #: The first part's weights `stack_weight` tries (two parts: 0, 0.05, ..., 1).
 STACK_WEIGHTS = np.linspace(0.0, 1.0, 21)
+#: Floor of a probability in the held-out likelihoods (a kNN vote can give 0).
+LIKELIHOOD_FLOOR = 1e-6
 
 
 def _as_numpy(x: Any, dtype: Any = None) -> np.ndarray:
@@ -183,12 +186,12 @@ def stack_weights(parts: Sequence[Any], labels: Any, *, step: float = STACK_STEP
     """The weights ``w [P]`` of `simplex_grid` that maximise the mean log-likelihood of the given
     ``labels [N]`` under ``sum_i w_i * parts[i]`` (``P`` out-of-sample ``[N, K]`` probability
     arrays, so this is a held-out likelihood; module docstring). Ties go to the weights nearest
-    the even mix. Probabilities are floored at 1e-6 (a kNN vote can give 0)."""
+    the even mix. Probabilities are floored at `LIKELIHOOD_FLOOR`."""
     y = _as_numpy(labels, np.int64)
     rows = np.arange(len(y))
     given = np.stack([_as_numpy(p, np.float64)[rows, y] for p in parts], axis=1)  # [N, P]
     grid = simplex_grid(len(parts), step)
-    ll = np.log(np.clip(given @ grid.T, 1e-6, None)).mean(0)  # [G]
+    ll = np.log(np.clip(given @ grid.T, LIKELIHOOD_FLOOR, None)).mean(0)  # [G]
     best = np.flatnonzero(ll >= ll.max() - 1e-12)
     spread = np.abs(grid[best] - 1.0 / len(parts)).sum(1)
     return grid[best[np.argmin(spread)]]
@@ -196,9 +199,10 @@ def stack_weights(parts: Sequence[Any], labels: Any, *, step: float = STACK_STEP
 
 def held_out_log_likelihood(probs: Any, labels: Any) -> float:
     """Mean ``log p_y`` of the given ``labels [N]`` under out-of-sample ``probs [N, K]``
-    (floored at 1e-6, as in `stack_weights`)."""
+    (floored at `LIKELIHOOD_FLOOR`, as in `stack_weights`): minus
+    `noisytail.evaluate.negative_log_likelihood`."""
     p, y = _as_numpy(probs, np.float64), _as_numpy(labels, np.int64)
-    return float(np.log(np.clip(p[np.arange(len(y)), y], 1e-6, None)).mean())
+    return -negative_log_likelihood(p, y, eps=LIKELIHOOD_FLOOR)
 
 
 def best_by_likelihood(candidates: Sequence[Any], labels: Any) -> int:
