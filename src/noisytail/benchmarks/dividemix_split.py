@@ -79,8 +79,9 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     )
     out["split_epoch"] = int(state["extra"]["split_epoch"])
     pred = np.load(run_dir / "predictions.npz")
-    out["test_per_class"] = per_class_accuracy(pred["y_true"], pred["probs"].argmax(1), k)
-    out["test_accuracy"] = float((pred["probs"].argmax(1) == pred["y_true"]).mean())
+    y_true, y_pred = pred["y_true"], pred["probs"].argmax(1)
+    out["test_per_class"] = per_class_accuracy(y_true, y_pred, k)
+    out["test_accuracy"] = float((y_pred == y_true).mean())
     return out
 
 
