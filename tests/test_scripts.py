@@ -9,7 +9,13 @@ import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 MAX_LINES = 200
-DRIVERS = ["bench_detection.py", "bench_meta_cost.py", "bench_moit_median.py", "bench_ssl.py"]
+DRIVERS = [
+    "bench_detection.py",
+    "bench_meta_cost.py",
+    "bench_moit_median.py",
+    "bench_ssl.py",
+    "icl_floor.py",
+]
 
 
 def test_every_script_is_a_thin_driver():
