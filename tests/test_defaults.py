@@ -134,6 +134,11 @@ def test_detect_runs_a_tabular_csv_given_nothing_but_its_path(tmp_path):
         "chose model.name",
         "chose train.epochs",
     ]
+    # the whole table is checked (no test or validation split), and a fold model trains on 4/5
+    chosen = {ln.split("=")[0]: ln for ln in result.stdout.splitlines() if ln.startswith("chose ")}
+    assert "for 60 training samples" in chosen["chose model.name"]
+    assert "48 training samples" in chosen["chose train.epochs"]
+    assert "one fold model's 48 of 60" in chosen["chose train.epochs"]
     rows = (out / "label_issues.csv").read_text().splitlines()
     assert len(rows) == 1 + 60  # a header and one row per input row
     details = json.loads((out / "detection.json").read_text())["details"]
@@ -178,3 +183,26 @@ def test_network_for_inputs_replaces_only_a_model_that_cannot_take_them():
     mine = load_config(None, ["data.name=csv", "model.name=mlp", "train.epochs=3"])
     assert network_for_inputs(mine, (5,), 400) is mine
     assert network_for_inputs(cfg, (1, 28, 28), 400) is cfg
+
+
+def test_epochs_follow_one_fold_models_share_of_the_checked_data(tmp_path):
+    from noisytail.detect.task import detector_fold_share, whole_data_config
+
+    assert detector_fold_share(None, None) == pytest.approx(0.8)  # auto, 5 folds
+    assert detector_fold_share("auto", {"folds": 10}) == pytest.approx(0.9)
+    assert detector_fold_share("confident_learning", {"folds": 4}) == pytest.approx(0.75)
+    assert detector_fold_share("knn", None) == 1.0  # one network on all the data
+    csv = [f"data.options.train_csv={table(tmp_path / 't.csv', n=3000)}"]
+    cfg, explicit = load_config(None, csv), explicit_keys(None, csv)
+    chosen, choices = choose_defaults(cfg, explicit, fold_share=0.8, scope=whole_data_config)
+    # 3,000 rows checked: the wider model; 2,400 a fold: 19 steps an epoch, 22 epochs
+    assert dict(chosen.model.options) == {}
+    assert chosen.train.epochs == epochs_for(2400, 128)[0] == 22
+    assert epochs_for(3000, 128)[0] != 22
+    assert "one fold model's 2400 of 3000" in choices[-1].why
+    whole, _ = choose_defaults(cfg, explicit, scope=whole_data_config)
+    assert whole.train.epochs == epochs_for(3000, 128)[0]
+    split, _ = choose_defaults(cfg, explicit)  # train: the source's test split, 10 % validation
+    assert split.train.epochs == epochs_for(int(2400 * 0.9), 128)[0]
+    fitted = network_for_inputs(load_config(None, ["data.name=csv"]), (5,), 3000, fold_share=0.8)
+    assert (fitted.model.name, fitted.train.epochs) == ("mlp", 22)

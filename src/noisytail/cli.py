@@ -351,7 +351,13 @@ def detect(  # type: ignore[no-untyped-def]
     """Find likely label errors in a data set: label_issues.csv (most suspect first),
     suspects.png and detection.json. Your files are never modified."""
     from .defaults import apply_defaults
-    from .detect.task import detect_label_issues, detector_trains_network, parse_detector_args
+    from .detect.task import (
+        detect_label_issues,
+        detector_fold_share,
+        detector_trains_network,
+        parse_detector_args,
+        whole_data_config,
+    )
 
     if from_run is not None and (config is not None or overrides):
         raise ConfigError("--from-run uses the run's own config: drop CONFIG and --set.")
@@ -359,8 +365,17 @@ def detect(  # type: ignore[no-untyped-def]
     detector_args = parse_detector_args(args)
     if from_run is None:  # settings left unset are chosen from a user's own data
         training = detector_trains_network(detector, detector_args)
-        cfg = load_config(config, list(overrides))
-        cfg = apply_defaults(cfg, config, overrides, click.echo, training=training)
+        share = detector_fold_share(detector, detector_args)
+        cfg = apply_defaults(
+            load_config(config, list(overrides)),
+            config,
+            overrides,
+            click.echo,
+            training=training,
+            fold_share=share,
+            # every sample is checked: the defaults see the whole data, not a training split
+            scope=lambda c: whole_data_config(c, keep_val),
+        )
     if out is None:
         name = detector or ("knn" if from_run else "auto")
         out = new_run_dir(f"detect-{name}")

@@ -122,16 +122,22 @@ def model_for(
 VECTOR_MODELS = ("mlp",)
 
 
-def network_for_inputs(cfg: Config, input_shape: tuple[int, ...], n_train: int) -> Config:
+def network_for_inputs(
+    cfg: Config, input_shape: tuple[int, ...], n_train: int, *, fold_share: float = 1.0
+) -> Config:
     """``cfg`` unchanged when its model takes inputs of ``input_shape`` (feature vectors: a
     `VECTOR_MODELS` model; images: any other); otherwise (e.g. a config built without
     `choose_defaults`, whose default ``small_cnn`` meets a table) ``cfg`` with `model_for`'s
-    model and `epochs_for`'s epochs for ``n_train`` samples, each choice logged and recorded
-    under ``inferred``."""
+    model for ``n_train`` samples and `epochs_for`'s epochs for the ``fold_share`` of them one
+    model trains on (as in `choose_defaults`), each choice logged and recorded under
+    ``inferred``."""
     if (len(input_shape) == 1) == (cfg.model.name in VECTOR_MODELS):
         return cfg
     name, options, why = model_for(tuple(input_shape), n_train)
-    epochs, why_epochs = epochs_for(n_train, cfg.train.batch_size)
+    n_model = max(1, int(n_train * fold_share))
+    epochs, why_epochs = epochs_for(n_model, cfg.train.batch_size)
+    if n_model != n_train:
+        why_epochs += f" (one fold model's {n_model} of {n_train})"
     choices = [
         Choice("model.name", f"{name} {options}", why),
         Choice("train.epochs", epochs, why_epochs),
@@ -169,14 +175,23 @@ def explicit_keys(config_path: str | os.PathLike | None, overrides: Iterable[str
 
 
 def choose_defaults(
-    cfg: Config, explicit: Iterable[str], *, training: bool | Callable[[bool], bool] = True
+    cfg: Config,
+    explicit: Iterable[str],
+    *,
+    training: bool | Callable[[bool], bool] = True,
+    fold_share: float = 1.0,
+    scope: Callable[[Config], Config] | None = None,
 ) -> tuple[Config, list[Choice]]:
     """``cfg`` with the settings of the module docstring chosen from its data where no key in
     ``explicit`` names them, and the choices made (none for sources outside ``USER_SOURCES``).
     ``training=False`` (a detector that trains no network) leaves the model and the epochs
     alone; a callable is asked with whether the data are images (the default detector trains
-    a network on tables only). The data are loaded once here (files listed, image headers
-    read, a CSV parsed)."""
+    a network on tables only). The model follows the training split's size; the epochs follow
+    the samples one model trains on, ``fold_share`` of the split (a detector cross-fitting
+    over ``F`` folds trains each model on ``1 - 1/F`` of it). ``scope``: applied to the config
+    once its source is known, before the data are looked at (``detect``: no test or validation
+    split, every sample is checked: `noisytail.detect.task.whole_data_config`). The data are
+    loaded once here (files listed, image headers read, a CSV parsed)."""
     from .data.sources import load_dataset
 
     explicit = set(explicit)
@@ -184,6 +199,8 @@ def choose_defaults(
     if "data.name" not in explicit and "train_csv" in cfg.data.options and cfg.data.name != "csv":
         choices.append(Choice("data.name", "csv", "data.options.train_csv names a CSV"))
         cfg = from_dict({"data": {"name": "csv"}}, cfg)
+    if scope is not None:
+        cfg = scope(cfg)
     if cfg.data.name not in USER_SOURCES:
         return cfg, choices
     previous = logging.root.manager.disable
@@ -211,7 +228,10 @@ def choose_defaults(
         shown = f"{name} {model_options}" if model_options else name
         choices.append(Choice("model.name", shown, why))
     if "train.epochs" not in explicit and training:
-        epochs, why = epochs_for(n, cfg.train.batch_size)
+        n_model = max(1, int(n * fold_share))
+        epochs, why = epochs_for(n_model, cfg.train.batch_size)
+        if n_model != n:
+            why += f" (one fold model's {n_model} of {n})"
         values["train"] = {"epochs": epochs}
         choices.append(Choice("train.epochs", epochs, why))
     values["inferred"] = {c.key: f"{c.value} ({c.why})" for c in choices}
@@ -251,12 +271,14 @@ def apply_defaults(
     *,
     run_dir: str | os.PathLike | None = None,
     training: bool | Callable[[bool], bool] = True,
+    fold_share: float = 1.0,
+    scope: Callable[[Config], Config] | None = None,
 ) -> Config:
     """`choose_defaults` for a config built from ``config_path`` and ``overrides`` (what the
     CLI's ``train`` and ``detect`` do); one line per choice goes to ``echo`` (default: the
     ``noisytail.defaults`` logger at INFO). ``run_dir``: the run a ``--resume`` continues,
     whose recorded choices are reused (`reuse_choices`) when it has a ``config.yaml``.
-    ``training``: as in `choose_defaults`."""
+    ``training``, ``fold_share``, ``scope``: as in `choose_defaults`."""
     overrides = list(overrides)
     explicit = explicit_keys(config_path, overrides)
     if run_dir is not None and (Path(run_dir) / "config.yaml").is_file():
@@ -264,7 +286,9 @@ def apply_defaults(
             return reuse_choices(cfg, run_dir, explicit)
         except (ConfigError, DataError):
             pass  # a damaged config.yaml: fit says so, or starts afresh without a checkpoint
-    cfg, choices = choose_defaults(cfg, explicit, training=training)
+    cfg, choices = choose_defaults(
+        cfg, explicit, training=training, fold_share=fold_share, scope=scope
+    )
     for choice in choices:
         (echo or log.info)(choice.line())
     return cfg

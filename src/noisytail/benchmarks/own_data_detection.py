@@ -288,12 +288,21 @@ def user_config(data_path: Path, detector: str | None = None) -> Any:
     model and epochs chosen from the data when the detector trains a network there)."""
     from noisytail.config import load_config
     from noisytail.defaults import apply_defaults
-    from noisytail.detect.task import detector_trains_network
+    from noisytail.detect.task import (
+        detector_fold_share,
+        detector_trains_network,
+        whole_data_config,
+    )
 
     overrides = overrides_for(data_path) + ["train.progress=false"]
-    training = detector_trains_network(detector, None)
     return apply_defaults(
-        load_config(None, overrides), None, overrides, lambda _: None, training=training
+        load_config(None, overrides),
+        None,
+        overrides,
+        lambda _: None,
+        training=detector_trains_network(detector, None),
+        fold_share=detector_fold_share(detector, None),
+        scope=whole_data_config,
     )
 
 

@@ -126,6 +126,9 @@ class AutoDetector(Detector):
             raise ConfigError(f"auto: budgets must be one of {BUDGETS}, got {budgets!r}.")
         self.network, self.budgets = network, budgets
 
+    def fold_share(self) -> float:
+        return 1.0 - 1.0 / self.folds
+
     def trains_network(self, is_image: bool | None = None) -> bool:
         if self.model != "ensemble" or self.network == "never":
             return False
@@ -155,7 +158,7 @@ class AutoDetector(Detector):
         if self.trains_network(task.prepared.bundle.is_image):
             n_fold = len(y) - len(y) // self.folds  # samples a fold model trains on
             shape = tuple(task.prepared.bundle.input_shape)
-            network_cfg = network_for_inputs(task.cfg, shape, n_fold)
+            network_cfg = network_for_inputs(task.cfg, shape, len(y), fold_share=self.fold_share())
             threads = torch.get_num_threads()
             if task.cfg.train.num_threads is None:  # unset: one thread (NETWORK_THREADS)
                 torch.set_num_threads(NETWORK_THREADS)
@@ -341,6 +344,9 @@ class ConfidentLearningDetector(Detector):
                 f"got {score!r}."
             )
         self.folds, self.score, self.require_disagreement = folds, score, require_disagreement
+
+    def fold_share(self) -> float:
+        return 1.0 - 1.0 / self.folds
 
     def out_of_sample_probs(self, task: DetectionTask) -> np.ndarray:
         """``[N, K]``: `DetectionTask.crossfit_probs` over ``folds`` folds."""

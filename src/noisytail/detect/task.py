@@ -130,6 +130,12 @@ def detector_trains_network(
     return _check_detector(detector or DEFAULT_DETECTOR, detector_args).trains_network
 
 
+def detector_fold_share(detector: str | None, detector_args: dict[str, Any] | None) -> float:
+    """The share of the checked data one of the detector's networks trains on
+    (`Detector.fold_share`): `noisytail.defaults.choose_defaults`'s ``fold_share``."""
+    return _check_detector(detector or DEFAULT_DETECTOR, detector_args).fold_share()
+
+
 def _check_detector(detector: str, detector_args: dict[str, Any] | None) -> Any:
     DETECTORS.get(detector)  # unknown name: RegistryError with suggestions
     return DETECTORS.build(detector, args=detector_args or {})
