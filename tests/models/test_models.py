@@ -183,3 +183,17 @@ def test_functional_call_for_look_ahead():
     meta = F.cross_entropy(torch.func.functional_call(model, stepped, (x,)), y)
     (meta_grad,) = torch.autograd.grad(meta, [params["head.weight"]])
     assert torch.isfinite(meta_grad).all()
+
+
+def test_torchvision_is_imported_only_when_a_torchvision_model_is_built():
+    # its import costs about 1.6 s of every command's start-up; a table never needs it
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, noisytail.cli, noisytail.train, noisytail.models, noisytail.detect; "
+        "print('torchvision' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

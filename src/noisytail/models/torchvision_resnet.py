@@ -1,12 +1,14 @@
 """torchvision's ResNet-18 and ResNet-50 as backbones, optionally ImageNet-pretrained, optionally
-with a CIFAR stem (3x3 stride-1 first convolution, no max-pool) for 32x32 inputs."""
+with a CIFAR stem (3x3 stride-1 first convolution, no max-pool) for 32x32 inputs.
+
+torchvision is imported when one is built, not when the registry loads this module: it costs
+about 1.6 s of every command's start-up, and a table or the small CNN never needs it."""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
 import torch
-import torchvision
 from torch import nn
 
 from ..registry import MODELS
@@ -16,6 +18,8 @@ from .base import Backbone
 def load_imagenet_state(weights_name: str) -> dict[str, torch.Tensor]:
     """torchvision's ImageNet weights (``"ResNet18_Weights.IMAGENET1K_V1"``), from the torch hub
     cache or downloaded; a clear error when neither works."""
+    import torchvision
+
     weights = torchvision.models.get_weight(weights_name)
     try:
         return weights.get_state_dict(progress=False)
@@ -52,6 +56,8 @@ class TorchvisionResNet(Backbone):
         super().__init__()
         if len(input_shape) != 3:
             raise ValueError(f"{self.arch} needs [C, H, W] inputs, got {input_shape}.")
+        import torchvision
+
         net = getattr(torchvision.models, self.arch)(weights=None)
         if pretrained:
             net.load_state_dict(load_imagenet_state(self.weights_name))
