@@ -288,21 +288,14 @@ def user_config(data_path: Path, detector: str | None = None) -> Any:
     model and epochs chosen from the data when the detector trains a network there)."""
     from noisytail.config import load_config
     from noisytail.defaults import apply_defaults
-    from noisytail.detect.task import (
-        detector_fold_share,
-        detector_trains_network,
-        whole_data_config,
-    )
+    from noisytail.detect import task
 
     overrides = overrides_for(data_path) + ["train.progress=false"]
+    training = task.detector_trains_network(detector, None)
+    share, scope = task.detector_fold_share(detector, None), task.whole_data_config
+    cfg = load_config(None, overrides)
     return apply_defaults(
-        load_config(None, overrides),
-        None,
-        overrides,
-        lambda _: None,
-        training=detector_trains_network(detector, None),
-        fold_share=detector_fold_share(detector, None),
-        scope=whole_data_config,
+        cfg, None, overrides, lambda _: None, training=training, fold_share=share, scope=scope
     )
 
 
