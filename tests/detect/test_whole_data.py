@@ -271,8 +271,9 @@ def test_best_by_likelihood_hand_worked():
 
 def test_longer_budget_only_for_a_short_chosen_budget():
     """`defaults.longer_budget`: 4x the epochs when they were chosen from the data and give
-    fewer than TARGET_STEPS // 2 steps (120 samples: 1 step of 128 a epoch, 40 steps; 455: 4 a
-    epoch, 160); none for 960 samples (320 steps) nor for epochs the user set."""
+    fewer than TARGET_STEPS = 400 steps (120 samples: 1 step of 128 a epoch, 40 steps; 455: 4 a
+    epoch, 160; 960: 8 a epoch, 320); none for 1,280 samples (400 steps), for 1,920 samples at
+    27 epochs (405) nor for epochs the user set."""
     from noisytail import defaults
     from noisytail.config import from_dict
 
@@ -280,7 +281,14 @@ def test_longer_budget_only_for_a_short_chosen_budget():
     assert defaults.longer_budget(chosen, 120).train.epochs == 160
     assert defaults.longer_budget(chosen, 455).train.epochs == 160
     assert "x4" in defaults.longer_budget(chosen, 455).inferred["train.epochs"]
-    assert defaults.longer_budget(chosen, 960) is None
+    assert defaults.longer_budget(chosen, 960).train.epochs == 160
+    assert (
+        "320 steps on 960 samples < 400"
+        in defaults.longer_budget(chosen, 960).inferred["train.epochs"]
+    )
+    assert defaults.longer_budget(chosen, 1280) is None
+    at_27 = from_dict({"train": {"epochs": 27}, "inferred": {"train.epochs": "27 (data)"}})
+    assert defaults.longer_budget(at_27, 1920) is None
     assert defaults.longer_budget(from_dict({"train": {"epochs": 40}}), 120) is None
 
 

@@ -78,7 +78,7 @@ class AutoDetector(Detector):
       cross-fitted over the same folds (`DetectionTask.crossfit_probs`; the CLI chooses the model
       and epochs from the data, `noisytail.defaults`: an ``mlp`` at about 400 steps), on
       `NETWORK_THREADS` PyTorch thread unless ``train.num_threads`` is set. On a small table,
-      where that budget leaves a fold model fewer than ``TARGET_STEPS // 2`` steps, a second
+      where the epoch cap leaves a fold model fewer than ``TARGET_STEPS`` steps, a second
       network with 4x the epochs is cross-fitted too (`defaults.longer_budget`; ``budgets``
       ``"one"``: not) and the one whose probabilities give the given labels the higher
       held-out likelihood is kept (`crossfit.best_by_likelihood`; detection.json's
