@@ -32,6 +32,7 @@ import argparse
 from pathlib import Path
 
 from noisytail.benchmarks import own_data_detection as bench
+from noisytail.benchmarks import own_data_sets as sets
 
 
 def main() -> None:
@@ -40,10 +41,10 @@ def main() -> None:
     p.add_argument(
         "--data",
         nargs="+",
-        default=list(bench.DATASETS),
-        choices=bench.ALL_DATASETS,
+        default=list(sets.DATASETS),
+        choices=sets.ALL_DATASETS,
         help="Data sets (default: those the default detector was tuned on; held out: "
-        + ", ".join(bench.HELD_OUT)
+        + ", ".join(sets.HELD_OUT)
         + ").",
     )
     p.add_argument("--levels", nargs="+", type=float, default=list(bench.LEVELS))

@@ -7,33 +7,34 @@ import numpy as np
 import pytest
 
 from noisytail.benchmarks import own_data_detection as bench
+from noisytail.benchmarks import own_data_sets as sets
 
 
 def test_long_tail_counts():
     y = np.repeat(np.arange(4), 50)
-    keep = bench.long_tail(y, 40, 8.0)
+    keep = sets.long_tail(y, 40, 8.0)
     # 40 * 8**(-c/3): 40, 20, 10, 5
     assert np.bincount(y[keep]).tolist() == [40, 20, 10, 5]
     assert np.all(np.diff(keep) > 0)
     # reversed: the last class is the head
-    assert np.bincount(y[bench.long_tail(y, 40, 8.0, reverse=True)]).tolist() == [5, 10, 20, 40]
+    assert np.bincount(y[sets.long_tail(y, 40, 8.0, reverse=True)]).tolist() == [5, 10, 20, 40]
 
 
 def test_held_out_tables_as_described():
     """The held-out tabular sets have the shapes the module docstring gives, and cls30's head
     class is about 10 times its tail (weights 10**(-c / 29))."""
-    x, y = bench.clean_data("wine")
+    x, y = sets.clean_data("wine")
     assert x.shape == (178, 13) and np.bincount(y).tolist() == [59, 71, 48]
-    x, y = bench.clean_data("cls30")
+    x, y = sets.clean_data("cls30")
     counts = np.bincount(y)
     assert x.shape == (3000, 40) and len(counts) == 30
     assert 8 < counts[0] / counts[-1] < 12
     shapes = {"digits_table": (1797, 64, 10), "quantiles": (1200, 6, 6), "iris": (150, 4, 3)}
-    shapes["clusters12"] = (1800, 20, 12)
+    shapes.update(clusters12=(1800, 20, 12), hastie=(1000, 10, 2), cls8=(1400, 16, 8))
     for name, (n, d, k) in shapes.items():
-        x, y = bench.clean_data(name)
+        x, y = sets.clean_data(name)
         assert x.shape == (n, d) and np.unique(y).tolist() == list(range(k))
-    assert set(bench.HELD_OUT).isdisjoint(bench.DATASETS)
+    assert set(sets.HELD_OUT).isdisjoint(sets.DATASETS)
 
 
 def test_noise_rate_as_requested():
