@@ -175,11 +175,39 @@ def test_fast_parts_name_their_part_and_stack_mixes_them():
     assert list(cf.fast_parts(x, y, 3, model="linear")) == ["linear"]
     parts = cf.fast_parts(x, y, 3)
     probs, weights = cf.stack(parts, y)
-    w = cf.stack_weight(knn, lin, y)
-    assert weights == {"knn": w, "linear": pytest.approx(1 - w)}
+    # the weights with the class prior as a third part, the prior's dropped, renormalised
+    prior = np.broadcast_to(np.bincount(y) / len(y), knn.shape)
+    w_knn, w_lin, _ = cf.stack_weights([knn, lin, prior], y)
+    w = w_knn / (w_knn + w_lin)
+    assert weights == {"knn": pytest.approx(w), "linear": pytest.approx(1 - w)}
     np.testing.assert_allclose(probs, w * knn + (1 - w) * lin, atol=1e-12)
     np.testing.assert_allclose(cf.fast_probs(x, y, 3), probs, atol=0)
     assert cf.stack({"knn": knn}, y)[1] == {"knn": 1.0}
+
+
+def test_a_part_at_chance_gets_no_weight_for_smoothing_alone():
+    """An informative but overconfident part (0.98 on the given label of 80 % of the samples,
+    0.01 on it for the 20 % it gets wrong) and a part at chance that only knows the class
+    frequencies: without the prior the stack gives the useless part weight, as a smoother; with
+    it (`stack`) the useless part gets none and the mixture is the informative part."""
+    from noisytail.detect import crossfit as cf
+
+    rng = np.random.default_rng(0)
+    n, k = 400, 2
+    y = rng.integers(0, k, n)
+    right = rng.random(n) < 0.8
+    good = np.full((n, k), 0.02)
+    good[np.arange(n), np.where(right, y, 1 - y)] = 0.98
+    chance = np.broadcast_to(np.bincount(y, minlength=k) / n, (n, k)) + rng.normal(
+        0, 0.01, (n, 1)
+    ) * [1, -1]
+    assert cf.stack_weights([good, chance], y)[1] >= 0.2  # the old rule: a smoother
+    probs, weights = cf.stack({"good": good, "chance": chance}, y)
+    assert weights == {"good": 1.0, "chance": 0.0}
+    np.testing.assert_allclose(probs, good, atol=0)
+    # where every part is at chance, the prior alone is best: the weights without it
+    only = cf.stack({"a": chance, "b": chance[::-1].copy()}, y)[1]
+    assert sum(only.values()) == pytest.approx(1.0)
 
 
 def test_the_network_part_is_out_of_sample(tmp_path, monkeypatch):
