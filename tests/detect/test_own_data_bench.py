@@ -31,6 +31,7 @@ def test_held_out_tables_as_described():
     assert 8 < counts[0] / counts[-1] < 12
     shapes = {"digits_table": (1797, 64, 10), "quantiles": (1200, 6, 6), "iris": (150, 4, 3)}
     shapes.update(clusters12=(1800, 20, 12), hastie=(1000, 10, 2), cls8=(1400, 16, 8))
+    shapes.update(circles=(800, 6, 2), cls5=(900, 12, 5))
     for name, (n, d, k) in shapes.items():
         x, y = sets.clean_data(name)
         assert x.shape == (n, d) and np.unique(y).tolist() == list(range(k))
