@@ -52,9 +52,14 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=list(bench.METHODS), choices=bench.METHODS)
     p.add_argument("--threads", type=int, default=None, help="PyTorch and BLAS threads.")
     p.add_argument("--table", action="store_true", help="Only print the table of what ran.")
+    p.add_argument(
+        "--summary",
+        action="store_true",
+        help="Print the default against both references, one row a data set and level.",
+    )
     args = p.parse_args()
     results = args.out / "results.jsonl"
-    if not args.table:
+    if not (args.table or args.summary):
         results = bench.run_benchmark(
             args.out,
             datasets=tuple(args.data),
@@ -64,8 +69,8 @@ def main() -> None:
             threads=args.threads,
             log=print,
         )
-    table = bench.table(results)
-    (args.out / "table.md").write_text(table + "\n")
+    table = bench.summary(results) if args.summary else bench.table(results)
+    (args.out / ("summary.md" if args.summary else "table.md")).write_text(table + "\n")
     print(table)
 
 

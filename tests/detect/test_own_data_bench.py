@@ -2,6 +2,7 @@
 tail, the noise it asks cleanlab for, the files it writes and how rows are joined back."""
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -61,3 +62,34 @@ def test_default_run_joins_rows_back(tmp_path):
     assert np.flatnonzero(verdict["flagged"]).tolist() == [4, 30]
     m = bench.score(s != y, verdict)
     assert m["f1"] == 1.0 and m["auroc"] == 1.0
+
+
+def test_summary_pairs_seeds_and_says_whether_both_references_are_beaten(tmp_path):
+    def row(data, method, seed, f1, auroc, seconds=1.0):
+        return {"data": data, "level": 0.2, "seed": seed, "method": method, "n": 100,
+                "noise_rate": 0.2, "f1": f1, "auroc": auroc, "seconds": seconds}  # fmt: skip
+
+    rows = [
+        row("wine", "default", 0, 0.9, 0.99, 2.0),
+        row("wine", "default", 1, 0.7, 0.97, 4.0),
+        row("wine", "cleanlab+lr", 0, 0.6, 0.90),
+        row("wine", "cleanlab+lr", 1, 0.6, 0.90),
+        row("wine", "cleanlab+cnn", 0, 0.8, 0.98),
+        row("wine", "cleanlab+cnn", 1, 0.75, 0.99),
+        # iris: F1 level with the network reference in the mean: not beaten
+        row("iris", "default", 0, 0.8, 0.99),
+        row("iris", "cleanlab+lr", 0, 0.5, 0.9),
+        row("iris", "cleanlab+cnn", 0, 0.8, 0.95),
+    ]
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lines = bench.summary(results).splitlines()
+    assert len(lines) == 4
+    wine, iris = lines[2], lines[3]  # in the order of ALL_DATASETS: wine before iris
+    # means: default 0.8 / 0.98, lr 0.6 / 0.9, cnn 0.775 / 0.985: AUROC not beaten
+    assert wine.startswith("| wine (n=100) | 0.2 (0.20) | 0.800 / 0.9800 | 0.600 / 0.9000 | ")
+    assert "| 0.775 / 0.9850 | 3.0 | 1.0 | 1.0 | 1/2, 1/2 | **no** |" in wine
+    assert iris.endswith("| 0/1, 1/1 | **no** |")
+    rows[6]["f1"] = 0.81
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert bench.summary(results).splitlines()[3].endswith("| 1/1, 1/1 | yes |")

@@ -326,3 +326,47 @@ def table(results: Path) -> str:
                     f"{_ms([r['seconds'] for r in rs], '{:.1f}')} | {len(rs)} |"
                 )
     return "\n".join(lines)
+
+
+def summary(results: Path, reference: str = "cleanlab+cnn", other: str = "cleanlab+lr") -> str:
+    """Markdown, one row per data set and level: the default's mean F1 / AUROC beside both
+    references', mean seconds, the seeds where the default beats ``reference`` (paired by
+    seed) and whether its means beat both references on both metrics (the issue's goal)."""
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    out = [
+        f"| data | level (measured) | default F1 / AUROC | {other} | {reference} | default s | "
+        f"{other} s | {reference} s | seeds beating {reference} (F1, AUROC) | beats both |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in ALL_DATASETS:
+        for level in LEVELS:
+            by = {
+                m: sorted(
+                    (r for r in rows if (r["data"], r["level"], r["method"]) == (name, level, m)),
+                    key=lambda r: r["seed"],
+                )
+                for m in ("default", other, reference)
+            }
+            if not all(by.values()):
+                continue
+            mean = {m: {k: statistics.mean(r[k] for r in rs) for k in ("f1", "auroc", "seconds")}
+                    for m, rs in by.items()}  # fmt: skip
+            wins = [
+                sum(a[k] > b[k] for a, b in zip(by["default"], by[reference]))
+                for k in ("f1", "auroc")
+            ]
+            both = all(
+                mean["default"][k] > max(mean[other][k], mean[reference][k])
+                for k in ("f1", "auroc")
+            )
+            rate = statistics.mean(r["noise_rate"] for r in by["default"])
+            cells = [
+                f"{mean[m]['f1']:.3f} / {mean[m]['auroc']:.4f}"
+                for m in ("default", other, reference)
+            ]
+            secs = [f"{mean[m]['seconds']:.1f}" for m in ("default", other, reference)]
+            n, verdict = len(by["default"]), "yes" if both else "**no**"
+            head = f"| {name} (n={by['default'][0]['n']}) | {level} ({rate:.2f}) | "
+            tail = f"{wins[0]}/{n}, {wins[1]}/{n} | {verdict} |"
+            out.append(head + " | ".join(cells + secs) + " | " + tail)
+    return "\n".join(out)
