@@ -5,10 +5,11 @@ Usage:
     python scripts/icl_floor.py runs/bench-budget-moit-clean/runs/*
 
 Prints the chance value and the free-embedding floor of the logged ``icl_loss`` (batch plus memory
-term) for MOIT's setting (10 classes, batch 128, memory 2,000), then one Markdown row per MOIT run
-folder: its last epoch's ``icl_loss``, the share of the way from chance to the floor, the test
-accuracy of its classifier, and the weighted-kNN test accuracy of its projection. Not a test: its
-figures go into BENCHMARKS.md.
+term) for MOIT's setting (10 classes, batch 128, memory 2,000), the value an ideal encoder of the
+true classes gets under 0, 20 and 40 % symmetric label noise, then one Markdown row per MOIT run
+folder: its noise, its last epoch's ``icl_loss``, the share of the way from chance to the floor,
+the test accuracy of its classifier, and the weighted-kNN test accuracy of its projection (the
+run's training labels vote). Not a test: its figures go into BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from noisytail.benchmarks.icl_floor import icl_floor, icl_progress, read_moit_run
+from noisytail.benchmarks.icl_floor import (
+    icl_floor,
+    icl_of_true_classes,
+    icl_progress,
+    read_moit_run,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,14 +48,21 @@ def main(argv: list[str] | None = None) -> int:
         )
     ref = floors["mixup, with memory"]
     print()
-    print("| run | epoch | icl_loss | chance to floor | test accuracy | projection kNN accuracy |")
-    print("|---|---|---|---|---|---|")
+    print("| an ideal encoder of the true classes (mixup, with memory) | ICL |")
+    print("|---|---|")
+    for rate in (0.0, 0.2, 0.4):
+        value = icl_of_true_classes(args.classes, args.batch_size, keys, noise_rate=rate)
+        print(f"| labels with {100 * rate:.0f} % symmetric flips | {value:.2f} |")
+    print()
+    print("| run | noise | epoch | icl_loss | chance to floor | test acc. | projection kNN acc. |")
+    print("|---|---|---|---|---|---|---|")
     for run in args.runs:
         row = read_moit_run(run)
         share = icl_progress(row["icl_loss"], ref["chance"], ref["floor"])
         print(
-            f"| {run} | {row['epoch']} | {row['icl_loss']:.2f} | {100 * share:.0f} % | "
-            f"{100 * row['test_accuracy']:.1f} | {100 * row['projection_knn_accuracy']:.1f} |"
+            f"| {run} | {row['noise']} | {row['epoch']} | {row['icl_loss']:.2f} | "
+            f"{100 * share:.0f} % | {100 * row['test_accuracy']:.1f} | "
+            f"{100 * row['projection_knn_accuracy']:.1f} |"
         )
     return 0
 

@@ -5,7 +5,13 @@ import math
 import pytest
 import torch
 
-from noisytail.benchmarks.icl_floor import icl_chance, icl_floor, icl_progress, read_moit_run
+from noisytail.benchmarks.icl_floor import (
+    icl_chance,
+    icl_floor,
+    icl_of_true_classes,
+    icl_progress,
+    read_moit_run,
+)
 from noisytail.losses.interpolated import interpolated_supcon
 from noisytail.train import fit
 
@@ -48,6 +54,15 @@ def test_mixup_and_memory_raise_the_floor():
     assert with_memory["jensen_bound_no_mixup"] < with_memory["floor"] < with_memory["chance"]
     with pytest.raises(ValueError, match="needs more than"):
         icl_floor(3, 12, 100, num_batches=4)
+
+
+def test_an_ideal_encoder_of_the_true_classes_under_noise_scores_above_chance():
+    kw = dict(temperature=0.05, repeats=20)
+    clean = icl_of_true_classes(4, 16, 64, alpha=0, **kw)
+    bound = icl_floor(4, 16, 64, alpha=0, num_batches=8, steps=0)["jensen_bound_no_mixup"]
+    assert clean == pytest.approx(bound, abs=0.1)  # the classes as points: log P per anchor
+    # 40 % of the positives sit at other corners: learning the true classes costs loss
+    assert icl_of_true_classes(4, 16, 64, noise_rate=0.4, alpha=0, **kw) > icl_chance(16, 64) + 1
 
 
 def test_progress_from_chance_to_floor():

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..losses.interpolated import interpolated_supcon
 
@@ -167,6 +168,57 @@ def _jensen_bound(
     return total / n
 
 
+def icl_of_true_classes(
+    num_classes: int = 10,
+    batch_size: int = 128,
+    memory_size: int = 1744,
+    *,
+    noise_rate: float = 0.0,
+    temperature: float = 0.1,
+    alpha: float = 1.0,
+    repeats: int = 10,
+    seed: int = 0,
+) -> float:
+    """The logged ICL (batch plus memory term) of an ideal encoder for the *true* classes: each
+    image at its true class's corner of a simplex (one-hot directions, ``dim = num_classes``),
+    a mixed image at the normalised mix of its two images' corners, under labels with
+    ``noise_rate`` exact symmetric flips (MOIT's: a flipped label is another class, uniformly)
+    that define the positive sets. Batches drawn as in `icl_floor` (uniform classes), the
+    memory of ``memory_size`` rows embedded the same way; mean over ``repeats`` batches.
+
+    With clean labels and no mixup this is about `icl_floor`'s Jensen bound; with noisy labels
+    the flipped positives sit at other corners, so a network that learns the true classes
+    *raises* the loss, above chance at 40 % noise: the logged value cannot show learning there.
+    """
+    rng = np.random.default_rng(seed)
+    corners = torch.eye(num_classes)
+
+    def draw() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        true = torch.as_tensor(rng.integers(0, num_classes, batch_size))
+        given = true.clone()
+        flip = torch.as_tensor(rng.random(batch_size) < noise_rate)
+        shift = torch.as_tensor(rng.integers(1, num_classes, int(flip.sum())))
+        given[flip] = (true[flip] + shift) % num_classes
+        (bt,) = _draw_batches(1, batch_size, np.full(num_classes, 1.0 / num_classes), alpha, rng)
+        mix = bt["lam"][:, None] * corners[true.repeat(2)]
+        z = F.normalize(mix + (1 - bt["lam"][:, None]) * corners[true[bt["perm"]]], dim=1)
+        return z, given, bt["perm"], bt["lam"]
+
+    values = []
+    for _ in range(repeats):
+        z, given, perm, lam = draw()
+        mz, my = None, None
+        if memory_size:
+            rows = [draw() for _ in range(-(-memory_size // (2 * batch_size)))]
+            mz = torch.cat([r[0] for r in rows])[:memory_size]
+            my = torch.cat([r[1].repeat(2) for r in rows])[:memory_size]
+        loss = interpolated_supcon(
+            z, given, given[perm], perm, lam, temperature=temperature, memory_z=mz, memory_labels=my
+        )
+        values.append(float(loss))
+    return float(np.mean(values))
+
+
 def icl_progress(logged: float, chance: float, floor: float) -> float:
     """The share of the way from chance (0) to the floor (1) that a logged loss has gone."""
     if chance <= floor:
@@ -207,7 +259,9 @@ def read_moit_run(run_dir: Any, *, checkpoint: str = "last", knn_k: int = 200) -
     )
     records = [r for r in read_metrics(f"{run_dir}/metrics.jsonl") if "icl_loss" in r]
     last = records[-1] if records else {}
+    noise = run.cfg.noise
     return {
+        "noise": "none" if noise.kind == "none" else f"{noise.kind} {noise.rate:g}",
         "epoch": last.get("epoch"),
         "icl_loss": last.get("icl_loss"),
         "test_accuracy": last.get("test_accuracy", last.get("test_acc")),
