@@ -2,8 +2,8 @@
 batch, one process): small_cnn on Fashion-MNIST, on the CPU and on a GPU when one is visible.
 
 Usage: python scripts/bench_meta_cost.py [--steps 30] [--warmup 5] [--width 32] [--batch-size 128]
-       [--no-variants] [--devices cpu,cuda] [--suite meta|routes|defaults|every|dividemix]
-       [--model mlp] [--precision fp32|bf16|auto]
+       [--no-variants] [--devices cpu,cuda] [--model mlp] [--precision fp32|bf16|auto]
+       [--suite meta|routes|defaults|every|dividemix|gdw_between]
 
 Each method is stepped exactly as the training loop steps it, round-robin with the others; the
 median and the mean step time are printed as one Markdown table per device. What is measured and
@@ -21,6 +21,7 @@ from noisytail.benchmarks.meta_cost import (
     DEFAULTS,
     DIVIDEMIX,
     EVERY,
+    GDW_BETWEEN,
     METHODS,
     ROUTES,
     VARIANTS,
@@ -39,7 +40,9 @@ def main() -> None:
     parser.add_argument("--no-variants", action="store_true")
     parser.add_argument("--devices", default=None, help="comma-separated; default cpu (+cuda)")
     parser.add_argument(
-        "--suite", choices=["meta", "routes", "defaults", "every", "dividemix"], default="meta"
+        "--suite",
+        choices=["meta", "routes", "defaults", "every", "dividemix", "gdw_between"],
+        default="meta",
     )
     parser.add_argument("--model", choices=["small_cnn", "mlp"], default="small_cnn",
                         help="mlp: the meta benchmark's MLP 784-512-512-10")  # fmt: skip
@@ -56,9 +59,9 @@ def main() -> None:
         if args.devices
         else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     )
-    todo = {"routes": ROUTES, "defaults": DEFAULTS, "every": EVERY, "dividemix": DIVIDEMIX}.get(
-        args.suite, METHODS + ([] if args.no_variants else VARIANTS)
-    )
+    suites = {"routes": ROUTES, "defaults": DEFAULTS, "every": EVERY, "dividemix": DIVIDEMIX}
+    suites["gdw_between"] = GDW_BETWEEN
+    todo = suites.get(args.suite, METHODS + ([] if args.no_variants else VARIANTS))
     for device in devices:
         threads = args.threads or torch.get_num_threads()
         machine = f"{platform.machine()}, {threads} torch threads"

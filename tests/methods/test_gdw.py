@@ -349,3 +349,27 @@ def test_forward_mode_class_weight_gradient_equals_double_backward():
     torch.testing.assert_close(gs[0][0], gs[1][0])
     torch.testing.assert_close(gs[0][1], gs[1][1], rtol=1e-8, atol=1e-14)
     assert float(gs[0][1].abs().max()) > 1e-6
+
+
+@pytest.mark.parametrize("step,route", [(0, "all"), (1, "head"), (3, "head"), (4, "all")])
+def test_between_head_takes_a_head_meta_step_between_full_ones(step, route):
+    """``between="head"``, ``meta_every=4``: iteration 0, 4, ... take the full look-ahead, the
+    others the head-only one (the reference with the backbone's virtual rate at 0), each with
+    the class-level step; the weighting network moves at every iteration, at the unscaled 1e-3."""
+    m, ctx, x, y, mx, my, lrs = _vnet_method("gdw", meta_every=4, between="head")
+    assert m.vnet_optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+    ctx.step = step
+    if route == "head":
+        lrs = {n: (0.0 if n.startswith("body.") else r) for n, r in lrs.items()}
+    theta = dict(m.model.named_parameters())
+    vnet, want = reference_step(theta, lrs, copy.deepcopy(m.vnet), x, y, mx, my, "gdw")
+    m(Batch(x, y, torch.arange(12)), ctx)["loss"].backward()
+    for (n, q), r in zip(m.vnet.named_parameters(), vnet.parameters()):
+        torch.testing.assert_close(q, r, rtol=1e-9, atol=1e-12, msg=n)
+    for n, q in m.model.named_parameters():
+        torch.testing.assert_close(q.grad, want[n], rtol=1e-9, atol=1e-12, msg=n)
+
+
+def test_between_is_checked():
+    with pytest.raises(ValueError, match="between"):
+        _vnet_method("gdw", between="every")

@@ -75,6 +75,15 @@ DEFAULTS: list[tuple[str, dict[str, Any]]] = [
 EVERY: list[tuple[str, dict[str, Any]]] = [("erm", {})] + [
     (name, {"lookahead": "all", "meta_every": k}) for name in ("mwnet", "gdw") for k in (1, 3, 4, 5)
 ]
+#: GDW's full step at every iteration (its default), the head-only step, and the full step every
+#: k-th iteration with a head-only meta step between (``between="head"``), ERM first.
+GDW_BETWEEN: list[tuple[str, dict[str, Any]]] = [
+    ("erm", {}),
+    ("gdw", {"lookahead": "all", "meta_every": 1}),
+    ("gdw", {"lookahead": "head", "meta_every": 1}),
+    ("gdw", {"lookahead": "all", "meta_every": 4, "between": "head"}),
+    ("gdw", {"lookahead": "all", "meta_every": 8, "between": "head"}),
+]
 #: DivideMix (its MixMatch phase from the first step) with and without the L2B plug-in.
 DIVIDEMIX: list[tuple[str, dict[str, Any]]] = [
     ("erm", {}),

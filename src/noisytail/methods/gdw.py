@@ -39,6 +39,12 @@ under pair noise and 3.8 on the long-tailed setting of the meta benchmark (2 see
 −1.0 and −3.6), where the class-level step at every iteration is what GDW adds (BENCHMARKS.md
 "Meta steps at most 2× ERM"). ``meta_every: 4`` is the cheap choice on balanced data;
 ``lookahead="head"`` is cheaper still but lost accuracy.
+
+``between="head"`` (with ``meta_every=k > 1``): the iterations between the full meta steps take a
+meta step too, with the look-ahead on the classifier head only (`lookahead.head_parameters`: no
+second pass through the backbone), so the class-level step and the weighting network's update
+run at every iteration and the full look-ahead every k-th. The weighting network's rate then
+defaults to the unscaled 1e-3 (it moves every iteration).
 """
 
 from __future__ import annotations
@@ -50,8 +56,8 @@ from torch import Tensor
 from ..models.base import Backbone
 from ..registry import METHODS
 from .base import Batch, Context, TaskInfo
-from .lookahead import at_least_float32, split_forward
-from .mwnet import VNetReweighting, class_weighted_logit_loss
+from .lookahead import at_least_float32, group_lrs, head_parameters, split_forward
+from .mwnet import VNET_LR, VNetReweighting, class_weighted_logit_loss
 
 __all__ = [
     "GDW",
@@ -124,7 +130,12 @@ class GDW(VNetReweighting):
         lookahead: str = "all",
         meta_grad: str = "forward",
         meta_every: int = 1,
+        between: str = "mwnet",
     ) -> None:
+        if between not in ("mwnet", "head"):
+            raise ValueError(f"between must be 'mwnet' or 'head', got {between!r}.")
+        if between == "head" and vnet_lr is None:
+            vnet_lr = VNET_LR  # a meta step at every iteration: the paper's rate
         super().__init__(
             model,
             info,
@@ -140,6 +151,7 @@ class GDW(VNetReweighting):
         if not 0.0 < p_max < 1.0:
             raise ValueError(f"p_max must be in (0, 1), got {p_max}.")
         self.mode = mode
+        self.between = between
         self.eta_omega = eta_omega
         self.max_step = max_step
         self.p_max = p_max
@@ -155,13 +167,18 @@ class GDW(VNetReweighting):
         with torch.no_grad():
             acc = (logits.argmax(1) == labels).float().mean()
         out = {"train_accuracy_noisy": acc}
-        due = self._meta_due(ctx)
+        full = self._meta_due(ctx)
+        due = full or self.between == "head"
         if due:  # between meta steps ω is not needed: MW-Net's real step below
             w = self.vnet(losses.detach())  # stage 1: instance weights
             omega = w[:, None].expand_as(probs)
             if self.mode == "gdw":  # = w_i everywhere, but in the graph entry by entry
                 omega = zero_mean_constraint(omega, probs, labels, self.p_max)
-            params, lrs = self._lookahead(ctx)
+            if full:
+                params, lrs = self._lookahead(ctx)
+            else:  # between="head": the look-ahead on the classifier head only
+                params = head_parameters(self.model, exclude=ctx.frozen_parameters)
+                lrs = group_lrs(ctx.optimizer, params)
             out["meta_loss"], g = self._meta_step(
                 batch.x, logits, labels, probs, omega, ctx.meta_batch(), lrs, params, feats
             )
