@@ -206,3 +206,13 @@ def test_epochs_follow_one_fold_models_share_of_the_checked_data(tmp_path):
     assert split.train.epochs == epochs_for(int(2400 * 0.9), 128)[0]
     fitted = network_for_inputs(load_config(None, ["data.name=csv"]), (5,), 3000, fold_share=0.8)
     assert (fitted.model.name, fitted.train.epochs) == ("mlp", 22)
+
+
+def test_detect_shows_one_bar_for_the_cross_fitted_network(tmp_path):
+    # a fold's epoch is one step here: a bar per epoch would print hundreds of them
+    csv = table(tmp_path / "t.csv")
+    args = ["detect", "--set", f"data.options.train_csv={csv}", "--out", str(tmp_path / "d")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "network on 5 folds, 40 epochs each" in result.output
+    assert "epoch 1/40" not in result.output

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..build import predict_probs
 from ..config import Config, ConfigError
@@ -172,12 +173,25 @@ class DetectionTask:
         fold = stratified_folds(y, folds, self.cfg.seed)
         probs = np.zeros((len(y), self.num_classes), dtype=np.float64)
         corr = self.prepared.corruption
-        for f in range(folds):
-            held, rest = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
-            fold_corr = replace(corr, train_idx=corr.train_idx[rest])
-            prepared = replace(self.prepared, corruption=fold_corr)
-            run = train_run(self.new_run(prepared, cfg), progress=self.progress)
-            probs[held] = self.pool_probs(run, self.data_for(run, held))
+        epochs = (cfg or self.cfg).train.epochs
+        # one bar over every fold's epochs (a fold's epoch can be a single step: a bar each
+        # would print hundreds of lines)
+        bar = tqdm(
+            total=folds * epochs,
+            desc=f"network on {folds} folds, {epochs} epochs each",
+            unit="epoch",
+            leave=False,
+            disable=not self.progress,
+            dynamic_ncols=True,
+            mininterval=1.0,
+        )
+        with bar:
+            for f in range(folds):
+                held, rest = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
+                fold_corr = replace(corr, train_idx=corr.train_idx[rest])
+                prepared = replace(self.prepared, corruption=fold_corr)
+                run = train_run(self.new_run(prepared, cfg), on_epoch=lambda _: bar.update(1))
+                probs[held] = self.pool_probs(run, self.data_for(run, held))
         return probs
 
     def data_for(self, run: Run, train_positions: np.ndarray) -> PoolData:
