@@ -69,6 +69,14 @@ def epochs_for(n_train: int, batch_size: int, target_steps: int = TARGET_STEPS) 
     )
 
 
+def fold_epochs(n: int, batch_size: int, fold_share: float = 1.0) -> tuple[int, str]:
+    """`epochs_for` the ``fold_share`` of ``n`` samples one model trains on (a detector that
+    cross-fits over ``F`` folds: ``1 - 1/F``), the reason saying so when it is not all of them."""
+    n_model = max(1, int(n * fold_share))
+    epochs, why = epochs_for(n_model, batch_size)
+    return epochs, why + (f" (one fold model's {n_model} of {n})" if n_model != n else "")
+
+
 #: `longer_budget`: a budget chosen from the data that leaves a fold model fewer than
 #: ``TARGET_STEPS`` steps (only where `MAX_EPOCHS` binds: below about 1,280 samples a fold;
 #: 150 rows at 5 folds get 40 full-batch steps) gets a second candidate with `LONGER_FACTOR`
@@ -136,10 +144,7 @@ def network_for_inputs(
     if (len(input_shape) == 1) == (cfg.model.name in VECTOR_MODELS):
         return cfg
     name, options, why = model_for(tuple(input_shape), n_train)
-    n_model = max(1, int(n_train * fold_share))
-    epochs, why_epochs = epochs_for(n_model, cfg.train.batch_size)
-    if n_model != n_train:
-        why_epochs += f" (one fold model's {n_model} of {n_train})"
+    epochs, why_epochs = fold_epochs(n_train, cfg.train.batch_size, fold_share)
     choices = [
         Choice("model.name", f"{name} {options}", why),
         Choice("train.epochs", epochs, why_epochs),
@@ -230,10 +235,7 @@ def choose_defaults(
         shown = f"{name} {model_options}" if model_options else name
         choices.append(Choice("model.name", shown, why))
     if "train.epochs" not in explicit and training:
-        n_model = max(1, int(n * fold_share))
-        epochs, why = epochs_for(n_model, cfg.train.batch_size)
-        if n_model != n:
-            why += f" (one fold model's {n_model} of {n})"
+        epochs, why = fold_epochs(n, cfg.train.batch_size, fold_share)
         values["train"] = {"epochs": epochs}
         choices.append(Choice("train.epochs", epochs, why))
     values["inferred"] = {c.key: f"{c.value} ({c.why})" for c in choices}
