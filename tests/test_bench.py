@@ -35,6 +35,22 @@ def test_grid_runs_aggregates_and_skips_finished(tmp_path):
     assert "4 already done" in messages[0]
 
 
+def test_results_follow_the_grid_as_runs_finish(tmp_path):
+    # a grid that runs for hours has readable tables of the runs finished so far
+    path = tmp_path / "grid.yaml"
+    path.write_text(GRID.replace("seeds: [0, 1]", "seeds: [0]").replace("jobs: 2", "jobs: 1"))
+    out = tmp_path / "bench"
+    seen = []
+
+    def echo(message):
+        if message.startswith("  done"):
+            lines = (out / "results.jsonl").read_text().splitlines()
+            seen.append(len(lines))
+
+    run_grid(path, out, echo=echo)
+    assert seen == [1, 2]
+
+
 def test_bad_grid_is_refused_before_running(tmp_path):
     path = tmp_path / "grid.yaml"
     path.write_text("grid:\n  train.lrr: [0.1]\n")

@@ -33,8 +33,9 @@ Runs go seed by seed (every setting of the first seed, then the next), so a grid
 part-way has whole seeds.
 One bench at a time owns ``OUT``: ``OUT/.bench.lock`` holds an exclusive lock with the owner's pid,
 host and start time, and a second bench on the same folder stops, naming the owner.
-``OUT/results.jsonl`` holds one line per run, ``OUT/results.md`` / ``results.csv`` the mean +- std
-over seeds, ``OUT/accuracy_vs_noise.png`` the plot.
+``OUT/results.jsonl`` holds one line per finished run, ``OUT/results.md`` / ``results.csv`` the mean
++- std over seeds, ``OUT/accuracy_vs_noise.png`` the plot; all are rewritten after each run
+finishes, so a grid that runs for hours has its tables so far.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_text
 from .config import (
     ConfigError,
     load_config,
@@ -404,6 +406,7 @@ def _run_locked(
             running.remove(item)
             took = time.perf_counter() - started
             if proc.returncode == 0:
+                aggregate(grid, runs, out)  # the tables follow the grid as runs finish
                 echo(f"  done   {run.label} seed={run.seed} ({took:.0f}s)")
             else:
                 failures.append(run)
@@ -418,7 +421,9 @@ def _run_locked(
 
 
 def aggregate(grid: Grid, runs: list[PlannedRun], out: Path) -> list[dict[str, Any]]:
-    """Write results.jsonl, results.md, results.csv and the accuracy-vs-noise plot."""
+    """Write results.jsonl, results.md, results.csv (each replaced atomically) and the
+    accuracy-vs-noise plot, from the runs finished so far (called after each run, so a long
+    grid's tables are readable while it runs)."""
     from .benchmarks.tables import plot_accuracy_vs_noise, render_bench_tables
 
     rows = []
@@ -439,13 +444,11 @@ def aggregate(grid: Grid, runs: list[PlannedRun], out: Path) -> list[dict[str, A
             }
         )
         rows.append(row)
-    with open(out / "results.jsonl", "w") as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
+    write_text("".join(json.dumps(row) + "\n" for row in rows), out / "results.jsonl")
     if rows:
         markdown, csv_text = render_bench_tables(rows, ["setting"], grid.metrics)
-        (out / "results.md").write_text(f"# {grid.name}\n\n{markdown}\n")
-        (out / "results.csv").write_text(csv_text)
+        write_text(f"# {grid.name}\n\n{markdown}\n", out / "results.md")
+        write_text(csv_text, out / "results.csv")
         plot_accuracy_vs_noise(rows, out / "accuracy_vs_noise.png")
     return rows
 
