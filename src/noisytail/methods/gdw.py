@@ -58,7 +58,7 @@ from torch import Tensor
 from ..models.base import Backbone
 from ..registry import METHODS
 from .base import Batch, Context, TaskInfo
-from .lookahead import at_least_float32, group_lrs, head_parameters, split_forward
+from .lookahead import at_least_float32, split_forward
 from .mwnet import VNET_LR, VNetReweighting, class_weighted_logit_loss
 
 __all__ = [
@@ -176,11 +176,8 @@ class GDW(VNetReweighting):
             omega = w[:, None].expand_as(probs)
             if self.mode == "gdw":  # = w_i everywhere, but in the graph entry by entry
                 omega = zero_mean_constraint(omega, probs, labels, self.p_max)
-            if full:
-                params, lrs = self._lookahead(ctx)
-            else:  # between="head": the look-ahead on the classifier head only
-                params = head_parameters(self.model, exclude=ctx.frozen_parameters)
-                lrs = group_lrs(ctx.optimizer, params)
+            # the full look-ahead every k-th step; between them (between="head") the head's only
+            params, lrs = self._lookahead(ctx, None if full else "head")
             out["meta_loss"], g = self._meta_step(
                 batch.x, logits, labels, probs, omega, ctx.meta_batch(), lrs, params, feats
             )

@@ -143,15 +143,18 @@ class VNetReweighting(Method):
         others weight the batch with the network as it is, at ERM's cost)."""
         return ctx.step % self.meta_every == 0
 
-    def _params(self, ctx: Context) -> dict[str, Tensor]:
-        """The look-ahead's parameters: trainable, not frozen this epoch (all, or the head)."""
-        if self.lookahead == "head":
+    def _params(self, ctx: Context, route: str | None = None) -> dict[str, Tensor]:
+        """The look-ahead's parameters: trainable, not frozen this epoch (all, or the head;
+        ``route`` overrides ``lookahead`` for this step)."""
+        if (route or self.lookahead) == "head":
             return head_parameters(self.model, exclude=ctx.frozen_parameters)
         return trainable_parameters(self.model, exclude=ctx.frozen_parameters)
 
-    def _lookahead(self, ctx: Context) -> tuple[dict[str, Tensor], dict[str, float]]:
+    def _lookahead(
+        self, ctx: Context, route: str | None = None
+    ) -> tuple[dict[str, Tensor], dict[str, float]]:
         """``(params, {name: lr})``: each parameter's own optimizer group's learning rate."""
-        params = self._params(ctx)
+        params = self._params(ctx, route)
         return params, group_lrs(ctx.optimizer, params)
 
     def _meta_step(
