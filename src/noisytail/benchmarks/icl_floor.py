@@ -26,7 +26,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.noise import symmetric_noise
 from ..losses.interpolated import interpolated_supcon
+from ..methods.moit import draw_mixup
 
 
 def icl_chance(batch_size: int, memory_size: int = 0) -> float:
@@ -43,20 +45,16 @@ def _draw_batches(
     class_probs: np.ndarray,
     alpha: float,
     rng: np.random.Generator,
+    gen: torch.Generator,
 ) -> list[dict[str, torch.Tensor]]:
+    """Labels from ``class_probs`` (``rng``), and per view MOIT's permutation and dominant
+    ``lam`` (`noisytail.methods.moit.draw_mixup`, ``gen``): ``perm`` and ``lam`` are ``[2B]``."""
     out = []
     for _ in range(num_batches):
         y = torch.as_tensor(rng.choice(len(class_probs), size=batch_size, p=class_probs))
-        perms = [torch.as_tensor(rng.permutation(batch_size)) for _ in range(2)]
-        lams = []
-        for _ in range(2):
-            if alpha <= 0:
-                lams.append(1.0)
-            else:
-                lam = float(rng.beta(alpha, alpha))
-                lams.append(max(lam, 1.0 - lam))
-        perm = torch.cat(perms)
-        lam = torch.cat([torch.full((batch_size,), v) for v in lams])
+        views = [draw_mixup(batch_size, alpha, gen) for _ in range(2)]
+        perm = torch.cat([p for p, _ in views])
+        lam = torch.cat([torch.full((batch_size,), v) for _, v in views])
         out.append({"y": y, "perm": perm, "lam": lam})
     return out
 
@@ -99,9 +97,8 @@ def icl_floor(
         if class_probs is None
         else np.asarray(class_probs, dtype=float) / np.sum(class_probs)
     )
-    rng = np.random.default_rng(seed)
-    batches = _draw_batches(num_batches, batch_size, probs, alpha, rng)
-    gen = torch.Generator().manual_seed(seed)
+    rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+    batches = _draw_batches(num_batches, batch_size, probs, alpha, rng, gen)
     emb = torch.randn(num_batches, 2 * batch_size, dim, generator=gen).requires_grad_()
     rows_y = torch.stack([bt["y"].repeat(2) for bt in batches])  # memory labels: dominant
 
@@ -182,24 +179,24 @@ def icl_of_true_classes(
     """The logged ICL (batch plus memory term) of an ideal encoder for the *true* classes: each
     image at its true class's corner of a simplex (one-hot directions, ``dim = num_classes``),
     a mixed image at the normalised mix of its two images' corners, under labels with
-    ``noise_rate`` exact symmetric flips (MOIT's: a flipped label is another class, uniformly)
-    that define the positive sets. Batches drawn as in `icl_floor` (uniform classes), the
-    memory of ``memory_size`` rows embedded the same way; mean over ``repeats`` batches.
+    ``noise_rate`` exact symmetric flips in each batch (`noisytail.data.noise.symmetric_noise`,
+    MOIT's: a flipped label is another class, uniformly) that define the positive sets. Batches
+    drawn as in `icl_floor` (uniform classes), the memory of ``memory_size`` rows embedded the
+    same way; mean over ``repeats`` batches.
 
     With clean labels and no mixup this is about `icl_floor`'s Jensen bound; with noisy labels
     the flipped positives sit at other corners, so a network that learns the true classes
     *raises* the loss, above chance at 40 % noise: the logged value cannot show learning there.
     """
-    rng = np.random.default_rng(seed)
+    rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
     corners = torch.eye(num_classes)
+    uniform = np.full(num_classes, 1.0 / num_classes)
 
     def draw() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        true = torch.as_tensor(rng.integers(0, num_classes, batch_size))
-        given = true.clone()
-        flip = torch.as_tensor(rng.random(batch_size) < noise_rate)
-        shift = torch.as_tensor(rng.integers(1, num_classes, int(flip.sum())))
-        given[flip] = (true[flip] + shift) % num_classes
-        (bt,) = _draw_batches(1, batch_size, np.full(num_classes, 1.0 / num_classes), alpha, rng)
+        (bt,) = _draw_batches(1, batch_size, uniform, alpha, rng, gen)
+        true = bt["y"]
+        noisy = symmetric_noise(true.numpy(), num_classes=num_classes, rate=noise_rate, rng=rng)
+        given = torch.as_tensor(noisy)
         mix = bt["lam"][:, None] * corners[true.repeat(2)]
         z = F.normalize(mix + (1 - bt["lam"][:, None]) * corners[true[bt["perm"]]], dim=1)
         return z, given, bt["perm"], bt["lam"]
