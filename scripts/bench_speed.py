@@ -2,7 +2,8 @@
 BENCHMARKS.md.
 
 Usage: python scripts/bench_speed.py [--device cpu] [--methods erm l2b ...] [--data fmnist|cifar]
-       [--width 16] [--subset 4000] [--epochs 2] [--precisions fp32 bf16] [--json OUT]
+       [--width 16] [--subset 4000] [--epochs 2] [--precisions fp32 bf16]
+       [--layouts contiguous channels_last] [--json OUT]
 ``--data cifar`` uses random CIFAR-shaped tensors (``random_images``), for machines without CIFAR.
 Run it on a quiet machine: it times whole epochs.
 """
@@ -17,7 +18,7 @@ import torch
 
 import noisytail.methods  # noqa: F401  (registration)
 from noisytail.registry import METHODS
-from noisytail.speed import speed_table
+from noisytail.speed import LAYOUTS, speed_table
 
 
 def main() -> None:
@@ -31,6 +32,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument(
+        "--layouts",
+        nargs="+",
+        choices=LAYOUTS,
+        default=["channels_last"],
+        help="layouts of images and conv weights (train.channels_last)",
+    )
     parser.add_argument("--json", default=None, help="also write the raw rows here")
     args = parser.parse_args()
     if args.data == "fmnist":
@@ -51,7 +59,12 @@ def main() -> None:
     if "erm" not in methods:
         methods = ["erm", *methods]
     table, rows = speed_table(
-        methods, base=base, precisions=args.precisions, device=args.device, epochs=args.epochs
+        methods,
+        base=base,
+        precisions=args.precisions,
+        device=args.device,
+        epochs=args.epochs,
+        layouts=args.layouts,
     )
     machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads"
     if args.device.startswith("cuda"):

@@ -9,7 +9,7 @@ import noisytail.runtime as runtime_mod
 import noisytail.train as train_mod
 from noisytail.data.sources import load_dataset
 from noisytail.data.types import DataError
-from noisytail.runtime import resolve_precision
+from noisytail.runtime import resolve_channels_last, resolve_precision
 from noisytail.speed import method_overrides, speed_table
 
 TINY = [
@@ -50,6 +50,26 @@ def test_speed_table_rows_and_cost_ratios():
     assert float(l2b_row[-1].rstrip(" |")) == pytest.approx(rate["erm"] / rate["l2b"], abs=0.006)
 
 
+def test_speed_table_with_two_layouts_names_both_and_the_speed_up():
+    table, rows = speed_table(
+        ["erm"],
+        base=TINY,
+        precisions=["fp32"],
+        device="cpu",
+        epochs=1,
+        layouts=["contiguous", "channels_last"],
+    )
+    assert [r["layout"] for r in rows] == ["contiguous", "channels_last"]
+    rate = {r["layout"]: r["images_per_second"] for r in rows}
+    head = table.splitlines()[0]
+    assert head == (
+        "| method | fp32 NCHW images/s | fp32 NHWC images/s | fp32 NCHW cost × ERM | "
+        "fp32 NHWC cost × ERM | fp32 NHWC / fp32 NCHW |"
+    )
+    speed_up = float(table.splitlines()[2].split(" | ")[-1].rstrip(" |"))
+    assert speed_up == pytest.approx(rate["channels_last"] / rate["contiguous"], abs=0.006)
+
+
 def test_method_overrides_put_phases_first_and_give_meta_methods_a_meta_set():
     assert method_overrides("l2b") == [
         "method.name=l2b",
@@ -76,6 +96,46 @@ def test_the_summary_records_the_precision_run(tmp_path, digits_config):
         digits_config("train.epochs=1", "train.precision=fp32"), tmp_path / "r", write_report=False
     )
     assert summary.precision == "fp32"
+
+
+def test_channels_last_defaults_on_for_images_on_cpu_and_gpu():
+    cpu, gpu, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
+    assert resolve_channels_last(cpu, None, True) and resolve_channels_last(gpu, None, True)
+    assert not resolve_channels_last(mps, None, True)
+    assert not resolve_channels_last(cpu, None, False)  # tables, features: no layout to choose
+    assert not resolve_channels_last(cpu, True, False)
+    assert not resolve_channels_last(cpu, False, True) and resolve_channels_last(mps, True, True)
+
+
+@pytest.mark.parametrize("method", ["erm", "l2b"])
+def test_channels_last_changes_the_layout_not_the_run(tmp_path, digits_config, method):
+    """The same seed in both layouts: the summary says which layout ran, and a few steps give
+    the same model (fp32; NHWC kernels sum in another order, so equal to rounding, not bit for
+    bit; rounding grows chaotically over many steps, hence three steps)."""
+    extra = ["train.precision=fp32", f"method.name={method}", "meta.per_class=3"]
+    extra += ["data.train_subset=120", "train.batch_size=32", "method.warmup_epochs=0"]
+    if method == "erm":
+        extra.pop()
+    results = {}
+    for flag in ("true", "false"):
+        cfg = digits_config("train.epochs=1", f"train.channels_last={flag}", *extra)
+        summary = train_mod.fit(cfg, tmp_path / flag, write_report=False)
+        assert summary.channels_last is (flag == "true")
+        results[flag] = np.load(tmp_path / flag / "predictions.npz")["probs"]
+    np.testing.assert_allclose(results["true"], results["false"], atol=1e-4)
+    assert np.abs(results["true"] - results["false"]).max() > 0  # the layouts did differ
+
+
+def test_a_channels_last_run_has_nhwc_conv_weights(digits_config):
+    from noisytail.data.prepare import prepare_data
+    from noisytail.runtime import setup_runtime
+
+    for flag, nhwc in (("true", True), ("false", False)):
+        cfg = digits_config(f"train.channels_last={flag}")
+        run = train_mod.Run(cfg, None, setup_runtime(cfg), prepare_data(cfg))
+        conv = run.method.model.body[3].weight  # [16, 16, 3, 3]: the layouts differ
+        assert conv.is_contiguous(memory_format=torch.channels_last) is nhwc
+        assert conv.is_contiguous() is not nhwc
 
 
 def test_gpu_check_refuses_in_one_line_without_a_gpu():

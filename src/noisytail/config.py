@@ -138,7 +138,7 @@ class TrainConfig:
     sampler: str = "random"  # random | class_balanced
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on GPU and bf16-capable CPUs, else fp32) | fp32 | bf16
-    channels_last: bool | None = None  # default: on for GPU
+    channels_last: bool | None = None  # default: on for images (CPU and GPU)
     compile: bool = False
     data_on_device: bool = True
     num_threads: int | None = None

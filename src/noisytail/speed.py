@@ -20,6 +20,11 @@ from noisytail.config import load_config
 from noisytail.registry import METHODS
 
 # Arguments that put each method in its steady state from epoch 1 (its costliest phase).
+#: Memory layouts of image batches and convolution weights (``train.channels_last``).
+LAYOUTS = ("contiguous", "channels_last")
+#: Short names for the table's columns.
+LAYOUT_NAMES = {"contiguous": "NCHW", "channels_last": "NHWC"}
+
 PHASE_ARGS: dict[str, dict[str, Any]] = {
     "l2b": {"warmup_epochs": 0},
     "l2rw": {"warmup_epochs": 0},
@@ -47,9 +52,13 @@ def measure(
     precision: str,
     device: str = "cpu",
     epochs: int = 2,
+    layout: str = "channels_last",
 ) -> dict[str, Any]:
     """Median images/s of ``epochs`` timed epochs (after one untimed) of ``method`` on the set-up
-    ``base`` (``--set`` overrides: data, model, batch size, ...) at ``precision``."""
+    ``base`` (``--set`` overrides: data, model, batch size, ...) at ``precision``, with images
+    and convolution weights in ``layout`` (``channels_last`` or ``contiguous``, i.e. NCHW)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     from noisytail.data.prepare import prepare_data
     from noisytail.runtime import setup_runtime
     from noisytail.train import Run
@@ -62,6 +71,7 @@ def measure(
             f"train.epochs={epochs + 1}",
             f"train.precision={precision}",
             f"train.device={device}",
+            f"train.channels_last={layout == 'channels_last'}",
             "train.progress=false",
         ],
     )
@@ -74,33 +84,56 @@ def measure(
     return {
         "method": method,
         "precision": run.precision,
+        "layout": "channels_last" if run.channels_last else "contiguous",
         "images_per_second": statistics.median(rates),
         "images_per_epoch": images,
     }
 
 
 def speed_table(
-    methods: list[str], *, base: list[str], precisions: list[str], device: str, epochs: int
+    methods: list[str],
+    *,
+    base: list[str],
+    precisions: list[str],
+    device: str,
+    epochs: int,
+    layouts: tuple[str, ...] | list[str] = ("channels_last",),
 ) -> tuple[str, list[dict[str, Any]]]:
-    """A Markdown table, one row per method: images/s at each precision, its cost per image as a
-    multiple of ERM's, and the bf16 speed-up. Every method is measured at one precision before
-    the next precision, in the order given."""
+    """A Markdown table, one row per method: images/s at each precision (and layout, when more
+    than one is given), the cost per image as a multiple of ERM's in each, and the speed-up of
+    the last setting over the first. Every method is measured in one setting before the next,
+    in the order given (precision, then layout)."""
+    settings = [(p, lay) for p in precisions for lay in layouts]
     rows: list[dict[str, Any]] = []
-    for precision in precisions:
+    for precision, layout in settings:
         for name in methods:
-            rows.append(measure(name, base=base, precision=precision, device=device, epochs=epochs))
-    rate = {(r["method"], r["precision"]): r["images_per_second"] for r in rows}
-    head = ["method"] + [f"{p} images/s" for p in precisions]
-    head += [f"{p} cost × ERM" for p in precisions if ("erm", p) in rate]
-    if "fp32" in precisions and "bf16" in precisions:
-        head.append("bf16 / fp32")
+            rows.append(
+                measure(
+                    name,
+                    base=base,
+                    precision=precision,
+                    device=device,
+                    epochs=epochs,
+                    layout=layout,
+                )
+            )
+    rate = {(r["method"], r["precision"], r["layout"]): r["images_per_second"] for r in rows}
+
+    def label(setting: tuple[str, str]) -> str:
+        p, lay = setting
+        return f"{p} {LAYOUT_NAMES[lay]}" if len(layouts) > 1 else p
+
+    head = ["method"] + [f"{label(s)} images/s" for s in settings]
+    head += [f"{label(s)} cost × ERM" for s in settings if ("erm", *s) in rate]
+    if len(settings) > 1:
+        head.append(f"{label(settings[-1])} / {label(settings[0])}")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in methods:
-        cells = [name] + [f"{rate[(name, p)]:.0f}" for p in precisions]
+        cells = [name] + [f"{rate[(name, *s)]:.0f}" for s in settings]
         cells += [
-            f"{rate[('erm', p)] / rate[(name, p)]:.2f}" for p in precisions if ("erm", p) in rate
+            f"{rate[('erm', *s)] / rate[(name, *s)]:.2f}" for s in settings if ("erm", *s) in rate
         ]
-        if "fp32" in precisions and "bf16" in precisions:
-            cells.append(f"{rate[(name, 'bf16')] / rate[(name, 'fp32')]:.2f}")
+        if len(settings) > 1:
+            cells.append(f"{rate[(name, *settings[-1])] / rate[(name, *settings[0])]:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines), rows

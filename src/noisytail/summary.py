@@ -73,6 +73,7 @@ class RunSummary:
     images_per_second: float | None = None
     device: str | None = None
     precision: str | None = None
+    channels_last: bool | None = None
     world_size: int | None = None
     per_class_accuracy: list[float] = field(default_factory=list)
     class_names: list[str] = field(default_factory=list)
@@ -139,7 +140,7 @@ def summarise(
 ) -> RunSummary:
     """The summary of a run of ``cfg`` on ``data`` whose last epoch gave the test probabilities
     ``probs`` ``[N_test, K]``; ``history``: its epoch records, ``best``: the best epoch's;
-    ``run``: ``device``, ``precision`` and ``world_size``."""
+    ``run``: ``device``, ``precision``, ``channels_last`` and ``world_size``."""
     metrics = classification_metrics(data.bundle.test.labels, probs, data.true_class_counts)
     corr = data.corruption
     train_seconds = sum(r["seconds"] for r in history)
@@ -228,6 +229,7 @@ def finish_run(run: Run) -> RunSummary:
         run.best,
         device=str(run.rt.device),
         precision=run.precision,
+        channels_last=run.channels_last,
         world_size=run.rt.world_size,
     )
     if run.rt.is_main:

@@ -64,6 +64,7 @@ from .runtime import (
     Runtime,
     autocast_factory,
     provenance,
+    resolve_channels_last,
     resolve_precision,
     seed_epoch,
     seed_init,
@@ -93,15 +94,14 @@ class Run:
         bundle = prepared.bundle
         corr = prepared.corruption
         t = cfg.train
-        channels_last = (
-            t.channels_last if t.channels_last is not None else runtime.device.type == "cuda"
-        )
+        channels_last = resolve_channels_last(runtime.device, t.channels_last, bundle.is_image)
+        self.channels_last = channels_last
         pool = dict(
             mean=bundle.mean,
             std=bundle.std,
             device=runtime.device,
             on_device=t.data_on_device,
-            channels_last=channels_last and bundle.is_image,
+            channels_last=channels_last,
         )
         self.train_data = PoolData(bundle.train.images, corr.train_idx, **pool)
         self.val_data = (
@@ -146,7 +146,7 @@ class Run:
             cfg.method.name, args=cfg.method.args, model=model, info=self.info
         )
         self.method.to(runtime.device)
-        if channels_last and bundle.is_image:
+        if channels_last:
             self.method.to(memory_format=torch.channels_last)
         self.freeze = BackboneFreeze(self.method.model, t.freeze_backbone_epochs)
         groups = self.method.parameter_groups()
