@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -221,3 +222,25 @@ def test_folder_lock_takes_over_a_dead_holder(tmp_path):
     with folder_lock(tmp_path, echo=said.append):
         pass
     assert len(said) == 1 and "no longer running" in said[0] and "pid 999999" in said[0]
+
+
+BENCH_FOLDER = Path(__file__).resolve().parents[1] / "configs" / "bench"
+# The `noisytail bench` grids (the self-supervised budget grid has its own format and test).
+BENCH_CONFIGS = [
+    p for p in sorted(BENCH_FOLDER.glob("*.yaml")) if "\ngrid:" in p.read_text(encoding="utf-8")
+]
+
+
+@pytest.mark.parametrize("path", BENCH_CONFIGS, ids=lambda p: p.stem)
+def test_every_shipped_grid_plans(path, tmp_path):
+    """Each grid under configs/bench loads and every run's config validates, before any run."""
+    runs = plan(load_grid(path), tmp_path)
+    assert runs and len({r.out.name for r in runs}) == len(runs)
+
+
+def test_the_width_32_grid_is_part_of_the_150_epoch_grid(tmp_path):
+    """Run into one folder, the width-32 file's runs are the full grid's own (same folders)."""
+    part = plan(load_grid(BENCH_FOLDER / "budget_moit_fmnist_e150_w32.yaml"), tmp_path)
+    full = plan(load_grid(BENCH_FOLDER / "budget_moit_fmnist_e150.yaml"), tmp_path)
+    names = {r.out.name for r in full}
+    assert {r.out.name for r in part} <= names and len(part) == len(full) // 2

@@ -90,3 +90,13 @@ def test_a_quick_grid_on_digits_runs_every_cell_and_its_gaps_pair(tmp_path):
     assert set(gaps[(0.4,)]) == {1, 2} and chosen[("scratch", 0.4, 8, None)] == "ce"
     # no encoder was pre-trained for the scratch cell
     assert not (tmp_path / "out" / "w8-scratch" / "pretrain").exists()
+
+
+def test_the_shipped_grid_loads_with_three_seeds_at_its_largest_budget(tmp_path):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "bench" / "budget_ssl_fmnist.yaml"
+    grid = load_ssl_grid(path)
+    top = [c for c in cells(grid, tmp_path) if c.budget == max(grid.budgets)]
+    assert top and all(len(c.options.seeds) == 3 for c in top)
+    assert grid.options.pool >= 45000  # at least 10,000 long-tailed training images (issue 15)
