@@ -69,10 +69,16 @@ def epochs_for(n_train: int, batch_size: int, target_steps: int = TARGET_STEPS) 
     )
 
 
+def fold_train_size(n: int, fold_share: float = 1.0) -> int:
+    """The samples one model trains on: the ``fold_share`` of ``n`` (a detector that cross-fits
+    over ``F`` folds: ``1 - 1/F``), at least one."""
+    return max(1, int(n * fold_share))
+
+
 def fold_epochs(n: int, batch_size: int, fold_share: float = 1.0) -> tuple[int, str]:
-    """`epochs_for` the ``fold_share`` of ``n`` samples one model trains on (a detector that
-    cross-fits over ``F`` folds: ``1 - 1/F``), the reason saying so when it is not all of them."""
-    n_model = max(1, int(n * fold_share))
+    """`epochs_for` the `fold_train_size` of ``n`` samples, the reason saying so when it is not
+    all of them."""
+    n_model = fold_train_size(n, fold_share)
     epochs, why = epochs_for(n_model, batch_size)
     return epochs, why + (f" (one fold model's {n_model} of {n})" if n_model != n else "")
 

@@ -30,7 +30,7 @@ from .. import neighbors as knn_lib
 from ..config import ConfigError
 from ..data.checks import check_fold_sizes
 from ..data.types import DataError
-from ..defaults import longer_budget, network_for_inputs
+from ..defaults import fold_train_size, longer_budget, network_for_inputs
 from ..registry import DETECTORS, import_modules_declaring
 from . import crossfit as cf
 from . import scores as sc
@@ -156,7 +156,7 @@ class AutoDetector(Detector):
         )
         network_cfg = longer = None
         if self.trains_network(task.prepared.bundle.is_image):
-            n_fold = len(y) - len(y) // self.folds  # samples a fold model trains on
+            n_fold = fold_train_size(len(y), self.fold_share())
             shape = tuple(task.prepared.bundle.input_shape)
             network_cfg = network_for_inputs(task.cfg, shape, len(y), fold_share=self.fold_share())
             threads = torch.get_num_threads()
