@@ -226,6 +226,9 @@ def plot_gaps(
                 label=", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(curve_keys, curve)),
             )
         ax.set_xscale("log")
+        ticks = sorted({b for per_budget in gaps.values() for b in per_budget})
+        ax.set_xticks(ticks, [str(b) for b in ticks])  # the budgets run, not powers of ten
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xlabel(xlabel)
         ax.set_ylabel("gap: method − baseline (points)")
         if title:
