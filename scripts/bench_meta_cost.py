@@ -59,8 +59,13 @@ def main() -> None:
         if args.devices
         else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     )
-    suites = {"routes": ROUTES, "defaults": DEFAULTS, "every": EVERY, "dividemix": DIVIDEMIX}
-    suites["gdw_between"] = GDW_BETWEEN
+    suites = {
+        "routes": ROUTES,
+        "defaults": DEFAULTS,
+        "every": EVERY,
+        "dividemix": DIVIDEMIX,
+        "gdw_between": GDW_BETWEEN,
+    }
     todo = suites.get(args.suite, METHODS + ([] if args.no_variants else VARIANTS))
     for device in devices:
         threads = args.threads or torch.get_num_threads()

@@ -19,12 +19,12 @@ import noisytail.methods  # noqa: F401  (registration)
 from noisytail.config import load_config
 from noisytail.registry import METHODS
 
-# Arguments that put each method in its steady state from epoch 1 (its costliest phase).
 #: Memory layouts of image batches and convolution weights (``train.channels_last``).
 LAYOUTS = ("contiguous", "channels_last")
 #: Short names for the table's columns.
 LAYOUT_NAMES = {"contiguous": "NCHW", "channels_last": "NHWC"}
 
+# Arguments that put each method in its steady state from epoch 1 (its costliest phase).
 PHASE_ARGS: dict[str, dict[str, Any]] = {
     "l2b": {"warmup_epochs": 0},
     "l2rw": {"warmup_epochs": 0},

@@ -94,14 +94,13 @@ class Run:
         bundle = prepared.bundle
         corr = prepared.corruption
         t = cfg.train
-        channels_last = resolve_channels_last(runtime.device, t.channels_last, bundle.is_image)
-        self.channels_last = channels_last
+        self.channels_last = resolve_channels_last(runtime.device, t.channels_last, bundle.is_image)
         pool = dict(
             mean=bundle.mean,
             std=bundle.std,
             device=runtime.device,
             on_device=t.data_on_device,
-            channels_last=channels_last,
+            channels_last=self.channels_last,
         )
         self.train_data = PoolData(bundle.train.images, corr.train_idx, **pool)
         self.val_data = (
@@ -146,7 +145,7 @@ class Run:
             cfg.method.name, args=cfg.method.args, model=model, info=self.info
         )
         self.method.to(runtime.device)
-        if channels_last:
+        if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
         self.freeze = BackboneFreeze(self.method.model, t.freeze_backbone_epochs)
         groups = self.method.parameter_groups()
