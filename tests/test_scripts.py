@@ -15,6 +15,7 @@ DRIVERS = [
     "bench_moit_median.py",
     "bench_ssl.py",
     "icl_floor.py",
+    "keep_results.py",
 ]
 
 

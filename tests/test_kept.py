@@ -1,0 +1,93 @@
+"""noisytail.benchmarks.kept: a bench folder's results kept in the repository and brought back."""
+
+import json
+import runpy
+from pathlib import Path
+
+from noisytail.bench import run_grid
+from noisytail.benchmarks import kept
+from noisytail.benchmarks.budget import load_runs
+from noisytail.benchmarks.kept import keep_results, kept_files, restore_results
+
+GRID = """
+name: tiny
+set: [data.name=digits, model.options.width=8, train.epochs=2, train.batch_size=64]
+seeds: [0]
+jobs: 1
+grid:
+  noise: [{kind: symmetric, rate: 0.4}, {kind: pair, rate: 0.4}]
+"""
+
+
+def _folder(root: Path, files: dict[str, bytes]) -> Path:
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return root
+
+
+def test_results_and_small_encoders_are_kept_checkpoints_and_data_are_not(tmp_path, monkeypatch):
+    monkeypatch.setattr(kept, "MAX_WEIGHT_BYTES", 100)
+    src = _folder(
+        tmp_path / "src",
+        {
+            "results.jsonl": b"{}\n",
+            "results.md": b"| a |\n",
+            "runs/r0/summary.json": b"{}",
+            "runs/r0/config.yaml": b"a: 1\n",
+            "runs/r0/metrics.jsonl": b"{}\n",
+            "runs/r0/checkpoints/last.pt": b"x" * 10,
+            "runs/r0/checkpoints/meta.json": b"{}",  # a run's training state, even if light
+            "runs/r0/corruption.npz": b"x",
+            "runs/r0/predictions.npz": b"x",
+            "w16-e20/cell.json": b"{}",
+            "w16-e20/pretrain/simclr-seed0/backbone.pt": b"x" * 100,
+            "w64-e20/pretrain/simclr-seed0/backbone.pt": b"x" * 101,  # over the cap
+            "w16-e20/pretrain/simclr-seed0/model.pt": b"x",
+        },
+    )
+    assert [str(p) for p in kept_files(src)] == [
+        "results.jsonl",
+        "results.md",
+        "runs/r0/config.yaml",
+        "runs/r0/metrics.jsonl",
+        "runs/r0/summary.json",
+        "w16-e20/cell.json",
+        "w16-e20/pretrain/simclr-seed0/backbone.pt",
+    ]
+    dest = tmp_path / "kept"
+    assert len(keep_results(src, dest)) == 7
+    assert keep_results(src, dest) == []  # nothing new
+    (src / "results.jsonl").write_bytes(b"{}\n{}\n")  # a run finished since
+    assert [str(p) for p in keep_results(src, dest)] == ["results.jsonl"]
+    assert (dest / "results.jsonl").read_bytes() == b"{}\n{}\n"
+    assert not (dest / "runs/r0/checkpoints").exists()
+
+
+def test_restore_fills_what_is_missing_and_overwrites_nothing(tmp_path):
+    kept_dir = _folder(tmp_path / "kept", {"a/summary.json": b"kept", "b/summary.json": b"kept"})
+    out = _folder(tmp_path / "out", {"a/summary.json": b"mine"})
+    assert [str(p) for p in restore_results(kept_dir, out)] == ["b/summary.json"]
+    assert (out / "a/summary.json").read_bytes() == b"mine"
+    assert (out / "b/summary.json").read_bytes() == b"kept"
+
+
+def test_a_kept_grid_reads_like_the_original_and_a_restored_one_reruns_nothing(tmp_path):
+    (tmp_path / "grid.yaml").write_text(GRID)
+    out = tmp_path / "runs" / "bench"
+    run_grid(tmp_path / "grid.yaml", out, echo=lambda *_: None)
+    script = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "keep_results.py"))
+    dest = tmp_path / "benchmarks" / "bench"
+    assert script["main"]([str(out), "--to", str(dest)]) == 0
+    # the readers of scripts/plot_budget.py see the same runs in the kept folder
+    strip = [{k: v for k, v in r.items() if k != "run_dir"} for r in load_runs([out])]
+    assert [{k: v for k, v in r.items() if k != "run_dir"} for r in load_runs([dest])] == strip
+    assert not list(dest.rglob("*.pt"))
+    # a fresh machine: the kept folder restored, the grid rerun trains nothing
+    fresh = tmp_path / "fresh" / "bench"
+    assert script["main"](["--restore", str(dest), str(fresh)]) == 0
+    messages = []
+    run_grid(tmp_path / "grid.yaml", fresh, echo=messages.append)
+    assert "2 already done" in messages[0]
+    lines = [json.loads(x) for x in (fresh / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["noise_kind"] for r in lines) == ["pair", "symmetric"]
