@@ -222,11 +222,14 @@ class Detector:
         the data are images (False: feature vectors; None: not known yet)."""
         return True
 
+    #: ``F`` of a detector that cross-fits its networks over ``F`` folds; None: trained on all.
+    folds: int | None = None
+
     def fold_share(self) -> float:
         """The share of the checked data one of its networks trains on: 1 for a network trained
-        on all of it, ``1 - 1/F`` for one of ``F`` cross-fitted folds (the epochs chosen from a
-        user's data follow it: `noisytail.defaults.choose_defaults`)."""
-        return 1.0
+        on all of it, ``1 - 1/F`` for one of ``F`` cross-fitted folds (`folds`; the epochs chosen
+        from a user's data follow it: `noisytail.defaults.choose_defaults`)."""
+        return 1.0 - 1.0 / self.folds if self.folds else 1.0
 
     def args(self) -> dict[str, Any]:
         """The detector's settings, for detection.json."""

@@ -126,9 +126,6 @@ class AutoDetector(Detector):
             raise ConfigError(f"auto: budgets must be one of {BUDGETS}, got {budgets!r}.")
         self.network, self.budgets = network, budgets
 
-    def fold_share(self) -> float:
-        return 1.0 - 1.0 / self.folds
-
     def trains_network(self, is_image: bool | None = None) -> bool:
         if self.model != "ensemble" or self.network == "never":
             return False
@@ -344,9 +341,6 @@ class ConfidentLearningDetector(Detector):
                 f"got {score!r}."
             )
         self.folds, self.score, self.require_disagreement = folds, score, require_disagreement
-
-    def fold_share(self) -> float:
-        return 1.0 - 1.0 / self.folds
 
     def out_of_sample_probs(self, task: DetectionTask) -> np.ndarray:
         """``[N, K]``: `DetectionTask.crossfit_probs` over ``folds`` folds."""
