@@ -44,6 +44,10 @@ def test_results_and_small_encoders_are_kept_checkpoints_and_data_are_not(tmp_pa
             "w16-e20/pretrain/simclr-seed0/backbone.pt": b"x" * 100,
             "w64-e20/pretrain/simclr-seed0/backbone.pt": b"x" * 101,  # over the cap
             "w16-e20/pretrain/simclr-seed0/model.pt": b"x",
+            # an unfinished run is kept whole, so that it resumes from its checkpoint
+            "runs/r1/config.yaml": b"a: 1\n",
+            "runs/r1/checkpoints/last.pt": b"x" * 200,
+            "runs/r1/corruption.npz": b"x",
         },
     )
     assert [str(p) for p in kept_files(src)] == [
@@ -52,16 +56,39 @@ def test_results_and_small_encoders_are_kept_checkpoints_and_data_are_not(tmp_pa
         "runs/r0/config.yaml",
         "runs/r0/metrics.jsonl",
         "runs/r0/summary.json",
+        "runs/r1/checkpoints/last.pt",
+        "runs/r1/config.yaml",
+        "runs/r1/corruption.npz",
         "w16-e20/cell.json",
         "w16-e20/pretrain/simclr-seed0/backbone.pt",
     ]
     dest = tmp_path / "kept"
-    assert len(keep_results(src, dest)) == 7
+    assert len(keep_results(src, dest)) == 10
     assert keep_results(src, dest) == []  # nothing new
-    (src / "results.jsonl").write_bytes(b"{}\n{}\n")  # a run finished since
-    assert [str(p) for p in keep_results(src, dest)] == ["results.jsonl"]
+    # run r1 finishes: the grid's results change, r1's checkpoint and corruption leave the copy
+    (src / "runs/r1/summary.json").write_bytes(b"{}")
+    (src / "results.jsonl").write_bytes(b"{}\n{}\n")
+    assert [str(p) for p in keep_results(src, dest)] == ["results.jsonl", "runs/r1/summary.json"]
     assert (dest / "results.jsonl").read_bytes() == b"{}\n{}\n"
-    assert not (dest / "runs/r0/checkpoints").exists()
+    assert sorted(str(p.relative_to(dest)) for p in (dest / "runs").rglob("*")) == [
+        "runs/r0",
+        "runs/r0/config.yaml",
+        "runs/r0/metrics.jsonl",
+        "runs/r0/summary.json",
+        "runs/r1",
+        "runs/r1/config.yaml",
+        "runs/r1/summary.json",
+    ]
+    # a file the bench folder lacks (a fresh machine's, not restored) is never removed
+    (src / "results.md").unlink()
+    keep_results(src, dest)
+    assert (dest / "results.md").is_file()
+
+
+def test_an_unfinished_run_over_the_cap_is_not_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(kept, "MAX_RUN_BYTES", 100)
+    src = _folder(tmp_path, {"r/config.yaml": b"a: 1\n", "r/checkpoints/last.pt": b"x" * 100})
+    assert [str(p) for p in kept_files(src)] == ["r/config.yaml"]
 
 
 def test_restore_fills_what_is_missing_and_overwrites_nothing(tmp_path):
@@ -89,5 +116,27 @@ def test_a_kept_grid_reads_like_the_original_and_a_restored_one_reruns_nothing(t
     messages = []
     run_grid(tmp_path / "grid.yaml", fresh, echo=messages.append)
     assert "2 already done" in messages[0]
+
+
+def test_an_unfinished_run_kept_and_restored_resumes_from_its_checkpoint(tmp_path):
+    (tmp_path / "grid.yaml").write_text(GRID)
+    out = tmp_path / "runs" / "bench"
+    run_grid(tmp_path / "grid.yaml", out, echo=lambda *_: None)
+    run = next((out / "runs").iterdir())
+    (run / "summary.json").unlink()  # as if stopped after its last checkpoint
+    history = (run / "metrics.jsonl").read_text()  # with each epoch's measured seconds
+    dest = tmp_path / "benchmarks" / "bench"
+    keep_results(out, dest)
+    assert (dest / "runs" / run.name / "checkpoints" / "last.pt").is_file()
+    kept_predictions = (dest / "runs").glob("*/predictions.npz")
+    assert [p.parent.name for p in kept_predictions] == [run.name]  # the finished run's stay
+    fresh = tmp_path / "fresh" / "bench"
+    restore_results(dest, fresh)
+    messages = []
+    run_grid(tmp_path / "grid.yaml", fresh, echo=messages.append)
+    assert "1 already done" in messages[0]
+    # resumed, not trained again: the history (timings included) is the checkpoint's
+    assert (fresh / "runs" / run.name / "metrics.jsonl").read_text() == history
+    assert (fresh / "runs" / run.name / "summary.json").is_file()
     lines = [json.loads(x) for x in (fresh / "results.jsonl").read_text().splitlines()]
     assert sorted(r["noise_kind"] for r in lines) == ["pair", "symmetric"]

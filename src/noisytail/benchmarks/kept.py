@@ -2,18 +2,24 @@
 with it.
 
 A budget grid runs for hours into ``runs/`` (ignored by git), and a machine that is not handed on
-to the next session loses the folder. `keep_results` copies the light files of a bench folder
-(every run's ``summary.json``, ``config.yaml`` and ``metrics.jsonl``, the grid's
-``results.jsonl`` and ``cell.json``, the tables) into a tracked folder, ``benchmarks/<name>/``,
-and, of the weights, only the pre-trained encoders (``backbone.pt``) up to `MAX_WEIGHT_BYTES`,
-which the ssl grid's fine-tuning starts from. Checkpoints, predictions and corruption files stay
-behind.
+to the next session loses the folder. `keep_results` copies into a tracked folder,
+``benchmarks/<name>/``:
 
-The kept folder is itself a bench folder for the readers: ``scripts/plot_budget.py
-benchmarks/bench-budget-ssl --kind mttv`` plots from it. `restore_results` copies it back into
-an empty or partly run ``runs/`` folder, never over a file there, and the grid's rerun then
-skips every run whose ``summary.json`` (or ``bench_row.json``) came back, and starts the others
-again from the beginning (their checkpoints were not kept).
+- of a finished run (a folder with ``config.yaml`` and ``summary.json``), the light files:
+  ``summary.json``, ``config.yaml``, ``metrics.jsonl`` and the like (`KEPT_SUFFIXES`), and of
+  the weights only the ssl grid's pre-trained encoders (``backbone.pt``, up to
+  `MAX_WEIGHT_BYTES`), which its fine-tuning starts from; checkpoints, predictions and
+  corruption files stay behind;
+- an unfinished run (``config.yaml``, no ``summary.json``) whole, checkpoints and saved
+  corruption included, up to `MAX_RUN_BYTES`, so that it resumes where it stopped;
+- the grid's own files (``results.jsonl``, ``cell.json``, tables).
+
+Rerun as the grid goes on, it brings the kept folder up to date: a run that has finished since
+loses its kept checkpoints. The kept folder is itself a bench folder for the readers:
+``scripts/plot_budget.py benchmarks/bench-budget-ssl --kind mttv`` plots from it.
+`restore_results` copies it back into an empty or partly run ``runs/`` folder, never over a file
+there; the grid's rerun then skips every run whose ``summary.json`` (or ``bench_row.json``) came
+back and resumes the unfinished ones from their checkpoints.
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ KEPT_SUFFIXES = (".json", ".jsonl", ".yaml", ".md", ".csv")
 KEPT_WEIGHTS = ("backbone.pt",)
 #: Weights larger than this stay behind (a width-64 small CNN's encoder is about 1.2 MB).
 MAX_WEIGHT_BYTES = 4 * 2**20
+#: An unfinished run larger than this is not kept (a width-16 small CNN's run: about 0.6 MB).
+MAX_RUN_BYTES = 16 * 2**20
+RUN_MARKER, DONE_MARKER = "config.yaml", "summary.json"
 
 
 def is_kept(path: Path) -> bool:
@@ -38,31 +47,58 @@ def is_kept(path: Path) -> bool:
     return path.name in KEPT_WEIGHTS and path.stat().st_size <= MAX_WEIGHT_BYTES
 
 
+def _unfinished_runs(src: Path) -> list[Path]:
+    """The run folders under ``src`` without a summary yet, of at most `MAX_RUN_BYTES`."""
+    runs = [p.parent for p in src.rglob(RUN_MARKER) if not (p.parent / DONE_MARKER).exists()]
+    return [
+        run
+        for run in runs
+        if sum(f.stat().st_size for f in run.rglob("*") if f.is_file()) <= MAX_RUN_BYTES
+    ]
+
+
 def kept_files(src: str | Path) -> list[Path]:
-    """The kept files under ``src``, relative to it, sorted. Files in a ``checkpoints`` folder
-    (a run's training state) are never kept."""
+    """The kept files under ``src``, relative to it, sorted: every file of an unfinished run,
+    and elsewhere the result files (`is_kept`) outside ``checkpoints`` folders."""
     src = Path(src)
     if not src.is_dir():
         raise FileNotFoundError(f"{src} is not a folder: run the benchmark first.")
-    return sorted(
-        p.relative_to(src)
-        for p in src.rglob("*")
-        if p.is_file() and "checkpoints" not in p.relative_to(src).parts and is_kept(p)
-    )
+    unfinished = _unfinished_runs(src)
+    kept = []
+    for p in src.rglob("*"):
+        if not p.is_file():
+            continue
+        rel = p.relative_to(src)
+        whole_run = any(run in p.parents for run in unfinished)
+        if whole_run or ("checkpoints" not in rel.parts and is_kept(p)):
+            kept.append(rel)
+    return sorted(kept)
 
 
 def keep_results(src: str | Path, dest: str | Path) -> list[Path]:
-    """Copy the kept files of bench folder ``src`` into ``dest`` (same relative paths); a file
-    already there with the same bytes is left alone. Returns the paths copied, relative."""
+    """Bring ``dest`` up to date with the kept files of bench folder ``src`` (same relative
+    paths): copy each one that is new or changed, and remove from ``dest`` each file that
+    ``src`` still has but no longer keeps (the checkpoints of a run finished since). A file that
+    ``src`` lacks is left alone. Returns the paths copied, relative."""
     src, dest = Path(src), Path(dest)
+    wanted = kept_files(src)
     copied = []
-    for rel in kept_files(src):
+    for rel in wanted:
         target = dest / rel
         if target.is_file() and filecmp.cmp(src / rel, target, shallow=False):
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src / rel, target)
         copied.append(rel)
+    keep = set(wanted)
+    for old in [p for p in dest.rglob("*") if p.is_file()]:
+        rel = old.relative_to(dest)
+        if rel not in keep and (src / rel).exists():
+            old.unlink()
+            for folder in old.parents:  # the folders it leaves empty, up to dest
+                if folder == dest or any(folder.iterdir()):
+                    break
+                folder.rmdir()
     return copied
 
 
