@@ -85,6 +85,21 @@ def test_results_and_small_encoders_are_kept_checkpoints_and_data_are_not(tmp_pa
     assert (dest / "results.md").is_file()
 
 
+def test_a_kept_finished_run_is_not_replaced_by_a_rerun_in_progress(tmp_path):
+    kept_dir = _folder(
+        tmp_path / "kept",
+        {"r/config.yaml": b"a: 1\n", "r/summary.json": b"{}", "r/metrics.jsonl": b"all\n"},
+    )
+    # a fresh machine ran the grid again without restoring: run r is part-way
+    src = _folder(
+        tmp_path / "src",
+        {"r/config.yaml": b"a: 1\n", "r/metrics.jsonl": b"part\n", "r/checkpoints/last.pt": b"x"},
+    )
+    assert keep_results(src, kept_dir) == []
+    assert (kept_dir / "r/metrics.jsonl").read_bytes() == b"all\n"
+    assert not (kept_dir / "r/checkpoints").exists()
+
+
 def test_an_unfinished_run_over_the_cap_is_not_kept(tmp_path, monkeypatch):
     monkeypatch.setattr(kept, "MAX_RUN_BYTES", 100)
     src = _folder(tmp_path, {"r/config.yaml": b"a: 1\n", "r/checkpoints/last.pt": b"x" * 100})

@@ -79,9 +79,17 @@ def keep_results(src: str | Path, dest: str | Path) -> list[Path]:
     """Bring ``dest`` up to date with the kept files of bench folder ``src`` (same relative
     paths): copy each one that is new or changed, and remove from ``dest`` each file that
     ``src`` still has but no longer keeps (the checkpoints of a run finished since). A file that
-    ``src`` lacks is left alone. Returns the paths copied, relative."""
+    ``src`` lacks is left alone, and so is a run that ``dest`` holds finished and ``src``
+    unfinished. Returns the paths copied, relative."""
     src, dest = Path(src), Path(dest)
-    wanted = kept_files(src)
+    # a run kept finished and running again here (a grid restarted without a restore) keeps
+    # its finished copy: its partial files would not match the kept summary
+    rerun = [
+        run.relative_to(src)
+        for run in _unfinished_runs(src)
+        if (dest / run.relative_to(src) / DONE_MARKER).is_file()
+    ]
+    wanted = [rel for rel in kept_files(src) if not any(run in rel.parents for run in rerun)]
     copied = []
     for rel in wanted:
         target = dest / rel
@@ -93,7 +101,7 @@ def keep_results(src: str | Path, dest: str | Path) -> list[Path]:
     keep = set(wanted)
     for old in [p for p in dest.rglob("*") if p.is_file()]:
         rel = old.relative_to(dest)
-        if rel not in keep and (src / rel).exists():
+        if rel not in keep and (src / rel).exists() and not any(r in rel.parents for r in rerun):
             old.unlink()
             for folder in old.parents:  # the folders it leaves empty, up to dest
                 if folder == dest or any(folder.iterdir()):
