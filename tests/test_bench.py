@@ -181,6 +181,39 @@ def test_run_made_before_a_new_setting_existed_is_still_found(tmp_path):
     assert plan(load_grid(grid), tmp_path / "out")[0].out.name.endswith("-0123456789") is False
 
 
+def test_a_default_changed_in_the_code_is_another_run(tmp_path, monkeypatch):
+    """A run's folder follows the defaults its config leaves to the code (a method's default
+    route): a run made under other code defaults, as its saved config records them, is not found
+    again; a run from before that record existed still is, when its config matches."""
+    import yaml
+
+    from noisytail import bench as bench_mod
+    from noisytail.build import code_defaults
+    from noisytail.config import load_config
+
+    path = tmp_path / "grid.yaml"
+    path.write_text(
+        "set: [data.name=digits, model.options.width=8, train.epochs=1, method.name=l2b,"
+        " meta.per_class=5]\nseeds: [0]\njobs: 1\ngrid:\n  noise: [{kind: symmetric, rate: 0.2}]\n"
+    )
+    out = tmp_path / "out"
+    [run] = plan(load_grid(path), out)
+    run_grid(path, out, echo=lambda *_: None)
+    saved = yaml.safe_load((run.out / "config.yaml").read_text())
+    now = code_defaults(load_config(None, run.overrides))
+    assert saved["_provenance"]["code_defaults"] == now
+    assert now["method"]["lookahead"] == "head"  # l2b's default route, left to the code
+    assert plan(load_grid(path), out)[0].out == run.out
+
+    changed = {**now, "method": {**now["method"], "lookahead": "all"}}
+    monkeypatch.setattr(bench_mod, "code_defaults", lambda cfg: changed)
+    [after] = plan(load_grid(path), out)
+    assert after.out != run.out and after.out.parent == run.out.parent  # not the stale run
+    del saved["_provenance"]["code_defaults"]  # a run made before the record: found again
+    (run.out / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert plan(load_grid(path), out)[0].out == run.out
+
+
 def test_run_reference_hash_follows_the_referenced_run(tmp_path):
     path = tmp_path / "grid.yaml"
     text = (

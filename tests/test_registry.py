@@ -76,3 +76,24 @@ def test_a_refused_argument_value_is_a_registry_error_and_a_value_error():
     with pytest.raises(ValueError, match="mode must be"):
         reg.build("picky", {"mode": "c"})
     assert reg.build("picky", {"mode": "b"}) == "b"
+
+
+def test_signature_defaults_are_the_plain_defaults_a_config_leaves_unset():
+    from noisytail.registry import signature_defaults
+
+    def f(a, b=1, *, c=(0.5, "x"), d=None, e=print, g=[1, (2, 3)]):  # noqa: B006
+        return a
+
+    assert signature_defaults(f, {"b": 3}) == {"c": [0.5, "x"], "d": None, "g": [1, [2, 3]]}
+
+
+def test_code_defaults_name_the_method_model_and_loss_defaults_left_to_the_code():
+    from noisytail.build import code_defaults
+    from noisytail.config import load_config
+
+    got = code_defaults(load_config(None, ["method.name=erm", "method.loss=gce"]))
+    assert got["loss"]["q"] == 0.7 and "loss" not in got["method"]
+    assert got["model"]["width"] == 32
+    got = code_defaults(load_config(None, ["method.name=l2b", "method.lookahead=all"]))
+    assert "lookahead" not in got["method"] and got["method"]["meta_every"] == 1
+    assert "loss" not in got

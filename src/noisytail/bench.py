@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_text
+from .build import code_defaults
 from .config import (
     ConfigError,
     load_config,
@@ -182,8 +183,10 @@ def plan(grid: Grid, out: Path) -> list[PlannedRun]:
 
 def config_digest(cfg: Any) -> str:
     """A short hash of a resolved `Config`, without its execution-only settings
-    (`noisytail.config.EXECUTION_ONLY`)."""
+    (`noisytail.config.EXECUTION_ONLY`), and of the defaults it leaves to the code
+    (`noisytail.build.code_defaults`)."""
     values = without_execution_settings(to_dict(cfg))
+    values["_code_defaults"] = code_defaults(cfg)
     text = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
@@ -191,7 +194,8 @@ def config_digest(cfg: Any) -> str:
 def _hashed(stem: Path, cfg: Any) -> Path:
     """``<stem>-<digest>``; or an existing sibling ``<stem>-*`` whose saved config is this one
     but for options added to the toolkit since and left unset (`_same_run_config`), so a new
-    optional setting does not make a rerun redo a whole grid."""
+    optional setting does not make a rerun redo a whole grid; a sibling that ran with other
+    code defaults (its saved ``_provenance.code_defaults``) is not this run."""
     exact = stem.with_name(f"{stem.name}-{config_digest(cfg)}")
     if exact.exists() or not stem.parent.is_dir():
         return exact
@@ -204,8 +208,11 @@ def _hashed(stem: Path, cfg: Any) -> Path:
         if defaults is None:
             method = [f"method.name={json.dumps(values['method']['name'])}"]
             defaults = _hashable(to_dict(load_config(None, method)))
-        old = _hashable(read_yaml_file(saved, "a run's config"))
-        if _same_run_config(old, values, defaults):
+        saved_values = read_yaml_file(saved, "a run's config")
+        ran_with = (saved_values.get("_provenance") or {}).get("code_defaults")
+        if ran_with is not None and ran_with != code_defaults(cfg):
+            continue  # a code default it took has changed since (a run before the record: kept)
+        if _same_run_config(_hashable(saved_values), values, defaults):
             return sibling
     return exact
 

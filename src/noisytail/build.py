@@ -32,6 +32,25 @@ def build_model(cfg: Config, bundle: DatasetBundle) -> torch.nn.Module:
     return model
 
 
+def code_defaults(cfg: Config) -> dict[str, dict[str, Any]]:
+    """The constructor defaults ``cfg`` leaves to the code (`signature_defaults`): of the
+    method, the model and, for a method whose ``loss`` is a registered name, the loss. Saved in
+    a run's ``config.yaml`` (``_provenance.code_defaults``) and part of a bench run's hash, so a
+    default changed in the code is a new run, not a stale one found again."""
+    from . import losses as _losses  # noqa: F401  (registration)
+    from .registry import LOSSES, METHODS, signature_defaults
+
+    method = METHODS.get(cfg.method.name)
+    out = {
+        "method": signature_defaults(method, cfg.method.args),
+        "model": signature_defaults(MODELS.get(cfg.model.name), cfg.model.options),
+    }
+    loss = cfg.method.args.get("loss", out["method"].get("loss"))
+    if isinstance(loss, str) and loss in LOSSES:
+        out["loss"] = signature_defaults(LOSSES.get(loss), {})
+    return out
+
+
 def load_init(model: torch.nn.Module, path: str) -> None:
     """Start from a checkpoint or encoder file; a head of another shape is left fresh."""
     p, state = read_init_weights(path)

@@ -125,6 +125,33 @@ def keyword_parameters(target: Callable[..., Any]) -> dict[str, inspect.Paramete
     }
 
 
+def _plain(value: Any) -> Any:
+    """``value`` as YAML/JSON data (tuples as lists), or `_NOT_PLAIN` if it is not data."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        items = [_plain(v) for v in value]
+        return _NOT_PLAIN if any(v is _NOT_PLAIN for v in items) else items
+    return _NOT_PLAIN
+
+
+_NOT_PLAIN = object()
+
+
+def signature_defaults(target: Callable[..., Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """The default of each keyword parameter of ``target`` that ``given`` leaves unset, where it
+    is plain data (None, numbers, strings, lists of them): what a run takes from the code rather
+    than from its config, and so what a change of the code's defaults changes."""
+    out = {}
+    for name, p in keyword_parameters(target).items():
+        if name in given or p.default is p.empty:
+            continue
+        value = _plain(p.default)
+        if value is not _NOT_PLAIN:
+            out[name] = value
+    return dict(sorted(out.items()))
+
+
 def check_kwargs(
     target: Callable[..., Any],
     args: Mapping[str, Any],

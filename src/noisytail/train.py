@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .build import build_model, predict_probs
+from .build import build_model, code_defaults, predict_probs
 from .config import Config, ConfigError, validate
 from .data.fingerprint import check_data
 from .data.loader import CyclingLoader, PoolData, TrainLoader
@@ -438,7 +438,8 @@ def fit(
     else:
         run = Run(cfg, out, rt, prepared)
         if rt.is_main:
-            start_run_folder(out, cfg, prepared, provenance())
+            record = {**provenance(), "code_defaults": code_defaults(cfg)}
+            start_run_folder(out, cfg, prepared, record)
     run.train_epochs(
         stop_after_epochs, epoch_writer(run, progress) if rt.is_main else None, progress=progress
     )
