@@ -5,10 +5,11 @@ Usage:
     python scripts/keep_results.py runs/bench-budget-ssl --to DEST
     python scripts/keep_results.py --restore benchmarks/bench-budget-ssl runs/bench-budget-ssl
 
-Keeping copies the light files (results, summaries, configs, per-epoch metrics, tables and the
-ssl grid's encoders) and leaves checkpoints behind; restoring copies them back without
-overwriting anything, so that a rerun of the grid skips the runs that finished. What is kept:
-`noisytail.benchmarks.kept`. Commit the kept folder as the runs finish.
+Keeping copies the light files of finished runs (results, summaries, configs, per-epoch metrics,
+tables and the ssl grid's encoders, no checkpoints) and each unfinished run whole; restoring
+copies them back without overwriting anything, so that a rerun of the grid skips the runs that
+finished and resumes the others. What is kept: `noisytail.benchmarks.kept`. Commit the kept
+folder as the runs finish.
 """
 
 from __future__ import annotations

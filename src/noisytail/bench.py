@@ -200,7 +200,7 @@ def _hashed(stem: Path, cfg: Any) -> Path:
     if exact.exists() or not stem.parent.is_dir():
         return exact
     values = _hashable(to_dict(cfg))
-    defaults = None
+    defaults, now = None, code_defaults(cfg)
     for sibling in sorted(stem.parent.glob(f"{glob.escape(stem.name)}-*")):
         saved = sibling / "config.yaml"
         if sibling.name.count("-") != stem.name.count("-") + 1 or not saved.is_file():
@@ -210,7 +210,7 @@ def _hashed(stem: Path, cfg: Any) -> Path:
             defaults = _hashable(to_dict(load_config(None, method)))
         saved_values = read_yaml_file(saved, "a run's config")
         ran_with = (saved_values.get("_provenance") or {}).get("code_defaults")
-        if ran_with is not None and ran_with != code_defaults(cfg):
+        if ran_with is not None and ran_with != now:
             continue  # a code default it took has changed since (a run before the record: kept)
         if _same_run_config(_hashable(saved_values), values, defaults):
             return sibling

@@ -9,12 +9,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import losses as _losses  # noqa: F401  (registration)
 from . import models as _models  # noqa: F401  (registration)
 from .config import Config, ConfigError
 from .data.loader import PoolData
 from .data.types import DatasetBundle
 from .methods import Method
-from .registry import MODELS
+from .registry import LOSSES, METHODS, MODELS, signature_defaults
 from .runfolder import read_init_weights
 
 
@@ -37,9 +38,6 @@ def code_defaults(cfg: Config) -> dict[str, dict[str, Any]]:
     method, the model and, for a method whose ``loss`` is a registered name, the loss. Saved in
     a run's ``config.yaml`` (``_provenance.code_defaults``) and part of a bench run's hash, so a
     default changed in the code is a new run, not a stale one found again."""
-    from . import losses as _losses  # noqa: F401  (registration)
-    from .registry import LOSSES, METHODS, signature_defaults
-
     method = METHODS.get(cfg.method.name)
     out = {
         "method": signature_defaults(method, cfg.method.args),

@@ -63,7 +63,11 @@ def kept_files(src: str | Path) -> list[Path]:
     src = Path(src)
     if not src.is_dir():
         raise FileNotFoundError(f"{src} is not a folder: run the benchmark first.")
-    unfinished = _unfinished_runs(src)
+    return _kept_files(src, _unfinished_runs(src))
+
+
+def _kept_files(src: Path, unfinished: list[Path]) -> list[Path]:
+    """`kept_files`, given ``src``'s unfinished runs."""
     kept = []
     for p in src.rglob("*"):
         if not p.is_file():
@@ -82,14 +86,21 @@ def keep_results(src: str | Path, dest: str | Path) -> list[Path]:
     ``src`` lacks is left alone, and so is a run that ``dest`` holds finished and ``src``
     unfinished. Returns the paths copied, relative."""
     src, dest = Path(src), Path(dest)
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src} is not a folder: run the benchmark first.")
+    unfinished = _unfinished_runs(src)
     # a run kept finished and running again here (a grid restarted without a restore) keeps
     # its finished copy: its partial files would not match the kept summary
     rerun = [
         run.relative_to(src)
-        for run in _unfinished_runs(src)
+        for run in unfinished
         if (dest / run.relative_to(src) / DONE_MARKER).is_file()
     ]
-    wanted = [rel for rel in kept_files(src) if not any(run in rel.parents for run in rerun)]
+
+    def in_rerun(rel: Path) -> bool:
+        return any(run in rel.parents for run in rerun)
+
+    wanted = [rel for rel in _kept_files(src, unfinished) if not in_rerun(rel)]
     copied = []
     for rel in wanted:
         target = dest / rel
@@ -101,7 +112,7 @@ def keep_results(src: str | Path, dest: str | Path) -> list[Path]:
     keep = set(wanted)
     for old in [p for p in dest.rglob("*") if p.is_file()]:
         rel = old.relative_to(dest)
-        if rel not in keep and (src / rel).exists() and not any(r in rel.parents for r in rerun):
+        if rel not in keep and (src / rel).exists() and not in_rerun(rel):
             old.unlink()
             for folder in old.parents:  # the folders it leaves empty, up to dest
                 if folder == dest or any(folder.iterdir()):
