@@ -86,3 +86,29 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_else_restarts(tmp_path):
     assert clear_unfinished(without) is False and not without.exists()  # redone from scratch
     assert clear_unfinished(done) is False and done.exists()  # finished: left alone
     assert clear_unfinished(tmp_path / "never") is False
+
+
+def test_the_pool_starts_the_most_work_left_first_and_returns_rows_in_call_order(tmp_path):
+    from noisytail.runfolder import METRICS_FILE
+
+    args = SslOptions(out=str(tmp_path), pretrain_epochs=150, jobs=1)
+    half = bench.pretrain_dir(args, "simclr", 1)  # resumed at epoch 75 of 150
+    half.mkdir(parents=True)
+    (half / METRICS_FILE).write_text("".join(f'{{"epoch": {e}}}\n' for e in range(1, 76)))
+    probed = bench.pretrain_dir(args, "mttv", 1)
+    probed.mkdir(parents=True)
+    (probed / "bench_row.json").write_text("{}")
+    calls = [(args, m, s) for s in (0, 1) for m in ("simclr", "mttv")]
+    work = [bench.pretrain_work(*c) for c in calls]
+    assert work == [150.0, 150 * 1.3, 75.0, 0.0]  # SimCLR epochs left, MTTV's cost 1.3 each
+    assert bench.longest_first(work) == [1, 0, 2, 3]
+    assert bench.longest_first([2.0, 5.0, 2.0]) == [1, 0, 2]  # ties keep the call order
+    started = []
+
+    def run(a, method, seed):
+        started.append((method, seed))
+        return {"method": method, "seed": seed}
+
+    rows = bench._map(args, run, calls, work)
+    assert started == [("mttv", 0), ("simclr", 0), ("simclr", 1), ("mttv", 1)]
+    assert [(r["method"], r["seed"]) for r in rows] == [(c[1], c[2]) for c in calls]
