@@ -97,7 +97,7 @@ def test_the_pool_starts_the_most_work_left_first_and_returns_rows_in_call_order
     (half / METRICS_FILE).write_text("".join(f'{{"epoch": {e}}}\n' for e in range(1, 76)))
     probed = bench.pretrain_dir(args, "mttv", 1)
     probed.mkdir(parents=True)
-    (probed / "bench_row.json").write_text("{}")
+    (probed / bench.ROW_FILE).write_text("{}")
     calls = [(args, m, s) for s in (0, 1) for m in ("simclr", "mttv")]
     work = [bench.pretrain_work(*c) for c in calls]
     assert work == [150.0, 150 * 1.3, 75.0, 0.0]  # SimCLR epochs left, MTTV's cost 1.3 each

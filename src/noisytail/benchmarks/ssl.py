@@ -144,6 +144,9 @@ def probe_encoder(args: SslOptions, run: Run, seed: int) -> dict[str, Any]:
     }
 
 
+ROW_FILE = "bench_row.json"  # a finished, probed pre-training run's row
+
+
 def pretrain_dir(args: SslOptions, method: str, seed: int) -> Path:
     return Path(args.out) / "pretrain" / f"{method}-seed{seed}"
 
@@ -157,7 +160,7 @@ def pretrain_work(args: SslOptions, method: str, seed: int) -> float:
     """Work left in one pre-training run, in SimCLR epochs: the epochs not yet in its
     ``metrics.jsonl`` (none once probed) times `_EPOCH_COST`. Orders the pool only."""
     out = pretrain_dir(args, method, seed)
-    if (out / "bench_row.json").exists():
+    if (out / ROW_FILE).exists():
         return 0.0
     done = len(read_metrics(out / METRICS_FILE)) if (out / METRICS_FILE).is_file() else 0
     return max(0, pretrain_epochs(args, method) - done) * _EPOCH_COST.get(method, 1.0)
@@ -166,7 +169,7 @@ def pretrain_work(args: SslOptions, method: str, seed: int) -> float:
 def pretrain_one(args: SslOptions, method: str, seed: int) -> dict[str, Any]:
     """Pre-train (or reuse) one encoder, save its backbone, probe it; returns the row."""
     out = pretrain_dir(args, method, seed)
-    row_path = out / "bench_row.json"
+    row_path = out / ROW_FILE
     if row_path.exists():
         return json.loads(row_path.read_text())
     set_threads(args)
