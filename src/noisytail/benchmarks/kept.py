@@ -48,7 +48,10 @@ def is_kept(path: Path) -> bool:
 
 
 def _unfinished_runs(src: Path) -> list[Path]:
-    """The run folders under ``src`` without a summary yet, of at most `MAX_RUN_BYTES`."""
+    """The run folders under ``src`` without a summary yet, of at most `MAX_RUN_BYTES`; a
+    ``src`` that is not a folder is a `FileNotFoundError` that says to run the benchmark."""
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src} is not a folder: run the benchmark first.")
     runs = [p.parent for p in src.rglob(RUN_MARKER) if not (p.parent / DONE_MARKER).exists()]
     return [
         run
@@ -61,8 +64,6 @@ def kept_files(src: str | Path) -> list[Path]:
     """The kept files under ``src``, relative to it, sorted: every file of an unfinished run,
     and elsewhere the result files (`is_kept`) outside ``checkpoints`` folders."""
     src = Path(src)
-    if not src.is_dir():
-        raise FileNotFoundError(f"{src} is not a folder: run the benchmark first.")
     return _kept_files(src, _unfinished_runs(src))
 
 
@@ -86,8 +87,6 @@ def keep_results(src: str | Path, dest: str | Path) -> list[Path]:
     ``src`` lacks is left alone, and so is a run that ``dest`` holds finished and ``src``
     unfinished. Returns the paths copied, relative."""
     src, dest = Path(src), Path(dest)
-    if not src.is_dir():
-        raise FileNotFoundError(f"{src} is not a folder: run the benchmark first.")
     unfinished = _unfinished_runs(src)
     # a run kept finished and running again here (a grid restarted without a restore) keeps
     # its finished copy: its partial files would not match the kept summary
