@@ -3,7 +3,7 @@ batch, one process): small_cnn on Fashion-MNIST, on the CPU and on a GPU when on
 
 Usage: python scripts/bench_meta_cost.py [--steps 30] [--warmup 5] [--width 32] [--batch-size 128]
        [--no-variants] [--devices cpu,cuda] [--model mlp] [--precision fp32|bf16|auto]
-       [--suite meta|routes|defaults|every|dividemix|gdw_between]
+       [--suite meta|routes|defaults|every|dividemix|gdw_between|first_order]
 
 Each method is stepped exactly as the training loop steps it, round-robin with the others; the
 median and the mean step time are printed as one Markdown table per device. What is measured and
@@ -21,6 +21,7 @@ from noisytail.benchmarks.meta_cost import (
     DEFAULTS,
     DIVIDEMIX,
     EVERY,
+    FIRST_ORDER,
     GDW_BETWEEN,
     METHODS,
     ROUTES,
@@ -41,7 +42,7 @@ def main() -> None:
     parser.add_argument("--devices", default=None, help="comma-separated; default cpu (+cuda)")
     parser.add_argument(
         "--suite",
-        choices=["meta", "routes", "defaults", "every", "dividemix", "gdw_between"],
+        choices=["meta", "routes", "defaults", "every", "dividemix", "gdw_between", "first_order"],
         default="meta",
     )
     parser.add_argument("--model", choices=["small_cnn", "mlp"], default="small_cnn",
@@ -65,6 +66,7 @@ def main() -> None:
         "every": EVERY,
         "dividemix": DIVIDEMIX,
         "gdw_between": GDW_BETWEEN,
+        "first_order": FIRST_ORDER,
     }
     todo = suites.get(args.suite, METHODS + ([] if args.no_variants else VARIANTS))
     for device in devices:

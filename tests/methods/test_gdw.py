@@ -183,10 +183,13 @@ def _mlp_logits(theta, x):
     return h @ theta["head.weight"].T + theta["head.bias"]
 
 
-def reference_step(theta, lrs, vnet, x, y, mx, my, mode, eta=100.0, clip=0.2, p_max=0.999):
+def reference_step(
+    theta, lrs, vnet, x, y, mx, my, mode, eta=100.0, clip=0.2, p_max=0.999, first_order=False
+):
     """One official iteration (Shu et al. Alg. 1; Chen et al. Alg. 1). ``lrs``: each parameter's
-    virtual-step rate (0 = not moved). Returns the VNet after its Adam step and the real step's
-    gradient ``{name: grad}``."""
+    virtual-step rate (0 = not moved). ``first_order``: the meta loss linearised at θ,
+    ``L_meta(θ) + ∇L_meta(θ)·(θ' − θ)``, whose gradients are the meta-gradient at θ. Returns the
+    VNet after its Adam step and the real step's gradient ``{name: grad}``."""
     theta = {n: t.detach().clone().requires_grad_() for n, t in theta.items()}
     names = list(theta)
     vnet = copy.deepcopy(vnet)
@@ -212,7 +215,14 @@ def reference_step(theta, lrs, vnet, x, y, mx, my, mode, eta=100.0, clip=0.2, p_
     else:
         g = torch.autograd.grad((w * ce).mean(), [theta[n] for n in names], create_graph=True)
     fast = {n: theta[n] - lrs[n] * gi for n, gi in zip(names, g)}
-    meta = nn.functional.cross_entropy(_mlp_logits(fast, mx), my)
+    if first_order:
+        at = {n: t.detach().clone().requires_grad_() for n, t in theta.items()}
+        v = torch.autograd.grad(
+            nn.functional.cross_entropy(_mlp_logits(at, mx), my), [at[n] for n in names]
+        )
+        meta = sum((vi * (fast[n] - theta[n])).sum() for n, vi in zip(names, v))
+    else:
+        meta = nn.functional.cross_entropy(_mlp_logits(fast, mx), my)
     vparams = list(vnet.parameters())
     wrt = vparams + ([omega] if mode == "gdw" else [])
     grads = torch.autograd.grad(meta, wrt)
@@ -269,7 +279,7 @@ def _vnet_method(name, scale=1.0, frozen=False, **kw):
     "name,kw,mode",
     [("mwnet", {}, "mwnet"), ("gdw", {"mode": "mwnet"}, "mwnet"), ("gdw", {}, "gdw")],
 )
-@pytest.mark.parametrize("meta_grad", ["forward", "double_backward"])
+@pytest.mark.parametrize("meta_grad", ["forward", "double_backward", "first_order"])
 @pytest.mark.parametrize("groups", ["one_lr", "backbone_lr_0.1", "frozen_backbone"])
 @pytest.mark.parametrize("lookahead", ["all", "head"])
 def test_step_matches_a_hand_written_reference(name, kw, mode, meta_grad, groups, lookahead):
@@ -277,7 +287,8 @@ def test_step_matches_a_hand_written_reference(name, kw, mode, meta_grad, groups
     Adam step and the real step's gradient. With backbone_lr_scale 0.1 the backbone's virtual
     step is at a tenth of the head's rate; with a frozen backbone the virtual step leaves it.
     ``lookahead="head"`` (the default route) is the reference with the backbone's virtual rate
-    at 0: only the head moves in the look-ahead."""
+    at 0: only the head moves in the look-ahead. ``meta_grad="first_order"`` is the reference
+    with its meta loss linearised at θ."""
     scale = 0.1 if groups == "backbone_lr_0.1" else 1.0
     m, ctx, x, y, mx, my, lrs = _vnet_method(
         name,
@@ -291,7 +302,8 @@ def test_step_matches_a_hand_written_reference(name, kw, mode, meta_grad, groups
         lrs = {n: (0.0 if n.startswith("body.") else r) for n, r in lrs.items()}
     theta = dict(m.model.named_parameters())
     vnet0 = copy.deepcopy(m.vnet)
-    vnet, want = reference_step(theta, lrs, vnet0, x, y, mx, my, mode)
+    first_order = meta_grad == "first_order"
+    vnet, want = reference_step(theta, lrs, vnet0, x, y, mx, my, mode, first_order=first_order)
     m(Batch(x, y, torch.arange(12)), ctx)["loss"].backward()
     for (n, q), r in zip(m.vnet.named_parameters(), vnet.parameters()):
         torch.testing.assert_close(q, r, rtol=1e-9, atol=1e-12, msg=n)
@@ -300,7 +312,7 @@ def test_step_matches_a_hand_written_reference(name, kw, mode, meta_grad, groups
     # the reference can tell the variants apart (the test would see a wrong rate or mode)
     other = dict(lrs, **{n: 0.3 for n in lrs if n.startswith("body.")})
     if other != lrs:
-        v2, _ = reference_step(theta, other, vnet0, x, y, mx, my, mode)
+        v2, _ = reference_step(theta, other, vnet0, x, y, mx, my, mode, first_order=first_order)
         assert any(
             not torch.allclose(a, b, rtol=1e-9, atol=1e-12)
             for a, b in zip(v2.parameters(), vnet.parameters())
@@ -373,3 +385,68 @@ def test_between_head_takes_a_head_meta_step_between_full_ones(step, route):
 def test_between_is_checked():
     with pytest.raises(ValueError, match="between"):
         _vnet_method("gdw", between="every")
+
+
+@pytest.mark.parametrize("mode", ["gdw", "mwnet"])
+def test_first_order_differs_from_the_full_meta_gradient(mode):
+    """The meta-gradient at θ is an approximation: the reference tells it from the one at θ'."""
+    m, ctx, x, y, mx, my, lrs = _vnet_method("gdw", mode=mode)
+    theta = dict(m.model.named_parameters())
+    exact, _ = reference_step(theta, lrs, m.vnet, x, y, mx, my, mode)
+    approx, _ = reference_step(theta, lrs, m.vnet, x, y, mx, my, mode, first_order=True)
+    assert any(
+        not torch.allclose(a, b, rtol=1e-6, atol=1e-9)
+        for a, b in zip(exact.parameters(), approx.parameters())
+    )
+
+
+@pytest.mark.parametrize("meta_grad", ["forward", "double_backward", "first_order"])
+def test_meta_batch_uses_the_first_rows_of_the_meta_batch(meta_grad):
+    """``meta_batch=5``: the reference on the meta batch's first 5 rows (of 9)."""
+    m, ctx, x, y, mx, my, lrs = _vnet_method("gdw", meta_grad=meta_grad, meta_batch=5)
+    theta = dict(m.model.named_parameters())
+    first_order = meta_grad == "first_order"
+    args = ("gdw",)
+    vnet, want = reference_step(
+        theta, lrs, m.vnet, x, y, mx[:5], my[:5], *args, first_order=first_order
+    )
+    whole, _ = reference_step(theta, lrs, m.vnet, x, y, mx, my, *args, first_order=first_order)
+    m(Batch(x, y, torch.arange(12)), ctx)["loss"].backward()
+    for q, r in zip(m.vnet.parameters(), vnet.parameters()):
+        torch.testing.assert_close(q, r, rtol=1e-9, atol=1e-12)
+    assert any(not torch.allclose(q, w) for q, w in zip(m.vnet.parameters(), whole.parameters()))
+    for n, q in m.model.named_parameters():
+        torch.testing.assert_close(q.grad, want[n], rtol=1e-9, atol=1e-12, msg=n)
+
+
+@pytest.mark.parametrize("meta_grad", ["forward", "first_order"])
+def test_finite_difference_tangent_is_close_to_forward_mode(meta_grad):
+    """``tangent="finite_difference"``: the class-level weights' gradient ``G`` of a float32 CNN
+    with BatchNorm within a few percent of the forward-mode one (it is a one-sided difference)."""
+    gs = []
+    for tangent in ("forward_mode", "finite_difference"):
+        torch.manual_seed(0)
+        model = MODELS.build("small_cnn", num_classes=4, input_shape=(1, 8, 8), width=4)
+        info = TaskInfo(4, np.array([10] * 4), 40, (5,), 2, 1)
+        args = {"meta_grad": meta_grad, "tangent": tangent}
+        m = METHODS.build("gdw", args=args, model=model, info=info)
+        torch.manual_seed(1)
+        x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 4, (16,))
+        mx, my = torch.randn(8, 1, 8, 8), torch.randint(0, 4, (8,))
+        logits = m.model(x)
+        probs = torch.softmax(logits.detach(), 1)
+        losses = nn.functional.cross_entropy(logits, y, reduction="none")
+        omega = zero_mean_constraint(m.vnet(losses.detach())[:, None].expand(16, 4), probs, y)
+        gs.append(m._meta_step(x, logits, y, probs, omega, Batch(mx, my, torch.arange(8)), 0.3)[1])
+    exact, approx = gs
+    assert float(exact.abs().max()) > 1e-6
+    assert float((approx - exact).norm() / exact.norm()) < 0.05
+
+
+def test_tangent_and_meta_batch_are_checked():
+    with pytest.raises(ValueError, match="tangent"):
+        _gdw(tangent="central")
+    with pytest.raises(ValueError, match="meta_batch"):
+        _gdw(meta_batch=-1)
+    with pytest.raises(ValueError, match="meta_grad"):
+        _gdw(meta_grad="second_order")

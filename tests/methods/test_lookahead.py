@@ -11,9 +11,11 @@ from torch import nn
 from noisytail.methods.base import Batch, Context, TaskInfo
 from noisytail.methods.l2b import l2b_losses, l2b_weights
 from noisytail.methods.lookahead import (
+    finite_difference_logits,
     functional_forward,
     head_parameters,
     lookahead_meta_loss,
+    tangent_logits,
     trainable_parameters,
     virtual_step,
 )
@@ -241,3 +243,25 @@ def test_forward_mode_meta_gradient_equals_double_backward(state):
         torch.testing.assert_close(a, b, msg=n)
     losses_fw.sum().backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_finite_difference_logits_is_close_to_the_forward_mode_tangent(autocast):
+    """One-sided difference in float32 against the exact forward-mode tangent (BatchNorm in train
+    mode), also when the training logits come from a bfloat16 autocast forward (θ's logits are
+    then recomputed in float32); the model's BatchNorm statistics are untouched."""
+    torch.manual_seed(0)
+    model = MODELS.build("small_cnn", num_classes=4, input_shape=(1, 8, 8), width=4).train()
+    x = torch.randn(32, 1, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        logits = model(x)
+    assert (logits.dtype == torch.bfloat16) == autocast
+    buffers = [b.clone() for b in model.buffers()]
+    t = {n: torch.randn_like(p) for n, p in trainable_parameters(model).items()}
+    exact = tangent_logits(model, x, t)
+    approx = finite_difference_logits(model, x, logits, t)
+    assert float((approx - exact).norm() / exact.norm()) < 0.02
+    for a, b in zip(model.buffers(), buffers):
+        torch.testing.assert_close(a, b)
+    zero = {n: torch.zeros_like(v) for n, v in t.items()}
+    assert float(finite_difference_logits(model, x, logits, zero).abs().max()) == 0.0

@@ -84,6 +84,20 @@ GDW_BETWEEN: list[tuple[str, dict[str, Any]]] = [
     ("gdw", {"lookahead": "all", "meta_every": 4, "between": "head"}),
     ("gdw", {"lookahead": "all", "meta_every": 8, "between": "head"}),
 ]
+#: GDW's full step at every iteration (the paper's) against its cheaper approximations, alone and
+#: combined: the meta-gradient at θ (``meta_grad="first_order"``), the finite-difference tangent
+#: (``tangent="finite_difference"``) and a smaller meta batch (``meta_batch``), ERM first.
+FIRST_ORDER: list[tuple[str, dict[str, Any]]] = [("erm", {})] + [
+    ("gdw", {"lookahead": "all", "meta_every": 1, **route})
+    for route in (
+        {},
+        {"meta_grad": "first_order"},
+        {"tangent": "finite_difference"},
+        {"meta_batch": 32},
+        {"meta_grad": "first_order", "tangent": "finite_difference", "meta_batch": 32},
+        {"meta_grad": "first_order", "tangent": "finite_difference", "meta_batch": 64},
+    )
+]
 #: DivideMix (its MixMatch phase from the first step) with and without the L2B plug-in.
 DIVIDEMIX: list[tuple[str, dict[str, Any]]] = [
     ("erm", {}),

@@ -47,6 +47,12 @@ run at every iteration and the full look-ahead every k-th. The weighting network
 defaults to the unscaled 1e-3 (it moves every iteration). Measured (BENCHMARKS.md, "GDW with a
 head-only meta step between full ones"): at k = 4, 2.5x ERM on small_cnn (the default 4.7x),
 within 0.5 points of the full step on balanced data and 1.2 below it on the long tail.
+
+``meta_grad="first_order"``, ``tangent="finite_difference"`` and ``meta_batch`` are cheaper
+approximations of the full step (`noisytail.methods.mwnet.VNetReweighting._meta_step`). Measured
+(BENCHMARKS.md, "A GDW step at most 2× ERM: three more approximations"): together 1.7-1.9× ERM on
+small_cnn but 2-16 points lost, mostly to the first-order meta-gradient; the finite-difference
+tangent alone is level (3.5× instead of 4.5× in fp32).
 """
 
 from __future__ import annotations
@@ -133,6 +139,8 @@ class GDW(VNetReweighting):
         meta_grad: str = "forward",
         meta_every: int = 1,
         between: str = "mwnet",
+        tangent: str = "forward_mode",
+        meta_batch: int = 0,
     ) -> None:
         if between not in ("mwnet", "head"):
             raise ValueError(f"between must be 'mwnet' or 'head', got {between!r}.")
@@ -147,6 +155,8 @@ class GDW(VNetReweighting):
             lookahead=lookahead,
             meta_grad=meta_grad,
             meta_every=meta_every,
+            tangent=tangent,
+            meta_batch=meta_batch,
         )
         if mode not in ("gdw", "mwnet"):
             raise ValueError(f"mode must be 'gdw' or 'mwnet', got {mode!r}.")

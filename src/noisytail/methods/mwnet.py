@@ -51,6 +51,7 @@ from ..registry import METHODS
 from .base import Batch, Context, Method, TaskInfo
 from .lookahead import (
     at_least_float32,
+    finite_difference_logits,
     group_lrs,
     head_parameters,
     lookahead_meta_loss,
@@ -85,6 +86,11 @@ class VNet(nn.Module):
         return torch.sigmoid(self.fc2(h)).reshape(-1)
 
 
+#: How the meta-gradient is computed (`VNetReweighting._meta_step`).
+META_GRADS = ("forward", "double_backward", "first_order")
+#: How the forward-mode part of ``meta_grad="forward"`` / ``"first_order"`` is computed.
+TANGENTS = ("forward_mode", "finite_difference")
+
 #: The weighting network's Adam learning rate with a meta step at every iteration (MW-Net's).
 VNET_LR = 1e-3
 
@@ -117,17 +123,25 @@ class VNetReweighting(Method):
         lookahead: str = "all",
         meta_grad: str = "forward",
         meta_every: int = 4,
+        tangent: str = "forward_mode",
+        meta_batch: int = 0,
     ) -> None:
         super().__init__(model, info)
+        if tangent not in TANGENTS:
+            raise ValueError(f"tangent must be one of {TANGENTS}, got {tangent!r}.")
+        if meta_batch < 0:
+            raise ValueError(
+                f"meta_batch must be >= 0 (0 = the whole meta batch), got {meta_batch}."
+            )
+        self.tangent = tangent
+        self.meta_batch = meta_batch
         if lookahead not in ("all", "head"):
             raise ValueError(f"lookahead must be 'all' or 'head', got {lookahead!r}.")
         if meta_every < 1:
             raise ValueError(f"meta_every must be >= 1, got {meta_every}.")
         self.meta_every = meta_every
-        if meta_grad not in ("forward", "double_backward"):
-            raise ValueError(
-                f"meta_grad must be 'forward' or 'double_backward', got {meta_grad!r}."
-            )
+        if meta_grad not in META_GRADS:
+            raise ValueError(f"meta_grad must be one of {META_GRADS}, got {meta_grad!r}.")
         self.meta_grad = meta_grad
         self.vnet = VNet(hidden)
         self.vnet_optimizer = torch.optim.Adam(
@@ -184,9 +198,25 @@ class VNetReweighting(Method):
         ``features`` (`split_forward`), that pass is the head's alone, on those features, and the
         meta forward runs the backbone without a graph (`noisytail.methods.lookahead`,
         `meta_forward`, `tangent_logits`): no second forward of the batch.
+
+        Approximations, cheaper (BENCHMARKS.md, "A GDW step at most 2× ERM: three more
+        approximations"):
+        ``meta_grad="first_order"`` takes ``v = ∇L_meta(θ)`` instead of ``∇L_meta(θ')``: the
+        gradient of the meta loss linearised at θ, ``L_meta(θ) + v·(θ'(ω) − θ)`` (DARTS'
+        first-order approximation, Liu et al., ICLR 2019, Sec. 2.3; for L2RW, whose virtual
+        weights start at 0, θ' = θ and nothing changes), so the virtual step's backward is not
+        needed. ``tangent="finite_difference"`` replaces the forward-mode pass with one float32
+        forward (`finite_difference_logits`). ``meta_batch=m`` evaluates the meta loss on the
+        first ``m`` rows of the meta batch (0: all).
         """
         if params is None:
             params = trainable_parameters(self.model)
+        if self.meta_batch:  # a smaller meta batch: its first rows (the loader shuffles)
+            meta = Batch(
+                meta.x[: self.meta_batch],
+                meta.labels[: self.meta_batch],
+                meta.idx[: self.meta_batch],
+            )
         if self.meta_grad == "double_backward":
             virtual = class_weighted_logit_loss(logits, weights, probs, labels)
             meta_loss = lookahead_meta_loss(
@@ -198,21 +228,27 @@ class VNetReweighting(Method):
             g_omega = grads[-1] if grads[-1] is not None else torch.zeros_like(weights)
             self._vnet_step(grads[:-1])
             return meta_loss.detach(), g_omega.detach()
-        virtual = class_weighted_logit_loss(logits, weights.detach(), probs, labels)
         names = list(params)
-        grads = torch.autograd.grad(
-            virtual, [params[n] for n in names], retain_graph=True, allow_unused=True
-        )
         lrs = {n: float(lr if isinstance(lr, (int, float)) else lr[n]) for n in names}
-        shifted = {
-            n: (params[n] - lrs[n] * (g if g is not None else 0.0)).detach().requires_grad_()
-            for n, g in zip(names, grads)
-        }
+        if self.meta_grad == "first_order":  # v at θ itself: no backward for the virtual step
+            shifted = {n: params[n].detach().requires_grad_() for n in names}
+        else:
+            virtual = class_weighted_logit_loss(logits, weights.detach(), probs, labels)
+            grads = torch.autograd.grad(
+                virtual, [params[n] for n in names], retain_graph=True, allow_unused=True
+            )
+            shifted = {
+                n: (params[n] - lrs[n] * (g if g is not None else 0.0)).detach().requires_grad_()
+                for n, g in zip(names, grads)
+            }
         meta_logits = meta_forward(self.model, shifted, meta.x)
         meta_loss = F.cross_entropy(at_least_float32(meta_logits), meta.labels)
         v = torch.autograd.grad(meta_loss, [shifted[n] for n in names])
         tangents = {n: -lrs[n] * vi.to(params[n].dtype) for n, vi in zip(names, v)}
-        dz = tangent_logits(self.model, x, tangents, features=features)
+        if self.tangent == "finite_difference":
+            dz = finite_difference_logits(self.model, x, logits, tangents)
+        else:
+            dz = tangent_logits(self.model, x, tangents, features=features)
         onehot = F.one_hot(labels, probs.shape[1]).to(probs.dtype)
         g_omega = dz.to(probs.dtype) * (probs - onehot) / x.shape[0]
         vgrads = torch.autograd.grad(
