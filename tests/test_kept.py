@@ -2,7 +2,11 @@
 
 import json
 import runpy
+import shutil
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from noisytail.bench import run_grid
 from noisytail.benchmarks import kept
@@ -155,3 +159,25 @@ def test_an_unfinished_run_kept_and_restored_resumes_from_its_checkpoint(tmp_pat
     assert (fresh / "runs" / run.name / "summary.json").is_file()
     lines = [json.loads(x) for x in (fresh / "results.jsonl").read_text().splitlines()]
     assert sorted(r["noise_kind"] for r in lines) == ["pair", "symmetric"]
+
+
+def test_what_is_kept_under_benchmarks_is_not_git_ignored():
+    """A `noisytail bench` folder keeps its runs under ``runs/``: the repository's ignore rules
+    must leave them (and their checkpoints) addable under benchmarks/, or a kept grid loses its
+    run folders at the commit."""
+    root = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    paths = [
+        "benchmarks/grid/results.md",
+        "benchmarks/grid/runs/a-s0-0123456789/summary.json",
+        "benchmarks/grid/runs/a-s0-0123456789/checkpoints/last.pt",
+    ]
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", *paths], cwd=root, capture_output=True, text=True
+    ).stdout.split()
+    assert ignored == []
+    top = subprocess.run(
+        ["git", "check-ignore", "--no-index", "runs/x/summary.json"], cwd=root, capture_output=True
+    )
+    assert top.returncode == 0  # the working runs/ folder itself stays ignored
