@@ -311,6 +311,18 @@ CASES = [
         setup=text("grid.yaml", "grid:\n  train.lr: [0.1, .nan]\n"),
     ),
     Case(
+        "bench: --seeds names a seed the grid does not have",
+        ["bench", "{in}/grid.yaml", "--out", "{out}/b", "--seeds", "0", "--seeds", "7"],
+        r"seeds \[7\] are not in the grid's seeds \[0\]",
+        setup=text("grid.yaml", GRID),
+    ),
+    Case(
+        "bench: --threads 0",
+        ["bench", "{in}/grid.yaml", "--out", "{out}/b", "--threads", "0"],
+        "jobs and threads must be at least 1",
+        setup=text("grid.yaml", GRID),
+    ),
+    Case(
         "bench: folder held by another bench",
         ["bench", "{in}/grid.yaml", "--out", "{in}/bench"],
         rf"in use by another noisytail bench \(pid {os.getpid()} on ",

@@ -52,6 +52,39 @@ def test_results_follow_the_grid_as_runs_finish(tmp_path):
     assert seen == [1, 2]
 
 
+def test_seeds_run_only_those_and_the_tables_keep_every_finished_run(tmp_path):
+    # a first seed now, the others later, into the same folder
+    path = tmp_path / "grid.yaml"
+    path.write_text(GRID)
+    out = tmp_path / "bench"
+    messages = []
+    rows = run_grid(path, out, seeds=[1], echo=messages.append)
+    assert {r["seed"] for r in rows} == {1} and len(rows) == 2
+    assert "2 runs of seeds [1], 0 already done" in messages[0]
+    assert not any(r.out.exists() for r in plan(load_grid(path), out) if r.seed == 0)
+    rows = run_grid(path, out, seeds=[0], echo=lambda *_: None)
+    assert {(r["noise_rate"], r["seed"]) for r in rows} == {(0.2, 0), (0.2, 1), (0.4, 0), (0.4, 1)}
+
+
+def test_threads_per_run_default_to_cores_over_jobs_and_can_be_set(tmp_path, monkeypatch):
+    import noisytail.bench as bench
+
+    path = tmp_path / "grid.yaml"
+    path.write_text(GRID.replace("seeds: [0, 1]", "seeds: [0]"))
+    threads = []
+    monkeypatch.setattr(bench.os, "cpu_count", lambda: 8)
+    real = bench._command
+
+    def spy(run, base, n):
+        threads.append(n)
+        return real(run, base, n)
+
+    monkeypatch.setattr(bench, "_command", spy)
+    run_grid(path, tmp_path / "a", echo=lambda *_: None)  # the grid's 2 jobs: 8 // 2
+    run_grid(path, tmp_path / "b", jobs=1, threads=3, echo=lambda *_: None)
+    assert threads == [4, 4, 3, 3]
+
+
 def test_bad_grid_is_refused_before_running(tmp_path):
     path = tmp_path / "grid.yaml"
     path.write_text("grid:\n  train.lrr: [0.1]\n")
@@ -271,9 +304,10 @@ def test_every_shipped_grid_plans(path, tmp_path):
     assert runs and len({r.out.name for r in runs}) == len(runs)
 
 
-def test_the_width_32_grid_is_part_of_the_150_epoch_grid(tmp_path):
+@pytest.mark.parametrize("budget", ["_e150", ""])
+def test_the_width_32_grid_is_part_of_the_full_grid(tmp_path, budget):
     """Run into one folder, the width-32 file's runs are the full grid's own (same folders)."""
-    part = plan(load_grid(BENCH_FOLDER / "budget_moit_fmnist_e150_w32.yaml"), tmp_path)
-    full = plan(load_grid(BENCH_FOLDER / "budget_moit_fmnist_e150.yaml"), tmp_path)
+    part = plan(load_grid(BENCH_FOLDER / f"budget_moit_fmnist{budget}_w32.yaml"), tmp_path)
+    full = plan(load_grid(BENCH_FOLDER / f"budget_moit_fmnist{budget}.yaml"), tmp_path)
     names = {r.out.name for r in full}
     assert {r.out.name for r in part} <= names and len(part) == len(full) // 2

@@ -364,27 +364,51 @@ def run_grid(
     out: str | os.PathLike,
     *,
     jobs: int | None = None,
+    threads: int | None = None,
+    seeds: list[int] | None = None,
     echo: Any = None,
 ) -> list[dict[str, Any]]:
-    """Run (or finish) every run of the grid, then aggregate; returns the result rows. Progress
-    lines go to ``echo`` (default: this module's logger at INFO; the CLI passes click.echo)."""
+    """Run (or finish) the runs of the grid, then aggregate; returns the result rows. Progress
+    lines go to ``echo`` (default: this module's logger at INFO; the CLI passes click.echo).
+
+    ``jobs``: runs at once (default: the grid's ``jobs``); ``threads``: torch threads per run
+    (default: cores / jobs; set it when another bench shares the cores); ``seeds``: run only
+    these of the grid's seeds (e.g. a first seed now, the others later). The tables always
+    aggregate every finished run of the grid."""
     echo = log.info if echo is None else echo
     grid = load_grid(grid_path)
+    unknown = sorted(set(seeds or []) - set(grid.seeds))
+    if unknown:
+        raise ConfigError(f"seeds {unknown} are not in the grid's seeds {grid.seeds}.")
+    if (jobs is not None and jobs < 1) or (threads is not None and threads < 1):
+        raise ConfigError(f"jobs and threads must be at least 1, got {jobs} and {threads}.")
     out = Path(out)
     runs = plan(grid, out)
     out.mkdir(parents=True, exist_ok=True)
     with folder_lock(out, echo):
-        return _run_locked(grid, runs, out, jobs, echo)
+        return _run_locked(grid, runs, out, jobs, echo, threads=threads, seeds=seeds)
 
 
 def _run_locked(
-    grid: Grid, runs: list[PlannedRun], out: Path, jobs: int | None, echo: Any
+    grid: Grid,
+    runs: list[PlannedRun],
+    out: Path,
+    jobs: int | None,
+    echo: Any,
+    *,
+    threads: int | None = None,
+    seeds: list[int] | None = None,
 ) -> list[dict[str, Any]]:
     jobs = max(1, jobs or grid.jobs)
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    todo = [r for r in runs if not (r.out / SUMMARY_FILE).exists()]
+    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+    chosen = [r for r in runs if seeds is None or r.seed in seeds]
+    todo = [r for r in chosen if not (r.out / SUMMARY_FILE).exists()]
     todo.sort(key=lambda r: grid.seeds.index(r.seed))  # seed-major: partial grids have whole seeds
-    echo(f"{grid.name}: {len(runs)} runs, {len(runs) - len(todo)} already done, {jobs} at a time")
+    which = "" if seeds is None else f" of seeds {sorted(set(seeds))}"
+    echo(
+        f"{grid.name}: {len(chosen)} runs{which}, {len(chosen) - len(todo)} already done, "
+        f"{jobs} at a time"
+    )
     running: list[tuple[PlannedRun, subprocess.Popen, float]] = []
     failures = []
     (out / "logs").mkdir(exist_ok=True)

@@ -276,8 +276,15 @@ def report(run_dir) -> None:  # type: ignore[no-untyped-def]
     "--out", type=click.Path(file_okay=False), help="Bench folder (default runs/bench-<grid>)."
 )
 @click.option("--jobs", type=int, help="Runs at once (default: the grid's `jobs`).")
+@click.option("--threads", type=int, help="Torch threads per run (default: cores / jobs).")
+@click.option(
+    "--seeds",
+    type=int,
+    multiple=True,
+    help="Run only this seed of the grid's (repeat for several; default: all).",
+)
 @guard
-def bench(grid, out, jobs) -> None:  # type: ignore[no-untyped-def]
+def bench(grid, out, jobs, threads, seeds) -> None:  # type: ignore[no-untyped-def]
     """Run a grid of runs (methods x corruptions x seeds) and aggregate mean +- std.
 
     Finished runs are skipped and interrupted ones resumed, so rerunning continues a grid.
@@ -286,7 +293,9 @@ def bench(grid, out, jobs) -> None:  # type: ignore[no-untyped-def]
 
     out = Path(out) if out else Path("runs") / f"bench-{Path(grid).stem}"
     try:
-        run_grid(grid, out, jobs=jobs, echo=click.echo)
+        run_grid(
+            grid, out, jobs=jobs, threads=threads, seeds=list(seeds) or None, echo=click.echo
+        )
     except BenchBusyError as err:
         fail(str(err), BAD_INPUT)
     except RuntimeError as err:
