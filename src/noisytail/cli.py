@@ -293,9 +293,7 @@ def bench(grid, out, jobs, threads, seeds) -> None:  # type: ignore[no-untyped-d
 
     out = Path(out) if out else Path("runs") / f"bench-{Path(grid).stem}"
     try:
-        run_grid(
-            grid, out, jobs=jobs, threads=threads, seeds=list(seeds) or None, echo=click.echo
-        )
+        run_grid(grid, out, jobs=jobs, threads=threads, seeds=list(seeds) or None, echo=click.echo)
     except BenchBusyError as err:
         fail(str(err), BAD_INPUT)
     except RuntimeError as err:
