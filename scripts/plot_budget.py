@@ -5,6 +5,7 @@ Usage:
     python scripts/plot_budget.py runs/bench-budget-moit runs/bench-budget-moit-e150
         [--method moit] [--baseline "erm (ce)"] [--metric test_accuracy] [--out gap.png]
         [--curve noise.kind model.name]   # the curves' config keys (default: by --kind)
+        [--epochs-out epochs.png]         # bench folders: per epoch of the largest budget
     python scripts/plot_budget.py runs/bench-budget-ssl --kind mttv       # MTTV − SimCLR, probe
     python scripts/plot_budget.py runs/bench-budget-ssl --kind two-stage  # − best scratch loss
 
@@ -23,10 +24,13 @@ from noisytail.benchmarks.budget import (
     SCRATCH,
     TWO_STAGE,
     TWO_STAGE_CURVE_KEYS,
+    epoch_curves,
+    epoch_table,
     gap_table,
     load_runs,
     load_ssl_runs,
     paired_gaps,
+    plot_epoch_curves,
     plot_gaps,
     two_stage_rows,
 )
@@ -50,7 +54,13 @@ def main(argv: list[str] | None = None) -> None:
         "--curve", nargs="+", help="config keys naming a curve (default: by --kind)"
     )
     parser.add_argument("--out", default="gap_vs_budget.png")
+    parser.add_argument(
+        "--epochs-out",
+        help="bench folders: also plot method and baseline per epoch of the largest budget",
+    )
     args = parser.parse_args(argv)
+    if args.epochs_out and args.kind != "bench":
+        parser.error("--epochs-out reads noisytail bench folders (--kind bench)")
     method, baseline, metric, curve_keys = KINDS[args.kind]
     method, baseline = args.method or method, args.baseline or baseline
     metric, curve_keys = args.metric or metric, tuple(args.curve or curve_keys)
@@ -74,6 +84,10 @@ def main(argv: list[str] | None = None) -> None:
         gaps, args.out, title=title, curve_keys=curve_keys, xlabel=f"{budget} budget (epochs)"
     )
     print(f"\nplot: {png}")
+    if args.epochs_out:
+        curves = epoch_curves(rows, method, baseline, metric=metric, curve_keys=curve_keys)
+        print("\n" + epoch_table(curves, curve_keys))
+        print(f"\nplot: {plot_epoch_curves(curves, args.epochs_out, curve_keys=curve_keys)}")
 
 
 if __name__ == "__main__":

@@ -10,10 +10,13 @@ import yaml
 from noisytail.benchmarks.budget import (
     PROBE_CURVE_KEYS,
     TWO_STAGE_CURVE_KEYS,
+    epoch_curves,
+    epoch_table,
     gap_table,
     load_runs,
     load_ssl_runs,
     paired_gaps,
+    plot_epoch_curves,
     plot_gaps,
     two_stage_rows,
 )
@@ -201,3 +204,45 @@ def test_plot_budget_draws_the_curves_it_is_asked_for(tmp_path, capsys):
     script = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "plot_budget.py"))
     script["main"]([str(bench), "--curve", "noise.kind", "--out", str(tmp_path / "g.png")])
     assert "| noise.kind | epochs | seeds | gap (points) |" in capsys.readouterr().out
+
+
+def _epochs(bench, index, values):
+    """Write run ``r{index}``'s metrics.jsonl: test accuracy ``values[e - 1]`` at epoch e."""
+    lines = [json.dumps({"epoch": e, "test_accuracy": v}) for e, v in enumerate(values, 1)]
+    (bench / "runs" / f"r{index}" / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_epoch_curves_take_the_largest_budget_and_pair_seeds(tmp_path, capsys):
+    bench = _bench(
+        tmp_path,
+        [
+            ("moit", 0, 3, 32, "symmetric", 0.70),
+            ("erm (ce)", 0, 3, 32, "symmetric", 0.78),
+            ("moit", 0, 4, 32, "symmetric", 0.75),
+            ("erm (ce)", 0, 4, 32, "symmetric", 0.74),
+            ("moit", 1, 4, 32, "symmetric", 0.77),
+            ("erm (ce)", 1, 4, 32, "symmetric", 0.70),
+            ("moit", 2, 4, 32, "symmetric", 0.90),  # no partner: left out
+        ],
+    )
+    _epochs(bench, 0, [0.1, 0.2, 0.7])
+    _epochs(bench, 1, [0.2, 0.3, 0.78])
+    _epochs(bench, 2, [0.70, 0.60, 0.60, 0.75])  # seed 0 moit: ahead at epoch 1, then behind
+    _epochs(bench, 3, [0.60, 0.80, 0.76, 0.74])  # seed 0 ce: peaks at 2, falls
+    _epochs(bench, 4, [0.52, 0.70, 0.76, 0.77])  # seed 1 moit
+    _epochs(bench, 5, [0.58, 0.78, 0.74, 0.70])  # seed 1 ce
+    _epochs(bench, 6, [0.9, 0.9, 0.9, 0.9])
+    curves = epoch_curves(load_runs([bench]), "moit", "erm (ce)")
+    budget, by_run = curves[("symmetric", 32)]
+    assert budget == 4 and [len(v) for v in by_run.values()] == [2, 2]
+    table = epoch_table(curves)
+    # seed means: moit 0.61 0.65 0.68 0.76; ce 0.59 0.79 0.75 0.72
+    assert "| symmetric | 32 | 4 | 2 | moit | 76.00 (4) | 76.00 |" in table
+    assert "| symmetric | 32 | 4 | 2 | erm (ce) | 79.00 (2) | 72.00 |" in table
+    assert "moit ≥ erm (ce) from epoch | 4 |" in table
+    assert plot_epoch_curves(curves, tmp_path / "e.png").stat().st_size > 1000
+    script = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "plot_budget.py"))
+    script["main"](
+        [str(bench), "--out", str(tmp_path / "g.png"), "--epochs-out", str(tmp_path / "x.png")]
+    )
+    assert "erm (ce) | 79.00 (2)" in capsys.readouterr().out and (tmp_path / "x.png").exists()

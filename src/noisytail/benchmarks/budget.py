@@ -5,7 +5,9 @@ Each run's budget (``train.epochs``) and the other axes a curve is drawn for (by
 kind and the model's width, ``model.options.width``) are read from the run folder's saved
 ``config.yaml`` (`load_runs`); a gap is the method's metric minus the baseline's on the same seed
 and the same setting (`paired_gaps`); `gap_table` gives the mean ± std over seeds per budget and
-`plot_gaps` one line per curve. The driver: ``scripts/plot_budget.py``.
+`plot_gaps` one line per curve; `epoch_curves`, `epoch_table` and `plot_epoch_curves` follow
+the method and its baseline epoch by epoch through the largest budget (does the baseline peak and
+fall, and from which epoch does the method stay ahead). The driver: ``scripts/plot_budget.py``.
 
 The self-supervised budget grid (`noisytail.benchmarks.ssl_budget`) is read by `load_ssl_runs`
 into the same rows, so the same pairing gives MTTV − SimCLR on the linear probe (``part``
@@ -49,9 +51,11 @@ def load_runs(bench_dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
             if not line.strip():
                 continue
             row = json.loads(line)
-            config = bench / "runs" / Path(row["run_dir"]).name / "config.yaml"
+            folder = bench / "runs" / Path(row["run_dir"]).name
+            config = folder / "config.yaml"
             if config.is_file():
-                rows.append({**row, "config": yaml.safe_load(config.read_text())})
+                config_values = yaml.safe_load(config.read_text())
+                rows.append({**row, "config": config_values, "folder": str(folder)})
     return rows
 
 
@@ -234,4 +238,118 @@ def plot_gaps(
         if title:
             ax.set_title(title)
         ax.legend(fontsize="small")
+        return save_figure(fig, Path(path))
+
+
+def _per_epoch(folder: str | Path, metric: str) -> dict[int, float]:
+    """``{epoch: metric}`` of a run folder's ``metrics.jsonl`` (epochs without it left out)."""
+    out = {}
+    for line in (Path(folder) / "metrics.jsonl").read_text().splitlines():
+        entry = json.loads(line) if line.strip() else {}
+        if entry.get(metric) is not None and "epoch" in entry:
+            out[int(entry["epoch"])] = float(entry[metric])
+    return out
+
+
+def epoch_curves(
+    rows: Sequence[dict[str, Any]],
+    method: str,
+    baseline: str,
+    *,
+    metric: str = "test_accuracy",
+    curve_keys: Sequence[str] = CURVE_KEYS,
+) -> dict[tuple, tuple[int, dict[str, list[dict[int, float]]]]]:
+    """Per curve, its largest budget and the per-epoch ``metric`` of the method's and the
+    baseline's runs at that budget, one ``{epoch: value}`` per seed that has both, read from each
+    run's ``metrics.jsonl`` (the rows of `load_runs`): ``{curve: (budget, {label: [...]})}``.
+    Where in one long schedule the method passes its baseline, and whether the baseline peaks
+    and falls (memorises)."""
+    runs: dict[tuple, dict[int, dict[int, dict[str, str]]]] = {}
+    for row in rows:
+        if row.get("method") not in (method, baseline) or "folder" not in row:
+            continue
+        cfg = row["config"]
+        curve = tuple(lookup(cfg, k) for k in curve_keys)
+        budget = int(lookup(cfg, BUDGET_KEY))
+        runs.setdefault(curve, {}).setdefault(budget, {}).setdefault(row["seed"], {})[
+            row["method"]
+        ] = row["folder"]
+    out = {}
+    for curve, by_budget in sorted(runs.items(), key=lambda kv: repr(kv[0])):
+        paired = {b: s for b, s in by_budget.items() if any(len(p) == 2 for p in s.values())}
+        if not paired:
+            continue
+        budget = max(paired)
+        seeds = [p for _, p in sorted(paired[budget].items()) if len(p) == 2]
+        out[curve] = (
+            budget,
+            {who: [_per_epoch(p[who], metric) for p in seeds] for who in (method, baseline)},
+        )
+    return out
+
+
+def _seed_mean(per_seed: list[dict[int, float]]) -> dict[int, float]:
+    """The mean over seeds at each epoch every seed reached."""
+    epochs = set.intersection(*(set(d) for d in per_seed))
+    return {e: statistics.fmean(d[e] for d in per_seed) for e in sorted(epochs)}
+
+
+def epoch_table(
+    curves: dict[tuple, tuple[int, dict[str, list[dict[int, float]]]]],
+    curve_keys: Sequence[str] = CURVE_KEYS,
+    scale: float = 100.0,
+) -> str:
+    """Markdown: per curve and run (seed mean), the best epoch's value, the last epoch's, and
+    the first epoch from which the method stays at or above the baseline (``never``)."""
+    head = "| " + " | ".join(curve_keys) + " | epochs | seeds | run | best (epoch) | last |"
+    lines = [head, "|" + "---|" * (len(curve_keys) + 5)]
+    for curve, (budget, by_run) in curves.items():
+        values = " | ".join(str(v) for v in curve)
+        means = {who: _seed_mean(per_seed) for who, per_seed in by_run.items()}
+        for who, mean in means.items():
+            best = max(mean, key=mean.get)
+            last = mean[max(mean)]
+            lines.append(
+                f"| {values} | {budget} | {len(by_run[who])} | {who} | "
+                f"{scale * mean[best]:.2f} ({best}) | {scale * last:.2f} |"
+            )
+        method, baseline = list(means)
+        common = sorted(set(means[method]) & set(means[baseline]))
+        ahead = [e for e in common if means[method][e] >= means[baseline][e]]
+        since = next((e for e in common if all(x in ahead for x in common if x >= e)), None)
+        lines.append(
+            f"| {values} | {budget} | | {method} ≥ {baseline} from epoch | "
+            f"{since if since is not None else 'never'} | |"
+        )
+    return "\n".join(lines)
+
+
+def plot_epoch_curves(
+    curves: dict[tuple, tuple[int, dict[str, list[dict[int, float]]]]],
+    path: str | Path,
+    *,
+    curve_keys: Sequence[str] = CURVE_KEYS,
+    scale: float = 100.0,
+    ylabel: str = "test accuracy (%)",
+) -> Path:
+    """One panel per curve: the method's and the baseline's metric per epoch of the largest
+    budget (mean over seeds, the seeds' range shaded)."""
+    with matplotlib.rc_context(STYLE):
+        fig = new_figure(4.2 * len(curves), 3.6)
+        axes = fig.subplots(1, len(curves), squeeze=False)[0]
+        for ax, (curve, (budget, by_run)) in zip(axes, curves.items()):
+            for who, per_seed in by_run.items():
+                epochs = sorted(set.intersection(*(set(d) for d in per_seed)))
+                values = [[scale * d[e] for e in epochs] for d in per_seed]
+                mean = [statistics.fmean(col) for col in zip(*values)]
+                (line,) = ax.plot(epochs, mean, label=f"{who} ({len(per_seed)} seeds)")
+                if len(per_seed) > 1:
+                    low = [min(col) for col in zip(*values)]
+                    high = [max(col) for col in zip(*values)]
+                    ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2)
+            name = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(curve_keys, curve))
+            ax.set_title(f"{name}, {budget} epochs", fontsize="small")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(ylabel)
+            ax.legend(fontsize="small")
         return save_figure(fig, Path(path))
