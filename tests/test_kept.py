@@ -126,8 +126,15 @@ def test_a_kept_grid_reads_like_the_original_and_a_restored_one_reruns_nothing(t
     dest = tmp_path / "benchmarks" / "bench"
     assert script["main"]([str(out), "--to", str(dest)]) == 0
     # the readers of scripts/plot_budget.py see the same runs in the kept folder
-    strip = [{k: v for k, v in r.items() if k != "run_dir"} for r in load_runs([out])]
-    assert [{k: v for k, v in r.items() if k != "run_dir"} for r in load_runs([dest])] == strip
+    place = ("run_dir", "folder")
+    strip = [{k: v for k, v in r.items() if k not in place} for r in load_runs([out])]
+    kept = load_runs([dest])
+    assert [{k: v for k, v in r.items() if k not in place} for r in kept] == strip
+    for row in kept:  # and their epochs (plot_budget --epochs-out)
+        metrics = Path(row["folder"]) / "metrics.jsonl"
+        assert (
+            metrics.read_bytes() == (out / "runs" / metrics.parent.name / metrics.name).read_bytes()
+        )
     assert not list(dest.rglob("*.pt"))
     # a fresh machine: the kept folder restored, the grid rerun trains nothing
     fresh = tmp_path / "fresh" / "bench"
