@@ -342,7 +342,8 @@ def plot_epoch_curves(
                 epochs = sorted(set.intersection(*(set(d) for d in per_seed)))
                 values = [[scale * d[e] for e in epochs] for d in per_seed]
                 mean = [statistics.fmean(col) for col in zip(*values)]
-                (line,) = ax.plot(epochs, mean, label=f"{who} ({len(per_seed)} seeds)")
+                seeds = f"{len(per_seed)} seed" + ("s" if len(per_seed) > 1 else "")
+                (line,) = ax.plot(epochs, mean, label=f"{who} ({seeds})")
                 if len(per_seed) > 1:
                     low = [min(col) for col in zip(*values)]
                     high = [max(col) for col in zip(*values)]
