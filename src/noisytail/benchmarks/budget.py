@@ -28,6 +28,7 @@ import matplotlib
 import yaml
 
 from noisytail.figures import STYLE, lookup, new_figure, save_figure
+from noisytail.runfolder import METRICS_FILE, read_metrics
 
 #: The run's config keys that name a curve (besides the budget), by default.
 CURVE_KEYS = ("noise.kind", "model.options.width")
@@ -154,6 +155,12 @@ def two_stage_rows(
     return out, chosen
 
 
+def _curve_and_budget(row: dict[str, Any], curve_keys: Sequence[str]) -> tuple[tuple, int]:
+    """A run row's curve (the values of ``curve_keys`` in its config) and budget (epochs)."""
+    cfg = row["config"]
+    return tuple(lookup(cfg, k) for k in curve_keys), int(lookup(cfg, BUDGET_KEY))
+
+
 def paired_gaps(
     rows: Sequence[dict[str, Any]],
     method: str,
@@ -170,9 +177,7 @@ def paired_gaps(
     for row in rows:
         if row.get("method") not in (method, baseline) or row.get(metric) is None:
             continue
-        cfg = row["config"]
-        curve = tuple(lookup(cfg, k) for k in curve_keys)
-        key = (curve, int(lookup(cfg, BUDGET_KEY)), row["seed"])
+        key = (*_curve_and_budget(row, curve_keys), row["seed"])
         cells.setdefault(key, {})[row["method"]] = float(row[metric])
     out: dict[tuple, dict[int, list[float]]] = {}
     for (curve, budget, _seed), pair in sorted(cells.items(), key=lambda kv: repr(kv[0])):
@@ -243,12 +248,15 @@ def plot_gaps(
 
 def _per_epoch(folder: str | Path, metric: str) -> dict[int, float]:
     """``{epoch: metric}`` of a run folder's ``metrics.jsonl`` (epochs without it left out)."""
-    out = {}
-    for line in (Path(folder) / "metrics.jsonl").read_text().splitlines():
-        entry = json.loads(line) if line.strip() else {}
-        if entry.get(metric) is not None and "epoch" in entry:
-            out[int(entry["epoch"])] = float(entry[metric])
-    return out
+    path = Path(folder) / METRICS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: the run folder is incomplete.")
+    records = read_metrics(path)
+    return {
+        int(r["epoch"]): float(r[metric])
+        for r in records
+        if r.get(metric) is not None and "epoch" in r
+    }
 
 
 def epoch_curves(
@@ -268,9 +276,7 @@ def epoch_curves(
     for row in rows:
         if row.get("method") not in (method, baseline) or "folder" not in row:
             continue
-        cfg = row["config"]
-        curve = tuple(lookup(cfg, k) for k in curve_keys)
-        budget = int(lookup(cfg, BUDGET_KEY))
+        curve, budget = _curve_and_budget(row, curve_keys)
         runs.setdefault(curve, {}).setdefault(budget, {}).setdefault(row["seed"], {})[
             row["method"]
         ] = row["folder"]
@@ -288,10 +294,14 @@ def epoch_curves(
     return out
 
 
+def _common_epochs(per_seed: list[dict[int, float]]) -> list[int]:
+    """The epochs every seed reached, in order."""
+    return sorted(set.intersection(*(set(d) for d in per_seed)))
+
+
 def _seed_mean(per_seed: list[dict[int, float]]) -> dict[int, float]:
     """The mean over seeds at each epoch every seed reached."""
-    epochs = set.intersection(*(set(d) for d in per_seed))
-    return {e: statistics.fmean(d[e] for d in per_seed) for e in sorted(epochs)}
+    return {e: statistics.fmean(d[e] for d in per_seed) for e in _common_epochs(per_seed)}
 
 
 def epoch_table(
@@ -314,9 +324,11 @@ def epoch_table(
                 f"{scale * mean[best]:.2f} ({best}) | {scale * last:.2f} |"
             )
         method, baseline = list(means)
-        common = sorted(set(means[method]) & set(means[baseline]))
-        ahead = [e for e in common if means[method][e] >= means[baseline][e]]
-        since = next((e for e in common if all(x in ahead for x in common if x >= e)), None)
+        since = None  # the start of the run of epochs, up to the last, with the method ahead
+        for e in sorted(set(means[method]) & set(means[baseline]), reverse=True):
+            if means[method][e] < means[baseline][e]:
+                break
+            since = e
         lines.append(
             f"| {values} | {budget} | | {method} ≥ {baseline} from epoch | "
             f"{since if since is not None else 'never'} | |"
@@ -339,9 +351,9 @@ def plot_epoch_curves(
         axes = fig.subplots(1, len(curves), squeeze=False)[0]
         for ax, (curve, (budget, by_run)) in zip(axes, curves.items()):
             for who, per_seed in by_run.items():
-                epochs = sorted(set.intersection(*(set(d) for d in per_seed)))
+                epochs = _common_epochs(per_seed)
                 values = [[scale * d[e] for e in epochs] for d in per_seed]
-                mean = [statistics.fmean(col) for col in zip(*values)]
+                mean = [scale * m for m in _seed_mean(per_seed).values()]
                 seeds = f"{len(per_seed)} seed" + ("s" if len(per_seed) > 1 else "")
                 (line,) = ax.plot(epochs, mean, label=f"{who} ({seeds})")
                 if len(per_seed) > 1:
