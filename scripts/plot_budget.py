@@ -6,6 +6,7 @@ Usage:
         [--method moit] [--baseline "erm (ce)"] [--metric test_accuracy] [--out gap.png]
         [--curve noise.kind model.name]   # the curves' config keys (default: by --kind)
         [--epochs-out epochs.png]         # bench folders: per epoch of the largest budget
+        [--dashed-metric test_accuracy_at_best_val]  # a second gap, drawn dashed
     python scripts/plot_budget.py runs/bench-budget-ssl --kind mttv       # MTTV − SimCLR, probe
     python scripts/plot_budget.py runs/bench-budget-ssl --kind two-stage  # − best scratch loss
 
@@ -53,6 +54,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--curve", nargs="+", help="config keys naming a curve (default: by --kind)"
     )
+    parser.add_argument(
+        "--dashed-metric",
+        help="a second metric's gaps, printed and drawn dashed (e.g. test_accuracy_at_best_val: "
+        "the test accuracy at the epoch the noisy validation split chooses)",
+    )
     parser.add_argument("--out", default="gap_vs_budget.png")
     parser.add_argument(
         "--epochs-out",
@@ -78,10 +84,24 @@ def main(argv: list[str] | None = None) -> None:
     for (who, rate, width, budget), loss in sorted(chosen.items(), key=repr):
         at = "" if budget is None else f", {budget} epochs"
         print(f"- {who}: best loss {loss} (noise {rate}, width {width}{at})")
-    title = f"{method} − {baseline} ({metric})"
+    dashed = None
+    if args.dashed_metric:
+        dashed = paired_gaps(
+            rows, method, baseline, metric=args.dashed_metric, curve_keys=curve_keys
+        )
+        print(f"\n{args.dashed_metric}:\n" + gap_table(dashed, curve_keys))
+    title = f"{method} − {baseline} ({metric}" + (
+        f"; dashed: {args.dashed_metric})" if args.dashed_metric else ")"
+    )
     budget = "training" if args.kind == "bench" else "pre-training"
     png = plot_gaps(
-        gaps, args.out, title=title, curve_keys=curve_keys, xlabel=f"{budget} budget (epochs)"
+        gaps,
+        args.out,
+        title=title,
+        curve_keys=curve_keys,
+        xlabel=f"{budget} budget (epochs)",
+        dashed=dashed,
+        dashed_label=args.dashed_metric or "",
     )
     print(f"\nplot: {png}")
     if args.epochs_out:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from noisytail.benchmarks import budget
 from noisytail.benchmarks.budget import (
     PROBE_CURVE_KEYS,
     TWO_STAGE_CURVE_KEYS,
@@ -246,3 +247,41 @@ def test_epoch_curves_take_the_largest_budget_and_pair_seeds(tmp_path, capsys):
         [str(bench), "--out", str(tmp_path / "g.png"), "--epochs-out", str(tmp_path / "x.png")]
     )
     assert "erm (ce) | 79.00 (2)" in capsys.readouterr().out and (tmp_path / "x.png").exists()
+
+
+def test_a_second_metric_is_drawn_dashed_in_its_curves_colour(tmp_path, monkeypatch, capsys):
+    bench = _bench(
+        tmp_path,
+        [
+            ("moit", 0, 20, 32, "symmetric", 0.70),
+            ("erm (ce)", 0, 20, 32, "symmetric", 0.78),
+            ("moit", 0, 150, 32, "symmetric", 0.85),
+            ("erm (ce)", 0, 150, 32, "symmetric", 0.80),
+            ("moit", 0, 150, 32, "asymmetric", 0.82),
+            ("erm (ce)", 0, 150, 32, "asymmetric", 0.78),
+        ],
+    )
+    results = bench / "results.jsonl"  # early-stopped: moit's last - 0.01, the baseline's - 0.03
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    for i, row in enumerate(rows):
+        row["test_accuracy_at_best_val"] = row["test_accuracy"] - (0.03 if i % 2 else 0.01)
+    results.write_text("\n".join(map(json.dumps, rows)) + "\n")
+    figures = []
+    monkeypatch.setattr(budget, "save_figure", lambda fig, path: figures.append(fig) or path)
+    script = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "plot_budget.py"))
+    script["main"]([str(bench), "--dashed-metric", "test_accuracy_at_best_val", "--out", "g.png"])
+    printed = capsys.readouterr().out
+    # method - 0.01, baseline - 0.03: every dashed gap is the solid one + 2 points
+    assert "| symmetric | 32 | 150 | 1 | +5.00 |" in printed
+    assert "test_accuracy_at_best_val:\n" in printed
+    assert "| symmetric | 32 | 150 | 1 | +7.00 |" in printed
+    (ax,) = figures[0].axes
+    lines = {bars.get_label(): bars.lines[0] for bars in ax.containers}  # errorbar: label, line
+    solid = lines["kind=symmetric, width=32"]
+    dashed = lines["kind=symmetric, width=32 (test_accuracy_at_best_val)"]
+    assert dashed.get_linestyle() == "--" and solid.get_linestyle() == "-"
+    assert dashed.get_color() == solid.get_color()
+    assert list(dashed.get_ydata()) == pytest.approx([-6.0, 7.0])
+    assert list(solid.get_ydata()) == pytest.approx([-8.0, 5.0])
+    other = lines["kind=asymmetric, width=32 (test_accuracy_at_best_val)"]
+    assert other.get_color() != solid.get_color()

@@ -208,6 +208,15 @@ def gap_table(
     return "\n".join(lines)
 
 
+def _gap_line(ax: Any, per_budget: dict[int, list[float]], scale: float, **style: Any) -> Any:
+    """Draw one curve's mean gap per budget with the std over seeds as error bars; its line."""
+    budgets = sorted(per_budget)
+    stats = [_mean_std(per_budget[b]) for b in budgets]
+    means = [scale * m for m, _ in stats]
+    errors = [scale * (s or 0.0) for _, s in stats]
+    return ax.errorbar(budgets, means, yerr=errors, capsize=3, **style).lines[0]
+
+
 def plot_gaps(
     gaps: dict[tuple, dict[int, list[float]]],
     path: str | Path,
@@ -216,26 +225,32 @@ def plot_gaps(
     curve_keys: Sequence[str] = CURVE_KEYS,
     scale: float = 100.0,
     xlabel: str = "training budget (epochs)",
+    dashed: dict[tuple, dict[int, list[float]]] | None = None,
+    dashed_label: str = "",
 ) -> Path:
     """Gap (points) against the budget (epochs, log axis), one line per curve, the std over
-    seeds as error bars; the zero line marks where the method overtakes its baseline."""
+    seeds as error bars; the zero line marks where the method overtakes its baseline.
+    ``dashed``: a second set of gaps of the same curves (e.g. at the epoch a noisy validation
+    split chooses), drawn dashed in each curve's colour and named ``dashed_label``."""
     with matplotlib.rc_context(STYLE):
         fig = new_figure(6.0, 4.2)
         ax = fig.add_subplot()
         ax.axhline(0.0, color="black", linewidth=0.8)
         for curve in sorted(gaps, key=repr):
-            budgets = sorted(gaps[curve])
-            stats = [_mean_std(gaps[curve][b]) for b in budgets]
-            ax.errorbar(
-                budgets,
-                [scale * m for m, _ in stats],
-                yerr=[scale * (s or 0.0) for _, s in stats],
-                marker="o",
-                capsize=3,
-                label=", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(curve_keys, curve)),
-            )
+            name = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(curve_keys, curve))
+            line = _gap_line(ax, gaps[curve], scale, label=name, marker="o")
+            if dashed and curve in dashed:
+                _gap_line(
+                    ax,
+                    dashed[curve],
+                    scale,
+                    label=f"{name} ({dashed_label})" if dashed_label else name,
+                    marker="s",
+                    linestyle="--",
+                    color=line.get_color(),
+                )
         ax.set_xscale("log")
-        ticks = sorted({b for per_budget in gaps.values() for b in per_budget})
+        ticks = sorted({b for per in [*gaps.values(), *(dashed or {}).values()] for b in per})
         ax.set_xticks(ticks, [str(b) for b in ticks])  # the budgets run, not powers of ten
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xlabel(xlabel)
