@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(f"\n{args.dashed_metric}:\n" + gap_table(dashed, curve_keys))
     title = f"{method} − {baseline} ({metric}" + (
-        f"; dashed: {args.dashed_metric})" if args.dashed_metric else ")"
+        f")\ndashed: {args.dashed_metric}" if args.dashed_metric else ")"
     )
     budget = "training" if args.kind == "bench" else "pre-training"
     png = plot_gaps(
