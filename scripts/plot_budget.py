@@ -90,9 +90,9 @@ def main(argv: list[str] | None = None) -> None:
             rows, method, baseline, metric=args.dashed_metric, curve_keys=curve_keys
         )
         print(f"\n{args.dashed_metric}:\n" + gap_table(dashed, curve_keys))
-    title = f"{method} − {baseline} ({metric}" + (
-        f")\ndashed: {args.dashed_metric}" if args.dashed_metric else ")"
-    )
+    title = f"{method} − {baseline} ({metric})"
+    if args.dashed_metric:
+        title += f"\ndashed: {args.dashed_metric}"
     budget = "training" if args.kind == "bench" else "pre-training"
     png = plot_gaps(
         gaps,

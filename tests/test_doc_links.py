@@ -3,6 +3,7 @@ heading of the linked document (GitHub's slugs), so a renamed section or a moved
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -33,6 +34,7 @@ def slug(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 
 
+@functools.cache
 def anchors(path: Path) -> set[str]:
     """Every heading's anchor; a repeated one gets ``-1``, ``-2``, ... as on GitHub."""
     seen: dict[str, int] = {}

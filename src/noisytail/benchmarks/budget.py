@@ -309,14 +309,10 @@ def epoch_curves(
     return out
 
 
-def _common_epochs(per_seed: list[dict[int, float]]) -> list[int]:
-    """The epochs every seed reached, in order."""
-    return sorted(set.intersection(*(set(d) for d in per_seed)))
-
-
 def _seed_mean(per_seed: list[dict[int, float]]) -> dict[int, float]:
-    """The mean over seeds at each epoch every seed reached."""
-    return {e: statistics.fmean(d[e] for d in per_seed) for e in _common_epochs(per_seed)}
+    """The mean over seeds at each epoch every seed reached, in epoch order."""
+    epochs = sorted(set.intersection(*(set(d) for d in per_seed)))
+    return {e: statistics.fmean(d[e] for d in per_seed) for e in epochs}
 
 
 def epoch_table(
@@ -366,12 +362,13 @@ def plot_epoch_curves(
         axes = fig.subplots(1, len(curves), squeeze=False)[0]
         for ax, (curve, (budget, by_run)) in zip(axes, curves.items()):
             for who, per_seed in by_run.items():
-                epochs = _common_epochs(per_seed)
-                values = [[scale * d[e] for e in epochs] for d in per_seed]
-                mean = [scale * m for m in _seed_mean(per_seed).values()]
+                mean = _seed_mean(per_seed)
+                epochs = list(mean)
                 seeds = f"{len(per_seed)} seed" + ("s" if len(per_seed) > 1 else "")
-                (line,) = ax.plot(epochs, mean, label=f"{who} ({seeds})")
+                label = f"{who} ({seeds})"
+                (line,) = ax.plot(epochs, [scale * m for m in mean.values()], label=label)
                 if len(per_seed) > 1:
+                    values = [[scale * d[e] for e in epochs] for d in per_seed]
                     low = [min(col) for col in zip(*values)]
                     high = [max(col) for col in zip(*values)]
                     ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2)
