@@ -115,6 +115,19 @@ def test_lazy_store_caches_decoded_images(tmp_path):
     assert [int(store.get(np.array([i]))[0, 0, 0, 0]) for i in range(4)] == [0, 1, 2, 3]
 
 
+def test_lazy_store_serves_batches_larger_than_its_cache(tmp_path):
+    # a batch whose fresh images evict a hit of the same batch (a shuffled epoch over more
+    # images than the cache holds) still gets every image right
+    paths = [write_image(tmp_path / f"{i}.png", (i, i, i)) for i in range(8)]
+    store = LazyImageStore(paths, image_size=2, channels=3, cache_items=2, cache_mb=0)
+    store.get(np.array([0, 1]))
+    assert [int(v) for v in store.get(np.array([2, 3, 0, 1]))[:, 0, 0, 0]] == [2, 3, 0, 1]
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        idx = rng.integers(0, 8, size=5)
+        assert store.get(idx)[:, 0, 0, 0].tolist() == idx.tolist()
+
+
 def test_lazy_store_without_cache_decodes_every_time(tmp_path):
     store = LazyImageStore(
         [write_image(tmp_path / "a.png")], image_size=2, cache_items=0, cache_mb=0

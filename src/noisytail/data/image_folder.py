@@ -223,21 +223,24 @@ class LazyImageStore:
                 self._all[i] = image.numpy()
             self._done[missing] = True
             return torch.from_numpy(self._all[idx])
-        out = torch.empty((len(idx), *self.shape), dtype=torch.uint8)
         wanted = idx.tolist()
-        missing = list(dict.fromkeys(i for i in wanted if i not in self._cache))
-        fresh = dict(zip(missing, self._decode_many(missing)))
-        for j, i in enumerate(wanted):
-            image = fresh.get(i)
-            if image is None:
-                image = self._cache[i]
+        # the batch's hits are taken before any fresh image enters the cache: inserting one may
+        # evict an image that this same batch asks for later
+        images: dict[int, torch.Tensor] = {}
+        for i in dict.fromkeys(wanted):
+            if i in self._cache:
+                images[i] = self._cache[i]
                 self._cache.move_to_end(i)
-            elif self.cache_items:
+        missing = [i for i in dict.fromkeys(wanted) if i not in images]
+        for i, image in zip(missing, self._decode_many(missing)):
+            images[i] = image
+            if self.cache_items:
                 self._cache[i] = image
-                self._cache.move_to_end(i)
                 if len(self._cache) > self.cache_items:
                     self._cache.popitem(last=False)
-            out[j] = image
+        out = torch.empty((len(idx), *self.shape), dtype=torch.uint8)
+        for j, i in enumerate(wanted):
+            out[j] = images[i]
         return out
 
     def _decode_many(self, idx: list[int]) -> list[torch.Tensor]:
