@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from noisytail.data.image_folder import LazyImageStore, split_train_test
+from noisytail.data.image_folder import LazyImageStore, decode_image, split_train_test
 from noisytail.data.sources import load_dataset
 from noisytail.data.types import DataError
 
@@ -164,3 +164,33 @@ def test_split_train_test_properties():
     assert np.array_equal(again[1], test)
     with pytest.raises(DataError, match="test_fraction"):
         split_train_test(labels, 1.0)
+
+
+@pytest.mark.parametrize("kind", ["uint16 png", "int32 tiff", "float tiff"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_wide_grey_images_are_stretched_not_clipped(tmp_path, kind, channels):
+    # Pillow's own conversion clips 16-bit values at 255 (an almost white image) and float values
+    # in [0, 1] to 0 or 1 (almost black): the decoder stretches each image's range to 0..255
+    ramp = np.arange(16 * 16, dtype=np.float64).reshape(16, 16)
+    if kind == "uint16 png":
+        values, path = (ramp * 200).astype(np.uint16), tmp_path / "scan.png"
+        Image.fromarray(values).save(path)
+    elif kind == "int32 tiff":
+        values, path = (ramp * 200).astype(np.int32), tmp_path / "scan.tiff"
+        Image.fromarray(values, "I").save(path)
+    else:
+        values, path = (ramp / 255.0).astype(np.float32), tmp_path / "scan.tiff"
+        Image.fromarray(values, "F").save(path)
+    with Image.open(path) as im:
+        assert im.mode in {"I", "I;16", "F"}  # the case under test, not an 8-bit file
+    expected = np.round(ramp * 255.0 / ramp.max()).astype(np.uint8)
+    decoded = decode_image(str(path), 16, channels)
+    assert decoded.shape == (channels, 16, 16)
+    for channel in decoded:
+        assert np.array_equal(channel.numpy(), expected)
+
+
+def test_a_constant_wide_grey_image_is_black(tmp_path):
+    path = tmp_path / "flat.png"
+    Image.fromarray(np.full((8, 8), 40000, dtype=np.uint16)).save(path)
+    assert int(decode_image(str(path), 8, 1).max()) == 0

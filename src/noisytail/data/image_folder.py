@@ -70,6 +70,8 @@ def split_train_test(
 
 #: PIL modes whose pixels are grey levels (``P`` counts when its palette is grey).
 GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+#: Grey modes wider than 8 bits: decoded with each image's range stretched to 0..255.
+WIDE_GRAY_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 #: The largest ``image_size`` inferred from the files, so that the default small CNN trains in
 #: minutes on a CPU; more detail (e.g. 224 for a ResNet on a GPU) is set by hand.
 MAX_INFERRED_SIZE = 64
@@ -270,6 +272,7 @@ def decode_image(path: str, image_size: int, channels: int) -> torch.Tensor:
     try:
         with Image.open(path) as im:
             im.draft(mode, (image_size, image_size))  # JPEG: decode at a reduced scale, >= size
+            im = _stretch_to_8bit(im) if im.mode in WIDE_GRAY_MODES else im
             im = im.convert(mode)
             w, h = im.size
             if min(w, h) != image_size:
@@ -285,6 +288,21 @@ def decode_image(path: str, image_size: int, channels: int) -> torch.Tensor:
     if array.ndim == 2:
         array = array[:, :, None]
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def _stretch_to_8bit(im: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit or float grey image as 8-bit ``L``, its own range stretched to 0..255
+    (a constant image is black; NaN counts as the minimum). Pillow's own conversion clips at
+    255 instead of rescaling, which turns a 16-bit scan almost white and a float image in [0, 1]
+    almost black."""
+    values = np.asarray(im, dtype=np.float64)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return Image.fromarray(np.zeros(values.shape, dtype=np.uint8), "L")
+    low, high = values[finite].min(), values[finite].max()
+    values = np.where(finite, values, low)
+    scale = 255.0 / (high - low) if high > low else 0.0
+    return Image.fromarray(np.round((values - low) * scale).astype(np.uint8), "L")
 
 
 def list_images(folder: Path) -> list[Path]:
