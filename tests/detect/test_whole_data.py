@@ -358,3 +358,40 @@ def test_the_network_budget_with_the_higher_held_out_likelihood_is_kept(
     explicit = over + ["model.name=mlp", "train.epochs=7"]
     detect_label_issues(load_config(None, explicit), tmp_path / "set")
     assert seen == [7]
+
+
+def test_csv_rows_with_checked_rows_held_out(tmp_path):
+    """meta.source=file takes the checked rows out of the pool: each scored sample still names
+    its own data row, and the cleaned copy drops the flagged rows, not their neighbours."""
+    rng = np.random.default_rng(0)
+    true = np.repeat([0, 1], 12)
+    x = rng.normal(size=(24, 2)) * 0.3 + true[:, None] * 5
+    given = true.copy()
+    given[[8, 20]] = 1 - true[[8, 20]]
+    manifest, checked = tmp_path / "t.csv", tmp_path / "checked.csv"
+    for path, rows in ((manifest, range(24)), (checked, (0, 1, 2))):
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["a", "b", "label"])
+            for i in rows:
+                w.writerow([f"{v:.4f}" for v in x[i]] + [int(given[i])])
+    cfg = load_config(
+        None,
+        [
+            "data.name=csv",
+            f"data.options.train_csv={manifest}",
+            "meta.source=file",
+            f"meta.file={checked}",
+        ],
+    )
+    knn = {"space": "input", "k": 5}
+    out = tmp_path / "out"
+    result = detect_label_issues(cfg, out, detector="knn", detector_args=knn, clean_csv=True)
+    rows = read_rows(tmp_path / "out" / "label_issues.csv")
+    assert sorted(int(r["row"]) for r in rows) == list(range(3, 24))
+    for r in rows:
+        assert int(r["given_label"]) == given[int(r["row"])]
+    assert {int(r["row"]) for r in rows if r["flagged"] == "1"} == {8, 20}
+    kept = {r["a"] for r in read_rows(result.files["cleaned_csv"])}
+    assert kept == {f"{x[i, 0]:.4f}" for i in range(24) if i not in (8, 20)}
+    assert result.cleaned["not_checked"] == 3

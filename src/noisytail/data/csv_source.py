@@ -169,6 +169,7 @@ def load_csv(
         std=std,
         root=str(base if base is not None else train_path.parent),
         meta=splits[2] if checked is not None else None,
+        train_rows=train_idx,
         data_folders=image_parents(
             (train.files or [])
             + ((test.files or []) if test is not None else [])

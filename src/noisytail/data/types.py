@@ -182,6 +182,9 @@ class DatasetBundle:
     among them (`noisytail.data.locations`); a source that sets neither owns its ``root``.
     ``inferred``: the options the source inferred from the files (e.g. ``image_size``), each as
     ``(value, why in one line)`` (`noisytail.defaults` prints them and records the values).
+    ``train_rows [n_source_train]``: each sample of the training split *as the source returned
+    it* (the ids of `PreparedData.train_source_idx`) to its 0-based data row in the source's
+    file, where the two differ (a CSV whose checked rows went to ``meta``); None: id = row.
     """
 
     name: str
@@ -198,6 +201,7 @@ class DatasetBundle:
     data_folders: tuple[str, ...] = ()
     data_files: tuple[str, ...] = ()
     inferred: dict[str, tuple[Any, str]] = field(default_factory=dict)
+    train_rows: np.ndarray | None = None
 
     @property
     def num_classes(self) -> int:

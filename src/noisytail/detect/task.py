@@ -205,10 +205,13 @@ def _run_loader(run_dir: Path, cfg: Config, prepared: PreparedData, rt: Any, che
 def _csv_rows(cfg: Config, prepared: PreparedData, from_run: bool) -> np.ndarray | None:
     """Each pool sample's 0-based data row in the training CSV ``[N]``, or None when the
     source is not a CSV or a run's split hides the rows. With the whole CSV in the training
-    split (`whole_data_config`), a sample's id in that split is its row."""
+    split (`whole_data_config`), a sample's id in that split is its row, unless checked rows
+    (``meta.source=file``) left it: then the source's ``train_rows`` maps ids to rows."""
     if cfg.data.name != "csv" or from_run:
         return None
-    return prepared.train_source_idx[prepared.train_idx]
+    ids = prepared.train_source_idx[prepared.train_idx]
+    rows = prepared.bundle.train_rows
+    return ids if rows is None else rows[ids]
 
 
 def detect_label_issues(
