@@ -311,3 +311,28 @@ def _has_onnxruntime() -> bool:
     except ImportError:
         return False
     return True
+
+
+def test_a_pretrained_model_is_rebuilt_without_fetching_imagenet_weights(monkeypatch):
+    # the checkpoint holds every weight: a deployed model loads offline, with no hub cache
+    from noisytail.models import torchvision_resnet
+    from noisytail.registry import MODELS
+
+    def offline(name):
+        raise RuntimeError(f"offline: {name} requested")
+
+    monkeypatch.setattr(torchvision_resnet, "load_imagenet_state", offline)
+    shape = (3, 32, 32)
+    net = MODELS.build("resnet18", args={}, num_classes=3, input_shape=shape).eval()
+    record = {
+        "input_shape": list(shape),
+        "class_names": ["a", "b", "c"],
+        "model": {"name": "resnet18", "options": {"pretrained": True}},
+        "mean": [0.5] * 3,
+        "std": [0.25] * 3,
+    }
+    trained = TrainedModel.from_record(record, net.state_dict())
+    x = torch.rand(2, *shape)
+    with torch.no_grad():
+        assert torch.allclose(trained.model(x), net(x))
+    assert record["model"]["options"] == {"pretrained": True}  # the record is left as it was

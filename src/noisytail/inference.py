@@ -156,12 +156,15 @@ class TrainedModel:
         shape = tuple(int(s) for s in record["input_shape"])
         names = [str(c) for c in record["class_names"]]
         spec = record["model"]
+        options = dict(spec.get("options") or {})
+        if options.get("pretrained"):  # ImageNet weights would be fetched, then overwritten
+            options["pretrained"] = False
         networks = []
         for state in [weights] if isinstance(weights, dict) else weights:
             with torch.random.fork_rng():  # its random initialisation is overwritten: draw nothing
                 net = MODELS.build(
                     spec["name"],
-                    args=spec.get("options") or {},
+                    args=options,
                     num_classes=len(names),
                     input_shape=shape,
                 )
