@@ -78,6 +78,22 @@ def test_fit_and_predict_leave_torch_globals_alone_and_a_seed_repeats(tmp_path):
     assert not np.allclose(other, probs)
 
 
+def test_numpy_scalar_parameters_train_as_python_numbers_do(tmp_path):
+    # a parameter grid over np.arange or a seed from rng.integers hands out NumPy scalars
+    x, y = blobs(n=60)
+    plain = dict(seed=3, epochs=2, lr=0.05, method_args={"drw_epoch": 1, "drw_beta": 0.99})
+    numpy = dict(
+        seed=np.int64(3),
+        epochs=np.int32(2),
+        lr=np.float64(0.05),
+        method_args={"drw_epoch": np.int64(1), "drw_beta": np.float64(0.99)},
+    )
+    expected = small(loss="ce", **plain).fit(x, y).predict_proba(x)
+    got = small(loss="ce", run_dir=str(tmp_path), **numpy).fit(x, y).predict_proba(x)
+    np.testing.assert_array_equal(got, expected)
+    assert "!!python" not in (tmp_path / "config.yaml").read_text()
+
+
 def test_the_default_budget_and_model_scale_with_the_data():
     """``epochs="auto"``: about FIT_STEPS = 1,200 steps of 128 within 10-40 epochs (hand-worked:
     4,084 samples make 32 steps, ceil(1200 / 32) = 38 epochs); images get the narrower CNN

@@ -88,6 +88,19 @@ def _torch_globals_kept() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def _plain_python(value: Any) -> Any:
+    """``value`` with NumPy scalars and arrays made Python numbers and lists, at any depth (a
+    parameter grid over ``np.arange``, a seed from ``rng.integers``): the config takes and
+    saves plain values only."""
+    if isinstance(value, dict):
+        return {k: _plain_python(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_python(v) for v in value]
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    return value
+
+
 class NoisyTailClassifier(ClassifierMixin, BaseEstimator):
     """A scikit-learn classifier trained by noisytail's loop (see the module docstring).
 
@@ -182,31 +195,33 @@ class NoisyTailClassifier(ClassifierMixin, BaseEstimator):
         method.update(self.method_args or {})
         model, options = self._model(x)
         epochs = self._epochs(len(x))
-        return {
-            "seed": self.seed,
-            "data": {
-                "name": "arrays",
-                "options": {"key": key},
-                "val_fraction": self.val_fraction,
-                "augment": self.augment,
-            },
-            "model": {"name": model, "options": options},
-            "method": method,
-            "train": {
-                "epochs": epochs,
-                "batch_size": self.batch_size,
-                "lr": self.lr,
-                "optimizer": self.optimizer,
-                "weight_decay": self.weight_decay,
-                "schedule": self.schedule,
-                "sampler": self.sampler,
-                "device": self.device,
-                "precision": self.precision,
-                "num_threads": self.num_threads,
-                "progress": bool(self.verbose),
-                "checkpoint_every": epochs,
-            },
-        }
+        return _plain_python(
+            {
+                "seed": self.seed,
+                "data": {
+                    "name": "arrays",
+                    "options": {"key": key},
+                    "val_fraction": self.val_fraction,
+                    "augment": self.augment,
+                },
+                "model": {"name": model, "options": options},
+                "method": method,
+                "train": {
+                    "epochs": epochs,
+                    "batch_size": self.batch_size,
+                    "lr": self.lr,
+                    "optimizer": self.optimizer,
+                    "weight_decay": self.weight_decay,
+                    "schedule": self.schedule,
+                    "sampler": self.sampler,
+                    "device": self.device,
+                    "precision": self.precision,
+                    "num_threads": self.num_threads,
+                    "progress": bool(self.verbose),
+                    "checkpoint_every": epochs,
+                },
+            }
+        )
 
     # -- scikit-learn API --------------------------------------------------------------------
     def fit(self, X: Any, y: Any) -> NoisyTailClassifier:
