@@ -94,6 +94,42 @@ def test_numpy_scalar_parameters_train_as_python_numbers_do(tmp_path):
     assert "!!python" not in (tmp_path / "config.yaml").read_text()
 
 
+def test_fit_again_into_the_same_run_dir_replaces_its_own_run(tmp_path):
+    x, y = blobs(n=60)
+    run = tmp_path / "run"
+    clf = small(epochs=2, seed=1, run_dir=str(run)).fit(x, y)
+    clf.set_params(seed=2).fit(x, y)  # scikit-learn's contract: fit may be called again
+    np.testing.assert_array_equal(load_model(run).predict_proba(x), clf.predict_proba(x))
+    assert '"seed": 2' in (run / "estimator.json").read_text()
+    # clones made by cross-validation share the folder; the last fit is the one kept
+    probs = cross_val_predict(clf, x, y, cv=2, method="predict_proba")
+    assert probs.shape == (60, 3) and (run / "estimator.json").is_file()
+    # a failed fit leaves the earlier run as it was, and nothing beside it
+    before = (run / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(ValueError, match="no_such_method"):
+        clone(clf).set_params(method="no_such_method").fit(x, y)
+    assert (run / "checkpoints" / "last.pt").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_fit_does_not_replace_a_folder_that_holds_other_files(tmp_path):
+    x, y = blobs(n=60)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a run of NoisyTailClassifier"):
+        small(epochs=1, run_dir=str(theirs)).fit(x, y)
+    assert [p.name for p in theirs.iterdir()] == ["notes.txt"]
+    run = tmp_path / "run"
+    small(epochs=1, run_dir=str(run)).fit(x, y)
+    (run / "notes.txt").write_text("mine")
+    before = sorted(p.name for p in run.iterdir())
+    with pytest.raises(ValueError, match="'notes.txt', which is not part of a run"):
+        small(epochs=1, seed=5, run_dir=str(run)).fit(x, y)
+    assert sorted(p.name for p in run.iterdir()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "theirs"]
+
+
 def test_the_default_budget_and_model_scale_with_the_data():
     """``epochs="auto"``: about FIT_STEPS = 1,200 steps of 128 within 10-40 epochs (hand-worked:
     4,084 samples make 32 steps, ceil(1200 / 32) = 38 epochs); images get the narrower CNN

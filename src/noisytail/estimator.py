@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,7 +115,10 @@ class NoisyTailClassifier(ClassifierMixin, BaseEstimator):
     ``weight_decay``, ``schedule``, ``sampler``, ``device``, ``precision``, ``num_threads``),
     ``augment`` (``data.augment``), ``val_fraction`` (a noisy validation split held out of
     training; 0 trains on everything), ``seed``. ``run_dir``: keep the run folder there (then
-    `load_model` reads it back); None uses a temporary one. ``verbose``: progress bars.
+    `load_model` reads it back); None uses a temporary one. A fit trains beside it and moves the
+    finished run in, so a failed fit leaves ``run_dir`` as it was, and a later fit (or a clone's,
+    in cross-validation) replaces this classifier's own earlier run there; a folder holding
+    anything else is refused. ``verbose``: progress bars.
 
     Fitted attributes: ``classes_`` ``[K]``, ``model_`` (`noisytail.inference.TrainedModel`),
     ``input_shape_`` and, for tables, ``n_features_in_``.
@@ -256,10 +260,10 @@ class NoisyTailClassifier(ClassifierMixin, BaseEstimator):
         with contextlib.ExitStack() as stack:
             stack.callback(release_arrays, key)
             stack.enter_context(_torch_globals_kept())
-            if self.run_dir is None:
-                out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="noisytail-")))
-            else:
-                out = Path(self.run_dir)
+            target = None if self.run_dir is None else _refittable(Path(self.run_dir))
+            where = None if target is None else target.parent
+            out = Path(tempfile.mkdtemp(prefix=".noisytail-fit-", dir=where))
+            stack.callback(shutil.rmtree, out, ignore_errors=True)
             try:
                 cfg = from_dict(self.config_values(key, x))
                 train_fit(cfg, out, progress=bool(self.verbose), write_report=False)
@@ -276,8 +280,9 @@ class NoisyTailClassifier(ClassifierMixin, BaseEstimator):
             }
             weights = network_weights(read_checkpoint(checkpoint_path(out)), cfg.method.name)
             self.model_ = TrainedModel.from_record(record, weights)
-            if self.run_dir is not None:
+            if target is not None:
                 _write_estimator_file(out, self.get_params(), classes)
+                _move_run(out, target)
         self.classes_ = classes
         self.input_shape_ = tuple(int(s) for s in x.shape[1:])
         if x.ndim == 2:
@@ -310,6 +315,41 @@ class NoisyTailClassifier(ClassifierMixin, BaseEstimator):
         tags.input_tags.three_d_array = True
         tags.non_deterministic = False
         return tags
+
+
+def _refittable(target: Path) -> Path:
+    """``target`` if a fit may write its run there: absent, empty, or this classifier's own
+    earlier run (it has `ESTIMATOR_FILE`); else a ValueError, before anything trains."""
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"run_dir {target} is a file: give a folder for the run.")
+    if target.is_dir() and any(target.iterdir()) and not (target / ESTIMATOR_FILE).is_file():
+        raise ValueError(
+            f"run_dir {target} holds files that are not a run of NoisyTailClassifier; give an "
+            "empty or new folder (nothing there is replaced)."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def _move_run(new: Path, target: Path) -> None:
+    """Put the finished run ``new`` at ``target``, replacing an earlier run of the classifier
+    there only if every entry of that run is one the new run has too (a file the user added to
+    the folder is not deleted: ValueError, and the earlier run stays)."""
+    if target.is_dir() and any(target.iterdir()):
+        extra = sorted(p.name for p in target.iterdir() if not (new / p.name).exists())
+        if extra:
+            raise ValueError(
+                f"run_dir {target} holds {extra[0]!r}, which is not part of a run: move it out "
+                "of the folder to fit again there (the earlier run was left as it was)."
+            )
+        old = Path(tempfile.mkdtemp(prefix=".noisytail-old-", dir=target.parent))
+        target.rename(old / target.name)
+        new.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        if target.is_dir():
+            target.rmdir()
+        new.rename(target)
 
 
 def _write_estimator_file(out: Path, params: dict[str, Any], classes: np.ndarray) -> None:
