@@ -264,6 +264,47 @@ def test_load_model_of_a_cli_tabular_csv_run_standardises_its_features(tmp_path)
     np.testing.assert_allclose(load_model(run).predict_proba(x_test), probs, atol=1e-4)
 
 
+def test_predict_reads_a_feature_csv_by_the_trained_column_names(tmp_path):
+    # trained on "id,a,b,target" (the id is a feature there): a file with its columns in
+    # another order, a label column and a blank line gives the same predictions
+    rng = np.random.default_rng(1)
+    y = np.arange(60) % 2
+    x = np.column_stack([np.arange(60), rng.normal(size=(60, 2)) + 3 * y[:, None]])
+    train = tmp_path / "train.csv"
+    train.write_text(
+        "id,a,b,target\n" + "".join(f"{r[0]:.0f},{r[1]},{r[2]},{c}\n" for r, c in zip(x, y))
+    )
+    run = tmp_path / "run"
+    overrides = [
+        f"data.options.train_csv={train}",
+        "data.options.label_column=target",
+        "data.val_fraction=0",
+        "train.epochs=2",
+        "train.precision=fp32",
+        "train.progress=false",
+    ]
+    args = ["train", "--out", str(run), "--no-report"] + sum((["--set", o] for o in overrides), [])
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    want = load_model(run).predict_proba(x[:5])
+    new = tmp_path / "new.csv"
+    lines = [f"{r[2]},x,{r[0]:.0f},{r[1]}" for r in x[:5]]
+    new.write_text("\n".join(["b,target,id,a", lines[0], "", *lines[1:]]) + "\n")
+    out = tmp_path / "p.csv"
+    result = CliRunner().invoke(
+        main, ["predict", str(run), "--images", str(new), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.read_text().splitlines()))
+    assert [r["input"] for r in rows] == ["1", "2", "3", "4", "5"]
+    top = want.argmax(1)
+    np.testing.assert_allclose([float(r["probability"]) for r in rows], want.max(1), atol=1e-5)
+    assert [r["class"] for r in rows] == [str(c) for c in top]
+    new.write_text("id,a,target\n1,2,0\n")
+    result = CliRunner().invoke(main, ["predict", str(run), "--images", str(new)])
+    assert result.exit_code == 2 and "has no column 'b'" in result.output
+
+
 def test_a_dividemix_model_predicts_with_both_networks_everywhere(tmp_path):
     """DivideMix predicts with the mean of its two networks' logits: the estimator, `load_model`
     and both exports give the loop's own probabilities (``predictions.npz``: `Method.predict`

@@ -35,6 +35,7 @@ from PIL import Image
 from . import methods as _methods  # noqa: F401  (registration)
 from . import models as _models  # noqa: F401  (registration)
 from .data.arrays import as_model_inputs, normalise_inputs
+from .data.csv_table import read_csv_rows
 from .data.types import DataError
 from .errors import short_error
 from .registry import METHODS, MODELS
@@ -116,6 +117,7 @@ class TrainedModel:
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
     resize: bool = False
+    feature_names: tuple[str, ...] | None = None
     source: dict[str, Any] = field(default_factory=dict)
     _cast: tuple[torch.dtype, torch.nn.Module] | None = field(default=None, repr=False)
 
@@ -179,6 +181,7 @@ class TrainedModel:
             tuple(float(m) for m in record.get("mean") or ()),
             tuple(float(s) for s in record.get("std") or ()),
             bool(record.get("resize", False)),
+            _names_or_none(record.get("feature_names")),
         )
 
     @property
@@ -367,25 +370,36 @@ def _csv_paths(path: Path) -> list[Path]:
     ]
 
 
-def read_feature_csv(path: str | os.PathLike, num_features: int) -> tuple[list[str], np.ndarray]:
-    """A CSV of numeric feature columns (an optional ``label`` column is ignored) as row ids
-    (1-based data-row numbers) and float32 ``[N, D]``; a non-numeric cell raises `DataError`
+def _names_or_none(names: Any) -> tuple[str, ...] | None:
+    return None if names is None else tuple(str(n) for n in names)
+
+
+def read_feature_csv(
+    path: str | os.PathLike, num_features: int, feature_names: Sequence[str] | None = None
+) -> tuple[list[str], np.ndarray]:
+    """A CSV of numeric features as row ids (1-based data-row numbers; blank lines are not
+    rows, as in training) and float32 ``[N, D]``. With ``feature_names`` (a model trained on a
+    feature CSV) the columns are taken by name, in that order, and any other column (a label,
+    an id) is ignored; a missing one raises `DataError`. Without, every column but ``label``,
+    ``path`` and ``id`` is a feature, in file order. A non-numeric cell raises `DataError`
     naming its line."""
     p = Path(path)
-    try:
-        with open(p, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{p}: cannot be read ({short_error(err)}).") from None
-    if len(rows) < 2:
-        raise DataError(f"{p}: expected a header and at least one row of {num_features} features.")
-    header = [h.strip() for h in rows[0]]
-    keep = [i for i, h in enumerate(header) if h.lower() not in ("label", "path", "id")]
+    header, rows = read_csv_rows(p)
+    if feature_names is not None:
+        missing = [name for name in feature_names if name not in header]
+        if missing:
+            raise DataError(
+                f"{p} has no column {missing[0]!r}: the model was trained on the columns "
+                f"{', '.join(feature_names)} (found: {', '.join(header)})."
+            )
+        keep = [header.index(name) for name in feature_names]
+    else:
+        keep = [i for i, h in enumerate(header) if h.lower() not in ("label", "path", "id")]
     values = []
-    for line, row in enumerate(rows[1:], start=2):
+    for line, row in rows:
         try:
             values.append([float(row[i]) for i in keep])
-        except (ValueError, IndexError):
+        except ValueError:
             raise DataError(f"{p} line {line}: expected {len(keep)} numbers.") from None
     x = as_model_inputs(np.asarray(values, dtype=np.float64), what=str(p))
     return [str(i) for i in range(1, len(values) + 1)], x
@@ -429,7 +443,9 @@ def predict_files(
             raise DataError(
                 "this run's model takes feature vectors: give one CSV of feature columns."
             )
-        ids, x = read_feature_csv(inputs[0], int(np.prod(trained.input_shape)))
+        ids, x = read_feature_csv(
+            inputs[0], int(np.prod(trained.input_shape)), trained.feature_names
+        )
     probs = trained.predict_proba(x)
     rows = predictions_table(probs, trained.class_names, ids, top_k)
     buf = io.StringIO()

@@ -138,10 +138,10 @@ def inference_record(cfg: Config, bundle: DatasetBundle) -> dict[str, Any]:
     trained model that lives on its own), stored under its ``inference`` key: the model's
     ``{"name", "options"}``, the ``class_names`` ``[K]``, the ``input_shape`` ``[C, H, W]`` (or
     ``[D]`` for feature vectors), the per-channel (per-column) ``mean`` and ``std`` the inputs
-    are normalised with (empty for raw features), and ``resize``: whether the source resized
+    are normalised with (empty for raw features), ``resize``: whether the source resized
     image files to the input size when read (`RESIZING_SOURCES`), so new images are resized
-    the same way."""
-    return {
+    the same way, and, for a feature CSV, its ``feature_names`` ``[D]`` in input order."""
+    record: dict[str, Any] = {
         "model": {"name": cfg.model.name, "options": dict(cfg.model.options)},
         "class_names": [str(c) for c in bundle.class_names],
         "input_shape": [int(s) for s in bundle.input_shape],
@@ -149,6 +149,9 @@ def inference_record(cfg: Config, bundle: DatasetBundle) -> dict[str, Any]:
         "std": [float(s) for s in bundle.std],
         "resize": cfg.data.name in RESIZING_SOURCES and len(bundle.input_shape) == 3,
     }
+    if bundle.feature_names is not None:
+        record["feature_names"] = [str(c) for c in bundle.feature_names]
+    return record
 
 
 def model_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -170,6 +170,7 @@ def load_csv(
         root=str(base if base is not None else train_path.parent),
         meta=splits[2] if checked is not None else None,
         train_rows=train_idx,
+        feature_names=list(train.columns) if train.features is not None else None,
         data_folders=image_parents(
             (train.files or [])
             + ((test.files or []) if test is not None else [])

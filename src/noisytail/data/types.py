@@ -185,6 +185,8 @@ class DatasetBundle:
     ``train_rows [n_source_train]``: each sample of the training split *as the source returned
     it* (the ids of `PreparedData.train_source_idx`) to its 0-based data row in the source's
     file, where the two differ (a CSV whose checked rows went to ``meta``); None: id = row.
+    ``feature_names [D]``: a table's feature columns in the model's input order (a feature
+    CSV), so that new rows are read by name (`noisytail.inference.read_feature_csv`).
     """
 
     name: str
@@ -202,6 +204,7 @@ class DatasetBundle:
     data_files: tuple[str, ...] = ()
     inferred: dict[str, tuple[Any, str]] = field(default_factory=dict)
     train_rows: np.ndarray | None = None
+    feature_names: list[str] | None = None
 
     @property
     def num_classes(self) -> int:
