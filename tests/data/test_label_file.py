@@ -112,10 +112,66 @@ def test_csv_with_index_column(tmp_path, bundle):
     check_applied(bundle, apply_label_file(bundle, tmp_path / "l.csv"), NOISY)
 
 
+def test_csv_with_path_column_matches_rows_to_images(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "data"
+    for name in ("ant", "bee"):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("L", (4, 4), 40 * i).save(root / name / f"{name}{i}.png")
+    bundle = load_dataset("image_folder", root=root, options={"image_size": 4, "test_fraction": 0})
+    paths = bundle.train.paths
+    assert [Path(p).name for p in paths] == [
+        "ant0.png",
+        "ant1.png",
+        "ant2.png",
+        "bee0.png",
+        "bee1.png",
+        "bee2.png",
+    ]
+    wanted = {
+        "ant0.png": "bee",
+        "ant1.png": "ant",
+        "ant2.png": "bee",
+        "bee0.png": "ant",
+        "bee1.png": "bee",
+        "bee2.png": "bee",
+    }
+    rows = ["path,label"]  # reversed order; relative to the root, to the CSV's folder, absolute
+    for i, p in enumerate(reversed(paths)):
+        name = Path(p).name
+        cell = (f"{name[:3]}/{name}", f"data/{name[:3]}/{name}", str(p))[i % 3]
+        rows.append(f"{cell},{wanted[name]}")
+    labels = tmp_path / "noisy.csv"
+    labels.write_text("\n".join(rows) + "\n")
+    noisy = apply_label_file(bundle, labels)
+    got = {Path(p).name: bundle.class_names[y] for p, y in zip(paths, noisy.train.labels)}
+    assert got == wanted
+    bad = {
+        "path,label\nant/ant9.png,ant\n": "line 2: 'ant/ant9.png' is not a training image",
+        "path,label\n" + "ant/ant0.png,ant\n" * 6: "'path' column must list each of the 6",
+        "index,path,label\n0,ant/ant0.png,ant\n": "both 'index' and 'path'",
+    }
+    for text, message in bad.items():
+        labels.write_text(text)
+        with pytest.raises(DataError, match=message):
+            apply_label_file(bundle, labels)
+
+
+def test_csv_with_path_column_needs_image_files(tmp_path, bundle):
+    (tmp_path / "l.csv").write_text("path,label\na.png,dog\n")
+    with pytest.raises(DataError, match="not image files: give an 'index' column"):
+        apply_label_file(bundle, tmp_path / "l.csv")
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("index,label\n0,1\n0,1\n1,1\n2,1\n3,1\n4,1\n", "each of the 6 training indices"),
+        (
+            "index,label\n0,1\n0,1\n1,1\n2,1\n3,1\n4,1\n",
+            "'index' column must list each of the 6 training samples",
+        ),
         ("index,label\n9,1\n", "line 2: index '9' is not in 0..5"),
         ("label\ndog\nwolf\n", "line 3: 'wolf' is neither an integer nor a class name"),
         ("labels\n1\n", "no 'label' column"),

@@ -9,9 +9,12 @@ Formats, chosen by the file's extension:
   holds ``clean_label`` and ``noisy_label``. ``.pt`` files are read with ``weights_only=True``
   plus numpy arrays, so they cannot run code.
 - ``.csv``: a header with a ``label`` column (integers, or class names) and optionally an
-  ``index`` column giving each row's training-sample index (then every index must occur once).
+  ``index`` column giving each row's training-sample index, or, for data of image files, a
+  ``path`` column naming each row's image (relative to the data's root, else to the CSV's
+  folder); then every training sample must occur once, in any order.
 
-``N`` must equal the number of training samples, in the bundle's training order. Where the source
+``N`` must equal the number of training samples, in the bundle's training order (a CSV with an
+``index`` or ``path`` column: in its own order). Where the source
 renumbered integer labels with gaps (``{0, 1, 9}`` became classes 0, 1, 2 named "0", "1", "9"),
 integer labels in the file are those original values, and are renumbered the same way.
 
@@ -114,12 +117,48 @@ def _to_labels(values: Any, path: Path) -> np.ndarray:
     raise DataError(f"Label file {path}: labels must be integers, got dtype {array.dtype}.")
 
 
-def _read_csv_labels(path: Path, class_names: list[str], n: int) -> np.ndarray:
+def _path_index(
+    path: Path, header: list[str], paths: list[str] | None, root: str | None
+) -> tuple[int, Any] | tuple[None, None]:
+    """The ``path`` column of a label CSV and a function from its cell (and line) to the
+    training index of that image; ``(None, None)`` without the column."""
+    if "path" not in header:
+        return None, None
+    if "index" in header:
+        raise DataError(f"Label CSV {path} has both 'index' and 'path' columns: keep one.")
+    if paths is None:
+        raise DataError(
+            f"Label CSV {path} has a 'path' column, but the data are not image files: give "
+            "an 'index' column (each row's training-sample index) instead."
+        )
+    where = {os.path.realpath(p): i for i, p in enumerate(paths)}
+    bases = [Path(root)] if root else []
+    bases.append(path.parent)
+
+    def index_of(value: str, line: int) -> int:
+        name = Path(value).expanduser()
+        for base in [Path("/")] if name.is_absolute() else bases:
+            found = where.get(os.path.realpath(base / name))
+            if found is not None:
+                return found
+        raise DataError(f"Label CSV {path} line {line}: {value!r} is not a training image.")
+
+    return header.index("path"), index_of
+
+
+def _read_csv_labels(
+    path: Path,
+    class_names: list[str],
+    n: int,
+    paths: list[str] | None = None,
+    root: str | None = None,
+) -> np.ndarray:
     header, rows = read_csv_rows(path)
     if "label" not in header:
         raise DataError(f"Label CSV {path} has no 'label' column (columns: {', '.join(header)}).")
     label_at = header.index("label")
     index_at = header.index("index") if "index" in header else None
+    path_at, index_of = _path_index(path, header, paths, root)
     names = {name: i for i, name in enumerate(class_names)}
     renumbered = _original_values(class_names) is not None
     labels = np.empty(len(rows), dtype=np.int64)
@@ -141,12 +180,15 @@ def _read_csv_labels(path: Path, class_names: list[str], n: int) -> np.ndarray:
                     f"Label CSV {path} line {line}: index {index!r} is not in 0..{n - 1}."
                 )
             order[r] = int(index)
-    if index_at is None:
+        elif index_of is not None:
+            order[r] = index_of(row[path_at].strip(), line)
+    if index_at is None and index_of is None:
         return labels
     if len(rows) != n or len(np.unique(order)) != n:
+        column = "index" if index_at is not None else "path"
         raise DataError(
-            f"Label CSV {path}: the 'index' column must list each of the {n} training indices "
-            f"exactly once ({len(rows)} rows, {len(np.unique(order))} distinct indices)."
+            f"Label CSV {path}: the {column!r} column must list each of the {n} training "
+            f"samples exactly once ({len(rows)} rows, {len(np.unique(order))} distinct)."
         )
     out = np.empty(n, dtype=np.int64)
     out[order] = labels
@@ -219,7 +261,7 @@ def read_label_file(
     if suffix == ".csv":
         if key is not None:
             raise DataError(f"key={key!r} does not apply to a CSV label file ({file}).")
-        labels = _read_csv_labels(file, bundle.class_names, n)
+        labels = _read_csv_labels(file, bundle.class_names, n, bundle.train.paths, bundle.root)
     elif suffix in (".npy", ".npz", ".pt", ".pth"):
         labels = _renumber(_to_labels(_read_array_file(file, key), file), bundle.class_names, file)
     else:
