@@ -56,8 +56,9 @@ def write_bytes(data: bytes, path: str | os.PathLike) -> Path:
 
 
 def write_text(text: str, path: str | os.PathLike) -> Path:
-    """Atomically write UTF-8 ``text`` (see `write_bytes`)."""
-    return write_bytes(text.encode("utf-8"), path)
+    """Atomically write UTF-8 ``text`` (see `write_bytes`); a file name in it that is not
+    UTF-8 (read by Python as surrogate escapes) is written as its own bytes."""
+    return write_bytes(text.encode("utf-8", "surrogateescape"), path)
 
 
 def write_json(obj: Any, path: str | os.PathLike, *, default: Callable | None = None) -> Path:

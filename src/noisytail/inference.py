@@ -453,6 +453,6 @@ def predict_files(
     writer.writeheader()
     writer.writerows(rows)
     out = Path(out_csv)
-    _write(out, buf.getvalue().encode("utf-8"))
+    _write(out, buf.getvalue().encode("utf-8", "surrogateescape"))  # file names as they are
     log.debug("%d predictions written to %s", len(rows), out)
     return out

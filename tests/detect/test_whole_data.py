@@ -395,3 +395,25 @@ def test_csv_rows_with_checked_rows_held_out(tmp_path):
     kept = {r["a"] for r in read_rows(result.files["cleaned_csv"])}
     assert kept == {f"{x[i, 0]:.4f}" for i in range(24) if i not in (8, 20)}
     assert result.cleaned["not_checked"] == 3
+
+
+def test_a_file_name_that_is_not_utf8_is_scored_and_written_as_its_bytes(tmp_path):
+    # a zip made on Windows and unpacked with unzip leaves names like b"caf\xe9.png"
+    import os
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "shapes"
+    for c, name in enumerate(["a", "b"]):
+        (root / name).mkdir(parents=True)
+        for i in range(8):
+            pixels = np.clip(100 * c + 60 + rng.normal(0, 20, (8, 8)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    odd = os.path.join(os.fsencode(root / "a"), b"caf\xe9.png")
+    os.rename(os.fsencode(root / "a" / "0.png"), odd)
+    cfg = load_config(None, ["data.name=image_folder", f"data.root={root}"])
+    out = tmp_path / "out"
+    knn = {"space": "input", "k": 3}
+    result = detect_label_issues(cfg, out, detector="knn", detector_args=knn)
+    assert result.n == 16
+    written = (out / "label_issues.csv").read_bytes().splitlines()
+    assert sum(odd in line for line in written) == 1  # the name as it is on disk

@@ -40,7 +40,9 @@ def _ints(a: Any) -> bytes:
 
 def _split_print(split: Any, ids: np.ndarray, num_classes: int) -> dict[str, Any]:
     if split.paths is not None:
-        id_hash = _sha("\n".join(str(p) for p in split.paths).encode("utf-8"))
+        # a file name that is not UTF-8 hashes as its own bytes (Python's surrogateescape)
+        names = "\n".join(str(p) for p in split.paths)
+        id_hash = _sha(names.encode("utf-8", "surrogateescape"))
     else:
         id_hash = _sha(_ints(ids))
     labels = np.asarray(split.labels)
