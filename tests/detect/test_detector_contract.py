@@ -33,6 +33,22 @@ def test_signature_is_explicit(name):
     assert set(det.args()) == set(list(inspect.signature(cls.__init__).parameters)[1:])
 
 
+@pytest.mark.parametrize(
+    ("name", "args", "message"),
+    [
+        ("small_loss", {"flag": 10}, "small_loss: flag must be 'gmm' or a fraction"),
+        ("loss_trajectory", {"flag": "top"}, "loss_trajectory: flag must be"),
+        ("method_scores", {"threshold": "low"}, "method_scores: threshold must be a number"),
+    ],
+)
+def test_bad_arguments_are_refused_before_anything_trains(name, args, message):
+    from noisytail.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        DETECTORS.build(name, args)
+    assert DETECTORS.build(name, {next(iter(args)): 0.25})  # a fraction, a number: fine
+
+
 @pytest.mark.parametrize("name", DETECTORS.names())
 def test_ranks_every_training_sample(name, tmp_path, digits_config):
     cfg = digits_config(

@@ -134,6 +134,9 @@ def test_a_class_smaller_than_the_folds_is_refused(tmp_path):
     cfg = load_config(None, ["data.name=csv", f"data.options.train_csv={manifest}"])
     with pytest.raises(DataError, match=r"Class 'z' has 3 sample.*5 folds.*--arg folds=N"):
         detect_label_issues(cfg, tmp_path / "out")
+    # confident learning cross-fits too: an unseen class's threshold would be near 0
+    with pytest.raises(DataError, match=r"confident_learning: Class 'z' has 3 sample.*5 folds"):
+        detect_label_issues(cfg, tmp_path / "out", detector="confident_learning")
     result = detect_label_issues(cfg, tmp_path / "out", detector_args={"folds": 3})
     assert result.n == 23
 

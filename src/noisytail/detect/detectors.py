@@ -22,6 +22,7 @@ BENCHMARKS.md).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,16 +40,26 @@ from .base import DetectionTask, Detector, DetectorOutput
 _log = logging.getLogger(__name__)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _checked_flag(rule: Any, who: str) -> str | float:
+    """``rule`` if it is ``"gmm"`` or a fraction in (0, 1); else `ConfigError`, when the
+    detector is built (before any training)."""
+    if rule == "gmm" or (_is_number(rule) and 0 < rule < 1):
+        return rule
+    raise ConfigError(f"{who}: flag must be 'gmm' or a fraction in (0, 1), got {rule!r}.")
+
+
 def _flag_by(suspicion: np.ndarray, rule: str | float, seed: int) -> np.ndarray:
     """``"gmm"``: DivideMix's two-component rule; a number in (0, 1): that top fraction."""
     if rule == "gmm":
         return sc.two_component_flags(suspicion, seed=seed)[0]
-    if isinstance(rule, (int, float)) and not isinstance(rule, bool) and 0 < rule < 1:
-        n_flag = int(round(rule * len(suspicion)))
-        flagged = np.zeros(len(suspicion), dtype=bool)
-        flagged[np.argsort(-suspicion, kind="stable")[:n_flag]] = True
-        return flagged
-    raise ConfigError(f"flag must be 'gmm' or a fraction in (0, 1), got {rule!r}.")
+    n_flag = int(round(rule * len(suspicion)))
+    flagged = np.zeros(len(suspicion), dtype=bool)
+    flagged[np.argsort(-suspicion, kind="stable")[:n_flag]] = True
+    return flagged
 
 
 #: When `AutoDetector` adds its cross-fitted network: for tables (feature vectors) only, always,
@@ -285,7 +296,7 @@ class SmallLossDetector(Detector):
     description = "per-sample loss under the trained model"
 
     def __init__(self, *, flag: str | float = "gmm") -> None:
-        self.flag = flag
+        self.flag = _checked_flag(flag, "small_loss")
 
     def detect(self, task: DetectionTask) -> DetectorOutput:
         probs = task.pool_probs(task.trained())
@@ -303,7 +314,7 @@ class LossTrajectoryDetector(Detector):
     def __init__(self, *, start: int = 0, flag: str | float = "gmm") -> None:
         if start < 0:
             raise ConfigError(f"loss_trajectory: start must be >= 0, got {start}.")
-        self.start, self.flag = start, flag
+        self.start, self.flag = start, _checked_flag(flag, "loss_trajectory")
 
     def detect(self, task: DetectionTask) -> DetectorOutput:
         run = task.trained(record_losses=True)
@@ -343,8 +354,18 @@ class ConfidentLearningDetector(Detector):
         self.folds, self.score, self.require_disagreement = folds, score, require_disagreement
 
     def out_of_sample_probs(self, task: DetectionTask) -> np.ndarray:
-        """``[N, K]``: `DetectionTask.crossfit_probs` over ``folds`` folds."""
+        """``[N, K]``: `DetectionTask.crossfit_probs` over ``folds`` folds. A class with fewer
+        samples than folds is refused: a fold model that never saw it gives it a near-zero
+        threshold, and unsure samples of other classes would count as confidently in it."""
+        present = np.unique(task.labels)
+        names = task.prepared.bundle.class_names
         try:
+            check_fold_sizes(
+                np.searchsorted(present, task.labels),
+                [names[c] for c in present],
+                self.folds,
+                fix="use fewer folds (--arg folds=N)",
+            )
             return task.crossfit_probs(self.folds)
         except DataError as e:
             raise DataError(f"confident_learning: {e}") from None
@@ -386,6 +407,10 @@ class MethodScoresDetector(Detector):
     description = "the trained method's own sample_scores"
 
     def __init__(self, *, threshold: float | str = 0.5) -> None:
+        if threshold != "gmm" and not _is_number(threshold):
+            raise ConfigError(
+                f"method_scores: threshold must be a number or 'gmm', got {threshold!r}."
+            )
         self.threshold = threshold
 
     def detect(self, task: DetectionTask) -> DetectorOutput:
@@ -404,12 +429,8 @@ class MethodScoresDetector(Detector):
         suspicion = s.max() - s
         if self.threshold == "gmm":
             flagged = _flag_by(suspicion, "gmm", task.cfg.seed)
-        elif isinstance(self.threshold, (int, float)) and not isinstance(self.threshold, bool):
-            flagged = s < float(self.threshold)
         else:
-            raise ConfigError(
-                f"method_scores: threshold must be a number or 'gmm', got {self.threshold!r}."
-            )
+            flagged = s < float(self.threshold)
         return DetectorOutput(suspicion, flagged, task.pool_probs(run).argmax(1))
 
 
