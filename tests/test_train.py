@@ -287,6 +287,19 @@ def test_backbone_lr_scale_splits_the_groups(tmp_path, digits_config):
     )
 
 
+def test_a_stop_between_checkpoints_resumes_from_the_stop(tmp_path, digits_config):
+    # checkpoint_every=5 does not divide the stop: the stop itself is checkpointed, so resume
+    # goes on from epoch 3 (it started afresh, and deleted the metrics, before)
+    cfg = digits_config("train.epochs=6", "train.checkpoint_every=5")
+    fit(cfg, tmp_path / "full", write_report=False)
+    part = fit(cfg, tmp_path / "split", write_report=False, stop_after_epochs=3)
+    assert not part.finished and part.epochs_done == 3
+    assert read_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["epoch"] == 3
+    done = fit(cfg, tmp_path / "split", resume=True, write_report=False, stop_after_epochs=3)
+    assert done.finished
+    assert _metrics(tmp_path / "full") == _metrics(tmp_path / "split")
+
+
 @pytest.mark.parametrize("stop", [1, 2], ids=["mid-freeze", "after-unfreeze"])
 def test_resume_with_frozen_epochs_matches_uninterrupted(tmp_path, digits_config, stop):
     enc = _encoder(tmp_path, digits_config)

@@ -334,6 +334,16 @@ def start_run_folder(
     write_fingerprint(prepared.fingerprint(), out_dir)
 
 
+def checkpoint_at_stop(run: Run) -> None:
+    """``last.pt`` for a run stopped early (``stop_after_epochs``) after an epoch that
+    `epoch_writer` did not checkpoint (``train.checkpoint_every`` does not divide it), so that
+    ``--resume`` goes on from there instead of starting afresh."""
+    if run.history:
+        epoch = run.history[-1]["epoch"]
+        if epoch % run.cfg.train.checkpoint_every and epoch != run.cfg.train.epochs:
+            write_checkpoint(run.checkpoint_state(epoch), checkpoint_path(run.out))
+
+
 def epoch_writer(run: Run, progress: bool) -> Callable[[dict[str, Any]], None]:
     """`noisytail.train.fit`'s ``on_epoch`` for ``run``: the record to ``metrics.jsonl``,
     ``best.pt`` when the epoch is the best so far, ``last.pt`` every ``train.checkpoint_every``

@@ -50,6 +50,7 @@ from .registry import METHODS
 from .runfolder import (
     METRICS_FILE,
     CheckpointError,
+    checkpoint_at_stop,
     checkpoint_path,
     epoch_writer,
     load_state,
@@ -444,6 +445,8 @@ def fit(
         stop_after_epochs, epoch_writer(run, progress) if rt.is_main else None, progress=progress
     )
     finished = bool(run.history) and run.history[-1]["epoch"] == cfg.train.epochs
+    if not finished and rt.is_main:
+        checkpoint_at_stop(run)
     summary = finish_run(run) if finished else UnfinishedRun(epochs_done=len(run.history))
     rt.barrier()
     if finished and rt.is_main and write_report:
