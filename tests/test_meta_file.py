@@ -79,3 +79,28 @@ def test_a_meta_method_trains_on_checked_samples(tmp_path):
         args += ["--set", override]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
+
+
+def test_checked_labels_are_read_as_the_datas_own_labels(tmp_path):
+    # the data's CSV writes its integer labels zero-padded; "02" is the data's class "2"
+    rows = ["a,b,label"] + [f"{i},{i % 3},0{1 + i % 3}" for i in range(30)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "checked.csv").write_text("a,b,label\n4,1,02\n5,2,3\n")
+    cfg = load_config(
+        None,
+        [
+            "data.name=csv",
+            f"data.options.train_csv={tmp_path / 't.csv'}",
+            "meta.source=file",
+            f"meta.file={tmp_path / 'checked.csv'}",
+        ],
+    )
+    data = prepare_data(cfg)
+    assert data.bundle.class_names == ["1", "2", "3"]
+    _, labels = data.corruption.split("meta")
+    assert labels.tolist() == [1, 2]
+    (tmp_path / "checked.csv").write_text("a,b,label\n4,1,04\n")
+    with pytest.raises(
+        Exception, match=r"line 2: label '04' is not a class of the data \(1, 2, 3\)"
+    ):
+        prepare_data(cfg)

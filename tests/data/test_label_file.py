@@ -173,7 +173,10 @@ def test_csv_with_path_column_needs_image_files(tmp_path, bundle):
             "'index' column must list each of the 6 training samples",
         ),
         ("index,label\n9,1\n", "line 2: index '9' is not in 0..5"),
-        ("label\ndog\nwolf\n", "line 3: 'wolf' is neither an integer nor a class name"),
+        (
+            "label\ndog\nwolf\n",
+            "line 3: 'wolf' is not a class of the data \\(cat, dog, fox\\) nor a class number 0..2",
+        ),
         ("labels\n1\n", "no 'label' column"),
     ],
 )
@@ -224,11 +227,13 @@ def test_labels_of_a_renumbered_source_are_its_original_values(tmp_path, bundle)
     assert noisy.train.labels.tolist() == [1, 1, 0, 2, 1, 0]
     (tmp_path / "y.csv").write_text("label\n1\n1\n0\n9\n1\n0\n")
     assert apply_label_file(gaps, tmp_path / "y.csv").train.labels.tolist() == [1, 1, 0, 2, 1, 0]
+    (tmp_path / "y.csv").write_text("label\n01\n1\n00\n09\n+1\n0\n")  # as the data's CSV reads them
+    assert apply_label_file(gaps, tmp_path / "y.csv").train.labels.tolist() == [1, 1, 0, 2, 1, 0]
     np.save(tmp_path / "bad.npy", np.array([1, 1, 0, 2, 1, 0]))  # 2 is no label of the data
     with pytest.raises(DataError, match="label 2 at index 3 is not one of the data's labels"):
         apply_label_file(gaps, tmp_path / "bad.npy")
     (tmp_path / "bad.csv").write_text("label\n1\n1\n0\n2\n1\n0\n")
-    with pytest.raises(DataError, match="line 5: '2' is neither"):
+    with pytest.raises(DataError, match=r"line 5: '2' is not a class of the data \(0, 1, 9\)\.$"):
         apply_label_file(gaps, tmp_path / "bad.csv")
 
 

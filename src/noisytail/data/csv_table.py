@@ -8,16 +8,14 @@ import csv
 import logging
 import math
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 
-from noisytail.data.types import DataError, renumber_classes
+from noisytail.data.types import INTEGER, DataError, class_lookup, renumber_classes
 
 log = logging.getLogger(__name__)
 
-INTEGER = re.compile(r"[+-]?\d+")
 
 
 def read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
@@ -183,14 +181,17 @@ def read_checked(
     if not path.is_file():
         raise DataError(f"CSV file {path} (the checked samples, meta.file) does not exist.")
     table = CsvTable(path, root, label_column, path_column)
-    index = {name: i for i, name in enumerate(class_names)}
+    find = class_lookup(class_names)
+    ids = []
     for line, label in zip(table.lines, table.labels):
-        if label not in index:
+        found = find(label)
+        if found is None:
             raise DataError(
                 f"CSV {table.path} line {line}: label {label!r} is not a class of the data "
                 f"({', '.join(class_names)})."
             )
-    return table, np.array([index[v] for v in table.labels], dtype=np.int64)
+        ids.append(found)
+    return table, np.array(ids, dtype=np.int64)
 
 
 def checked_mask(

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from noisytail.data.csv_table import read_csv_rows
-from noisytail.data.types import DataError, DatasetBundle
+from noisytail.data.types import DataError, DatasetBundle, class_lookup
 
 _INT = re.compile(r"[+-]?\d+")
 
@@ -159,20 +159,23 @@ def _read_csv_labels(
     label_at = header.index("label")
     index_at = header.index("index") if "index" in header else None
     path_at, index_of = _path_index(path, header, paths, root)
-    names = {name: i for i, name in enumerate(class_names)}
-    renumbered = _original_values(class_names) is not None
+    find = class_lookup(class_names)
+    # integers are class numbers 0..K-1 unless the classes are named by integers themselves
+    numbers = not all(_INT.fullmatch(name) for name in class_names)
     labels = np.empty(len(rows), dtype=np.int64)
     order = np.arange(len(rows))
     for r, (line, row) in enumerate(rows):
         value = row[label_at].strip()
-        if value in names:
-            labels[r] = names[value]
-        elif _INT.fullmatch(value) and not renumbered:
-            labels[r] = int(value)
-        else:
+        found = find(value)
+        if found is None and numbers and _INT.fullmatch(value):
+            found = int(value)  # its range is checked with the other formats'
+        if found is None:
             raise DataError(
-                f"Label CSV {path} line {line}: {value!r} is neither an integer nor a class name."
+                f"Label CSV {path} line {line}: {value!r} is not a class of the data "
+                f"({', '.join(class_names)})"
+                + (f" nor a class number 0..{len(class_names) - 1}." if numbers else ".")
             )
+        labels[r] = found
         if index_at is not None:
             index = row[index_at].strip()
             if not _INT.fullmatch(index) or not 0 <= int(index) < n:

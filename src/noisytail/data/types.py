@@ -9,6 +9,8 @@ numpy int64 array in [0, num_classes).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -42,6 +44,29 @@ def renumber_classes(
         "original labels as class names), so that no class is empty."
     )
     return [np.searchsorted(values, a) for a in arrays], names, note
+
+
+#: A label written as an integer (``renumber_classes`` names integer classes ``str(int(v))``).
+INTEGER = re.compile(r"[+-]?\d+")
+
+
+def class_lookup(class_names: Sequence[str]) -> Callable[[str], int | None]:
+    """A label's text to its class id in ``class_names``, or None: the name itself, or, when
+    every class name is an integer, the same integer (``"01"`` is class ``"1"``, as the data's
+    own file reads it: `renumber_classes`)."""
+    exact = {name: i for i, name in enumerate(class_names)}
+    numeric = None
+    if class_names and all(INTEGER.fullmatch(name) for name in class_names):
+        numeric = {int(name): i for i, name in enumerate(class_names)}
+
+    def find(value: str) -> int | None:
+        if value in exact:
+            return exact[value]
+        if numeric is not None and INTEGER.fullmatch(value):
+            return numeric.get(int(value))
+        return None
+
+    return find
 
 
 class ImageStore(Protocol):
