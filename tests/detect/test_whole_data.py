@@ -420,3 +420,23 @@ def test_a_file_name_that_is_not_utf8_is_scored_and_written_as_its_bytes(tmp_pat
     assert result.n == 16
     written = (out / "label_issues.csv").read_bytes().splitlines()
     assert sum(odd in line for line in written) == 1  # the name as it is on disk
+
+
+def test_an_imbalance_setting_does_not_drop_rows_of_the_users_data(tmp_path, caplog):
+    rng = np.random.default_rng(4)
+    y = np.repeat([0, 1], 12)
+    rows = ["a,b,label"] + [
+        f"{v:.4f},{w:.4f},{c}" for (v, w), c in zip(rng.normal(size=(24, 2)) + 3 * y[:, None], y)
+    ]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    cfg = load_config(
+        None, ["data.name=csv", f"data.options.train_csv={tmp_path / 't.csv'}", "imbalance.ratio=4"]
+    )
+    knn = {"space": "input", "k": 3}
+    with caplog.at_level("WARNING"):
+        result = detect_label_issues(cfg, tmp_path / "out", detector="knn", detector_args=knn)
+    assert result.n == 24
+    assert sorted(int(r["row"]) for r in read_rows(tmp_path / "out" / "label_issues.csv")) == list(
+        range(24)
+    )
+    assert "imbalance (ratio 4) is not applied" in caplog.text

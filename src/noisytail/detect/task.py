@@ -10,8 +10,9 @@ never modified.
 **Which samples are scored.** Every sample of the data the user asked to check:
 
 - a user's own data (`noisytail.defaults.USER_SOURCES`: an image folder, a CSV) is checked
-  whole: no test split is carved out of it (``data.options.test_fraction`` is set to 0) and no
-  validation split (``data.val_fraction`` 0). A separate ``test/`` folder or ``test_csv`` is
+  whole: no test split is carved out of it (``data.options.test_fraction`` is set to 0), no
+  validation split (``data.val_fraction`` 0) and no long-tailed subsampling (an ``imbalance``
+  setting is not applied, saying so). A separate ``test/`` folder or ``test_csv`` is
   not checked. ``label_issues.csv`` has one row per image or CSV row, and ``--clean`` writes
   every row that is not flagged;
 - the standard benchmarks (Fashion-MNIST, CIFAR, ...) keep their protocol: the training split
@@ -25,6 +26,7 @@ default detector's second signal), then by position (`scores.ranking`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,6 +54,8 @@ from .scores import ranking
 #: benchmark, BENCHMARKS.md); with ``from_run``, `RUN_DETECTOR` (it uses the run's model).
 DEFAULT_DETECTOR = "auto"
 RUN_DETECTOR = "knn"
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -186,13 +190,23 @@ def _precheck(out: Path, cfg: Config, overwrite: bool, clean_csv: Any, from_run:
 
 def whole_data_config(cfg: Config, keep_val: bool = False) -> Config:
     """``cfg`` set to score every sample (module docstring): no validation split (unless
-    ``keep_val``) and, for `USER_SOURCES`, no test split carved out of the data."""
+    ``keep_val``) and, for `USER_SOURCES`, no test split carved out of the data and no
+    long-tailed subsampling."""
     changes: dict[str, Any] = {}
     if not keep_val and cfg.data.val_fraction > 0:
         changes["val_fraction"] = 0.0
+    section: dict[str, Any] = {}
     if cfg.data.name in USER_SOURCES:
         changes["options"] = {**dict(cfg.data.options), "test_fraction": 0}
-    return from_dict({"data": changes}, cfg) if changes else cfg
+        if cfg.imbalance.ratio > 1 or cfg.imbalance.n_max is not None:
+            _log.warning(
+                f"imbalance (ratio {cfg.imbalance.ratio:g}) is not applied: detect checks every "
+                "sample of your data."
+            )
+            section["imbalance"] = {"ratio": 1.0, "n_max": None}
+    if changes:
+        section["data"] = changes
+    return from_dict(section, cfg) if section else cfg
 
 
 def _run_loader(run_dir: Path, cfg: Config, prepared: PreparedData, rt: Any, checkpoint: str):
