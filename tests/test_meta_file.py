@@ -104,3 +104,53 @@ def test_checked_labels_are_read_as_the_datas_own_labels(tmp_path):
         Exception, match=r"line 2: label '04' is not a class of the data \(1, 2, 3\)"
     ):
         prepare_data(cfg)
+
+
+def test_a_checked_test_image_leaves_the_test_split(tmp_path):
+    # train/ and test/ folders: a checked image listed from test/ joins the meta set (which
+    # meta methods train on), so it must not be scored in the test split too
+    photos(tmp_path / "photos" / "train")
+    photos(tmp_path / "photos" / "test", per_class=3)
+    root = tmp_path / "photos"
+    rows = ["path,label", "train/class_0/0.png,class_0", "test/class_1/2.png,class_1"]
+    (tmp_path / "checked.csv").write_text("\n".join(rows) + "\n")
+    cfg = load_config(
+        None,
+        [
+            "data.name=image_folder",
+            f"data.root={root}",
+            "data.options.image_size=8",
+            "meta.source=file",
+            f"meta.file={tmp_path / 'checked.csv'}",
+        ],
+    )
+    data = prepare_data(cfg)
+    test = set(data.bundle.test.paths)
+    assert len(test) == 8 and str(root / "test" / "class_1" / "2.png") not in test
+    paths = data.bundle.train.paths
+    meta = {paths[i] for i in data.corruption.meta_idx}
+    assert meta == {
+        str(root / "train" / "class_0" / "0.png"),
+        str(root / "test" / "class_1" / "2.png"),
+    }
+
+
+def test_a_checked_row_of_the_test_csv_leaves_the_test_split(tmp_path):
+    train = ["a,b,label"] + [f"{i},{i % 3},{i % 2}" for i in range(20)]
+    test = ["a,b,label"] + [f"{i},{i % 3},{i % 2}" for i in range(100, 106)]
+    (tmp_path / "train.csv").write_text("\n".join(train) + "\n")
+    (tmp_path / "test.csv").write_text("\n".join(test) + "\n")
+    (tmp_path / "checked.csv").write_text("a,b,label\n3,0,1\n102,0,0\n")
+    cfg = load_config(
+        None,
+        [
+            "data.name=csv",
+            f"data.options.train_csv={tmp_path / 'train.csv'}",
+            f"data.options.test_csv={tmp_path / 'test.csv'}",
+            "meta.source=file",
+            f"meta.file={tmp_path / 'checked.csv'}",
+        ],
+    )
+    data = prepare_data(cfg)
+    assert len(data.bundle.test) == 5
+    assert len(data.corruption.meta_idx) == 2

@@ -36,6 +36,7 @@ from noisytail.data.csv_table import (
     CsvTable,
     checked_mask,
     encode_labels,
+    kept_in_test,
     note_checked,
     read_checked,
     resolve_csv,
@@ -131,8 +132,11 @@ def load_csv(
         parts.append(pick(train, test_idx))
         labels.append(y_train[test_idx])
     else:
-        parts.append(pick(test, np.arange(len(y_test))))
-        labels.append(y_test)
+        keep = np.arange(len(y_test))
+        if checked is not None:
+            keep = kept_in_test(checked, test.files, test.features, f"CSV {test.path}")
+        parts.append(pick(test, keep))
+        labels.append(y_test[keep])
     if checked is not None:
         parts.append((checked.files, checked.features))
         labels.append(y_meta)

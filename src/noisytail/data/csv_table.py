@@ -17,7 +17,6 @@ from noisytail.data.types import INTEGER, DataError, class_lookup, renumber_clas
 log = logging.getLogger(__name__)
 
 
-
 def read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """The header and the non-blank data rows of a CSV, each row with its line number."""
     try:
@@ -216,6 +215,21 @@ def checked_mask(
         )
     wanted_rows = {tuple(row) for row in checked.features.tolist()}
     return np.array([tuple(row) in wanted_rows for row in features.tolist()], dtype=bool)
+
+
+def kept_in_test(
+    checked: CsvTable, files: list[str] | None, features: np.ndarray | None, where: str
+) -> np.ndarray:
+    """The indices ``[M']`` of a separate test split's samples that are not among the
+    ``checked`` ones: a checked sample joins the meta set, which meta methods train on, so it
+    leaves the test split (saying so) rather than inflate the test score."""
+    drop = checked_mask(checked, files, features, where)
+    if drop.any():
+        log.warning(
+            f"{int(drop.sum())} of the checked samples in {checked.path} are in the test split "
+            f"of {where}; they are removed from it (the meta set is trained on)."
+        )
+    return np.flatnonzero(~drop)
 
 
 def note_checked(checked: CsvTable, removed: int) -> None:

@@ -446,7 +446,7 @@ def load_image_folder(
     paths, labels = _scan(train_dir, class_names, allow_empty=False, found=class_names)
     checked = None
     if meta_csv is not None:
-        from noisytail.data.csv_table import checked_mask, note_checked, read_checked
+        from noisytail.data.csv_table import checked_mask, kept_in_test, note_checked, read_checked
 
         checked, y_meta = read_checked(meta_csv, base, class_names)
         drop = checked_mask(checked, paths, None, f"image_folder {train_dir}")
@@ -455,6 +455,10 @@ def load_image_folder(
         note_checked(checked, int(drop.sum()))
     if test_dir is not None:
         test_paths, test_labels = _scan(test_dir, class_names, allow_empty=True)
+        if checked is not None:
+            keep = kept_in_test(checked, test_paths, None, f"image_folder {test_dir}")
+            test_paths = [test_paths[i] for i in keep]
+            test_labels = [test_labels[i] for i in keep]
     else:
         train_idx, test_idx = split_or_not(np.asarray(labels), test_fraction, seed)
         test_paths = [paths[i] for i in test_idx]
