@@ -287,10 +287,22 @@ def test_resume_after_a_failed_start_takes_the_fixed_config(tmp_path, caplog):
     # A bad setting caught late leaves config.yaml only; --resume with the fixed setting runs.
     out = tmp_path / "run"
     out.mkdir()
-    (out / "config.yaml").write_text("method: {name: erm}\n")
+    (out / "config.yaml").write_text("method: {name: erm}\n_provenance: {git: abc}\n")
     result = _train(out, "--resume")
     assert result.exit_code == 0, result.output
     assert "starting it afresh" in caplog.text
+
+
+def test_resume_leaves_a_users_own_config_yaml_alone(tmp_path):
+    # exp/config.yaml is the user's file, not a run's: --resume must not take the folder over
+    out = tmp_path / "exp"
+    out.mkdir()
+    mine = "# my experiment: keep these notes\nmethod: {name: erm}\n"
+    (out / "config.yaml").write_text(mine)
+    result = _train(out, "--resume")
+    assert result.exit_code == 2 and "is not a run's config" in result.output
+    assert (out / "config.yaml").read_text() == mine
+    assert [p.name for p in out.iterdir()] == ["config.yaml"]
 
 
 @pytest.mark.parametrize("how", ["killed", "disk full"])

@@ -277,6 +277,16 @@ class RunExistsError(FileExistsError):
     """The output folder already holds a run."""
 
 
+def _written_by_a_run(config_file: Path) -> bool:
+    """Whether ``config_file`` is one `start_run_folder` wrote (it has a top-level
+    ``_provenance:`` line), read as text so that a damaged file still counts."""
+    try:
+        text = config_file.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(line.startswith("_provenance:") for line in text.splitlines())
+
+
 def prepare_out_dir(out_dir: Path, cfg: Config, resume: bool, is_main: bool) -> bool:
     """Check ``out_dir`` for a new run or for ``resume``; return whether to resume from a
     checkpoint. ``--resume`` on a run that stopped before its first checkpoint (a ``config.yaml``
@@ -288,6 +298,12 @@ def prepare_out_dir(out_dir: Path, cfg: Config, resume: bool, is_main: bool) -> 
                 "without --resume."
             )
         if not checkpoint_path(out_dir).exists():  # its config.yaml is replaced, even if damaged
+            if not _written_by_a_run(out_dir / CONFIG_FILE):
+                raise RunExistsError(
+                    f"--resume: {out_dir / CONFIG_FILE} is not a run's config (noisytail writes "
+                    "a _provenance block in it) and the folder holds no checkpoint: it is left "
+                    "as it is; choose another --out."
+                )
             if is_main:
                 log.warning(
                     f"--resume: {out_dir} holds no checkpoint (the run stopped before its first "
