@@ -146,6 +146,21 @@ def test_predict_writes_class_probability_and_top_k(estimator_run, tmp_path):
         assert row["class"] == clf.classes_[top[0]] and row["class_2"] == clf.classes_[top[1]]
         assert float(row["probability"]) == pytest.approx(p[top[0]], abs=1e-6)
         assert float(row["probability_2"]) == pytest.approx(p[top[1]], abs=1e-6)
+    # a rerun replaces its own table; an input or any other file of the user's is left alone
+    again = ["predict", str(run), "--images", str(folder), "--out"]
+    assert CliRunner().invoke(main, [*again, str(out)]).exit_code == 0
+    listing_text = listing.read_text()
+    result = CliRunner().invoke(
+        main, ["predict", str(run), "--images", str(listing), "--out", str(listing)]
+    )
+    assert result.exit_code == 2 and "is one of the inputs" in result.output
+    notes = tmp_path / "notes.csv"
+    notes.write_text("path,note\nnew/00.png,mine\n")
+    result = CliRunner().invoke(main, [*again, str(notes)])
+    assert result.exit_code == 2 and "is not a predictions table" in result.output
+    assert (
+        listing.read_text() == listing_text and notes.read_text() == "path,note\nnew/00.png,mine\n"
+    )
 
 
 @pytest.mark.parametrize(

@@ -423,6 +423,25 @@ def predictions_table(
     return rows
 
 
+def _check_predictions_target(out: Path, inputs: Sequence[str | os.PathLike]) -> None:
+    """Refuse (`DataError`) to write predictions over one of the ``inputs`` or over a file
+    that is not an earlier predictions table (its header starts ``input,class,probability``)."""
+    if not out.exists():
+        return
+    if any(Path(p).exists() and out.samefile(p) for p in inputs):
+        raise DataError(f"--out {out} is one of the inputs: write the predictions elsewhere.")
+    try:
+        with open(out, encoding="utf-8", errors="replace") as fh:
+            first = fh.readline()
+    except OSError as err:
+        raise DataError(f"--out {out}: cannot be read ({short_error(err)}).") from None
+    if not first.startswith("input,class,probability"):
+        raise DataError(
+            f"--out {out} exists and is not a predictions table: it is left as it is; choose "
+            "another --out."
+        )
+
+
 def predict_files(
     run_dir: str | os.PathLike,
     inputs: Sequence[str | os.PathLike],
@@ -432,7 +451,9 @@ def predict_files(
     checkpoint: str = "last",
 ) -> Path:
     """Classify image files (or the rows of a feature CSV, for a tabular model) with a run's
-    model and write ``out_csv`` (`predictions_table`); returns its path."""
+    model and write ``out_csv`` (`predictions_table`); returns its path. An existing
+    ``out_csv`` is replaced only if it is an earlier predictions table, never an input."""
+    _check_predictions_target(Path(out_csv), inputs)
     trained = TrainedModel.from_run(run_dir, checkpoint)
     if trained.is_image:
         paths = image_paths(inputs)
