@@ -171,6 +171,7 @@ def test_modules_stay_small():
 # for users) is left out.
 LAYERS = [
     ["noisytail.cli", "noisytail.cli_errors", "noisytail.__main__", "noisytail.bench"]
+    + ["noisytail.bench_lock"]
     + ["noisytail.benchmarks", "noisytail.speed"],
     ["noisytail.estimator", "noisytail.inference", "noisytail.detect", "noisytail.evaluate_ssl"],
     ["noisytail.train", "noisytail.summary", "noisytail.report", "noisytail.figures"],

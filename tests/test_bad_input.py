@@ -274,7 +274,7 @@ GRID = "set: [data.name=digits, train.epochs=1]\nseeds: [0]\ngrid:\n  train.lr: 
 
 
 def bench_lock(root: Path) -> Any:
-    from noisytail.bench import folder_lock
+    from noisytail.bench_lock import folder_lock
 
     (root / "bench").mkdir(exist_ok=True)
     return folder_lock(root / "bench", echo=lambda *_: None)

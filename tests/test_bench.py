@@ -52,6 +52,35 @@ def test_results_follow_the_grid_as_runs_finish(tmp_path):
     assert seen == [1, 2]
 
 
+def test_the_plot_draws_each_setting_apart(tmp_path, monkeypatch):
+    # two widths at one noise rate are two lines, not one point averaged over both
+    import matplotlib.axes
+
+    from noisytail.bench import aggregate
+
+    path = tmp_path / "grid.yaml"
+    text = GRID.replace("seeds: [0, 1]", "seeds: [0]").replace(
+        "rate: 0.4}]", "rate: 0.4}]\n  model.options.width: [8, 4]"
+    )
+    path.write_text(text.replace("  - model.options.width=8\n", ""))
+    out = tmp_path / "bench"
+    run_grid(path, out, echo=lambda *_: None)
+    drawn = []
+    real = matplotlib.axes.Axes.errorbar
+
+    def spy(self, x, y, *args, **kwargs):
+        drawn.append((kwargs.get("label"), list(x), list(y)))
+        return real(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", spy)
+    aggregate(load_grid(path), plan(load_grid(path), out), out)
+    assert sorted(label for label, _, _ in drawn) == [
+        "model.options.width=4",
+        "model.options.width=8",
+    ]
+    assert all(x == [20.0, 40.0] for _, x, _ in drawn)
+
+
 def test_seeds_run_only_those_and_the_tables_keep_every_finished_run(tmp_path):
     # a first seed now, the others later, into the same folder
     path = tmp_path / "grid.yaml"
@@ -96,6 +125,64 @@ def test_bad_grid_is_refused_before_running(tmp_path):
     path.write_text("grids:\n  train.lr: [0.1]\n")
     with pytest.raises(ConfigError, match="Unknown grid keys"):
         load_grid(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("seeds: 3\ngrid: {train.lr: [0.1]}\n", "seeds must be a list of integers >= 0"),
+        ("seeds: [1.9]\ngrid: {train.lr: [0.1]}\n", "seeds must be a list of integers >= 0"),
+        ("seeds: [0, 1, 1]\ngrid: {train.lr: [0.1]}\n", "repeat a seed"),
+        ("jobs: two\ngrid: {train.lr: [0.1]}\n", "jobs must be an integer >= 1"),
+        ("grid: {method.loss: [ce, gce, ce]}\n", "method.loss repeats a value"),
+    ],
+)
+def test_a_grid_of_bad_values_is_one_line_error(tmp_path, text, message):
+    path = tmp_path / "grid.yaml"
+    path.write_text("set: [data.name=digits]\n" + text)
+    with pytest.raises(ConfigError, match=message):
+        plan(load_grid(path), tmp_path / "out")
+
+
+def test_two_settings_with_one_label_are_refused(tmp_path):
+    # dict values are labelled by their values: these two would share one row of the tables
+    path = tmp_path / "grid.yaml"
+    path.write_text(
+        "set: [data.name=digits]\ngrid:\n  method:\n"
+        "    - {name: l2b, warmup_epochs: 4}\n    - {name: l2b, meta_every: 4}\n"
+    )
+    with pytest.raises(ConfigError, match="both labelled 'method=l2b 4'.*'variant' axis"):
+        plan(load_grid(path), tmp_path / "out")
+
+
+def test_a_noise_matrix_axis_gets_a_folder_name_that_fits(tmp_path):
+    matrices = [[[0.8 if i == j else 0.2 / 9 for j in range(10)] for i in range(10)]]
+    matrices.append([[0.6 if i == j else 0.4 / 9 for j in range(10)] for i in range(10)])
+    path = tmp_path / "grid.yaml"
+    axis = json.dumps([{"kind": "matrix", "matrix": m} for m in matrices])
+    path.write_text(f"set: [data.name=digits]\ngrid:\n  noise: {axis}\n")
+    runs = plan(load_grid(path), tmp_path / "out")
+    assert len({r.out for r in runs}) == 2
+    assert all(len(r.out.name) + len(".log") < 200 for r in runs)
+
+
+def test_a_killed_bench_stops_its_runs(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from noisytail.bench import _exit_on_sigterm, _stop_runs
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    running = [(None, child, 0.0)]
+    with pytest.raises(SystemExit), _exit_on_sigterm():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)  # a plain kill of the bench
+            raise AssertionError("SIGTERM did not unwind the bench")
+        finally:
+            _stop_runs(running)
+    assert child.poll() is not None  # not left running into a folder a rerun takes over
 
 
 def test_variant_axis_bundles_overrides_and_labels_the_setting(tmp_path):
@@ -266,7 +353,7 @@ def test_folder_lock_is_exclusive_and_names_its_holder(tmp_path):
     import os
     import socket
 
-    from noisytail.bench import LOCK_FILE, BenchBusyError, folder_lock
+    from noisytail.bench_lock import LOCK_FILE, BenchBusyError, folder_lock
 
     with folder_lock(tmp_path, echo=lambda *_: None) as lock:
         assert json.loads(lock.read_text())["pid"] == os.getpid()
@@ -280,7 +367,7 @@ def test_folder_lock_is_exclusive_and_names_its_holder(tmp_path):
 
 
 def test_folder_lock_takes_over_a_dead_holder(tmp_path):
-    from noisytail.bench import LOCK_FILE, folder_lock
+    from noisytail.bench_lock import LOCK_FILE, folder_lock
 
     stale = {"pid": 999999, "host": "elsewhere", "started": "2024-01-01 00:00:00"}
     (tmp_path / LOCK_FILE).write_text(json.dumps(stale))  # a file nobody holds a lock on

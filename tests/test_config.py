@@ -99,12 +99,22 @@ def test_every_float_notation_is_a_number(tmp_path):
         ("train.eval_batch_size=0", "train.eval_batch_size must be >= 1"),
         ("train.weight_decay=-1e-4", "train.weight_decay must be >= 0"),
         ("train.lr=[0.1", "not valid YAML"),
+        ("seed=-1", "seed must be >= 0"),
+        ("corruption_seed=-3", "corruption_seed must be >= 0"),
+        ("train.milestones=[10, x]", "train.milestones must be epochs"),
+        ("train.milestones=[0]", "train.milestones must be epochs"),
     ],
 )
 def test_bad_train_values_are_one_line_errors(override, message):
     with pytest.raises(ConfigError, match=message) as err:
         load_config(None, [override])
     assert "\n" not in str(err.value)
+
+
+def test_nesterov_needs_momentum():
+    with pytest.raises(ConfigError, match="train.nesterov needs train.momentum > 0"):
+        load_config(None, ["train.nesterov=true", "train.momentum=0"])
+    assert load_config(None, ["train.nesterov=true"]).train.nesterov
 
 
 def test_repeated_keys_and_empty_files_are_errors(tmp_path):

@@ -82,13 +82,13 @@ def test_the_scan_sees_every_kind_of_writer():
 
 
 def test_bench_notes_go_to_the_logger_by_default(tmp_path, caplog):
-    from noisytail.bench import LOCK_FILE, folder_lock
+    from noisytail.bench_lock import LOCK_FILE, folder_lock
 
     stale = {"pid": 999999, "host": "elsewhere", "started": "2024-01-01 00:00:00"}
     (tmp_path / LOCK_FILE).write_text(json.dumps(stale))  # a lock nobody holds: taken over
     with caplog.at_level(logging.INFO, logger="noisytail"), folder_lock(tmp_path):
         pass
-    notes = [r for r in caplog.records if r.name == "noisytail.bench"]
+    notes = [r for r in caplog.records if r.name == "noisytail.bench_lock"]
     assert len(notes) == 1 and "no longer running" in notes[0].getMessage()
 
 

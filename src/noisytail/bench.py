@@ -48,9 +48,10 @@ import json
 import logging
 import os
 import re
-import socket
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_text
+from .bench_lock import folder_lock
 from .build import code_defaults
 from .config import (
     ConfigError,
@@ -72,8 +74,9 @@ log = logging.getLogger(__name__)
 
 VARIANT_AXIS = "variant"
 _RUN_REF = re.compile(r"\{run:([^}]+)\}")
+#: The longest setting part of a run folder's name (a file name holds 255 bytes).
+MAX_SLUG = 120
 GRID_KEYS = {"name", "base", "set", "seeds", "jobs", "grid", "metrics"}
-LOCK_FILE = ".bench.lock"
 #: Config keys that do not change a run's results, left out of its hash.
 DEFAULT_METRICS = [
     "test_accuracy",
@@ -108,6 +111,12 @@ class PlannedRun:
     def label(self) -> str:
         return ", ".join(f"{k}={_short(v)}" for k, v in self.setting.items())
 
+    @property
+    def line_label(self) -> str:
+        """The setting without its noise: one line of the accuracy-vs-noise plot."""
+        kept = {k: v for k, v in self.setting.items() if k.split(".")[0] != "noise"}
+        return ", ".join(f"{k}={_short(v)}" for k, v in kept.items())
+
 
 def _short(value: Any) -> str:
     if isinstance(value, dict) and set(value) == {"label", "set"}:
@@ -137,18 +146,33 @@ def load_grid(path: str | os.PathLike) -> Grid:
                 f"grid: each '{VARIANT_AXIS}' value is {{label: <name>, set: [key=value, ...]}}, "
                 f"got {value!r}."
             )
+    for key, values in axes.items():
+        spelt = [json.dumps(v, sort_keys=True) for v in values]
+        if len(set(spelt)) != len(spelt):
+            raise ConfigError(f"grid: {key} repeats a value: each run would be counted twice.")
     base = spec.get("base")
     if base is not None:
         base = str((path.parent / base).resolve())
+    seeds, jobs = spec.get("seeds", [0]), spec.get("jobs", 1)
+    if not isinstance(seeds, list) or not all(_natural(s) for s in seeds) or not seeds:
+        raise ConfigError(f"{path}: seeds must be a list of integers >= 0, got {seeds!r}.")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{path}: seeds {seeds} repeat a seed: each run would be counted twice.")
+    if not _natural(jobs) or jobs < 1:
+        raise ConfigError(f"{path}: jobs must be an integer >= 1, got {jobs!r}.")
     return Grid(
         name=spec.get("name", path.stem),
         base=base,
         common=list(spec.get("set") or []),
-        seeds=[int(s) for s in spec.get("seeds", [0])],
-        jobs=int(spec.get("jobs", 1)),
+        seeds=seeds,
+        jobs=jobs,
         axes=axes,
         metrics=list(spec.get("metrics") or DEFAULT_METRICS),
     )
+
+
+def _natural(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def plan(grid: Grid, out: Path) -> list[PlannedRun]:
@@ -168,7 +192,15 @@ def plan(grid: Grid, out: Path) -> list[PlannedRun]:
                 overrides += list(v["set"]) if k == VARIANT_AXIS else [f"{k}={json.dumps(v)}"]
             overrides.append(f"seed={seed}")
             slug = "-".join(_short(v).replace(" ", "_").replace("/", "_") for v in values)
+            slug = slug[:MAX_SLUG]  # a noise matrix spelt out: the hash tells runs apart
             runs.append(PlannedRun(setting, seed, overrides, out / "runs" / f"{slug}-s{seed}"))
+    labels: dict[str, dict[str, Any]] = {}
+    for run in runs:  # the tables group runs by label: two settings must not share one
+        if labels.setdefault(run.label, run.setting) != run.setting:
+            raise ConfigError(
+                f"grid: two settings are both labelled {run.label!r} in the tables; name them "
+                f"with a '{VARIANT_AXIS}' axis ({{label: <name>, set: [key=value, ...]}})."
+            )
     stems = {id(run): run.out for run in runs}
     direct = [run for run in runs if not any(_RUN_REF.search(o) for o in run.overrides)]
     for run in direct:  # first the runs that name no other run, then the ones that do
@@ -271,78 +303,6 @@ def _resolve_run_refs(override: str, run: PlannedRun, runs: list[PlannedRun]) ->
     return _RUN_REF.sub(folder, override)
 
 
-class BenchBusyError(RuntimeError):
-    """Another bench process holds the output folder's lock."""
-
-
-@contextlib.contextmanager
-def folder_lock(out: Path, echo: Any = None) -> Iterator[Path]:
-    """Hold an exclusive lock on the bench folder ``out`` (``out/.bench.lock``) while inside.
-
-    The lock is an ``flock`` on the file, which the system drops when its holder dies, so a lock
-    left by a killed bench is taken over (saying so); the file records the holder's pid, host and
-    start time, which a refused second bench names (`BenchBusyError`). ``echo`` (default: this
-    module's logger at INFO) gets the take-over note.
-    """
-    import fcntl
-
-    echo = log.info if echo is None else echo
-    path = out / LOCK_FILE
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(fd)
-            os.close(fd)
-            raise BenchBusyError(
-                f"{out} is in use by another noisytail bench ({holder}); wait for it to finish "
-                "or choose another --out."
-            ) from None
-        except OSError as err:
-            os.close(fd)
-            raise BenchBusyError(f"Cannot lock {path}: {err.strerror or err}.") from None
-        try:  # the file may have been removed by a holder that just finished: lock the new one
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
-    try:
-        stale = os.read(fd, 4096).decode(errors="replace").strip()
-        if stale:
-            echo(f"taking over the lock of a bench that is no longer running ({_describe(stale)})")
-        info = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-        }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
-        os.fsync(fd)
-        yield path
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        os.close(fd)
-
-
-def _read_holder(fd: int) -> str:
-    try:
-        return _describe(os.pread(fd, 4096, 0).decode(errors="replace"))
-    except OSError:
-        return "holder unknown"
-
-
-def _describe(text: str) -> str:
-    try:
-        info = json.loads(text)
-        return f"pid {info['pid']} on {info['host']}, since {info['started']}"
-    except (ValueError, KeyError, TypeError):
-        return "starting up" if not text.strip() else "holder unknown"
-
-
 def _command(run: PlannedRun, base: str | None, threads: int) -> list[str]:
     cmd = [sys.executable, "-m", "noisytail", "train"]
     if base:
@@ -385,8 +345,39 @@ def run_grid(
     out = Path(out)
     runs = plan(grid, out)
     out.mkdir(parents=True, exist_ok=True)
-    with folder_lock(out, echo):
+    with folder_lock(out, echo), _exit_on_sigterm():
         return _run_locked(grid, runs, out, jobs, echo, threads=threads, seeds=seeds)
+
+
+@contextlib.contextmanager
+def _exit_on_sigterm() -> Iterator[None]:
+    """A plain ``kill`` of the bench unwinds it like Ctrl-C (`_run_locked` then stops its runs):
+    runs left alive would go on writing into folders that a rerun takes over."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_runs(running: list[tuple[PlannedRun, subprocess.Popen, float]]) -> None:
+    """Terminate the runs still going (each resumes from its last checkpoint next time)."""
+    for _, proc, _ in running:
+        if proc.poll() is None:
+            proc.terminate()
+    for _, proc, _ in running:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _run_locked(
@@ -412,37 +403,40 @@ def _run_locked(
     running: list[tuple[PlannedRun, subprocess.Popen, float]] = []
     failures = []
     (out / "logs").mkdir(exist_ok=True)
-    while todo or running:
-        while todo and len(running) < jobs:
-            failed = {r.out for r in failures}
-            for run in [r for r in todo if failed.intersection(r.needs)]:
+    try:
+        while todo or running:
+            while todo and len(running) < jobs:
+                failed = {r.out for r in failures}
+                for run in [r for r in todo if failed.intersection(r.needs)]:
+                    todo.remove(run)
+                    failures.append(run)
+                    echo(f"  SKIPPED {run.label} seed={run.seed}: a run it needs failed")
+                ready = [r for r in todo if all((p / SUMMARY_FILE).exists() for p in r.needs)]
+                if not ready:
+                    break
+                run = ready[0]
                 todo.remove(run)
-                failures.append(run)
-                echo(f"  SKIPPED {run.label} seed={run.seed}: a run it needs failed")
-            ready = [r for r in todo if all((p / SUMMARY_FILE).exists() for p in r.needs)]
-            if not ready:
-                break
-            run = ready[0]
-            todo.remove(run)
-            log = open(out / "logs" / f"{run.out.name}.log", "w")  # noqa: SIM115
-            proc = subprocess.Popen(
-                _command(run, grid.base, threads), stdout=log, stderr=subprocess.STDOUT
-            )
-            running.append((run, proc, time.perf_counter()))
-        time.sleep(0.5)
-        for item in list(running):
-            run, proc, started = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            took = time.perf_counter() - started
-            if proc.returncode == 0:
-                aggregate(grid, runs, out)  # the tables follow the grid as runs finish
-                echo(f"  done   {run.label} seed={run.seed} ({took:.0f}s)")
-            else:
-                failures.append(run)
-                log_path = out / "logs" / f"{run.out.name}.log"
-                echo(f"  FAILED {run.label} seed={run.seed}: see {log_path}")
+                log = open(out / "logs" / f"{run.out.name}.log", "w")  # noqa: SIM115
+                proc = subprocess.Popen(
+                    _command(run, grid.base, threads), stdout=log, stderr=subprocess.STDOUT
+                )
+                running.append((run, proc, time.perf_counter()))
+            time.sleep(0.5)
+            for item in list(running):
+                run, proc, started = item
+                if proc.poll() is None:
+                    continue
+                running.remove(item)
+                took = time.perf_counter() - started
+                if proc.returncode == 0:
+                    aggregate(grid, runs, out)  # the tables follow the grid as runs finish
+                    echo(f"  done   {run.label} seed={run.seed} ({took:.0f}s)")
+                else:
+                    failures.append(run)
+                    log_path = out / "logs" / f"{run.out.name}.log"
+                    echo(f"  FAILED {run.label} seed={run.seed}: see {log_path}")
+    finally:
+        _stop_runs(running)
     rows = aggregate(grid, runs, out)
     if failures:
         raise RuntimeError(
@@ -468,6 +462,7 @@ def aggregate(grid: Grid, runs: list[PlannedRun], out: Path) -> list[dict[str, A
         row.update(
             {
                 "method": _method_label(summary),
+                "line": run.line_label or _method_label(summary),
                 "noise_kind": summary.noise["kind"],
                 "noise_rate": summary.noise["rate"],
                 "realised_noise_rate": summary.noise["realised_rate"],
@@ -480,7 +475,8 @@ def aggregate(grid: Grid, runs: list[PlannedRun], out: Path) -> list[dict[str, A
         markdown, csv_text = render_bench_tables(rows, ["setting"], grid.metrics)
         write_text(f"# {grid.name}\n\n{markdown}\n", out / "results.md")
         write_text(csv_text, out / "results.csv")
-        plot_accuracy_vs_noise(rows, out / "accuracy_vs_noise.png")
+        # one line per setting but its noise: settings are never averaged into one point
+        plot_accuracy_vs_noise(rows, out / "accuracy_vs_noise.png", line_keys=("line",))
     return rows
 
 

@@ -289,7 +289,8 @@ def bench(grid, out, jobs, threads, seeds) -> None:  # type: ignore[no-untyped-d
 
     Finished runs are skipped and interrupted ones resumed, so rerunning continues a grid.
     """
-    from .bench import BenchBusyError, run_grid
+    from .bench import run_grid
+    from .bench_lock import BenchBusyError
 
     out = Path(out) if out else Path("runs") / f"bench-{Path(grid).stem}"
     try:

@@ -395,6 +395,17 @@ def validate(cfg: Config) -> None:
     for key in ("weight_decay", "grad_clip", "warmup_epochs", "momentum"):
         if getattr(cfg.train, key) < 0:
             raise ConfigError(f"train.{key} must be >= 0, got {getattr(cfg.train, key)}.")
+    for key in ("seed", "corruption_seed"):
+        value = getattr(cfg, key)
+        if value is not None and value < 0:
+            raise ConfigError(f"{key} must be >= 0 (a NumPy seed), got {value}.")
+    if cfg.train.nesterov and cfg.train.optimizer == "sgd" and cfg.train.momentum == 0:
+        raise ConfigError("train.nesterov needs train.momentum > 0 (Nesterov momentum).")
+    bad = [m for m in cfg.train.milestones if isinstance(m, bool) or not isinstance(m, int)]
+    if bad or any(m < 1 for m in cfg.train.milestones):
+        raise ConfigError(
+            f"train.milestones must be epochs (integers >= 1), got {list(cfg.train.milestones)}."
+        )
     if cfg.train.gamma <= 0:
         raise ConfigError(
             f"train.gamma (the step schedule's factor) must be > 0, got {cfg.train.gamma}."

@@ -300,9 +300,11 @@ def test_gmm_clean_meta_set_never_holds_a_sample_the_gmm_marked_noisy():
 
 def test_l2b_plugin_clean_needs_a_meta_set():
     method, ctx, _ = _build(l2b=True, l2b_meta="clean")
+    from noisytail.errors import ConfigError
+
     try:
         method.on_train_start(ctx)
-    except ValueError as err:
+    except ConfigError as err:  # a one-line error of the CLI, exit code 2
         assert "meta set" in str(err)
     else:
         raise AssertionError("l2b_meta=clean without a meta set was accepted")

@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from sklearn.mixture import GaussianMixture
 from torch import nn
 
+from ..errors import ConfigError
 from ..models.base import Backbone
 from ..registry import METHODS
 from .base import Batch, Context, Method, TaskInfo
@@ -270,7 +271,7 @@ class DivideMix(Method):
 
     def on_train_start(self, ctx: Context) -> None:
         if self.l2b and self.l2b_meta == "clean" and not ctx.has_meta:
-            raise ValueError(
+            raise ConfigError(
                 "dividemix: l2b_meta=clean needs a clean meta set (e.g. meta.total=1000 "
                 "meta.balanced=false); without clean data use l2b_meta=labelled."
             )
