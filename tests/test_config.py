@@ -156,6 +156,10 @@ def test_data_spec_sections_are_the_specs_built_once_from_file_and_overrides(tmp
         (["noise.kind=matrix"], "pass matrix"),
         (["noise.rate=0.3"], "noise kind 'none' takes no rate"),
         (["meta.source=pseudo"], "meta.source=pseudo .* set exactly one"),
+        (
+            ["meta.source=pseudo", "meta.total=50", "meta.balanced=false"],
+            "meta.balanced=false applies to meta.source=train",
+        ),
         (["imbalance.select_by=noisy"], "noise.order=noise_first"),
         (["imbalance.class_order=3"], "imbalance.class_order must be a list"),
         (["noise.kind=label_file"], "data.label_file"),

@@ -78,3 +78,12 @@ def test_subsample_draws_a_random_subset_of_each_class():
     frequency = kept / 200  # binomial(200, 1/4) / 200 per sample: std 0.031
     assert np.abs(frequency - 0.25).max() < 0.15
     assert abs(frequency[:400].mean() - 0.25) < 1e-12
+
+
+def test_a_step_fraction_that_leaves_no_head_class_is_refused():
+    # two classes, 60 % of them minority: floor(0.4 * 2) = 0 head classes, a balanced "long tail"
+    with pytest.raises(CorruptionError, match="leaves no head class.*at most 0.5"):
+        long_tail_counts(np.full(2, 100), ratio=10, profile="step", step_fraction=0.6)
+    assert long_tail_counts(
+        np.full(2, 100), ratio=10, profile="step", step_fraction=0.5
+    ).tolist() == [100, 10]

@@ -94,3 +94,8 @@ def test_clothing1m_clean_val_is_the_meta_set_of_a_meta_method(tmp_path, write_c
         fit(no_meta, tmp_path / "run2", write_report=False)
     with pytest.raises(ConfigError, match="meta.source='clean' is not one of train, provided"):
         fit(load_config(None, base + TINY + ["meta.source=clean"]), tmp_path / "run3")
+    # drawn from the training split, the "clean" meta set would hold web labels
+    from_train = load_config(None, base + TINY + ["meta.source=train", "meta.per_class=1"])
+    with pytest.raises(ConfigError, match="training labels, which carry real noise"):
+        fit(from_train, tmp_path / "run4")
+    assert not (tmp_path / "run4").exists()

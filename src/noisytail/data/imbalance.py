@@ -86,6 +86,11 @@ def long_tail_counts(
                 f"got {step_fraction}."
             )
         n_head = int(math.floor((1.0 - step_fraction) * k + 1e-9))
+        if ratio > 1 and n_head == 0:
+            raise CorruptionError(
+                f"step_fraction {step_fraction:g} with {k} classes leaves no head class, so the "
+                f"data would stay balanced: choose a fraction of at most {(k - 1) / k:g}."
+            )
         rank_counts[:n_head] = top
         rank_counts[n_head:] = int(top / ratio)
 

@@ -96,6 +96,11 @@ def prepare_data(cfg: Config) -> PreparedData:
     """Load the source, take the subsets, and corrupt the training labels (seeded, eager)."""
     # meta.source=file: the source reads the checked samples (noisytail.data.checked)
     bundle = load_dataset(cfg.data.name, root=cfg.data.root, options=source_options(cfg))
+    if bundle.labels_are_noisy and cfg.meta.source == "train" and cfg.meta.active:
+        raise ConfigError(
+            f"meta.source=train would draw the meta set from {cfg.data.name}'s training labels, "
+            "which carry real noise: use meta.source=provided (its clean split) or pseudo."
+        )
     seed = cfg.effective_corruption_seed
     label_file, given_noisy, noise = None, None, cfg.noise
     if cfg.data.label_file:  # the config has checked that noise.kind is none (or label_file)

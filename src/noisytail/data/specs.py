@@ -150,6 +150,11 @@ class MetaSpec:
                 "meta.source=pseudo draws its meta set from the training pool: set exactly one "
                 "of meta.per_class or meta.total (e.g. meta.per_class=100)."
             )
+        if self.source == "pseudo" and not self.balanced:
+            raise CorruptionError(
+                "meta.source=pseudo draws its meta set class by class (the samples the model "
+                "and the label agree on most): meta.balanced=false applies to meta.source=train."
+            )
         if (self.source == "file") != bool(self.file):
             raise CorruptionError(
                 "meta.source=file takes its meta set from meta.file=<checked.csv> (samples whose "
