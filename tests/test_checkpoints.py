@@ -421,3 +421,19 @@ def test_resume_and_detect_refuse_a_changed_csv_label(tmp_path):
     result = _cli("detect", "--from-run", out, "--out", tmp_path / "det", "--no-progress")
     _one_line_error(result, 2, expected)
     assert not (tmp_path / "det").exists()
+
+
+def test_resume_removes_a_best_pt_written_after_the_checkpoint(runs, tmp_path, caplog):
+    # the stopped attempt wrote best.pt for an epoch after last.pt (its replay may not reach it
+    # again on a GPU): resume drops it, and the finished run's best.pt is its best epoch's
+    out = _copy(runs, "stopped", tmp_path)
+    best = out / "checkpoints" / "best.pt"
+    later = {**read_checkpoint(best), "epoch": 2}
+    write_checkpoint(later, best)
+    cfg = load_config(None, OVERRIDES)
+    summary = fit(cfg, out, resume=True, write_report=False)
+    assert "holds epoch 2, but the checkpoint resumed from has its best at epoch 1" in caplog.text
+    if best.exists():
+        assert read_checkpoint(best)["epoch"] == summary.best_epoch
+    else:
+        assert summary.best_epoch == 1  # the replay found no better epoch to write

@@ -350,6 +350,23 @@ def start_run_folder(
     write_fingerprint(prepared.fingerprint(), out_dir)
 
 
+def drop_stale_best(run: Run) -> None:
+    """On resume: remove a ``best.pt`` that is not the restored best epoch's (the stopped
+    attempt wrote it after its last checkpoint). A replay that reaches that epoch again writes
+    it anew; one that does not (a GPU's non-deterministic kernels) would otherwise leave
+    ``best.pt`` holding weights of an epoch that is not in the run's history."""
+    path = checkpoint_path(run.out, "best")
+    if not path.exists():
+        return
+    saved = read_checkpoint(path).get("epoch")
+    if saved != run.best.get("epoch"):
+        log.warning(
+            f"{path} holds epoch {saved}, but the checkpoint resumed from has its best at epoch "
+            f"{run.best.get('epoch')}: it is removed and written again at the next best epoch."
+        )
+        path.unlink()
+
+
 def checkpoint_at_stop(run: Run) -> None:
     """``last.pt`` for a run stopped early (``stop_after_epochs``) after an epoch that
     `epoch_writer` did not checkpoint (``train.checkpoint_every`` does not divide it), so that

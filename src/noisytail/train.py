@@ -52,6 +52,7 @@ from .runfolder import (
     CheckpointError,
     checkpoint_at_stop,
     checkpoint_path,
+    drop_stale_best,
     epoch_writer,
     load_state,
     method_state,
@@ -436,6 +437,7 @@ def fit(
         run = Run.from_folder(out, resume=True, cfg=cfg, runtime=rt, prepared=prepared)
         if rt.is_main:  # drop epochs logged after the checkpoint was saved
             write_metrics(run.history, out / METRICS_FILE)
+            drop_stale_best(run)
     else:
         run = Run(cfg, out, rt, prepared)
         if rt.is_main:
