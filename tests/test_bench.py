@@ -201,7 +201,7 @@ def test_variant_axis_bundles_overrides_and_labels_the_setting(tmp_path):
         load_grid(path)
 
 
-def test_run_reference_orders_runs_and_passes_the_folder(tmp_path):
+def test_run_reference_orders_runs_and_passes_the_folder(tmp_path, monkeypatch):
     path = tmp_path / "grid.yaml"
     path.write_text(
         "set: [data.name=digits, model.options.width=8, train.epochs=1, train.batch_size=64]\n"
@@ -224,6 +224,10 @@ def test_run_reference_orders_runs_and_passes_the_folder(tmp_path):
         assert f"model.init={scratch.out}" in run.overrides
     rows = run_grid(path, tmp_path / "out", echo=lambda *_: None)  # the dependants wait
     assert len(rows) == 4
+    # the same grid under another spelling of --out finds every run again, the dependants too
+    monkeypatch.chdir(tmp_path)
+    again = plan(load_grid(path), Path("out"))
+    assert sorted(r.out.name for r in again) == sorted(r.out.name for r in runs)
     path.write_text("grid:\n  variant:\n    - {label: a, set: ['model.init={run:b}']}\n")
     with pytest.raises(ConfigError, match="names no variant"):
         plan(load_grid(path), tmp_path / "out2")

@@ -270,7 +270,15 @@ def _same_run_config(old: Any, new: Any, defaults: Any) -> bool:
             elif not _same_run_config(old[key], new[key], defaults.get(key)):
                 return False
         return True
-    return old == new
+    return old == new or _same_folder(old, new)
+
+
+def _same_folder(old: Any, new: Any) -> bool:
+    """Two spellings of one existing folder (a ``{run:...}`` path under another ``--out``
+    spelling: relative, absolute, through a link)."""
+    if not (isinstance(old, str) and isinstance(new, str) and os.path.isdir(old)):
+        return False
+    return os.path.isdir(new) and os.path.samefile(old, new)
 
 
 def _resolve_run_refs(override: str, run: PlannedRun, runs: list[PlannedRun]) -> str:
