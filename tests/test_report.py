@@ -66,6 +66,7 @@ def make_run(run_dir, *, epochs=12, noisy=True, with_val=True):
         "model": "small_cnn",
         "noise": {"kind": "pair_flip", "rate": 0.4 if noisy else 0.0, "realised_rate": 0.398},
         "imbalance_ratio": 400,
+        "realised_imbalance_ratio": 398.0,
         "epochs": epochs,
         "test_accuracy": acc,
         "balanced_accuracy": acc,
@@ -110,7 +111,8 @@ def test_write_report_full_run(tmp_path):
     assert text.startswith("# erm on Fashion-MNIST")
     assert f"{100 * summary['test_accuracy']:.1f} %" in text
     assert "40 % pair flip label noise (realised 39.8 %" in text
-    assert "imbalance ratio 400" in text
+    assert "an imbalance ratio of 398 (largest class / smallest)" in text
+    assert "| Imbalance ratio requested / realised | 400 / 398 |" in text
     assert "`erm` with the `gce` loss" in text
     assert "many-shot > 100, few-shot < 20" in text
     assert "Ankle boot" in text  # per-class table uses class names
@@ -124,6 +126,36 @@ def test_write_report_clean_run_without_validation(tmp_path):
     assert "No training label was changed." in text
     assert "Choosing the epoch by validation" not in text
     assert_png(tmp_path / "learning_curves.png")
+
+
+def test_the_report_says_only_what_the_run_did(tmp_path, monkeypatch):
+    # no validation split: the loop's "best" is the last epoch, not a choice by validation;
+    # a user's own labels are not "clean"; the imbalance is the data's, not the config's
+    import noisytail.report as report
+
+    summary = make_run(tmp_path, noisy=False, with_val=False)
+    summary.update(
+        best_epoch=summary["epochs"],
+        dataset="image_folder",
+        noise={"kind": "none", "rate": 0.0, "realised_rate": 0.0, "unverified": True},
+        imbalance_ratio=1.0,
+        realised_imbalance_ratio=54.2,
+    )
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    drawn = []
+    real = report.plot_learning_curves
+    monkeypatch.setattr(
+        report,
+        "plot_learning_curves",
+        lambda rows, path, best_epoch=None: drawn.append(best_epoch) or real(rows, path),
+    )
+    text = write_report(tmp_path).read_text()
+    assert "its labels as given (how many are wrong is not known)" in text
+    assert "clean training labels" not in text and "balanced classes" not in text
+    assert "an imbalance ratio of 54.2" in text
+    assert "| Best epoch by validation | n/a (no validation split) |" in text
+    assert "| Test accuracy at best-validation epoch | n/a |" in text
+    assert drawn == [None]  # no "best by validation" line on the curves
 
 
 def test_write_report_tolerates_missing_files(tmp_path):

@@ -38,6 +38,10 @@ def test_fit_writes_the_run_folder_and_learns(tmp_path, digits_config):
     assert [r["epoch"] for r in rows] == list(range(1, 9))
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     saved = json.loads((run / "summary.json").read_text())
+    corr = np.load(run / "corruption.npz")
+    counts = np.bincount(corr["true_labels"][corr["train_idx"]])
+    assert saved["realised_imbalance_ratio"] == pytest.approx(counts.max() / counts.min())
+    assert saved["noise"]["unverified"] is False  # synthetic noise on a benchmark: known
     required = {
         "method",
         "dataset",

@@ -101,6 +101,8 @@ def _noise_phrase(noise: Any, realised: float | None) -> str:
         noise = {}
     kind = noise.get("kind")
     rate = finite(noise.get("rate"))
+    if kind in (None, "none", "clean") and noise.get("unverified"):
+        return "its labels as given (how many are wrong is not known)"
     if kind in (None, "none", "clean") or not rate:
         if realised:
             return f"label noise at a realised rate of {_rate(realised)}"
@@ -111,11 +113,40 @@ def _noise_phrase(noise: Any, realised: float | None) -> str:
     return text
 
 
+#: A training set whose largest class is at most this many times its smallest reads "balanced".
+BALANCED = 1.1
+
+
+def _validated(s: dict[str, Any]) -> bool:
+    """Whether the run chose its best epoch on a validation split (without one, the loop's
+    "best" is simply the last epoch)."""
+    return s.get("best_epoch") is not None and (
+        finite(s.get("best_val_accuracy")) is not None
+        or finite(s.get("best_val_balanced_accuracy")) is not None
+    )
+
+
+def _imbalance(s: dict[str, Any], counts: Any) -> float | None:
+    """The training set's realised imbalance ratio: from the summary, else from the class
+    counts ``[K]`` the report read, else the one the config asked for."""
+    realised = finite(s.get("realised_imbalance_ratio"))
+    if realised is not None:
+        return realised
+    counts = np.asarray(counts if counts is not None else [], dtype=np.float64)
+    if counts.size and counts.min() > 0:
+        return float(counts.max() / counts.min())
+    return finite(s.get("imbalance_ratio"))
+
+
 def _summary_paragraph(s: dict[str, Any], m: dict[str, Any] | None, names, counts) -> str:
     dataset = _dataset_name(s.get("dataset"), "this data set")
     realised = finite(lookup(s, "noise.realised_rate"))
-    ratio = finite(s.get("imbalance_ratio"))
-    imb = "balanced classes" if ratio is None or ratio <= 1 else f"imbalance ratio {ratio:g}"
+    ratio = _imbalance(s, counts)
+    imb = (
+        "balanced classes"
+        if ratio is None or ratio <= BALANCED
+        else f"an imbalance ratio of {ratio:.3g} (largest class / smallest)"
+    )
     method = f"`{s['method']}`" if s.get("method") else "the model"
     if _loss_name(s):
         method += f" with the `{_loss_name(s)}` loss"
@@ -201,14 +232,17 @@ def _metrics_table(s: dict[str, Any], m: dict[str, Any] | None) -> list[str]:
         ("Few-shot accuracy", _pct(pick("few_shot_accuracy", "few_shot_accuracy"), 2)),
         (
             "Best epoch by validation",
-            str(s["best_epoch"]) if s.get("best_epoch") is not None else "n/a",
+            str(s["best_epoch"]) if _validated(s) else "n/a (no validation split)",
         ),
         ("Validation accuracy at best epoch", _pct(s.get("best_val_accuracy"), 2)),
         (
             "Balanced validation accuracy at best epoch",
             _pct(s.get("best_val_balanced_accuracy"), 2),
         ),
-        ("Test accuracy at best-validation epoch", _pct(s.get("test_accuracy_at_best_val"), 2)),
+        (
+            "Test accuracy at best-validation epoch",
+            _pct(s.get("test_accuracy_at_best_val") if _validated(s) else None, 2),
+        ),
         ("Mean test accuracy, last 5 epochs", _pct(s.get("last5_test_accuracy_mean"), 2)),
         ("Expected calibration error (15 bins)", plain(pick("ece", "ece"), "{:.4f}")),
         ("Test NLL", plain(pick("nll", "nll"), "{:.4f}")),
@@ -216,7 +250,11 @@ def _metrics_table(s: dict[str, Any], m: dict[str, Any] | None) -> list[str]:
             "Noise rate requested / realised",
             f"{_pct(lookup(s, 'noise.rate'))} / {_pct(lookup(s, 'noise.realised_rate'))}",
         ),
-        ("Imbalance ratio", plain(s.get("imbalance_ratio"))),
+        (
+            "Imbalance ratio requested / realised",
+            plain(s.get("imbalance_ratio"))
+            + f" / {plain(s.get('realised_imbalance_ratio'), '{:.3g}')}",
+        ),
         ("Epochs", plain(s.get("epochs"))),
         ("Training time", secs(s.get("train_seconds"))),
         ("Throughput", plain(s.get("images_per_second"), "{:,.0f} images/s")),
@@ -291,7 +329,7 @@ def write_report(run_dir: Path | str) -> Path:
         md += ["No `summary.json` or `predictions.npz` found: the run may not have finished.", ""]
 
     if rows:
-        best = s.get("best_epoch")
+        best = s.get("best_epoch") if _validated(s) else None
         plot_learning_curves(rows, run_dir / "learning_curves.png", best_epoch=best)
         md += ["## Learning curves", "", "![Learning curves](learning_curves.png)", ""]
     if m is not None:

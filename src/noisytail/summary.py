@@ -20,6 +20,7 @@ from .build import predict_probs
 from .config import Config
 from .data.prepare import PreparedData
 from .data.types import DataError
+from .defaults import USER_SOURCES
 from .errors import short_error
 from .evaluate import classification_metrics
 from .runfolder import checkpoint_path, write_json, write_npz
@@ -157,9 +158,15 @@ def summarise(
             "rate": cfg.noise.rate,
             # real noise (Clothing1M): the true labels are unknown, so the rate is too
             "realised_rate": None if data.bundle.labels_are_noisy else corr.noise_rate(),
+            # the labels are taken as given and nobody knows how many are wrong: a source
+            # with real noise, or a user's own data without synthetic noise
+            "unverified": bool(
+                data.bundle.labels_are_noisy
+                or (cfg.data.name in USER_SOURCES and cfg.noise.kind == "none")
+            ),
         },
         imbalance_ratio=cfg.imbalance.ratio,
-        realised_imbalance_ratio=corr.summary().get("realised_imbalance_ratio"),
+        realised_imbalance_ratio=corr.summary().get("imbalance_ratio_realised"),
         num_train=int(len(corr.train_idx)),
         num_val=int(len(corr.val_idx)),
         num_meta=int(len(corr.meta_idx)),
