@@ -292,3 +292,31 @@ def test_mttv_loss_without_filter_is_nt_xent_on_interleaved_rows():
 def test_mttv_loss_rejects_an_unknown_form():
     with pytest.raises(ValueError, match="form"):
         mttv_loss(torch.ones(2, 3), torch.ones(2, 3), form="compat")
+
+
+def test_the_losses_keep_float32_similarities_under_bf16_autocast():
+    # the training step runs under bf16 autocast on CPUs with AVX512-BF16 (and on GPUs): the
+    # similarity logits at temperature 0.1 must not be rounded to bf16's 8 bits
+    from noisytail.losses.interpolated import interpolated_supcon
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(16, 32, generator=g)
+    z = torch.cat([base, base + 0.05 * torch.randn(16, 32, generator=g)])  # aligned positives
+    ids = torch.arange(16).repeat(2)
+    labels = torch.arange(16) % 4
+    perm = torch.roll(torch.arange(16), 1)
+
+    def losses():
+        return torch.stack(
+            [
+                info_nce(z, ids, temperature=0.1),
+                nt_xent(z[:16], z[16:], temperature=0.1),
+                interpolated_supcon(z, labels, labels[perm], perm, 0.7, temperature=0.1),
+            ]
+        )
+
+    want = losses()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = losses()
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

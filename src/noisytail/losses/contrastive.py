@@ -24,6 +24,13 @@ import torch.nn.functional as F
 INFO_NCE_REDUCTIONS = ("mean_log", "log_mean")
 
 
+def similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b.T`` in float32 ``[N, M]`` even under autocast, which would run it in bf16: at a
+    temperature of 0.1 the logits' rounding error is large once positives align."""
+    with torch.autocast(a.device.type, enabled=False):
+        return a.float() @ b.float().t()
+
+
 def info_nce(
     z: torch.Tensor, ids: torch.Tensor, *, temperature: float = 0.5, reduction: str = "mean_log"
 ) -> torch.Tensor:
@@ -51,7 +58,7 @@ def info_nce(
         raise ValueError(f"info_nce: temperature must be positive, got {temperature}")
     z = F.normalize(z.float(), dim=1)
     n = z.shape[0]
-    logits = z @ z.t() / temperature
+    logits = similarity(z, z) / temperature
     self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
     logits = logits.masked_fill(self_mask, float("-inf"))
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
@@ -90,7 +97,7 @@ def cosine_matrix(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     code."""
     x = x.float()
     n = x.norm(dim=1, keepdim=True)
-    return (x @ x.t()) / (n * n.t()).clamp(min=eps)
+    return similarity(x, x) / (n * n.t()).clamp(min=eps)
 
 
 def mttv_mask(sim: torch.Tensor, *, low: float = 0.1, high: float = 0.9) -> torch.Tensor:

@@ -36,6 +36,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .contrastive import similarity
+
 
 def _per_row(x: torch.Tensor | float, b: int, what: str, device: torch.device) -> torch.Tensor:
     """Broadcast a scalar, a ``[B]`` (same for both views) or a ``[2B]`` tensor to ``[2B]``."""
@@ -111,7 +113,7 @@ def interpolated_supcon(
     uns_b = (pr[:, None] == sample[None, :]) & ~self_mask
 
     def term(keys: torch.Tensor, masks: tuple[torch.Tensor, ...], self_cols: torch.Tensor):
-        logits = (z @ keys.t()) / temperature
+        logits = similarity(z, keys) / temperature
         logits = logits.masked_fill(self_cols, float("-inf"))
         log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
         sa, ua, sb, ub = masks
