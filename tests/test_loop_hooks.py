@@ -37,3 +37,22 @@ def test_train_subset_restricts_the_loader(tmp_path, digits_config, monkeypatch)
     assert len(run.loader) == len(keep) // 16 == run.info.steps_per_epoch
     idx = torch.cat([b.idx for b in run.loader.epoch(0)])
     assert set(idx.tolist()) <= set(keep.tolist())
+
+
+def test_a_value_reported_on_some_steps_is_averaged_over_those(tmp_path, digits_config):
+    # a meta step every 2nd iteration reports its meta loss on those steps only: the epoch's
+    # record is its mean over them, not diluted by the steps that did not report it
+    cfg = digits_config("method.name=erm", "train.batch_size=16", "train.epochs=1")
+    run = Run(cfg, tmp_path, setup_runtime(cfg), prepare_data(cfg))
+    real = run.method.training_step
+    calls = []
+
+    def step(batch, ctx):
+        out = real(batch, ctx)
+        calls.append(1)
+        return {**out, "sometimes": torch.tensor(3.0)} if len(calls) % 2 else out
+
+    run.method.training_step = step
+    run.train_epochs(None, None, progress=False)
+    assert len(calls) >= 4
+    assert run.history[-1]["sometimes"] == 3.0

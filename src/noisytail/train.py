@@ -346,6 +346,7 @@ class Run:
         ctx.frozen_parameters = self.freeze.begin_epoch(epoch)
         method.on_epoch_start(ctx)
         sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}
         losses = torch.zeros(steps, device=self.rt.device)
         bar = tqdm(
             self.loader.epoch(epoch),
@@ -380,12 +381,16 @@ class Run:
                     else torch.tensor(float(value))
                 )
                 sums[key] = sums.get(key, 0.0) + v.to(self.rt.device)
+                counts[key] = counts.get(key, 0) + 1
             if i % 20 == 19 or i == steps - 1:
                 check_finite_losses(losses[: i + 1], epoch, steps, checkpoint_path(self.out))
                 if progress:
                     bar.set_postfix(loss=f"{float(losses[i]):.3f}", lr=f"{lr:.3g}")
         bar.close()
-        record = {("train_loss" if k == "loss" else k): float(v) / steps for k, v in sums.items()}
+        # a value reported on some steps only (a meta step every 4th) is its mean over those
+        record = {
+            ("train_loss" if k == "loss" else k): float(v) / counts[k] for k, v in sums.items()
+        }
         record["lr"] = learning_rate(cfg, (epoch + 1) * steps - 1, steps)
         record.update(self.freeze.record())
         return self.rt.reduce_mean(record)
