@@ -150,3 +150,36 @@ def test_noise_rate_flags_match_cleanlab():
             warnings.simplefilter("ignore")  # cleanlab warns about one-member classes
             expected = filt.find_label_issues(y, p, n_jobs=1)
         np.testing.assert_array_equal(sc.noise_rate_flags(p, y), expected, err_msg=f"{seed}")
+
+
+def test_confident_learning_flags_match_cleanlab():
+    """cleanlab's filter_by='confident_learning': the confident class is the argmax when several
+    classes pass their thresholds, and a tie between the label and another class keeps the
+    label. Two inputs built for those cases, then random imbalanced problems."""
+    filt = pytest.importorskip("cleanlab.filter")
+    several = (
+        np.array([0, 0, 1, 1, 2, 2]),
+        np.array(
+            [[0.40, 0.15, 0.45], [0.30, 0.10, 0.60], [0.45, 0.10, 0.45]]
+            + [[0.40, 0.20, 0.40], [0.05, 0.05, 0.90], [0.05, 0.05, 0.90]]
+        ),
+    )
+    tie = (
+        np.array([0, 0, 1, 1, 1]),
+        np.array([[0.5, 0.5], [0.4, 0.6], [0.5, 0.5], [0.1, 0.9], [0.1, 0.9]]),
+    )
+    problems = [several, tie]
+    for seed in range(150):
+        rng = np.random.default_rng(seed)
+        k, n = int(rng.integers(2, 7)), int(rng.integers(10, 120))
+        y = rng.choice(k, size=n, p=rng.dirichlet(np.ones(k) * 0.7))
+        y[:2] = [0, 1]  # two classes at least; others may be absent
+        logits = rng.normal(size=(n, k)) * rng.uniform(0.5, 4)
+        logits[np.arange(n), y] += rng.uniform(0, 3)
+        problems.append((y, np.exp(logits) / np.exp(logits).sum(1, keepdims=True)))
+    for i, (y, p) in enumerate(problems):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = filt.find_label_issues(y, p, filter_by="confident_learning", n_jobs=1)
+        flagged, _ = sc.confident_learning_flags(p, y)
+        np.testing.assert_array_equal(flagged, expected, err_msg=f"problem {i}")

@@ -124,15 +124,26 @@ def class_thresholds(probs: Any, labels: Any, num_classes: int | None = None) ->
 
 
 def confident_classes(probs: Any, labels: Any, thresholds: Any = None) -> np.ndarray:
-    """For each sample, the class ``j`` with ``p_j >= t_j`` and the largest ``p_j``; ``-1`` when
-    no class passes its threshold ``[N]``."""
+    """For each sample, its confident class ``[N]`` as cleanlab counts it: the one class with
+    ``p_j >= t_j`` (less 1e-6), or the argmax of ``p`` when several pass; ``-1`` when none does.
+    (The paper's Eq. 1 takes the largest passing ``p_j``; the two differ when the argmax class
+    is below its threshold and two others pass.)"""
     p, y = _np(probs, np.float64), _np(labels, np.int64)
     _check(p, y)
-    t = class_thresholds(p, y) if thresholds is None else _np(thresholds, np.float64)
-    passes = p >= t[None, :] - 1e-12
-    masked = np.where(passes, p, -np.inf)
-    guess = masked.argmax(axis=1)
-    return np.where(passes.any(axis=1), guess, -1)
+    t = class_thresholds(p, y, p.shape[1]) if thresholds is None else _np(thresholds, np.float64)
+    passes = p >= t[None, :] - 1e-6
+    n_pass = passes.sum(axis=1)
+    guess = np.where(n_pass > 1, p.argmax(axis=1), passes.argmax(axis=1))
+    return np.where(n_pass > 0, guess, -1)
+
+
+def disagrees(probs: Any, labels: Any) -> np.ndarray:
+    """``[N]`` bool: the most probable class is not the given label, a tie going to the label
+    (cleanlab adds 1e-6 to the label's probability before its argmax)."""
+    p, y = _np(probs, np.float64), _np(labels, np.int64)
+    bonus = p.copy()
+    bonus[np.arange(len(y)), y] += 1e-6
+    return bonus.argmax(axis=1) != y
 
 
 def confident_joint(probs: Any, labels: Any, num_classes: int | None = None) -> np.ndarray:
@@ -159,7 +170,7 @@ def confident_learning_flags(
     guess = confident_classes(p, y)
     flagged = (guess >= 0) & (guess != y)
     if require_disagreement:
-        flagged &= p.argmax(axis=1) != y
+        flagged &= disagrees(p, y)
     return flagged, guess
 
 
@@ -184,10 +195,9 @@ def calibrated_confident_joint(probs: Any, labels: Any) -> np.ndarray:
     p, y = _np(probs, np.float64), _np(labels, np.int64)
     _check(p, y)
     k = p.shape[1]
-    passes = p >= class_thresholds(p, y, k)[None, :] - 1e-6
-    n_pass = passes.sum(axis=1)
-    guess = np.where(n_pass > 1, p.argmax(axis=1), passes.argmax(axis=1))
-    keep = n_pass > 0
+    guess = confident_classes(p, y)
+    keep = guess >= 0
+    guess = np.maximum(guess, 0)
     joint = np.zeros((k, k), dtype=np.int64, order="F")  # laid out as cleanlab's
     np.add.at(joint, (y, guess), keep.astype(np.int64))  # unconfident samples add 0
     np.fill_diagonal(joint, np.maximum(joint.diagonal(), 1))
@@ -225,10 +235,7 @@ def noise_rate_flags(probs: Any, labels: Any) -> np.ndarray:
             if j != i and n > 0:
                 margin = p[members, j] - p[members, i]
                 flagged[members[np.argsort(-margin, kind="stable")[:n]]] = True
-    bonus = p.copy()
-    bonus[np.arange(len(y)), y] += 1e-6
-    flagged &= bonus.argmax(axis=1) != y
-    return flagged
+    return flagged & disagrees(p, y)
 
 
 # ------------------------------------------------------------------------------ ranking, verdict
