@@ -43,3 +43,37 @@ def test_two_process_ddp_run(tmp_path):
     assert len(rows) == 3  # written once, by rank 0
     # each epoch saw the whole pool once across the two ranks (global batch 64 = 2 x 32)
     assert rows[0]["images"] == (summary["num_train"] // 64) * 64
+
+
+@pytest.mark.parametrize(
+    ("device", "world", "local_rank", "expected"),
+    [
+        ("auto", 1, 0, "cuda:0"),
+        ("cuda", 1, 0, "cuda:0"),
+        ("cuda:1", 1, 0, "cuda:1"),
+        ("cuda", 2, 1, "cuda:1"),
+        ("cuda:0", 2, 1, "cuda:1"),  # under torchrun each rank takes its own GPU
+    ],
+)
+def test_a_gpu_run_sets_an_indexed_device(monkeypatch, device, world, local_rank, expected):
+    # torch.cuda.set_device refuses a bare "cuda": every single-process GPU run failed at start
+    import torch
+
+    from noisytail.config import load_config
+    from noisytail.runtime import setup_runtime
+
+    chosen = []
+
+    def set_device(d):
+        if isinstance(d, torch.device) and d.index is None:
+            raise ValueError("Expected a torch.device with a specified index or an integer")
+        chosen.append(str(d))
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", set_device)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    monkeypatch.setenv("RANK", str(local_rank))
+    monkeypatch.setenv("LOCAL_RANK", str(local_rank))
+    rt = setup_runtime(load_config(None, [f"train.device={device}"]))
+    assert str(rt.device) == expected and chosen == [expected]

@@ -85,9 +85,10 @@ def fold_epochs(n: int, batch_size: int, fold_share: float = 1.0) -> tuple[int, 
 
 #: `longer_budget`: a budget chosen from the data that leaves a fold model fewer than
 #: ``TARGET_STEPS`` steps (only where `MAX_EPOCHS` binds: up to 9 batches, 1,152 samples a fold
-#: at batch 128, about 1,440 rows at 5 folds; 150 rows at 5 folds get 40 full-batch steps) gets a second candidate with `LONGER_FACTOR`
-#: times the epochs. (Until 2026-12-02 the gate was ``TARGET_STEPS // 2``; a 1,200-row table
-#: with 320 steps a fold gained from the longer candidate: BENCHMARKS.md.)
+#: at batch 128, about 1,440 rows at 5 folds; 150 rows at 5 folds get 40 full-batch steps)
+#: gets a second candidate with `LONGER_FACTOR` times the epochs. (Until 2026-12-02 the gate
+#: was ``TARGET_STEPS // 2``; a 1,200-row table with 320 steps a fold gained from the longer
+#: candidate: BENCHMARKS.md.)
 LONGER_FACTOR = 4
 
 

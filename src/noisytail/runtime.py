@@ -72,7 +72,12 @@ def setup_runtime(cfg: Config) -> Runtime:
         want = "cuda" if torch.cuda.is_available() else "cpu"
     if want.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("train.device asks for CUDA but no GPU is visible; use train.device=cpu.")
-    device = torch.device(f"cuda:{local_rank}" if want == "cuda" and world > 1 else want)
+    if want.startswith("cuda"):
+        # an indexed device (set_device refuses a bare "cuda"); under torchrun, the rank's own
+        index = local_rank if world > 1 or want == "cuda" else int(want.split(":", 1)[1])
+        device = torch.device("cuda", index)
+    else:
+        device = torch.device(want)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if cfg.train.num_threads:

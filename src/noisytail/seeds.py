@@ -7,7 +7,8 @@ changes the numbers of every run that uses it.
 
 Streams of `noisytail.data.loader.epoch_generator` ``(seed, epoch, stream)``, one per epoch:
 `TRAIN_ORDER`, `META_ORDER`, `EPOCH_TORCH`, `METHOD`; a loader's augmentation draws from its
-order stream plus `AUGMENT_OFFSET` plus its rank.
+order stream plus `AUGMENT_OFFSET` plus `RANK_STRIDE` times its rank. The meta loader's epochs
+within training epoch ``e`` are numbered from ``e * META_EPOCH_STRIDE``.
 
 Children ``np.random.SeedSequence([seed, child])`` of one-off draws: `SUBSET`, `DETECTION_FOLDS`,
 `PROBE_SPLIT`. (The corruption's stages draw from ``SeedSequence(seed).spawn(4)``, in the order
@@ -22,8 +23,14 @@ META_ORDER = 1
 EPOCH_TORCH = 2
 #: ``ctx.generator``: a method's own random numbers (`noisytail.methods.base.Context`).
 METHOD = 3
-#: A loader's augmentation stream is its order stream + `AUGMENT_OFFSET` + its rank.
+#: A loader's augmentation stream is its order stream + `AUGMENT_OFFSET` + `RANK_STRIDE` x rank
+#: (rank 0's is the order stream + 1000; another rank's never meets another loader's).
 AUGMENT_OFFSET = 1000
+RANK_STRIDE = 10_000
+#: The meta loader (`CyclingLoader`) starts training epoch ``e`` at its epoch
+#: ``e * META_EPOCH_STRIDE``: each training epoch draws fresh meta batches (numbered from ``e``,
+#: the next epoch replayed this one's shifted by one), and a resumed run replays them.
+META_EPOCH_STRIDE = 1 << 20
 
 #: ``data.train_subset`` / ``data.test_subset``: the stratified subsets.
 SUBSET = 7

@@ -111,6 +111,54 @@ def test_cycling_loader_restarts():
     assert len(idx) == 5
 
 
+def test_each_training_epoch_draws_fresh_meta_batches_and_a_replay_repeats_them():
+    # the meta loader cycles within a training epoch; the next training epoch must not replay
+    # this one's meta batches shifted by one (it did: 8 distinct of 18 over 3 epochs)
+    data = pool(n=20)
+    loader = TrainLoader(
+        data, np.zeros(20, dtype=int), batch_size=20, augment_kind="crop_flip", seed=1, stream=1
+    )
+    cyc = CyclingLoader(loader)
+    seen = []
+    for epoch in range(3):
+        cyc.reset(epoch)
+        seen += [cyc.next_batch().x for _ in range(6)]
+    distinct = {tuple(x.flatten().tolist()) for x in seen}
+    assert len(distinct) == 18
+    cyc.reset(1)
+    assert torch.equal(cyc.next_batch().x, seen[6])  # a resumed epoch 1 replays its own
+
+
+def test_ranks_and_loaders_draw_augmentations_from_their_own_streams(monkeypatch):
+    # rank 1 of the training loader (stream 0) must not share rank 0's meta loader's (stream 1)
+    import noisytail.data.loader as loader_module
+
+    streams = []
+    real = loader_module.epoch_generator
+
+    def spy(seed, epoch, stream=0):
+        streams.append(stream)
+        return real(seed, epoch, stream)
+
+    monkeypatch.setattr(loader_module, "epoch_generator", spy)
+    data, labels = pool(n=20), np.zeros(20, dtype=int)
+    augment_streams = []
+    for stream, rank in ((0, 1), (1, 0)):
+        loader = TrainLoader(
+            data,
+            labels,
+            batch_size=10,
+            augment_kind="crop_flip",
+            stream=stream,
+            rank=rank,
+            world_size=2,
+        )
+        streams.clear()
+        next(loader.epoch(0))
+        augment_streams.append(streams[1])  # (order, augmentation)
+    assert augment_streams[0] != augment_streams[1]
+
+
 def test_restrict_draws_only_from_the_subset_and_sets_the_steps():
     data = pool(50)
     labels = np.arange(50) % 5

@@ -162,7 +162,8 @@ class TrainLoader:
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """The batches of one epoch; identical for the same (seed, epoch) on every run."""
         order_gen = epoch_generator(self.seed, epoch, self.stream)
-        aug_gen = epoch_generator(self.seed, epoch, self.stream + seeds.AUGMENT_OFFSET + self.rank)
+        aug_stream = self.stream + seeds.AUGMENT_OFFSET + seeds.RANK_STRIDE * self.rank
+        aug_gen = epoch_generator(self.seed, epoch, aug_stream)
         order = self._order(order_gen)
         global_batch = self.batch_size * self.world_size
         n = self.size
@@ -203,6 +204,8 @@ class CyclingLoader:
             return next(self._it)
 
     def reset(self, epoch: int) -> None:
-        """Restart the cycle at a given epoch (keeps resumed runs identical)."""
-        self._epoch = epoch
-        self._it = self.loader.epoch(epoch)
+        """Restart the cycle for training epoch ``epoch``, at the loader's epoch ``epoch *
+        META_EPOCH_STRIDE`` (`noisytail.seeds`): fresh batches every training epoch, the same
+        ones when a resumed run replays it."""
+        self._epoch = epoch * seeds.META_EPOCH_STRIDE
+        self._it = self.loader.epoch(self._epoch)
