@@ -77,3 +77,26 @@ def test_a_gpu_run_sets_an_indexed_device(monkeypatch, device, world, local_rank
     monkeypatch.setenv("LOCAL_RANK", str(local_rank))
     rt = setup_runtime(load_config(None, [f"train.device={device}"]))
     assert str(rt.device) == expected and chosen == [expected]
+
+
+@pytest.mark.parametrize(
+    "method",
+    [["method.name=mwnet"], ["method.name=gdw"], ["method.name=dividemix", "method.l2b=true"]],
+    ids=["mwnet", "gdw", "dividemix+l2b"],
+)
+def test_a_method_stepping_outside_backward_is_refused_under_torchrun(
+    tmp_path, digits_config, method
+):
+    # its own optimizer step (a weighting network, the L2B plug-in) is not averaged across ranks,
+    # so the processes' copies would drift apart
+    from noisytail.config import ConfigError
+    from noisytail.data.prepare import prepare_data
+    from noisytail.runtime import Runtime
+    from noisytail.train import Run
+
+    cfg = digits_config(
+        *method, "meta.per_class=3", "method.l2b_meta=labelled" if "l2b" in method[-1] else "seed=0"
+    )
+    two = Runtime(torch.device("cpu"), 0, 2, 0)
+    with pytest.raises(ConfigError, match="not averaged across torchrun's processes"):
+        Run(cfg, tmp_path, two, prepare_data(cfg))

@@ -155,6 +155,11 @@ class Run:
             groups = scale_backbone_groups(groups, self.freeze.params, t.backbone_lr_scale)
         self.optimizer = build_optimizer(cfg, groups)
         self.engine: torch.nn.Module = self.method
+        if runtime.distributed and self.method.updates_outside_backward:
+            raise ConfigError(
+                f"{cfg.method.name} steps parameters outside the backward pass, and those updates "
+                "are not averaged across torchrun's processes yet: run it in one process."
+            )
         if runtime.distributed:
             self.engine = torch.nn.parallel.DistributedDataParallel(
                 self.method,

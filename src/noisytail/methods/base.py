@@ -117,6 +117,9 @@ class Method(nn.Module):
       most a detached probe); ``noisytail pretrain`` runs exactly these methods.
       ``predict_networks``: the attributes (networks of the run's ``model`` config) whose logits
       `predict` averages; a trained model is rebuilt from these alone (`noisytail.inference`).
+      ``updates_outside_backward``: the method steps parameters itself, outside the loop's
+      backward (MW-Net's weighting network): under torchrun such updates are not averaged
+      across processes, so the loop refuses to run it distributed (an instance may set it).
     """
 
     views: ClassVar[int] = 1
@@ -124,6 +127,7 @@ class Method(nn.Module):
     include_plain_view: ClassVar[bool] = False
     self_supervised: ClassVar[bool] = False
     predict_networks: ClassVar[tuple[str, ...]] = ("model",)
+    updates_outside_backward: bool = False
 
     def __init__(self, model: Backbone, info: TaskInfo) -> None:
         super().__init__()

@@ -240,6 +240,7 @@ class DivideMix(Method):
         self.confidence_penalty = confidence_penalty
         self.gmm_kw = dict(max_iter=gmm_max_iter, tol=gmm_tol, reg_covar=gmm_reg_covar)
         self.l2b = l2b
+        self.updates_outside_backward = l2b  # the L2B plug-in's own step (`after_step`)
         self.l2b_meta = l2b_meta
         self.l2b_clip = l2b_clip
         # net 1's unmixed MixMatch batch and soft targets of the current step, for `after_step`

@@ -111,6 +111,7 @@ class VNetReweighting(Method):
     """Shared machinery of MW-Net and GDW: the weighting network, its optimizer, the look-ahead."""
 
     needs_meta = True
+    updates_outside_backward = True  # the weighting network's own Adam step
 
     def __init__(
         self,
