@@ -109,13 +109,17 @@ class PlannedRun:
 
     @property
     def label(self) -> str:
-        return ", ".join(f"{k}={_short(v)}" for k, v in self.setting.items())
+        return _describe_setting(self.setting)
 
     @property
     def line_label(self) -> str:
         """The setting without its noise: one line of the accuracy-vs-noise plot."""
         kept = {k: v for k, v in self.setting.items() if k.split(".")[0] != "noise"}
-        return ", ".join(f"{k}={_short(v)}" for k, v in kept.items())
+        return _describe_setting(kept)
+
+
+def _describe_setting(setting: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={_short(v)}" for k, v in setting.items())
 
 
 def _short(value: Any) -> str:

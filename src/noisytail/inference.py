@@ -375,7 +375,7 @@ def _names_or_none(names: Any) -> tuple[str, ...] | None:
 
 
 def read_feature_csv(
-    path: str | os.PathLike, num_features: int, feature_names: Sequence[str] | None = None
+    path: str | os.PathLike, feature_names: Sequence[str] | None = None
 ) -> tuple[list[str], np.ndarray]:
     """A CSV of numeric features as row ids (1-based data-row numbers; blank lines are not
     rows, as in training) and float32 ``[N, D]``. With ``feature_names`` (a model trained on a
@@ -464,9 +464,7 @@ def predict_files(
             raise DataError(
                 "this run's model takes feature vectors: give one CSV of feature columns."
             )
-        ids, x = read_feature_csv(
-            inputs[0], int(np.prod(trained.input_shape)), trained.feature_names
-        )
+        ids, x = read_feature_csv(inputs[0], trained.feature_names)
     probs = trained.predict_proba(x)
     rows = predictions_table(probs, trained.class_names, ids, top_k)
     buf = io.StringIO()

@@ -367,13 +367,19 @@ def drop_stale_best(run: Run) -> None:
         path.unlink()
 
 
+def _checkpoints_epoch(epoch: int, train: Any) -> bool:
+    """Whether `epoch_writer` writes ``last.pt`` after ``epoch``: every ``checkpoint_every``
+    epochs and at the last."""
+    return epoch % train.checkpoint_every == 0 or epoch == train.epochs
+
+
 def checkpoint_at_stop(run: Run) -> None:
     """``last.pt`` for a run stopped early (``stop_after_epochs``) after an epoch that
-    `epoch_writer` did not checkpoint (``train.checkpoint_every`` does not divide it), so that
-    ``--resume`` goes on from there instead of starting afresh."""
+    `epoch_writer` did not checkpoint, so that ``--resume`` goes on from there instead of
+    starting afresh."""
     if run.history:
         epoch = run.history[-1]["epoch"]
-        if epoch % run.cfg.train.checkpoint_every and epoch != run.cfg.train.epochs:
+        if not _checkpoints_epoch(epoch, run.cfg.train):
             write_checkpoint(run.checkpoint_state(epoch), checkpoint_path(run.out))
 
 
@@ -389,7 +395,7 @@ def epoch_writer(run: Run, progress: bool) -> Callable[[dict[str, Any]], None]:
             append_metrics(record, out / METRICS_FILE)
             if run.best.get("epoch") == epoch:
                 write_checkpoint(run.weights_state(epoch), checkpoint_path(out, "best"))
-            if epoch % t.checkpoint_every == 0 or epoch == t.epochs:
+            if _checkpoints_epoch(epoch, t):
                 write_checkpoint(run.checkpoint_state(epoch), checkpoint_path(out))
         except WriteError as err:
             raise WriteError(

@@ -33,3 +33,18 @@ def check_fold_sizes(
         f"the {folds} folds of cross-fitting (each fold needs one of every class): add samples "
         f"to it, remove the class, or {fix}."
     )
+
+
+def check_present_fold_sizes(
+    labels: np.ndarray,
+    folds: int,
+    class_names: Sequence[str] | None = None,
+    fix: str = "use fewer folds",
+) -> None:
+    """`check_fold_sizes` over the classes that occur in ``labels`` ``[N]`` (a class absent
+    from the data is no fold's concern); ``class_names`` indexed by class id (default: the ids
+    as text) name the short class."""
+    y = np.asarray(labels, dtype=np.int64)
+    present = np.unique(y)
+    names = [str(c) if class_names is None else class_names[c] for c in present]
+    check_fold_sizes(np.searchsorted(present, y), names, folds, fix=fix)

@@ -68,10 +68,10 @@ def split_train_test(
     return train_idx, test_idx
 
 
-#: PIL modes whose pixels are grey levels (``P`` counts when its palette is grey).
-GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 #: Grey modes wider than 8 bits: decoded with each image's range stretched to 0..255.
 WIDE_GRAY_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+#: PIL modes whose pixels are grey levels (``P`` counts when its palette is grey).
+GRAY_MODES = frozenset({"1", "L", "LA"}) | WIDE_GRAY_MODES
 #: The largest ``image_size`` inferred from the files, so that the default small CNN trains in
 #: minutes on a CPU; more detail (e.g. 224 for a ResNet on a GPU) is set by hand.
 MAX_INFERRED_SIZE = 64
@@ -226,14 +226,15 @@ class LazyImageStore:
             self._done[missing] = True
             return torch.from_numpy(self._all[idx])
         wanted = idx.tolist()
+        unique = list(dict.fromkeys(wanted))
         # the batch's hits are taken before any fresh image enters the cache: inserting one may
         # evict an image that this same batch asks for later
         images: dict[int, torch.Tensor] = {}
-        for i in dict.fromkeys(wanted):
+        for i in unique:
             if i in self._cache:
                 images[i] = self._cache[i]
                 self._cache.move_to_end(i)
-        missing = [i for i in dict.fromkeys(wanted) if i not in images]
+        missing = [i for i in unique if i not in images]
         for i, image in zip(missing, self._decode_many(missing)):
             images[i] = image
             if self.cache_items:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +34,7 @@ import numpy as np
 import torch
 
 from noisytail.data.csv_table import read_csv_rows
-from noisytail.data.types import DataError, DatasetBundle, class_lookup
-
-_INT = re.compile(r"[+-]?\d+")
+from noisytail.data.types import INTEGER, DataError, DatasetBundle, class_lookup
 
 
 def _numpy_safe_globals() -> list[Any]:
@@ -161,13 +158,13 @@ def _read_csv_labels(
     path_at, index_of = _path_index(path, header, paths, root)
     find = class_lookup(class_names)
     # integers are class numbers 0..K-1 unless the classes are named by integers themselves
-    numbers = not all(_INT.fullmatch(name) for name in class_names)
+    numbers = not all(INTEGER.fullmatch(name) for name in class_names)
     labels = np.empty(len(rows), dtype=np.int64)
     order = np.arange(len(rows))
     for r, (line, row) in enumerate(rows):
         value = row[label_at].strip()
         found = find(value)
-        if found is None and numbers and _INT.fullmatch(value):
+        if found is None and numbers and INTEGER.fullmatch(value):
             found = int(value)  # its range is checked with the other formats'
         if found is None:
             raise DataError(
@@ -178,7 +175,7 @@ def _read_csv_labels(
         labels[r] = found
         if index_at is not None:
             index = row[index_at].strip()
-            if not _INT.fullmatch(index) or not 0 <= int(index) < n:
+            if not INTEGER.fullmatch(index) or not 0 <= int(index) < n:
                 raise DataError(
                     f"Label CSV {path} line {line}: index {index!r} is not in 0..{n - 1}."
                 )
@@ -201,7 +198,7 @@ def _read_csv_labels(
 def _original_values(class_names: list[str]) -> list[int] | None:
     """The original integer labels of a source that renumbered them (class names that are
     integers other than ``0..K-1``), else None."""
-    if not all(_INT.fullmatch(n) for n in class_names):
+    if not all(INTEGER.fullmatch(n) for n in class_names):
         return None
     values = [int(n) for n in class_names]
     return None if values == list(range(len(values))) else values

@@ -29,7 +29,7 @@ import torch
 
 from .. import neighbors as knn_lib
 from ..config import ConfigError
-from ..data.checks import check_fold_sizes
+from ..data.checks import check_present_fold_sizes
 from ..data.types import DataError
 from ..defaults import fold_train_size, longer_budget, network_for_inputs
 from ..registry import DETECTORS, import_modules_declaring
@@ -144,13 +144,8 @@ class AutoDetector(Detector):
 
     def detect(self, task: DetectionTask) -> DetectorOutput:
         y = task.labels
-        names = task.prepared.bundle.class_names
-        present = np.unique(y)
-        check_fold_sizes(
-            np.searchsorted(present, y),
-            [names[c] for c in present],
-            self.folds,
-            fix="use fewer folds (--arg folds=N)",
+        check_present_fold_sizes(
+            y, self.folds, task.prepared.bundle.class_names, fix="use fewer folds (--arg folds=N)"
         )
         x = cf.input_features(task.pool_inputs(flatten=False), max_side=self.max_side)
         parts = cf.fast_parts(
@@ -357,13 +352,11 @@ class ConfidentLearningDetector(Detector):
         """``[N, K]``: `DetectionTask.crossfit_probs` over ``folds`` folds. A class with fewer
         samples than folds is refused: a fold model that never saw it gives it a near-zero
         threshold, and unsure samples of other classes would count as confidently in it."""
-        present = np.unique(task.labels)
-        names = task.prepared.bundle.class_names
         try:
-            check_fold_sizes(
-                np.searchsorted(present, task.labels),
-                [names[c] for c in present],
+            check_present_fold_sizes(
+                task.labels,
                 self.folds,
+                task.prepared.bundle.class_names,
                 fix="use fewer folds (--arg folds=N)",
             )
             return task.crossfit_probs(self.folds)

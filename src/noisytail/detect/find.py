@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.checks import check_fold_sizes
+from ..data.checks import check_present_fold_sizes
 from . import crossfit as cf
 from . import scores as sc
 
@@ -168,13 +168,7 @@ def find_label_issues(
     if features is not None:
         x = check_features(features, n)
         if p is None:
-            present = np.unique(y)
-            check_fold_sizes(
-                np.searchsorted(present, y),
-                [str(c) for c in present],
-                folds,
-                fix="pass fewer folds, or pred_probs",
-            )
+            check_present_fold_sizes(y, folds, fix="pass fewer folds, or pred_probs")
             parts.append(
                 cf.fast_probs(x, y, num_classes, model="ensemble", k=k, folds=folds, seed=seed)
             )
