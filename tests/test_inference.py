@@ -251,6 +251,14 @@ def test_load_model_of_a_tabular_run_standardises_as_training_did(tmp_path, monk
     assert lines[0].startswith("error: ") and "NaN or infinity (first in sample 1)" in lines[0]
 
 
+def train_cli(run, *overrides):
+    """``noisytail train`` of a tabular CSV into ``run``: no validation split, fp32, quiet."""
+    common = ["data.val_fraction=0", "train.precision=fp32", "train.progress=false"]
+    sets = sum((["--set", o] for o in [*overrides, *common]), [])
+    result = CliRunner().invoke(main, ["train", "--out", str(run), "--no-report", *sets])
+    assert result.exit_code == 0, result.output
+
+
 def test_load_model_of_a_cli_tabular_csv_run_standardises_its_features(tmp_path):
     rng = np.random.default_rng(0)
     header = "a,b,c,label\n"
@@ -264,17 +272,12 @@ def test_load_model_of_a_cli_tabular_csv_run_standardises_its_features(tmp_path)
     text, x_test = table(30)
     (tmp_path / "test.csv").write_text(text)
     run = tmp_path / "run"
-    overrides = [
+    train_cli(
+        run,
         f"data.options.train_csv={tmp_path / 'train.csv'}",
         f"data.options.test_csv={tmp_path / 'test.csv'}",
-        "data.val_fraction=0",
         "train.epochs=3",
-        "train.precision=fp32",
-        "train.progress=false",
-    ]
-    args = ["train", "--out", str(run), "--no-report"] + sum((["--set", o] for o in overrides), [])
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 0, result.output
+    )
     probs = np.load(run / "predictions.npz")["probs"]  # the loop's own, on standardised rows
     np.testing.assert_allclose(load_model(run).predict_proba(x_test), probs, atol=1e-4)
 
@@ -290,17 +293,9 @@ def test_predict_reads_a_feature_csv_by_the_trained_column_names(tmp_path):
         "id,a,b,target\n" + "".join(f"{r[0]:.0f},{r[1]},{r[2]},{c}\n" for r, c in zip(x, y))
     )
     run = tmp_path / "run"
-    overrides = [
-        f"data.options.train_csv={train}",
-        "data.options.label_column=target",
-        "data.val_fraction=0",
-        "train.epochs=2",
-        "train.precision=fp32",
-        "train.progress=false",
-    ]
-    args = ["train", "--out", str(run), "--no-report"] + sum((["--set", o] for o in overrides), [])
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 0, result.output
+    train_cli(
+        run, f"data.options.train_csv={train}", "data.options.label_column=target", "train.epochs=2"
+    )
     want = load_model(run).predict_proba(x[:5])
     new = tmp_path / "new.csv"
     lines = [f"{r[2]},x,{r[0]:.0f},{r[1]}" for r in x[:5]]

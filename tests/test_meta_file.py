@@ -81,27 +81,30 @@ def test_a_meta_method_trains_on_checked_samples(tmp_path):
     assert result.exit_code == 0, result.output
 
 
+def csv_with_checked(tmp_path, *options):
+    """A csv config (its files in ``options``) whose checked samples are
+    ``tmp_path/checked.csv``."""
+    return load_config(
+        None,
+        ["data.name=csv", *options, "meta.source=file", f"meta.file={tmp_path / 'checked.csv'}"],
+    )
+
+
 def test_checked_labels_are_read_as_the_datas_own_labels(tmp_path):
     # the data's CSV writes its integer labels zero-padded; "02" is the data's class "2"
     rows = ["a,b,label"] + [f"{i},{i % 3},0{1 + i % 3}" for i in range(30)]
     (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "checked.csv").write_text("a,b,label\n4,1,02\n5,2,3\n")
-    cfg = load_config(
-        None,
-        [
-            "data.name=csv",
-            f"data.options.train_csv={tmp_path / 't.csv'}",
-            "meta.source=file",
-            f"meta.file={tmp_path / 'checked.csv'}",
-        ],
-    )
+    cfg = csv_with_checked(tmp_path, f"data.options.train_csv={tmp_path / 't.csv'}")
     data = prepare_data(cfg)
     assert data.bundle.class_names == ["1", "2", "3"]
     _, labels = data.corruption.split("meta")
     assert labels.tolist() == [1, 2]
     (tmp_path / "checked.csv").write_text("a,b,label\n4,1,04\n")
+    from noisytail.data.types import DataError
+
     with pytest.raises(
-        Exception, match=r"line 2: label '04' is not a class of the data \(1, 2, 3\)"
+        DataError, match=r"line 2: label '04' is not a class of the data \(1, 2, 3\)"
     ):
         prepare_data(cfg)
 
@@ -141,15 +144,10 @@ def test_a_checked_row_of_the_test_csv_leaves_the_test_split(tmp_path):
     (tmp_path / "train.csv").write_text("\n".join(train) + "\n")
     (tmp_path / "test.csv").write_text("\n".join(test) + "\n")
     (tmp_path / "checked.csv").write_text("a,b,label\n3,0,1\n102,0,0\n")
-    cfg = load_config(
-        None,
-        [
-            "data.name=csv",
-            f"data.options.train_csv={tmp_path / 'train.csv'}",
-            f"data.options.test_csv={tmp_path / 'test.csv'}",
-            "meta.source=file",
-            f"meta.file={tmp_path / 'checked.csv'}",
-        ],
+    cfg = csv_with_checked(
+        tmp_path,
+        f"data.options.train_csv={tmp_path / 'train.csv'}",
+        f"data.options.test_csv={tmp_path / 'test.csv'}",
     )
     data = prepare_data(cfg)
     assert len(data.bundle.test) == 5
