@@ -149,6 +149,13 @@ class Run:
         self.method.to(runtime.device)
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
+        staged = t.freeze_backbone_epochs > 0 or t.backbone_lr_scale != 1.0
+        if staged and len(self.method.predict_networks) > 1:
+            raise ConfigError(
+                f"{cfg.method.name} trains {len(self.method.predict_networks)} networks, and "
+                "train.freeze_backbone_epochs / train.backbone_lr_scale act on the first only: "
+                "leave them at 0 and 1."
+            )
         self.freeze = BackboneFreeze(self.method.model, t.freeze_backbone_epochs)
         groups = self.method.parameter_groups()
         if t.backbone_lr_scale != 1.0:

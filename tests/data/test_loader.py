@@ -205,3 +205,31 @@ def test_make_batch_serves_any_pool_positions_with_the_loader_views():
     assert aug.shape == plain.shape == (4, 1, 8, 8)
     assert torch.equal(plain, data.inputs(idx)) and torch.equal(batch.idx, idx)
     assert batch.labels.tolist() == [1, 1, 0, 1]
+
+
+def test_simclr_views_of_an_image_do_not_depend_on_its_batch_mates():
+    """The colour operations act on the pixels' own [0, 1] scale (the pool's normalisation),
+    not on the batch's range: an image's view is the same whatever shares its batch."""
+    gen = torch.Generator().manual_seed(3)
+    pixels = torch.randint(60, 190, (5, 3, 8, 8), generator=gen, dtype=torch.uint8)
+    pixels[3:] = torch.randint(0, 256, (2, 3, 8, 8), generator=gen, dtype=torch.uint8)
+    store = TensorStore(pixels)
+    data = PoolData(
+        store, np.arange(5), mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3), device=torch.device("cpu")
+    )
+    assert data.pixel_normalisation() == ((0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
+    loader = TrainLoader(data, np.zeros(5, dtype=np.int64), batch_size=3, augment_kind="simclr")
+    for seed in range(8):  # jitter and grayscale act on some draws only
+        views = []
+        for mates in ([1, 2], [3, 4]):  # mid-grey mates, then mates with the full range
+            gen = torch.Generator().manual_seed(seed)
+            views.append(loader.make_batch(torch.tensor([0, *mates]), gen).x[0])
+        assert torch.allclose(views[0], views[1], atol=1e-5)
+
+
+def test_float_inputs_keep_the_batch_range_for_simclr_colour():
+    store = TensorStore(torch.rand(4, 3, 8, 8) * 5 - 2)  # floats of unknown range
+    data = PoolData(
+        store, np.arange(4), mean=(0.0,) * 3, std=(1.0,) * 3, device=torch.device("cpu")
+    )
+    assert data.pixel_normalisation() == (None, None)

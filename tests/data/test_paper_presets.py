@@ -207,6 +207,7 @@ DIVIDEMIX_SETTINGS: dict[str, dict[str, Any]] = {
         "noise.rate": 0.4,
         "method.warmup_epochs": 10,
         "method.confidence_penalty": True,
+        "method.lambda_u": 0.0,  # the C2D script's asymmetric 40 % (L2B_C2D, asnoise40.sh)
     },
     "dividemix_cifar100_sym50": {
         **DIVIDEMIX_CIFAR,
@@ -214,6 +215,7 @@ DIVIDEMIX_SETTINGS: dict[str, dict[str, Any]] = {
         "noise.kind": "random_subset",
         "noise.rate": 0.5,
         "method.warmup_epochs": 30,
+        "method.lambda_u": 150.0,  # L2B_DivideMix/exp/cifar100_dividemix50.sh
     },
     # L2B's L2B_DivideMix/Train_cifar.py + exp/cifar10_l2b_dividemix50.sh: --single_meta 1,
     # --need_clean (1,000 random training images, true labels, left in the training set)

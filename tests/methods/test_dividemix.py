@@ -360,3 +360,19 @@ def test_l2b_plugin_takes_network_1s_co_refined_targets():
     method.after_step(batch, ctx)
     for p, q in zip(method.model.parameters(), twin.parameters()):
         torch.testing.assert_close(p, q)
+
+
+@pytest.mark.parametrize(
+    "staged", ["train.freeze_backbone_epochs=1", "train.backbone_lr_scale=0.1"]
+)
+def test_freezing_or_scaling_the_first_networks_backbone_only_is_refused(
+    tmp_path, digits_config, staged
+):
+    """The loop's freeze and backbone learning rate know `model` only: DivideMix's second
+    network (and its L2B plug-in step) would train as if they were not set."""
+    from noisytail.errors import ConfigError
+
+    cfg = digits_config("method.name=dividemix", "method.warmup_epochs=1", staged)
+    with pytest.raises(ConfigError, match="trains 2 networks"):
+        fit(cfg, tmp_path / "run", write_report=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()

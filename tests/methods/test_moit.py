@@ -343,3 +343,10 @@ def test_sample_scores_by_hand():
     method.clean[:4] = torch.tensor([True, True, False, False])
     method.d2[:4] = torch.tensor([0.0, D_MAX / 2, 0.0, D_MAX])
     assert method.sample_scores()[:4].tolist() == pytest.approx([1.0, 0.75, 0.5, 0.0])
+
+
+def test_a_k_the_pool_cannot_supply_is_refused():
+    """k >= N would leave the kNN detection never running, MOIT silently without its switch."""
+    with pytest.raises(ValueError, match="k=64 neighbours need more than 64"):
+        build(k=N)
+    build(k=N - 1)  # the largest usable k

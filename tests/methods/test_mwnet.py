@@ -45,3 +45,30 @@ def test_weighting_network_lr_scales_with_meta_every_unless_given(name, default_
     assert lr(meta_every=3) == pytest.approx(3 * VNET_LR)
     assert lr() == pytest.approx(default_every * VNET_LR)  # MW-Net every 4th, GDW every step
     assert lr(meta_every=3, vnet_lr=1e-3) == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize("name", ["mwnet", "gdw"])
+def test_the_second_forward_routes_refuse_a_model_with_dropout(name):
+    """The tangent pass of the full look-ahead forwards the batch again: with dropout it would
+    draw other masks than the training forward, so only the exact routes are allowed."""
+
+    def build(dropout, **args):
+        model = MODELS.build("mlp", num_classes=3, input_shape=(4,), hidden=(8,), dropout=dropout)
+        info = TaskInfo(3, np.array([5] * 3), 15, (4,), 2, 1)
+        return METHODS.build(name, args=args, model=model, info=info)
+
+    for meta_grad in ("forward", "first_order"):
+        with pytest.raises(ValueError, match="without dropout.*set meta_grad: double_backward"):
+            build(0.5, lookahead="all", meta_grad=meta_grad)
+        build(0.0, lookahead="all", meta_grad=meta_grad)
+    build(0.5, lookahead="all", meta_grad="double_backward")
+    build(0.5, lookahead="head", meta_grad="forward")  # reuses the training forward's features
+
+
+def test_the_weighting_network_keeps_float32_under_autocast():
+    v = VNet(100)
+    loss = torch.rand(64) * 3
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        w = v(loss)
+    assert w.dtype == torch.float32
+    assert torch.allclose(w, v(loss), rtol=0, atol=1e-7)

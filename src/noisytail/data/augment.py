@@ -58,11 +58,20 @@ def default_padding(height: int) -> int:
     return max(1, round(height / 8))
 
 
-def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
+def augment(
+    x: torch.Tensor,
+    kind: str,
+    generator: torch.Generator,
+    *,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+) -> torch.Tensor:
     """Apply the named recipe to a normalised float batch ``[B, C, H, W]``.
 
     ``kind``: "none", "flip", "crop", "crop_flip" (pad-and-crop then flip), "simclr" (random
     resized crop, flip, colour jitter, grayscale, blur: `noisytail.data.views.simclr_augment`).
+    ``mean`` / ``std``: the normalisation that mapped [0, 1] pixels to ``x``; "simclr"'s colour
+    operations then act on the true pixel values (without them, on the batch's range).
     Feature vectors (``x.dim() != 4``) are returned unchanged.
     """
     if x.dim() != 4 or kind == "none":
@@ -70,7 +79,7 @@ def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Ten
     if kind == "simclr":
         from .views import simclr_augment
 
-        return simclr_augment(x, generator)
+        return simclr_augment(x, generator, mean=mean, std=std)
     if kind in ("crop", "crop_flip"):
         x = random_crop(x, generator, default_padding(x.shape[2]))
     if kind in ("flip", "crop_flip"):

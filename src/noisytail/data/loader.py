@@ -72,6 +72,16 @@ class PoolData:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
+    def pixel_normalisation(self) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+        """``(mean, std)`` that map this pool's [0, 1] pixels to its inputs, when its inputs are
+        uint8 pixels normalised with them; ``(None, None)`` for float inputs (their range is
+        unknown) and for an empty pool."""
+        if not self.mean or len(self) == 0:
+            return None, None
+        if self.raw(np.zeros(1, dtype=np.int64)).dtype != torch.uint8:
+            return None, None
+        return tuple(self.mean), tuple(self.std)
+
     def iter_plain(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """``(x, local positions)`` in order, no augmentation (evaluation, feature extraction)."""
         for start in range(0, len(self), batch_size):
@@ -112,6 +122,10 @@ class TrainLoader:
         self.seed, self.stream = seed, stream
         self.rank, self.world_size = rank, world_size
         self.subset: np.ndarray | None = None  # pool positions the epochs cover (None: all)
+        # the pixels' own scale for the colour operations of "simclr"
+        self._mean, self._std = (
+            data.pixel_normalisation() if augment_kind == "simclr" else (None, None)
+        )
         self._set_steps()
 
     def _set_steps(self) -> None:
@@ -157,7 +171,7 @@ class TrainLoader:
     def _augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if self.augment_fn is not None:
             return self.augment_fn(x, generator)
-        return augment(x, self.augment_kind, generator)
+        return augment(x, self.augment_kind, generator, mean=self._mean, std=self._std)
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """The batches of one epoch; identical for the same (seed, epoch) on every run."""

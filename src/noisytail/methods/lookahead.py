@@ -361,6 +361,23 @@ class _FeaturesOf(nn.Module):
         return self.model.features(x)
 
 
+def refuse_random_layers(model: nn.Module, route: str, instead: str) -> None:
+    """Raise ValueError if ``model`` has dropout (p > 0): ``route`` forwards the batch a second
+    time (the tangent pass), where other dropout masks than the training forward's would make
+    its meta-gradient another quantity than the one it computes. ``instead`` names the exact
+    alternative."""
+    random = [
+        name or type(model).__name__
+        for name, module in model.named_modules()
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0
+    ]
+    if random:
+        raise ValueError(
+            f"{route} needs a model without dropout (it forwards the batch twice and the two "
+            f"passes would draw different masks); this one has {', '.join(random)}: {instead}."
+        )
+
+
 def meta_features(model: nn.Module, x: Tensor) -> Tensor:
     """``model.features(x)`` ``[M, D]`` without a graph, BatchNorm running statistics updated on
     copies (the model's mode as it is: batch statistics in train mode)."""

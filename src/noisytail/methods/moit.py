@@ -180,6 +180,11 @@ class MOIT(Method):
             raise ValueError(f"moit: switch_fraction must lie in [0, 1], got {switch_fraction}")
         if k is not None and k < 1:
             raise ValueError(f"moit: k must be a positive number of neighbours, got {k}")
+        if k is not None and k >= info.num_train:
+            raise ValueError(
+                f"moit: k={k} neighbours need more than {k} training samples, got "
+                f"{info.num_train}; the noise detection would never run (omit k for the default)"
+            )
         self.temperature = temperature
         self.alpha = alpha
         self.xbm_start_epoch = xbm_start_epoch

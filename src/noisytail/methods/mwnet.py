@@ -19,7 +19,8 @@ pass of step 1 (same parameters, same batch) instead of a second forward. By def
 (``meta_grad="forward"``) the meta-gradient is computed without a second-order graph: a plain
 backward gives the virtual step, one meta forward/backward gives ``v = ∇L_meta(θ')``, and a
 forward-mode pass along ``−η_t v`` gives ``∂L_meta/∂w_i`` (exact: ``θ'`` is linear in the
-weights; `VNetReweighting._meta_step`); ``"double_backward"`` is the official computation. The
+weights; `VNetReweighting._meta_step`; a model with dropout is refused, as the forward-mode
+pass would draw other masks); ``"double_backward"`` is the official computation. The
 Adam state of the weighting network is in ``extra_state()`` for resume.
 
 **By default the weighting network is updated every 4th iteration** (``meta_every=4``, with the
@@ -56,6 +57,7 @@ from .lookahead import (
     head_parameters,
     lookahead_meta_loss,
     meta_forward,
+    refuse_random_layers,
     split_forward,
     tangent_logits,
     trainable_parameters,
@@ -74,7 +76,9 @@ def class_weighted_logit_loss(
 
 
 class VNet(nn.Module):
-    """The MW-Net weighting network: ``loss [B] -> weight [B]`` in (0, 1), 1-hidden-1 MLP."""
+    """The MW-Net weighting network: ``loss [B] -> weight [B]`` in (0, 1), 1-hidden-1 MLP, in its
+    parameters' precision even under autocast (it costs nothing, and bfloat16 would round the
+    weights to about 0.4 %)."""
 
     def __init__(self, hidden: int = 100) -> None:
         super().__init__()
@@ -82,8 +86,9 @@ class VNet(nn.Module):
         self.fc2 = nn.Linear(hidden, 1)
 
     def forward(self, loss: Tensor) -> Tensor:
-        h = torch.relu(self.fc1(loss.to(self.fc1.weight.dtype).reshape(-1, 1)))
-        return torch.sigmoid(self.fc2(h)).reshape(-1)
+        with torch.autocast(device_type=loss.device.type, enabled=False):
+            h = torch.relu(self.fc1(loss.to(self.fc1.weight.dtype).reshape(-1, 1)))
+            return torch.sigmoid(self.fc2(h)).reshape(-1)
 
 
 #: How the meta-gradient is computed (`VNetReweighting._meta_step`).
@@ -144,6 +149,12 @@ class VNetReweighting(Method):
         if meta_grad not in META_GRADS:
             raise ValueError(f"meta_grad must be one of {META_GRADS}, got {meta_grad!r}.")
         self.meta_grad = meta_grad
+        if lookahead == "all" and meta_grad != "double_backward":
+            refuse_random_layers(
+                model,
+                f"meta_grad={meta_grad!r} with lookahead='all'",
+                "set meta_grad: double_backward, or lookahead: head",
+            )
         self.vnet = VNet(hidden)
         self.vnet_optimizer = torch.optim.Adam(
             self.vnet.parameters(),

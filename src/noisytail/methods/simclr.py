@@ -115,7 +115,12 @@ class ContrastiveMethod(Method):
         self.knn_every = knn_every
         self.knn_k, self.knn_t = knn_k, knn_t
         self._knn_value: float | None = None
+        # the noisy label of each training index for the kNN monitor: all of them when the loop
+        # gives them up front (so a resumed run logs what an uninterrupted one does), else the
+        # ones seen so far
         self._labels_cache: torch.Tensor | None = None
+        if info.train_labels is not None:
+            self._labels_cache = torch.as_tensor(info.train_labels, dtype=torch.long).clone()
         self.projector: nn.Module = nn.Identity()
 
     def parameter_groups(self) -> list[dict[str, Any]]:
@@ -134,7 +139,7 @@ class ContrastiveMethod(Method):
             return
         labels = self._labels_cache
         if labels is None or not bool((labels >= 0).any()):
-            return  # e.g. right after a resume: no labels seen yet
+            return  # no labels given nor seen yet
         feats = ctx.predict_train(self.model.features)
         labels = labels.to(feats.device)
         seen = labels >= 0
