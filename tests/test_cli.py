@@ -156,3 +156,32 @@ def test_default_run_folders_started_in_the_same_second_do_not_collide(tmp_path,
     assert second == tmp_path / "run-erm-seed0-20261201-120000-2"
     second.mkdir()
     assert cli.new_run_dir("run-erm-seed0", tmp_path).name.endswith("-3")
+
+
+def test_pretrain_builds_the_model_train_picks_for_a_users_images(tmp_path):
+    """On a small image folder `train` picks a narrower network than the default: `pretrain`
+    picks the same one, so the encoder fits the network it is fine-tuned in."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(["cat", "dog"]):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for i in range(12):
+            pixels = np.clip(60 + 120 * k + rng.normal(0, 20, (12, 12)), 0, 255)
+            Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "images" / name / f"{i}.png")
+    data = ["--set", "data.name=image_folder", "--set", f"data.root={tmp_path / 'images'}"]
+    quick = ["--set", "train.epochs=1", "--set", "train.device=cpu", "--no-progress"]
+    runner = CliRunner()
+    pre = tmp_path / "pre"
+    result = runner.invoke(
+        main, ["pretrain", *data, *quick, "--probe-epochs", "1", "--out", str(pre)]
+    )
+    assert result.exit_code == 0, result.output
+    chosen = yaml.safe_load((pre / "config.yaml").read_text())
+    assert chosen["train"]["epochs"] == 1
+    init = ["--set", f"model.init={pre / 'encoder.pt'}"]
+    result = runner.invoke(main, ["train", *data, *quick, *init, "--out", str(tmp_path / "ft")])
+    assert result.exit_code == 0, result.output
+    tuned = yaml.safe_load((tmp_path / "ft" / "config.yaml").read_text())
+    assert tuned["model"] == {**chosen["model"], "init": str(pre / "encoder.pt")}

@@ -7,6 +7,7 @@ import torch
 from noisytail.build import load_init
 from noisytail.data.loader import PoolData
 from noisytail.data.types import TensorStore
+from noisytail.errors import ConfigError
 from noisytail.evaluate_ssl import evaluate_encoder, extract_features, save_encoder
 from noisytail.probes import knn_classify, knn_predict, linear_probe
 from noisytail.registry import MODELS
@@ -195,3 +196,15 @@ def test_balanced_indices():
     assert len(set(idx.tolist())) == len(idx)
     assert np.array_equal(idx, balanced_indices(labels, 10, seed=1))
     assert not np.array_equal(idx, balanced_indices(labels, 10, seed=2))
+
+
+def test_model_init_refuses_an_encoder_of_another_model(tmp_path):
+    """Only BatchNorm's step counters (scalars) would fit a model of another width: a start
+    from them is a start from random weights, so it is refused, naming the first misfit."""
+    path = save_encoder(model(), tmp_path / "encoder.pt")  # width 4
+    wider = MODELS.build("small_cnn", num_classes=4, input_shape=(1, 8, 8), width=8)
+    with pytest.raises(ConfigError, match=r"does not fit model SmallCNN: \d+ of its \d+ weights"):
+        load_init(wider, str(path))
+    mlp = MODELS.build("mlp", num_classes=4, input_shape=(64,))
+    with pytest.raises(ConfigError, match="MLP: 4 of its 4 weights"):
+        load_init(mlp, str(path))

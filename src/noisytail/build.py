@@ -50,7 +50,9 @@ def code_defaults(cfg: Config) -> dict[str, dict[str, Any]]:
 
 
 def load_init(model: torch.nn.Module, path: str) -> None:
-    """Start from a checkpoint or encoder file; a head of another shape is left fresh."""
+    """Start from a checkpoint or encoder file: every weight outside the model's ``head`` must be
+    there with its shape (else `ConfigError`, naming the first that is not: the file comes from
+    another model); a head of another shape, or none, is left fresh."""
     p, state = read_init_weights(path)
     own = model.state_dict()
     usable = {
@@ -58,9 +60,17 @@ def load_init(model: torch.nn.Module, path: str) -> None:
         for k, v in state.items()
         if k in own and isinstance(v, torch.Tensor) and own[k].shape == v.shape
     }
-    if not usable:
+    body = [k for k in own if not k.startswith("head.") and not k.endswith("num_batches_tracked")]
+    unfit = [k for k in body if k not in usable]
+    if unfit:
+        name = unfit[0]
+        saved = state.get(name)
+        found = f"saved {list(saved.shape)}" if isinstance(saved, torch.Tensor) else "not saved"
         raise ConfigError(
-            f"model.init: {p} holds no weights that fit model {type(model).__name__}."
+            f"model.init: {p} does not fit model {type(model).__name__}: {len(unfit)} of its "
+            f"{len(body)} weights outside the head differ (first: {name}, {found}, the model's "
+            f"{list(own[name].shape)}); build the model that wrote it (model.name, "
+            "model.options)."
         )
     model.load_state_dict(usable, strict=False)
 

@@ -113,14 +113,6 @@ def _print_summary(summary: RunSummary | UnfinishedRun, out: Path) -> None:
         click.echo(f"report:     {out / 'report.md'}")
 
 
-def _self_supervised_methods() -> list[str]:
-    """The registered methods that declare ``self_supervised`` (what ``pretrain`` runs)."""
-    from . import methods  # noqa: F401  (registration)
-    from .registry import METHODS
-
-    return [name for name in METHODS.names() if METHODS.get(name).self_supervised]
-
-
 def _detector_names() -> list[str]:
     """The registered detectors."""
     from .detect import detectors  # noqa: F401  (registration)
@@ -140,43 +132,6 @@ class _RegistryHelpOption(click.Option):
     def get_help_record(self, ctx):  # type: ignore[no-untyped-def]
         self.help = f"{self._help} One of: {', '.join(self._names())}."
         return super().get_help_record(ctx)
-
-
-def _pretrain_overrides(config: str | None, overrides: tuple[str, ...]) -> list[str]:
-    """Overrides (applied before the user's) that make CONFIG a pre-training config.
-
-    Where neither the file nor an override names them: simclr with SimCLR augmentation. A
-    supervised method named by the file (e.g. the demo's ``erm``) is replaced by simclr with
-    SimCLR augmentation, saying so; one named by an override is an error later.
-    """
-    from .config import read_yaml_file
-
-    values = read_yaml_file(config, "config") if config else {}
-
-    def in_file(key: str) -> bool:
-        section, name = key.split(".", 1)
-        return isinstance(values.get(section), dict) and name in values[section]
-
-    def on_line(key: str) -> bool:
-        return any(o.split("=", 1)[0].strip() == key for o in overrides)
-
-    ssl_methods = _self_supervised_methods()
-    out, replaced = [], None
-    if not on_line("method.name"):
-        named = values["method"]["name"] if in_file("method.name") else None
-        if named is None or named not in ssl_methods:
-            out.append("method.name=simclr")
-            replaced = named
-    if not on_line("data.augment") and (replaced is not None or not in_file("data.augment")):
-        out.append("data.augment=simclr")
-    if replaced is not None:
-        click.echo(
-            f"note: {config} names the supervised method {replaced!r}; pre-training uses simclr "
-            f"with SimCLR augmentation instead (choose with --set method.name="
-            f"{'|'.join(ssl_methods)}).",
-            err=True,
-        )
-    return out
 
 
 @main.command()
@@ -199,17 +154,28 @@ def pretrain(config, overrides, out, resume, probe_epochs, no_progress) -> None:
     OUT/encoder.pt and OUT/ssl_evaluation.json (linear probe + kNN on frozen features);
     fine-tune with `noisytail train ... --set model.init=OUT/encoder.pt --set method.loss=cb_focal`
     (the fine-tuning loss chosen by measurement: BENCHMARKS.md)."""
-    from .evaluate_ssl import FINETUNE_LOSS, export_pretrained
+    from .defaults import apply_defaults
+    from .evaluate_ssl import (
+        FINETUNE_LOSS,
+        export_pretrained,
+        pretrain_overrides,
+        self_supervised_methods,
+    )
     from .train import fit
 
     if probe_epochs < 1:
         raise ConfigError(
             f"--probe-epochs must be >= 1 (the linear probe's training epochs), got {probe_epochs}."
         )
-    cfg = load_config(config, _pretrain_overrides(config, overrides) + list(overrides))
-    if cfg.method.name not in _self_supervised_methods():
+    given = pretrain_overrides(config, overrides, click.echo) + list(overrides)
+    # the model `train` picks for this data (the encoder must fit it), pre-training's own epochs
+    cfg = load_config(config, given)
+    cfg = apply_defaults(
+        cfg, config, given, click.echo, run_dir=out if resume else None, epochs=False
+    )
+    if cfg.method.name not in self_supervised_methods():
         raise ConfigError(
-            f"pretrain: method.name must be one of {', '.join(_self_supervised_methods())}, "
+            f"pretrain: method.name must be one of {', '.join(self_supervised_methods())}, "
             f"got {cfg.method.name!r} (use `train` for supervised methods)."
         )
     if out is None:

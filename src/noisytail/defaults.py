@@ -195,6 +195,7 @@ def choose_defaults(
     training: bool | Callable[[bool], bool] = True,
     fold_share: float = 1.0,
     scope: Callable[[Config], Config] | None = None,
+    epochs: bool = True,
 ) -> tuple[Config, list[Choice]]:
     """``cfg`` with the settings of the module docstring chosen from its data where no key in
     ``explicit`` names them, and the choices made (none for sources outside ``USER_SOURCES``).
@@ -204,7 +205,9 @@ def choose_defaults(
     the samples one model trains on, ``fold_share`` of the split (a detector cross-fitting
     over ``F`` folds trains each model on ``1 - 1/F`` of it). ``scope``: applied to the config
     once its source is known, before the data are looked at (``detect``: no test or validation
-    split, every sample is checked: `noisytail.detect.task.whole_data_config`). The data are
+    split, every sample is checked: `noisytail.detect.task.whole_data_config`). ``epochs=False``
+    leaves the epochs alone (``pretrain``: its own budget, the same model as ``train`` picks, so
+    that the encoder fits the fine-tuned network). The data are
     loaded once here (files listed, image headers read, a CSV parsed)."""
     from .data.sources import load_dataset
 
@@ -241,7 +244,7 @@ def choose_defaults(
         values["model"] = {"name": name, "options": model_options}
         shown = f"{name} {model_options}" if model_options else name
         choices.append(Choice("model.name", shown, why))
-    if "train.epochs" not in explicit and training:
+    if "train.epochs" not in explicit and training and epochs:
         epochs, why = fold_epochs(n, cfg.train.batch_size, fold_share)
         values["train"] = {"epochs": epochs}
         choices.append(Choice("train.epochs", epochs, why))
@@ -284,12 +287,13 @@ def apply_defaults(
     training: bool | Callable[[bool], bool] = True,
     fold_share: float = 1.0,
     scope: Callable[[Config], Config] | None = None,
+    epochs: bool = True,
 ) -> Config:
     """`choose_defaults` for a config built from ``config_path`` and ``overrides`` (what the
     CLI's ``train`` and ``detect`` do); one line per choice goes to ``echo`` (default: the
     ``noisytail.defaults`` logger at INFO). ``run_dir``: the run a ``--resume`` continues,
     whose recorded choices are reused (`reuse_choices`) when it has a ``config.yaml``.
-    ``training``, ``fold_share``, ``scope``: as in `choose_defaults`."""
+    ``training``, ``fold_share``, ``scope``, ``epochs``: as in `choose_defaults`."""
     overrides = list(overrides)
     explicit = explicit_keys(config_path, overrides)
     if run_dir is not None and (Path(run_dir) / "config.yaml").is_file():
@@ -298,7 +302,7 @@ def apply_defaults(
         except (ConfigError, DataError):
             pass  # a damaged config.yaml: fit says so, or starts afresh without a checkpoint
     cfg, choices = choose_defaults(
-        cfg, explicit, training=training, fold_share=fold_share, scope=scope
+        cfg, explicit, training=training, fold_share=fold_share, scope=scope, epochs=epochs
     )
     for choice in choices:
         (echo or log.info)(choice.line())

@@ -16,6 +16,7 @@ probe split in `noisytail.data.splits.balanced_indices`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +164,51 @@ def export_pretrained(
     result["checkpoint"] = str(ckpt)
     write_json(result, out / "ssl_evaluation.json")
     return result
+
+
+def self_supervised_methods() -> list[str]:
+    """The registered methods that declare ``self_supervised`` (what ``pretrain`` runs)."""
+    from . import methods  # noqa: F401  (registration)
+    from .registry import METHODS
+
+    return [name for name in METHODS.names() if METHODS.get(name).self_supervised]
+
+
+def pretrain_overrides(
+    config: str | None, overrides: Sequence[str], echo: Callable[..., Any]
+) -> list[str]:
+    """Overrides (applied before the user's) that make CONFIG a pre-training config.
+
+    Where neither the file nor an override names them: simclr with SimCLR augmentation. A
+    supervised method named by the file (e.g. the demo's ``erm``) is replaced by simclr with
+    SimCLR augmentation, saying so through ``echo`` (``err=True``: a note, not output); one
+    named by an override is an error later.
+    """
+    from .config import read_yaml_file
+
+    values = read_yaml_file(config, "config") if config else {}
+
+    def in_file(key: str) -> bool:
+        section, name = key.split(".", 1)
+        return isinstance(values.get(section), dict) and name in values[section]
+
+    def on_line(key: str) -> bool:
+        return any(o.split("=", 1)[0].strip() == key for o in overrides)
+
+    ssl_methods = self_supervised_methods()
+    out, replaced = [], None
+    if not on_line("method.name"):
+        named = values["method"]["name"] if in_file("method.name") else None
+        if named is None or named not in ssl_methods:
+            out.append("method.name=simclr")
+            replaced = named
+    if not on_line("data.augment") and (replaced is not None or not in_file("data.augment")):
+        out.append("data.augment=simclr")
+    if replaced is not None:
+        echo(
+            f"note: {config} names the supervised method {replaced!r}; pre-training uses simclr "
+            f"with SimCLR augmentation instead (choose with --set method.name="
+            f"{'|'.join(ssl_methods)}).",
+            err=True,
+        )
+    return out
