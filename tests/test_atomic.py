@@ -45,3 +45,23 @@ def test_a_failed_corruption_write_keeps_the_old_file(tmp_path, monkeypatch):
         _corruption(4).save(path)
     assert Corruption.load(path).seed == 3
     assert [p.name for p in tmp_path.iterdir()] == ["corruption.npz"]
+
+
+def test_a_planted_symbolic_link_is_replaced_never_followed(tmp_path):
+    """A run folder received from elsewhere may hold links named like the files noisytail
+    writes (or their temporary files): the write replaces the link, the target stays as it was."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "report.md").symlink_to(victim)
+    (folder / "report.md.tmp").symlink_to(victim)
+    atomic.write_text("new report", folder / "report.md")
+    assert victim.read_text() == "precious"
+    assert not (folder / "report.md").is_symlink()
+    assert (folder / "report.md").read_text() == "new report"
+
+
+def test_written_files_keep_the_umasks_permissions(tmp_path):
+    path = atomic.write_text("x", tmp_path / "f.txt")
+    assert path.stat().st_mode & 0o777 == atomic.FILE_MODE

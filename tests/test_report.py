@@ -206,3 +206,19 @@ def test_accuracy_curves_merge_equal_test_curves_and_skip_missing_ones():
     keys = [c[0] for c in accuracy_curves(long_tailed)]
     assert keys == ["test_accuracy", "test_balanced_accuracy", "val_accuracy"]
     assert accuracy_curves(long_tailed)[0][1] == "test accuracy"
+
+
+def test_the_report_replaces_planted_links_and_leaves_their_targets_alone(tmp_path):
+    run = tmp_path / "received"
+    run.mkdir()
+    make_run(run)
+    victims = {}
+    for name in ("report.md", "learning_curves.png", "confusion_matrix.png"):
+        victims[name] = tmp_path / f"victim-{name}"
+        victims[name].write_text("precious")
+        (run / name).symlink_to(victims[name])
+    write_report(run)
+    for name, victim in victims.items():
+        assert victim.read_text() == "precious", name
+        assert not (run / name).is_symlink(), name
+    assert_png(run / "learning_curves.png")

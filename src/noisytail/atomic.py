@@ -9,6 +9,7 @@ import errno
 import io
 import json
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,26 @@ class WriteError(RuntimeError):
     version of the file, if any, is left as it was."""
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: Permissions of a written file: what ``open(path, "w")`` would give under this process' umask.
+FILE_MODE = 0o666 & ~_umask()
+
+
 def _write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through ``<path>.tmp``, fsync, rename (may raise OSError)."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Write ``data`` to ``path`` through a new temporary file beside it, fsync, rename (may raise
+    OSError). The temporary file is created afresh (``O_EXCL``), and the rename replaces ``path``
+    itself: a symbolic link planted in a received run folder is replaced, never followed."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(name)
     try:
-        with open(tmp, "wb") as fh:
+        with os.fdopen(fd, "wb") as fh:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fh.fileno(), FILE_MODE)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

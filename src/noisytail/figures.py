@@ -9,6 +9,7 @@ is safe to import in notebooks and worker processes.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,8 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from .atomic import write_bytes
 
 DPI = 120
 STYLE = {
@@ -60,9 +63,14 @@ def new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def save_figure(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=DPI, facecolor="white")
-    return path
+def save_figure(fig: Figure, path: Path, **options: Any) -> Path:
+    """``fig`` as a PNG (or the format ``path``'s suffix names) at ``path``, through the atomic
+    writer (a symbolic link planted at ``path`` is replaced, not followed)."""
+    buf = io.BytesIO()
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    fig.savefig(buf, format=fmt, **{"dpi": DPI, "facecolor": "white", **options})
+    write_bytes(buf.getvalue(), path)
+    return Path(path)
 
 
 def _tick_step(k: int, fit: int = 40) -> int:

@@ -38,7 +38,7 @@ from noisytail.figures import (
     plot_per_class_accuracy,
     row_normalise,
 )
-from noisytail.runfolder import METRICS_FILE, read_metrics
+from noisytail.runfolder import METRICS_FILE, read_metrics, write_text
 from noisytail.summary import read_summary
 
 
@@ -377,6 +377,4 @@ def write_report(run_dir: Path | str) -> Path:
             md += ["No training label was changed.", ""]
     if config is not None:
         md += ["## Configuration", "", "```yaml", config.rstrip(), "```", ""]
-    out = run_dir / "report.md"
-    out.write_text("\n".join(md))
-    return out
+    return write_text("\n".join(md), run_dir / "report.md")

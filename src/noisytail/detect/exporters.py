@@ -93,6 +93,8 @@ def write_suspects_png(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from ..figures import save_figure
+
     top = order[:n_suspects]
     names = list(prepared.bundle.class_names)
     labels = prepared.train_labels
@@ -118,7 +120,7 @@ def write_suspects_png(
             ax.set_title(f"{given} → {suggested}{flag}", fontsize=8)
         fig.suptitle("Most suspect labels: given → suggested", fontsize=10)
         fig.tight_layout()
-        fig.savefig(path)
+        save_figure(fig, path, dpi=110)
     return path
 
 
