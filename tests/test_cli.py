@@ -158,19 +158,46 @@ def test_default_run_folders_started_in_the_same_second_do_not_collide(tmp_path,
     assert cli.new_run_dir("run-erm-seed0", tmp_path).name.endswith("-3")
 
 
-def test_pretrain_builds_the_model_train_picks_for_a_users_images(tmp_path):
-    """On a small image folder `train` picks a narrower network than the default: `pretrain`
-    picks the same one, so the encoder fits the network it is fine-tuned in."""
+def _two_class_images(root):
+    """24 grey 12x12 PNGs in two class folders; the --set flags that train on them."""
     import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng(0)
     for k, name in enumerate(["cat", "dog"]):
-        (tmp_path / "images" / name).mkdir(parents=True)
+        (root / name).mkdir(parents=True)
         for i in range(12):
             pixels = np.clip(60 + 120 * k + rng.normal(0, 20, (12, 12)), 0, 255)
-            Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "images" / name / f"{i}.png")
-    data = ["--set", "data.name=image_folder", "--set", f"data.root={tmp_path / 'images'}"]
+            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i}.png")
+    return ["--set", "data.name=image_folder", "--set", f"data.root={root}"]
+
+
+def test_resume_accepts_a_value_it_had_chosen_now_given(tmp_path):
+    """The run printed `chose data.options.image_size=12`; giving that value on --resume is the
+    same config (only the recorded reason differs)."""
+    data = _two_class_images(tmp_path / "images")
+    quick = [
+        "--set",
+        "train.epochs=1",
+        "--no-progress",
+        "--no-report",
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    runner = CliRunner()
+    result = runner.invoke(main, ["train", *data, *quick])
+    assert result.exit_code == 0 and "chose data.options.image_size=12" in result.output
+    pinned = ["--set", "data.options.image_size=12"]
+    result = runner.invoke(main, ["train", *data, *pinned, *quick, "--resume"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["train", *data, "--set", "train.lr=0.5", *quick, "--resume"])
+    assert result.exit_code == 2 and "(train.lr: " in result.output, result.output
+
+
+def test_pretrain_builds_the_model_train_picks_for_a_users_images(tmp_path):
+    """On a small image folder `train` picks a narrower network than the default: `pretrain`
+    picks the same one, so the encoder fits the network it is fine-tuned in."""
+    data = _two_class_images(tmp_path / "images")
     quick = ["--set", "train.epochs=1", "--set", "train.device=cpu", "--no-progress"]
     runner = CliRunner()
     pre = tmp_path / "pre"

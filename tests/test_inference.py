@@ -387,3 +387,28 @@ def test_a_pretrained_model_is_rebuilt_without_fetching_imagenet_weights(monkeyp
     with torch.no_grad():
         assert torch.allclose(trained.model(x), net(x))
     assert record["model"]["options"] == {"pretrained": True}  # the record is left as it was
+
+
+def test_export_replaces_only_an_earlier_export(estimator_run, tmp_path):
+    run, _, _, _ = estimator_run
+    precious = tmp_path / "precious.txt"
+    precious.write_text("precious")
+    best = run / "checkpoints" / "best.pt"
+    before = best.read_bytes() if best.exists() else None
+    targets = [precious, run / "checkpoints" / "last.pt", run / "summary"]
+    kept = {t: t.read_bytes() for t in (precious, run / "checkpoints" / "last.pt")}
+    kept[run / "summary.json"] = (run / "summary.json").read_bytes()
+    for target in targets:
+        result = CliRunner().invoke(main, ["export", str(run), "--out", str(target)])
+        assert result.exit_code == 2, result.output
+        assert "is not an earlier export" in result.output, result.output
+    for path, content in kept.items():
+        assert path.read_bytes() == content, path
+    assert (best.read_bytes() if best.exists() else None) == before
+    out = tmp_path / "exports" / "m.pt"
+    for _ in range(2):  # a second export replaces the first
+        result = CliRunner().invoke(main, ["export", str(run), "--out", str(out)])
+        assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["export", str(run), "--out", str(precious / "m.pt")])
+    assert result.exit_code != 0 and result.output.startswith("error: "), result.output
+    assert result.output.count("\n") == 1, result.output

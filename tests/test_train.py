@@ -101,10 +101,14 @@ def test_resume_accepts_other_execution_settings_only(tmp_path, digits_config):
 
     cfg = digits_config("train.epochs=2", "train.num_threads=2")
     fit(cfg, tmp_path / "run", write_report=False, stop_after_epochs=1)
-    with pytest.raises(ConfigError, match="config differs"):
+    with pytest.raises(ConfigError, match=r"config differs .*\(train\.lr: 0\.05 -> 0\.5\)"):
         fit(digits_config("train.epochs=2", "train.lr=0.5"), tmp_path / "run", resume=True)
     other = digits_config(
-        "train.epochs=2", "train.num_threads=1", "train.progress=false", "train.checkpoint_every=2"
+        "train.epochs=2",
+        "train.num_threads=1",
+        "train.progress=false",
+        "train.checkpoint_every=2",
+        "train.device=cpu",  # a run may continue on another machine (saved: auto)
     )
     assert fit(other, tmp_path / "run", resume=True, write_report=False).finished
 
@@ -324,3 +328,28 @@ def test_resume_with_frozen_epochs_matches_uninterrupted(tmp_path, digits_config
     b = read_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
     for k, v in a["method"].items():
         assert torch.equal(v, b["method"][k]), k
+
+
+def test_a_finished_run_is_evaluated_and_resumed_without_its_encoder_file(tmp_path, digits_config):
+    """The checkpoint replaces the start from `model.init`: re-opening the run reads no encoder."""
+    from noisytail.train import evaluate_run
+
+    enc = _encoder(tmp_path, digits_config)
+    cfg = digits_config(f"model.init={enc}", "train.epochs=2")
+    fit(cfg, tmp_path / "a", write_report=False, stop_after_epochs=1)
+    straight = fit(cfg, tmp_path / "b", write_report=False)
+    enc.unlink()
+    resumed = fit(cfg, tmp_path / "a", resume=True, write_report=False)
+    assert resumed.test_accuracy == straight.test_accuracy
+    assert evaluate_run(tmp_path / "a")["accuracy"] == pytest.approx(straight.test_accuracy)
+
+
+def test_a_gpu_run_is_evaluated_on_a_machine_without_one(tmp_path, digits_config, monkeypatch):
+    from noisytail.train import evaluate_run
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    summary = fit(digits_config("train.epochs=1"), tmp_path / "run", write_report=False)
+    saved = tmp_path / "run" / "config.yaml"
+    saved.write_text(saved.read_text().replace("device: auto", "device: cuda"))
+    assert "device: cuda" in saved.read_text()
+    assert evaluate_run(tmp_path / "run")["accuracy"] == pytest.approx(summary.test_accuracy)

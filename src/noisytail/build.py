@@ -19,16 +19,23 @@ from .registry import LOSSES, METHODS, MODELS, signature_defaults
 from .runfolder import read_init_weights
 
 
-def build_model(cfg: Config, bundle: DatasetBundle) -> torch.nn.Module:
+def build_model(
+    cfg: Config, bundle: DatasetBundle, *, for_checkpoint: bool = False
+) -> torch.nn.Module:
     """The registered ``model.name`` for ``bundle``'s classes and inputs (``model.init``: start
-    from saved weights, `load_init`)."""
+    from saved weights, `load_init`). ``for_checkpoint``: a checkpoint's weights will replace
+    the start, so neither ``model.init`` nor downloaded weights (``pretrained``) are read: a
+    finished run is evaluated or resumed without its encoder file or a network."""
+    options = dict(cfg.model.options)
+    if for_checkpoint and options.get("pretrained"):
+        options["pretrained"] = False
     model = MODELS.build(
         cfg.model.name,
-        args=cfg.model.options,
+        args=options,
         num_classes=bundle.num_classes,
         input_shape=tuple(bundle.input_shape),
     )
-    if cfg.model.init:
+    if cfg.model.init and not for_checkpoint:
         load_init(model, cfg.model.init)
     return model
 

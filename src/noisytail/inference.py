@@ -238,7 +238,7 @@ class TrainedModel:
         if fmt not in EXPORT_FORMATS:
             raise DataError(f"unknown export format {fmt!r}: use {' or '.join(EXPORT_FORMATS)}.")
         out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
+        _check_export_target(out)
         example = torch.zeros((2, *self.input_shape))
         model = self.model.eval()
         with warnings.catch_warnings():  # torch's notes on its deprecated TorchScript paths
@@ -421,6 +421,26 @@ def predictions_table(
             row[f"probability{suffix}"] = f"{probs[i, c]:.6f}"
         rows.append(row)
     return rows
+
+
+def _check_export_target(out: Path) -> None:
+    """Refuse (`DataError`) to export over a file that is not an earlier export: the model file
+    and its ``.json`` may replace only a model file and ``.json`` written by `export`."""
+    sidecar = out.with_name(out.name + ".json")
+    earlier = False
+    if sidecar.is_file():
+        try:
+            earlier = (
+                json.loads(sidecar.read_text(encoding="utf-8")).get("format") in EXPORT_FORMATS
+            )
+        except (OSError, ValueError, AttributeError):
+            earlier = False
+    for target in (out, sidecar):
+        if (target.exists() or target.is_symlink()) and not earlier:
+            raise DataError(
+                f"--out {out}: {target} exists and is not an earlier export: it is left as it "
+                "is; choose another --out."
+            )
 
 
 def _check_predictions_target(out: Path, inputs: Sequence[str | os.PathLike]) -> None:

@@ -313,10 +313,11 @@ def prepare_out_dir(out_dir: Path, cfg: Config, resume: bool, is_main: bool) -> 
                     stale.unlink(missing_ok=True)
             return False
         saved = read_run_config(out_dir)  # one-line error if missing or damaged
-        if without_execution_settings(to_dict(saved)) != without_execution_settings(to_dict(cfg)):
+        changed = config_difference(_resume_view(saved), _resume_view(cfg))
+        if changed is not None:
             raise ConfigError(
-                f"--resume: the config differs from the one saved in {out_dir / CONFIG_FILE}; "
-                "resume with the same config and overrides."
+                f"--resume: the config differs from the one saved in {out_dir / CONFIG_FILE} "
+                f"({changed}); resume with the same config and overrides."
             )
         return True
     if (out_dir / CONFIG_FILE).exists():
@@ -326,6 +327,33 @@ def prepare_out_dir(out_dir: Path, cfg: Config, resume: bool, is_main: bool) -> 
     if out_dir.exists() and any(out_dir.iterdir()):
         raise RunExistsError(f"{out_dir} exists and is not empty; choose another --out.")
     return False
+
+
+def _resume_view(cfg: Config) -> dict[str, Any]:
+    """What ``--resume`` compares: the config without its execution settings, without the
+    device (a run may continue on another machine) and without ``inferred`` (the reasons for
+    choices, absent where the user set the same value)."""
+    values = without_execution_settings(to_dict(cfg))
+    values.pop("inferred", None)
+    values["train"] = {k: v for k, v in values.get("train", {}).items() if k != "device"}
+    return values
+
+
+def config_difference(saved: Any, given: Any, prefix: str = "") -> str | None:
+    """The first dotted key whose value differs between two nested dicts, as ``"key: saved ->
+    given"``; None when they are equal."""
+    if isinstance(saved, dict) and isinstance(given, dict):
+        for key in sorted(set(saved) | set(given), key=str):
+            missing = "(unset)"
+            found = config_difference(
+                saved.get(key, missing), given.get(key, missing), f"{prefix}{key}."
+            )
+            if found is not None:
+                return found
+        return None
+    if saved == given:
+        return None
+    return f"{prefix.rstrip('.')}: {saved!r} -> {given!r}"
 
 
 def start_run_folder(

@@ -11,6 +11,8 @@ randomness depends on its number only (resume gives the uninterrupted result).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 import os
 import platform
 import subprocess
@@ -60,6 +62,17 @@ class Runtime:
         dist.all_reduce(t)
         t /= self.world_size
         return dict(zip(keys, t.tolist()))
+
+
+def reopened_here(cfg: Config) -> Config:
+    """A saved run's config for re-opening it on this machine (``evaluate``, ``detect
+    --from-run``): a run trained on a GPU is read on the CPU where none is visible, saying so."""
+    if cfg.train.device.startswith("cuda") and not torch.cuda.is_available():
+        logging.getLogger(__name__).warning(
+            f"train.device={cfg.train.device} but no GPU is visible: the run is read on the CPU."
+        )
+        return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device="cpu"))
+    return cfg
 
 
 def setup_runtime(cfg: Config) -> Runtime:

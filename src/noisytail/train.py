@@ -66,6 +66,7 @@ from .runtime import (
     Runtime,
     autocast_factory,
     provenance,
+    reopened_here,
     resolve_channels_last,
     resolve_precision,
     seed_epoch,
@@ -87,7 +88,13 @@ class Run:
     """Everything one training run holds: data, method, optimizer, history."""
 
     def __init__(
-        self, cfg: Config, out_dir: Path, runtime: Runtime, prepared: PreparedData
+        self,
+        cfg: Config,
+        out_dir: Path,
+        runtime: Runtime,
+        prepared: PreparedData,
+        *,
+        for_checkpoint: bool = False,
     ) -> None:
         self.cfg = cfg
         self.out = out_dir
@@ -113,7 +120,7 @@ class Run:
         self.autocast = autocast_factory(runtime.device, self.precision)
 
         seed_init(cfg.seed)  # model (and method) initialisation
-        model = build_model(cfg, bundle)
+        model = build_model(cfg, bundle, for_checkpoint=for_checkpoint)
         method_cls = METHODS.get(cfg.method.name)
         pseudo_meta_set = cfg.meta.source == "pseudo"
         if method_cls.needs_meta and len(corr.meta_idx) == 0 and not pseudo_meta_set:
@@ -224,10 +231,10 @@ class Run:
         path = checkpoint_path(out, checkpoint)
         if not path.exists():
             raise CheckpointError(f"{path}: not found: the run has no '{checkpoint}' checkpoint.")
-        runtime = runtime if runtime is not None else setup_runtime(cfg)
+        runtime = runtime if runtime is not None else setup_runtime(reopened_here(cfg))
         prepared = prepared if prepared is not None else prepare_data(cfg)
         check_data(out, prepared.fingerprint(), prepared.corruption)
-        run = cls(cfg, out, runtime, prepared)
+        run = cls(cfg, out, runtime, prepared, for_checkpoint=True)
         run.load_checkpoint(path, resume=resume)
         return run
 
