@@ -412,3 +412,17 @@ def test_export_replaces_only_an_earlier_export(estimator_run, tmp_path):
     result = CliRunner().invoke(main, ["export", str(run), "--out", str(precious / "m.pt")])
     assert result.exit_code != 0 and result.output.startswith("error: "), result.output
     assert result.output.count("\n") == 1, result.output
+
+
+def test_predict_reads_a_wide_grey_image_as_training_did(tmp_path):
+    """A 16-bit scan is stretched to 0..255 by the training decoder; predict's reader (images at
+    their own size) must give the same pixels, not Pillow's clipped conversion."""
+    from PIL import Image
+
+    from noisytail.data.image_folder import decode_image
+    from noisytail.inference import read_images
+
+    ramp = (np.arange(64, dtype=np.float64).reshape(8, 8) * 900).astype(np.uint16)
+    path = tmp_path / "scan.png"
+    Image.fromarray(ramp).save(path)
+    np.testing.assert_array_equal(read_images([path])[0], decode_image(str(path), 8, 1).numpy())

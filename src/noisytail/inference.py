@@ -16,6 +16,7 @@ logits ``[B, K]``; ``<file>.json`` beside it holds the class names, input shape,
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import io
@@ -306,6 +307,8 @@ def read_images(paths: Sequence[str | os.PathLike]) -> np.ndarray:
     """Image files, at their own size, as uint8 ``[N, C, H, W]``: one channel when every image is
     grayscale, else RGB (alpha dropped). All must share one size; a file that cannot be read or
     has another size raises `DataError` naming it."""
+    from .data.image_folder import GRAY_MODES, WIDE_GRAY_MODES, stretch_to_8bit
+
     if len(paths) == 0:
         raise DataError("no image files given: expected at least one.")
     decoded = []
@@ -313,8 +316,10 @@ def read_images(paths: Sequence[str | os.PathLike]) -> np.ndarray:
         try:
             with Image.open(p) as im:
                 im.load()
-                gray = im.mode in ("1", "L", "LA", "I", "I;16", "F")
-                decoded.append((os.fspath(p), im.convert("L" if gray else "RGB")))
+                if im.mode in WIDE_GRAY_MODES:  # as training read it (`decode_image`)
+                    decoded.append((os.fspath(p), stretch_to_8bit(im)))
+                    continue
+                decoded.append((os.fspath(p), im.convert("L" if im.mode in GRAY_MODES else "RGB")))
         except (OSError, ValueError, Image.DecompressionBombError) as err:
             raise DataError(f"Cannot read image {os.fspath(p)}: {short_error(err)}") from None
     mode = "L" if all(im.mode == "L" for _, im in decoded) else "RGB"
@@ -426,15 +431,9 @@ def predictions_table(
 def _check_export_target(out: Path) -> None:
     """Refuse (`DataError`) to export over a file that is not an earlier export: the model file
     and its ``.json`` may replace only a model file and ``.json`` written by `export`."""
-    sidecar = out.with_name(out.name + ".json")
-    earlier = False
-    if sidecar.is_file():
-        try:
-            earlier = (
-                json.loads(sidecar.read_text(encoding="utf-8")).get("format") in EXPORT_FORMATS
-            )
-        except (OSError, ValueError, AttributeError):
-            earlier = False
+    sidecar, earlier = out.with_name(out.name + ".json"), False
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        earlier = json.loads(sidecar.read_text("utf-8")).get("format") in EXPORT_FORMATS
     for target in (out, sidecar):
         if (target.exists() or target.is_symlink()) and not earlier:
             raise DataError(

@@ -273,7 +273,7 @@ def decode_image(path: str, image_size: int, channels: int) -> torch.Tensor:
     try:
         with Image.open(path) as im:
             im.draft(mode, (image_size, image_size))  # JPEG: decode at a reduced scale, >= size
-            im = _stretch_to_8bit(im) if im.mode in WIDE_GRAY_MODES else im
+            im = stretch_to_8bit(im) if im.mode in WIDE_GRAY_MODES else im
             im = im.convert(mode)
             w, h = im.size
             if min(w, h) != image_size:
@@ -291,7 +291,7 @@ def decode_image(path: str, image_size: int, channels: int) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
-def _stretch_to_8bit(im: Image.Image) -> Image.Image:
+def stretch_to_8bit(im: Image.Image) -> Image.Image:
     """A 16-bit, 32-bit or float grey image as 8-bit ``L``, its own range stretched to 0..255
     (a constant image is black; NaN counts as the minimum). Pillow's own conversion clips at
     255 instead of rescaling, which turns a 16-bit scan almost white and a float image in [0, 1]
