@@ -325,10 +325,10 @@ METHODS = [
     M(MOIT, "pseudo-label term of the anchor weighted by 1 - lam",
       "unl_a = lam * (1 - a_rows) *", "unl_a = (1 - lam) * (1 - a_rows) *", T_MOIT),
     M(MOIT, "pseudo-labels of the plain image not detached",
-      "            with torch.no_grad():\n"
-      "                prob = torch.softmax(self.model(plain).float(), dim=1)",
-      "            if True:\n"
-      "                prob = torch.softmax(self.model(plain).float(), dim=1)", T_MOIT),
+      "        with torch.no_grad():\n"
+      "            prob = torch.softmax(self.model(plain).float(), dim=1)",
+      "        if True:\n"
+      "            prob = torch.softmax(self.model(plain).float(), dim=1)", T_MOIT),
     M(MOIT, "memory's newest entries read one slot early",
       "slots = (self.ptr - n + torch.arange(n, device=self.feats.device)) % self.capacity",
       "slots = (self.ptr - n - 1 + torch.arange(n, device=self.feats.device)) % self.capacity",

@@ -325,7 +325,9 @@ def test_pseudo_label_term_is_ce_to_the_detached_prediction_of_the_plain_image()
     batch = Batch((batch.x[0], batch.x[1], plain), batch.labels, batch.idx)
     out = method(batch, ctx)
     with torch.no_grad():
-        logits = method.model(torch.cat(batch.x[:2]))
+        logits = torch.cat(
+            [method.model(batch.x[0]), method.model(batch.x[1])]
+        )  # one BN batch each
         target = torch.softmax(method.model(plain), dim=1).repeat(2, 1)
     assert out["labelled_loss"].item() == 0.0
     assert out["ce_loss"].item() == pytest.approx(soft_target_ce(logits, target).item(), rel=1e-5)
@@ -350,3 +352,34 @@ def test_a_k_the_pool_cannot_supply_is_refused():
     with pytest.raises(ValueError, match="k=64 neighbours need more than 64"):
         build(k=N)
     build(k=N - 1)  # the largest usable k
+
+
+@pytest.mark.parametrize("epoch", [0, 2])
+def test_each_step_forwards_both_views_and_the_plain_image_in_train_mode(epoch):
+    """The official step's three train-mode passes, before and after the switch: BatchNorm's
+    running statistics move three times, the last time to the plain images' statistics."""
+    method, ctx = build(switch_epoch=1)
+    method.detected_epoch, ctx.epoch = 0, epoch
+    conv, bn = method.model.body[0], method.model.body[1]  # small_cnn's first conv and its BN
+    batch = make_batch(torch.arange(8), torch.arange(8) % K)
+    bn.reset_running_stats()
+    bn.momentum = 1.0  # the running statistics are those of the last pass
+    method(batch, ctx)
+    assert int(bn.num_batches_tracked) == 3
+    with torch.no_grad():
+        plain_mean = conv(batch.x[2]).mean(dim=(0, 2, 3))
+    assert torch.allclose(bn.running_mean, plain_mean, atol=1e-6)
+
+
+def test_moit_plus_forwards_the_plain_image_in_train_mode_before_bootstrapping():
+    method, ctx = build("moit_plus", bootstrap_epoch=5)
+    ctx.epoch = 0
+    conv, bn = method.model.body[0], method.model.body[1]
+    batch = make_batch(torch.arange(8), torch.arange(8) % K, views=1)
+    bn.reset_running_stats()
+    bn.momentum = 1.0
+    method(batch, ctx)
+    assert int(bn.num_batches_tracked) == 2
+    with torch.no_grad():
+        plain_mean = conv(batch.x[1]).mean(dim=(0, 2, 3))
+    assert torch.allclose(bn.running_mean, plain_mean, atol=1e-6)

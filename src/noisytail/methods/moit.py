@@ -18,6 +18,11 @@ Per batch (``x = (view 1, view 2, plain image)``):
 
 Total loss = ICL(batch) + ICL(memory) + classification, all weights 1.
 
+Every step forwards view 1, view 2 and the plain image separately in train mode, as the official
+code does: BatchNorm normalises each view by its own statistics, and its running statistics (used
+by the test evaluation and the detection) end each step on the un-augmented images. The plain
+pass runs without a graph (the official one is detached).
+
 **Detection** (`on_epoch_start`, from epoch ``detect_start_epoch``): the normalised projection of
 every training sample (un-augmented, ``ctx.predict_train``), MOIT's two-pass kNN vote and the
 per-class median-balanced selection (`noisytail.neighbors.moit_detect`). The official code runs it
@@ -268,10 +273,19 @@ class MOIT(Method):
         p1, lam1 = draw_mixup(b, self.alpha, ctx.generator)
         p2, lam2 = draw_mixup(b, self.alpha, ctx.generator)
         p1, p2 = p1.to(dev), p2.to(dev)
-        x = torch.cat([lam1 * v1 + (1 - lam1) * v1[p1], lam2 * v2 + (1 - lam2) * v2[p2]])
-        h = self.model.features(x)
+        # Three train-mode passes, as the official step: each mixed view on its own (BatchNorm
+        # normalises each with its own statistics), then the plain image, whose statistics are
+        # the last update of the running ones that evaluation and the kNN detection use.
+        h = torch.cat(
+            [
+                self.model.features(lam1 * v1 + (1 - lam1) * v1[p1]),
+                self.model.features(lam2 * v2 + (1 - lam2) * v2[p2]),
+            ]
+        )
         logits = self.model.head(h)
         z = F.normalize(self.projector(h).float(), dim=1)
+        with torch.no_grad():
+            prob = torch.softmax(self.model(plain).float(), dim=1)
 
         perm = torch.cat([p1, p2])
         lam = torch.cat([torch.full((b,), lam1), torch.full((b,), lam2)]).to(dev)
@@ -302,8 +316,6 @@ class MOIT(Method):
             a = clean[batch.idx].float()
             a_rows, a_partner = a.repeat(2), a[perm]
             labelled = (a_rows * mixup_ce(logits, ya, yb, lam, reduction="none")).mean()
-            with torch.no_grad():
-                prob = torch.softmax(self.model(plain).float(), dim=1)
             p_rows, p_partner = prob.repeat(2, 1), prob[perm]
             unl_a = lam * (1 - a_rows) * soft_target_ce(logits, p_rows, reduction="none")
             unl_b = (

@@ -252,12 +252,12 @@ class MOITPlus(Method):
         perm, lam = draw_mixup(n, self.alpha, ctx.generator)
         perm = perm.to(dev)
         logits = self.model(lam * x + (1 - lam) * x[perm])
+        with torch.no_grad():  # every step, in train mode, as the official code (MOIT's note)
+            z = self.model(plain).argmax(1)
         ce_a = cross_entropy(logits, y, reduction="none")
         ce_b = cross_entropy(logits, y[perm], reduction="none")
         out: dict[str, torch.Tensor] = {}
         if ctx.epoch >= self.bootstrap_epoch and self.beta > 0:
-            with torch.no_grad():
-                z = self.model(plain).argmax(1)
             boot_a = cross_entropy(logits, z, reduction="none")
             boot_b = cross_entropy(logits, z[perm], reduction="none")
             b = self.beta
