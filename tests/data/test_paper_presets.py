@@ -166,7 +166,7 @@ LT_CIFAR = {"imbalance.ratio": 100, "imbalance.profile": "exponential"}
 
 DIVIDEMIX_CIFAR = {  # DivideMix's official Train_CIFAR.py
     "model.name": "preact_resnet18",
-    "model.options.variant": "l2b",
+    "model.options.variant": "dividemix",  # PreResNet.py: BN stem, pre-activated shortcuts
     "method.name": "dividemix",
     "method.p_threshold": 0.5,
     "method.temperature": 0.5,

@@ -84,8 +84,30 @@ def test_resnet32_option_a_shortcut_has_no_parameters():
 def test_preact_variants():
     l2b, moit = build("preact_resnet18"), build("preact_resnet18", variant="moit")
     assert n_params(moit) == n_params(l2b) + 128  # the stem's BatchNorm
+    assert n_params(build("preact_resnet18", variant="dividemix")) == n_params(moit)
     with pytest.raises(ValueError, match="variant"):
-        build("preact_resnet18", variant="dividemix")
+        build("preact_resnet18", variant="resnet")
+
+
+@pytest.mark.parametrize(
+    "variant,preactivated", [("l2b", False), ("moit", True), ("dividemix", True)]
+)
+def test_preact_identity_shortcut_of_each_papers_code(variant, preactivated):
+    """The identity shortcut adds the block's input (L2B's code) or its pre-activation
+    ``relu(bn1(x))`` (MOIT's and DivideMix's: an empty nn.Sequential applied to it); a skip has
+    no parameters, so only the block's output shows which."""
+    torch.manual_seed(0)
+    model = build("preact_resnet18", variant=variant).eval()
+    block = model.stages[0][1]  # 64 -> 64, stride 1: an identity shortcut
+    with torch.no_grad():
+        for bn in (block.bn1, block.bn2):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+        x = torch.randn(2, 64, 8, 8)
+        pre = torch.relu(block.bn1(x))
+        residual = block.conv2(torch.relu(block.bn2(block.conv1(pre))))
+        want = residual + (pre if preactivated else x)
+        assert torch.allclose(block(x), want, atol=1e-5)
 
 
 def test_preact_resnet18_on_gray_28x28_in_bf16():
