@@ -45,6 +45,38 @@ def test_two_process_ddp_run(tmp_path):
     assert rows[0]["images"] == (summary["num_train"] // 64) * 64
 
 
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_l2b_under_torchrun_keeps_every_ranks_sample_weights(tmp_path):
+    """DDP copies rank 0's buffers to every rank at each forward: L2B's per-sample weights are
+    gathered across ranks first, so the saved ones cover both ranks' samples, not rank 0's."""
+    from noisytail.runfolder import read_checkpoint
+
+    out = tmp_path / "ddp"
+    overrides = [
+        "data.name=digits",
+        "model.options.width=8",
+        "train.epochs=1",
+        "train.batch_size=64",
+        "train.progress=false",
+        "train.num_threads=1",
+        "method.name=l2b",
+        "method.warmup_epochs=0",
+        "meta.per_class=5",
+    ]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "noisytail", "train"]
+    for o in overrides:
+        cmd += ["--set", o]
+    cmd += ["--out", str(out), "--no-report"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    state = read_checkpoint(out / "checkpoints" / "last.pt")
+    weights = state["method"]["sample_weight"]
+    seen = int((~torch.isnan(weights)).sum())
+    assert seen == (summary["num_train"] // 64) * 64  # every sample of the epoch, both ranks'
+
+
 @pytest.mark.parametrize(
     ("device", "world", "local_rank", "expected"),
     [

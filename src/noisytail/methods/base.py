@@ -192,3 +192,29 @@ class Method(nn.Module):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Inverse of `extra_state`."""
+
+
+@torch.no_grad()
+def write_per_sample(buffer: torch.Tensor, idx: torch.Tensor, values: torch.Tensor) -> None:
+    """``buffer[idx] = values`` for a per-sample state ``buffer [N]``, the same on every rank:
+    under torchrun each rank's ``(idx, values)`` are gathered first. (DDP broadcasts rank 0's
+    buffers at every forward, which would otherwise erase what the other ranks wrote, and
+    rank 0's copy, the one saved, would hold its own share of the samples only.)"""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        world = dist.get_world_size()
+        size = torch.tensor([idx.numel()], device=idx.device)
+        sizes = [torch.zeros_like(size) for _ in range(world)]
+        dist.all_gather(sizes, size)
+        longest = int(max(s.item() for s in sizes))
+        pad = longest - idx.numel()
+        idx_p = torch.cat([idx, idx.new_zeros(pad)])
+        val_p = torch.cat([values, values.new_zeros(pad)])
+        idx_all = [torch.empty_like(idx_p) for _ in range(world)]
+        val_all = [torch.empty_like(val_p) for _ in range(world)]
+        dist.all_gather(idx_all, idx_p.contiguous())
+        dist.all_gather(val_all, val_p.contiguous())
+        keep = [slice(0, int(s.item())) for s in sizes]
+        idx = torch.cat([t[k] for t, k in zip(idx_all, keep)])
+        values = torch.cat([t[k] for t, k in zip(val_all, keep)])
+    buffer[idx.to(buffer.device)] = values.to(buffer.device, buffer.dtype)

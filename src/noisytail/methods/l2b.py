@@ -50,7 +50,7 @@ from torch import Tensor, nn
 
 from ..models.base import Backbone
 from ..registry import METHODS
-from .base import Batch, Context, Method, TaskInfo
+from .base import Batch, Context, Method, TaskInfo, write_per_sample
 from .lookahead import (
     SGDRule,
     at_least_float32,
@@ -461,9 +461,9 @@ class L2B(Method):
         with torch.no_grad():
             acc = (logits.argmax(1) == batch.labels).float().mean()
         self.last_weights = w
-        self.sample_weight[batch.idx] = (w[0] * len(batch)).to(self.sample_weight.dtype)
+        write_per_sample(self.sample_weight, batch.idx, w[0] * len(batch))
         if self.reweight_label:
-            self.pseudo_weight[batch.idx] = (w[1] * len(batch)).to(self.pseudo_weight.dtype)
+            write_per_sample(self.pseudo_weight, batch.idx, w[1] * len(batch))
         out: dict[str, Any] = {
             "loss": (w * losses).sum(),
             "train_accuracy_noisy": acc,
