@@ -102,6 +102,19 @@ def test_sharding_splits_batches_between_ranks():
     assert len(a) + len(b) == 50
 
 
+def test_an_unsharded_loader_serves_every_rank_the_whole_batch():
+    """A meta set smaller than the global batch is not sharded (world_size 1): each rank gets
+    all of it, in the same order, whatever its rank."""
+    data = pool(n=20)
+    labels = np.zeros(20, dtype=int)
+    batches = [
+        next(TrainLoader(data, labels, batch_size=20, augment_kind="none", rank=r).epoch(0)).idx
+        for r in range(3)
+    ]
+    assert all(len(b) == 20 for b in batches)
+    assert all(torch.equal(b, batches[0]) for b in batches)
+
+
 def test_cycling_loader_restarts():
     data = pool(n=20)
     cyc = CyclingLoader(

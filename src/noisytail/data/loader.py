@@ -183,7 +183,9 @@ class TrainLoader:
         n = self.size
         for step in range(self.steps_per_epoch):
             chunk = order[step * global_batch : min((step + 1) * global_batch, n)]
-            local = chunk[self.rank :: self.world_size]
+            # an unsharded loader (world_size 1, e.g. a meta set smaller than the global batch)
+            # serves every rank the whole chunk; its rank still picks its augmentation stream
+            local = chunk[self.rank :: self.world_size] if self.world_size > 1 else chunk
             yield self.make_batch(local, aug_gen)
 
     def make_batch(self, local: torch.Tensor, generator: torch.Generator) -> Batch:
