@@ -132,3 +132,32 @@ def test_a_method_stepping_outside_backward_is_refused_under_torchrun(
     two = Runtime(torch.device("cpu"), 0, 2, 0)
     with pytest.raises(ConfigError, match="not averaged across torchrun's processes"):
         Run(cfg, tmp_path, two, prepare_data(cfg))
+
+
+def test_a_global_batch_that_does_not_divide_by_the_processes_is_refused(tmp_path, digits_config):
+    from noisytail.config import ConfigError
+    from noisytail.data.prepare import prepare_data
+    from noisytail.runtime import Runtime
+    from noisytail.train import Run
+
+    cfg = digits_config("train.batch_size=32")
+    three = Runtime(torch.device("cpu"), 0, 3, 0)
+    with pytest.raises(ConfigError, match="batch_size=32 .* must divide by the 3 processes"):
+        Run(cfg, tmp_path, three, prepare_data(cfg))
+
+
+def test_a_contrastive_method_under_torchrun_says_its_negatives_are_the_ranks(
+    tmp_path, digits_config, caplog
+):
+    from noisytail.data.prepare import prepare_data
+    from noisytail.runtime import Runtime
+    from noisytail.train import Run
+
+    cfg = digits_config("method.name=simclr", "data.augment=simclr", "train.batch_size=64")
+    two = Runtime(torch.device("cpu"), 0, 2, 0)
+    with caplog.at_level("WARNING", logger="noisytail.train"):
+        try:
+            Run(cfg, tmp_path, two, prepare_data(cfg))
+        except Exception:  # no process group here: the warning comes before DDP's wrapping
+            pass
+    assert "contrasts each rank's slice of the batch only: 32 images, not 64" in caplog.text

@@ -128,6 +128,16 @@ class Run:
                 f"Method {cfg.method.name!r} needs a clean meta set: set meta.per_class "
                 "(e.g. meta.per_class=10) or meta.total."
             )
+        if t.batch_size % runtime.world_size:
+            raise ConfigError(
+                f"train.batch_size={t.batch_size} (the global batch) must divide by the "
+                f"{runtime.world_size} processes."
+            )
+        if runtime.distributed and method_cls.contrasts_within_batch and runtime.is_main:
+            log.warning(
+                f"{cfg.method.name} contrasts each rank's slice of the batch only: "
+                f"{t.batch_size // runtime.world_size} images, not {t.batch_size}."
+            )
         per_rank_batch = max(1, t.batch_size // runtime.world_size)
         self.loader = TrainLoader(
             self.train_data,

@@ -120,6 +120,8 @@ class Method(nn.Module):
       ``updates_outside_backward``: the method steps parameters itself, outside the loop's
       backward (MW-Net's weighting network): under torchrun such updates are not averaged
       across processes, so the loop refuses to run it distributed (an instance may set it).
+      ``contrasts_within_batch``: its loss contrasts the samples of the batch with one another;
+      under torchrun each rank sees its slice only (the loop warns).
     """
 
     views: ClassVar[int] = 1
@@ -128,6 +130,7 @@ class Method(nn.Module):
     self_supervised: ClassVar[bool] = False
     predict_networks: ClassVar[tuple[str, ...]] = ("model",)
     updates_outside_backward: bool = False
+    contrasts_within_batch: ClassVar[bool] = False
 
     def __init__(self, model: Backbone, info: TaskInfo) -> None:
         super().__init__()

@@ -157,6 +157,7 @@ class MOIT(Method):
 
     views = 2
     include_plain_view = True
+    contrasts_within_batch = True
 
     def __init__(
         self,

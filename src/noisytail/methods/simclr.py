@@ -99,6 +99,7 @@ class ContrastiveMethod(Method):
     """Shared parts: projection head, probe parameter groups, optional kNN monitor."""
 
     self_supervised = True
+    contrasts_within_batch = True
 
     def __init__(
         self,
