@@ -155,8 +155,11 @@ def test_a_contrastive_method_under_torchrun_says_its_negatives_are_the_ranks(
 
     cfg = digits_config("method.name=simclr", "data.augment=simclr", "train.batch_size=64")
     two = Runtime(torch.device("cpu"), 0, 2, 0)
-    with caplog.at_level("WARNING", logger="noisytail.train"):
-        # no process group here: DDP's wrapping fails, after the warning
-        with pytest.raises(ValueError, match="process group"):
-            Run(cfg, tmp_path, two, prepare_data(cfg))
+    data = prepare_data(cfg)
+    # no process group here: DDP's wrapping fails, after the warning
+    with (
+        caplog.at_level("WARNING", logger="noisytail.train"),
+        pytest.raises(ValueError, match="process group"),
+    ):
+        Run(cfg, tmp_path, two, data)
     assert "contrasts each rank's slice of the batch only: 32 images, not 64" in caplog.text
