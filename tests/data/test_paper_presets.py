@@ -334,6 +334,7 @@ PAPER_SETTINGS: dict[str, dict[str, Any]] = {
         "data.name": "cifar10",
         "imbalance.profile": "exponential",
         "imbalance.n_max": 4900,  # 49,000 / 10 after the meta split
+        "meta.per_class": 100,  # --num_meta 1000, the split that head size assumes
         "imbalance.select_by": "true",
         "method.name": "gdw",
         "method.eta_omega": 100,
