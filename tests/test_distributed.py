@@ -7,36 +7,27 @@ import sys
 import pytest
 import torch
 
+COMMON = ["data.name=digits", "train.batch_size=64", "train.progress=false", "train.num_threads=1"]
 
-@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
-def test_two_process_ddp_run(tmp_path):
-    out = tmp_path / "ddp"
-    overrides = [
-        "data.name=digits",
-        "model.options.width=16",
-        "train.epochs=3",
-        "train.batch_size=64",
-        "train.progress=false",
-        "train.num_threads=1",
-        "noise.kind=symmetric",
-        "noise.rate=0.2",
-    ]
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "noisytail",
-        "train",
-    ]
-    for o in overrides:
+
+def _torchrun_train(out, *overrides):
+    """``noisytail train`` in two gloo processes under torchrun; the run's summary."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "noisytail", "train"]
+    for o in [*COMMON, *overrides]:
         cmd += ["--set", o]
     cmd += ["--out", str(out), "--no-report"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
+    return json.loads((out / "summary.json").read_text())
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_two_process_ddp_run(tmp_path):
+    out = tmp_path / "ddp"
+    summary = _torchrun_train(
+        out, "model.options.width=16", "train.epochs=3", "noise.kind=symmetric", "noise.rate=0.2"
+    )
     assert summary["world_size"] == 2
     assert summary["test_accuracy"] > 0.5
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -52,27 +43,15 @@ def test_l2b_under_torchrun_keeps_every_ranks_sample_weights(tmp_path):
     from noisytail.runfolder import read_checkpoint
 
     out = tmp_path / "ddp"
-    overrides = [
-        "data.name=digits",
+    summary = _torchrun_train(
+        out,
         "model.options.width=8",
         "train.epochs=1",
-        "train.batch_size=64",
-        "train.progress=false",
-        "train.num_threads=1",
         "method.name=l2b",
         "method.warmup_epochs=0",
         "meta.per_class=5",
-    ]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    cmd += ["-m", "noisytail", "train"]
-    for o in overrides:
-        cmd += ["--set", o]
-    cmd += ["--out", str(out), "--no-report"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
-    state = read_checkpoint(out / "checkpoints" / "last.pt")
-    weights = state["method"]["sample_weight"]
+    )
+    weights = read_checkpoint(out / "checkpoints" / "last.pt")["method"]["sample_weight"]
     seen = int((~torch.isnan(weights)).sum())
     assert seen == (summary["num_train"] // 64) * 64  # every sample of the epoch, both ranks'
 
