@@ -257,6 +257,9 @@ T_LOOKAHEAD = ("tests/methods/test_lookahead.py", *UNIT)
 T_GDW = ("tests/methods/test_gdw.py", *UNIT)
 T_MWNET = ("tests/methods/test_mwnet.py", "tests/methods/test_gdw.py", *UNIT)
 T_ERM = ("tests/methods/test_erm.py",)
+PREACT, LOADER = "src/noisytail/models/preact_resnet.py", "src/noisytail/data/loader.py"
+T_MODELS = ("tests/models/test_models.py", "-k", "preact")
+T_LOADER = ("tests/data/test_loader.py",)
 
 # fmt: off
 METHODS = [
@@ -335,6 +338,17 @@ METHODS = [
       T_MOIT),
     M(MOIT, "sample score ranks high discrepancy as clean",
       "0.5 * (1.0 - self.d2.double() / D_MAX)", "0.5 * (self.d2.double() / D_MAX)", T_MOIT),
+    M(MOIT, "the plain image forwarded after the switch only (BatchNorm never sees it before)",
+      "        with torch.no_grad():\n"
+      "            prob = torch.softmax(self.model(plain).float(), dim=1)",
+      "        with torch.no_grad():\n"
+      "            prob = torch.softmax(self.model(plain).float(), dim=1) if self.in_ssl_phase(\n"
+      "                ctx.epoch) else None", T_MOIT),
+    M(PREACT, "MOIT's identity shortcut adds the raw input (L2B's), not the pre-activated one",
+      "identity = out if self.preact_skip else x", "identity = x", T_MODELS),
+    M(LOADER, "an unsharded loader slices its batch by rank",
+      "local = chunk[self.rank :: self.world_size] if self.world_size > 1 else chunk",
+      "local = chunk[self.rank :: self.world_size]", T_LOADER),
     # ------------------------------------------------------------ methods/l2b, lookahead, gdw, ...
     M(L2B, "L2B weights keep the entries the meta-gradient disfavours (sign)",
       "w = torch.clamp(-grad, min=floor)", "w = torch.clamp(grad, min=floor)", T_L2B),
