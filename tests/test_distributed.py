@@ -142,3 +142,37 @@ def test_a_contrastive_method_under_torchrun_says_its_negatives_are_the_ranks(
     ):
         Run(cfg, tmp_path, two, data)
     assert "contrasts each rank's slice of the batch only: 32 images, not 64" in caplog.text
+
+
+SHARE_BATCHNORM = """
+import json, sys, torch, torch.distributed as dist
+from noisytail.runtime import Runtime
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+bn = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 1), torch.nn.BatchNorm2d(3))
+torch.manual_seed(rank)  # each rank trains on its own slice: its own statistics
+bn(torch.randn(8, 1, 4, 4) + rank)
+before = bn[1].running_mean.tolist()
+Runtime(torch.device("cpu"), rank, 2, rank).share_batchnorm(bn)
+after = [bn[1].running_mean.tolist(), bn[1].running_var.tolist(), int(bn[1].num_batches_tracked)]
+with open(sys.argv[1] + f"/rank{rank}.json", "w") as fh:
+    json.dump({"before": before, "after": after}, fh)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_every_rank_ends_an_epoch_with_rank_0s_batchnorm_statistics(tmp_path):
+    """The work between epochs (evaluation, detection, co-divide) runs on every rank: with
+    rank 0's statistics everywhere, every rank decides the same."""
+    script = tmp_path / "share.py"
+    script.write_text(SHARE_BATCHNORM)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    result = subprocess.run(
+        [*cmd, str(script), str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0]["before"] != ranks[1]["before"]
+    assert ranks[0]["after"] == ranks[1]["after"]
+    assert ranks[0]["after"][0] == ranks[0]["before"]

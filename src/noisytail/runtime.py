@@ -53,6 +53,19 @@ class Runtime:
         if self.distributed:
             dist.barrier()
 
+    def share_batchnorm(self, module: torch.nn.Module) -> None:
+        """Copy rank 0's BatchNorm running statistics to every rank (a no-op in one process).
+        DDP copies them at the start of each forward; after an epoch's last step each rank
+        holds its own slice's, and the work between epochs (evaluation, MOIT's detection,
+        DivideMix's co-divide, the pseudo meta set) would decide differently on each rank."""
+        if not self.distributed:
+            return
+        for m in module.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+                for stat in (m.running_mean, m.running_var, m.num_batches_tracked):
+                    if stat is not None:
+                        dist.broadcast(stat, src=0)
+
     def reduce_mean(self, values: dict[str, float]) -> dict[str, float]:
         """The mean of each value over the ranks (``values`` itself in a single process)."""
         if not self.distributed:

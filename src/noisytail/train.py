@@ -416,6 +416,7 @@ class Run:
                 if progress:
                     bar.set_postfix(loss=f"{float(losses[i]):.3f}", lr=f"{lr:.3g}")
         bar.close()
+        self.rt.share_batchnorm(method)  # every rank ends the epoch with rank 0's statistics
         # a value reported on some steps only (a meta step every 4th) is its mean over those
         record = {
             ("train_loss" if k == "loss" else k): float(v) / counts[k] for k, v in sums.items()
