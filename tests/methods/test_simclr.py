@@ -13,10 +13,10 @@ from noisytail.methods.simclr import encoder_parameters, knn_leave_one_out
 from noisytail.registry import METHODS, MODELS
 
 
-def setup(name, views=2, b=16, seed=0, **kw):
+def setup(name, views=2, b=16, seed=0, train_labels=None, **kw):
     torch.manual_seed(seed)
     model = MODELS.build("small_cnn", num_classes=4, input_shape=(1, 8, 8), width=4)
-    info = TaskInfo(4, np.array([8, 4, 2, 2]), 64, (1, 8, 8), 1, 4)
+    info = TaskInfo(4, np.array([8, 4, 2, 2]), 64, (1, 8, 8), 1, 4, train_labels=train_labels)
     method = METHODS.build(name, args=kw, model=model, info=info)
     opt = torch.optim.SGD(method.parameter_groups(), lr=0.1)
     ctx = Context(
@@ -204,20 +204,9 @@ def test_simclr_log_mean_loss_by_hand():
 def test_knn_monitor_runs_before_any_batch_when_the_loop_gives_the_labels(name):
     """A resumed run builds a fresh method and starts at a monitor epoch: with the noisy labels
     given up front (`TaskInfo.train_labels`) it logs what the uninterrupted run logs."""
-    torch.manual_seed(0)
     labels = np.arange(64) % 4
-    model = MODELS.build("small_cnn", num_classes=4, input_shape=(1, 8, 8), width=4)
-    info = TaskInfo(4, np.bincount(labels), 64, (1, 8, 8), 1, 4, train_labels=labels)
-    method = METHODS.build(name, args={"knn_every": 1, "knn_k": 3}, model=model, info=info)
-    ctx = Context(
-        info=info,
-        optimizer=None,
-        device=torch.device("cpu"),
-        generator=torch.Generator().manual_seed(0),
-        meta_batches=None,
-        predict_train=lambda fn: torch.nn.functional.one_hot(torch.as_tensor(labels), 4).float(),
-        autocast=contextlib.nullcontext,
-    )
+    method, _, ctx, _ = setup(name, train_labels=labels, knn_every=1, knn_k=3)
+    ctx._predict_train = lambda fn: torch.nn.functional.one_hot(torch.as_tensor(labels), 4).float()
     ctx.epoch = 1
     method.on_epoch_start(ctx)
     assert method._knn_value == pytest.approx(1.0)
