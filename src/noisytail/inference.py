@@ -316,9 +316,7 @@ def read_images(paths: Sequence[str | os.PathLike]) -> np.ndarray:
         try:
             with Image.open(p) as im:
                 im.load()
-                if im.mode in WIDE_GRAY_MODES:  # as training read it (`decode_image`)
-                    decoded.append((os.fspath(p), stretch_to_8bit(im)))
-                    continue
+                im = stretch_to_8bit(im) if im.mode in WIDE_GRAY_MODES else im  # as `decode_image`
                 decoded.append((os.fspath(p), im.convert("L" if im.mode in GRAY_MODES else "RGB")))
         except (OSError, ValueError, Image.DecompressionBombError) as err:
             raise DataError(f"Cannot read image {os.fspath(p)}: {short_error(err)}") from None
