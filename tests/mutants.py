@@ -130,7 +130,7 @@ CORE = [
       T_IMBALANCE),
     # -------------------------------------------------------------------------------- evaluate
     M(EVALUATE, "ECE with 10 bins by default instead of 15",
-      "n_bins: int = 15", "n_bins: int = 10", T_EVALUATE, True),
+      "ECE_BINS = 15", "ECE_BINS = 10", T_EVALUATE, True),
     M(EVALUATE, "ECE averaged over bins without sample weights",
       "return float(np.abs(gap[count > 0]).sum() / len(y))",
       "return float(np.mean(np.abs(gap[count > 0]) / count[count > 0]))", T_EVALUATE, True),

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+from noisytail.data.types import DataError
 from noisytail.report import write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -166,11 +167,56 @@ def test_write_report_tolerates_missing_files(tmp_path):
     assert_png(tmp_path / "learning_curves.png")
     assert not (tmp_path / "per_class_accuracy.png").exists()
     assert "learning_curves.png" in text
+    assert "the run has not finished" in text  # only metrics.jsonl is left
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert "may not have finished" in write_report(empty).read_text()
+    (empty / "report.md").write_text("my notes")
+    with pytest.raises(DataError, match="nothing to report"):
+        write_report(empty)  # a folder holding no run file is not written into
+    assert (empty / "report.md").read_text() == "my notes"
     with pytest.raises(FileNotFoundError):
         write_report(tmp_path / "missing")
+    (tmp_path / "predictions.npz").write_bytes(b"PK\x03\x04 damaged")
+    with pytest.raises(DataError, match="predictions.npz: cannot be read"):
+        write_report(tmp_path)
+
+
+def test_a_one_epoch_run_with_tied_counts_and_odd_class_names(tmp_path):
+    # the report's sentences fit a short run on balanced data: "the last epoch", no "rarest
+    # against most frequent" when all classes are the same size, a "|" in a class name escaped
+    summary = make_run(tmp_path, epochs=1)
+    pred = dict(np.load(tmp_path / "predictions.npz"))
+    pred["train_class_counts"] = np.full(len(NAMES), 50)
+    pred["class_names"] = np.array(["chien|loup"] + NAMES[1:])
+    np.savez(tmp_path / "predictions.npz", **pred)
+    summary["realised_imbalance_ratio"] = None
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    text = write_report(tmp_path).read_text()
+    assert "(`small_cnn`, 1 epoch)" in text and "1 epochs" not in text
+    assert "The mean over the last 1 epoch is" in text
+    assert "| Mean test accuracy, last 1 epoch |" in text
+    assert "rarest" not in text and "balanced classes" in text
+    assert "| chien\\|loup | 50 |" in text
+
+
+def test_classes_without_training_samples(tmp_path):
+    # an empty class is the most imbalanced case, not "balanced classes", and gets no bar
+    from noisytail.figures import plot_per_class_accuracy
+
+    summary = make_run(tmp_path)
+    pred = dict(np.load(tmp_path / "predictions.npz"))
+    counts = np.array([40, 40, 40, 0, 0, 40, 40, 40, 40, 40])
+    pred["train_class_counts"] = counts
+    np.savez(tmp_path / "predictions.npz", **pred)
+    summary["realised_imbalance_ratio"] = None
+    summary["imbalance_ratio"] = 1.0
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    text = write_report(tmp_path).read_text()
+    assert "an imbalance ratio of 1 (largest class / smallest), 2 of 10 classes having no " in text
+    drawn = plot_per_class_accuracy(
+        [0.5] * 10, counts, NAMES, ["few"] * 10, {"many": 100, "few": 20}, tmp_path / "p.png"
+    )
+    assert_png(drawn)
 
 
 def test_noise_transition_uses_train_idx(tmp_path):

@@ -83,18 +83,20 @@ def new_run_dir(name: str, parent: Path = Path("runs")) -> Path:
     return out
 
 
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f}%"
+
+
 def _print_summary(summary: RunSummary | UnfinishedRun, out: Path) -> None:
     if not summary.finished:
         click.echo(f"stopped after {summary.epochs_done} epochs; resume with --resume --out {out}")
         return
-    noise = summary.noise
-
-    def pct(v: float | None) -> str:
-        return "n/a" if v is None else f"{100 * v:.2f}%"
-
+    noise, pct = summary.noise, _pct
+    realised = noise.get("realised_rate")
+    realised_text = "unknown" if realised is None else f"{realised:.1%}"
     click.echo(
         f"\n{summary.method} on {summary.dataset} "
-        f"(noise {noise['kind']} {noise['rate']:.0%}, realised {noise['realised_rate']:.1%}; "
+        f"(noise {noise['kind']} {noise['rate']:.0%}, realised {realised_text}; "
         f"imbalance ratio {summary.imbalance_ratio:g})"
     )
     click.echo(f"  test accuracy        {pct(summary.test_accuracy)}")
@@ -103,10 +105,11 @@ def _print_summary(summary: RunSummary | UnfinishedRun, out: Path) -> None:
         f"  many / medium / few  {pct(summary.many_shot_accuracy)} / "
         f"{pct(summary.medium_shot_accuracy)} / {pct(summary.few_shot_accuracy)}"
     )
-    click.echo(f"  ECE                  {summary.ece:.4f}")
+    ece, speed = summary.ece, summary.images_per_second
+    click.echo(f"  ECE                  {'n/a' if ece is None else f'{ece:.4f}'}")
     click.echo(
-        f"  training             {summary.train_seconds:.1f}s, "
-        f"{summary.images_per_second:.0f} images/s on {summary.device}"
+        f"  training             {summary.train_seconds or 0:.1f}s, "
+        f"{'n/a' if speed is None else f'{speed:.0f}'} images/s on {summary.device}"
     )
     click.echo(f"run folder: {out}")
     if (out / "report.md").exists():
@@ -187,10 +190,7 @@ def pretrain(config, overrides, out, resume, probe_epochs, no_progress) -> None:
         _print_summary(summary, Path(out))
         return
     res = export_pretrained(out, probe_epochs=probe_epochs)
-    lp, knn = res["linear_probe"], res["knn"]
-
-    def pct(v: float | None) -> str:
-        return "n/a" if v is None else f"{100 * v:.2f}%"
+    lp, knn, pct = res["linear_probe"], res["knn"], _pct
 
     click.echo(
         f"\n{cfg.method.name} pre-training on {cfg.data.name}: linear probe {pct(lp['accuracy'])} "
@@ -230,9 +230,12 @@ def report(run_dir) -> None:  # type: ignore[no-untyped-def]
     """(Re)write report.md and the plots of a finished run."""
     from .data.types import DataError
     from .report import write_report
+    from .summary import SUMMARY_FILE
 
-    if not (Path(run_dir) / "summary.json").exists():
-        raise DataError(f"{run_dir} has no summary.json: the run has not finished.")
+    if not (Path(run_dir) / SUMMARY_FILE).exists():
+        if (Path(run_dir) / "detection.json").exists():
+            raise DataError(f"{run_dir} is a detection folder, not a training run.")
+        raise DataError(f"{run_dir} has no {SUMMARY_FILE}: the run has not finished.")
     click.echo(write_report(Path(run_dir)))
 
 

@@ -20,6 +20,8 @@ import numpy as np
 MANY_SHOT = 100
 FEW_SHOT = 20
 SHOT_REFERENCE_MAX = 500
+#: Equal-width confidence bins of `expected_calibration_error` (Guo et al. 2017 use 15).
+ECE_BINS = 15
 
 
 def _np(x: Any) -> np.ndarray:
@@ -86,7 +88,7 @@ def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int) -> np.ndarray:
     )
 
 
-def expected_calibration_error(probs: Any, y_true: Any, n_bins: int = 15) -> float:
+def expected_calibration_error(probs: Any, y_true: Any, n_bins: int = ECE_BINS) -> float:
     """ECE of Guo et al. 2017 with ``n_bins`` equal-width confidence bins.
 
     ``probs [N, K]``, ``y_true [N]``. Confidence is the top probability; bin b holds confidences

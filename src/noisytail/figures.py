@@ -19,6 +19,9 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from noisytail.data.noise import realised_transition
 
 from .atomic import write_bytes
 
@@ -114,7 +117,7 @@ def plot_learning_curves(
         loss = _series(rows, "train_loss")
         if loss is not None:
             ax_loss.plot(epochs, loss, marker=marker, ms=3, color="#444444")
-        ax_loss.set(title="Training loss", xlabel="Epoch", ylabel="Loss (noisy labels)")
+        ax_loss.set(title="Training loss", xlabel="Epoch", ylabel="Training objective")
         for key, label, colour, ls in accuracy_curves(rows):
             ax_acc.plot(
                 epochs,
@@ -130,7 +133,7 @@ def plot_learning_curves(
         ax_acc.set(title="Accuracy", xlabel="Epoch", ylabel="Accuracy (%)")
         for ax in (ax_loss, ax_acc):
             ax.grid(alpha=0.3)
-            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         if ax_acc.get_legend_handles_labels()[0]:  # below the panel, clear of the curves
             ax_acc.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2, frameon=False)
         return save_figure(fig, path)
@@ -144,7 +147,10 @@ def plot_per_class_accuracy(
     thresholds: dict[str, float],
     path: Path,
 ) -> Path:
-    """Training count (bars, log axis) and test accuracy (markers) per class, head to tail."""
+    """Training count (bars, log axis) and test accuracy (markers) per class, head to tail:
+    ``per_class_acc [K]`` (None for a class not in the test set), ``train_counts [K]``,
+    ``class_names [K]``, ``groups [K]`` ('many' / 'medium' / 'few'), ``thresholds`` with
+    ``many`` and ``few``."""
     k = len(train_counts)
     order = np.argsort(-np.asarray(train_counts), kind="stable")
     counts = np.asarray(train_counts, dtype=float)[order]
@@ -174,7 +180,10 @@ def plot_per_class_accuracy(
                     fontsize=10,
                 )
                 start = i
-        bars = ax.bar(x, np.maximum(counts, 0.8), color="#8c9fb8", width=0.7, zorder=2)
+        # a class without training samples gets no bar (a log axis has no 0), but a "0" label
+        bars = ax.bar(x, np.where(counts > 0, counts, np.nan), color="#8c9fb8", width=0.7, zorder=2)
+        for i in np.flatnonzero(counts == 0):
+            ax.text(i, 0.01, "0", transform=ax.get_xaxis_transform(), ha="center", va="bottom")
         ax.set_yscale("log")
         ax.set_ylabel("Training samples (log scale)")
         ax.set_xlim(-0.5, k - 0.5)
@@ -246,7 +255,4 @@ def noise_transition(corruption: dict[str, np.ndarray], num_classes: int) -> np.
     if idx is not None and len(idx) and int(np.max(idx)) < len(true):
         true, noisy = true[idx], noisy[idx]
     keep = (true >= 0) & (noisy >= 0)  # -1 marks samples in no split
-    true, noisy = true[keep], noisy[keep]
-    counts = np.zeros((num_classes, num_classes))
-    np.add.at(counts, (true, noisy), 1)
-    return row_normalise(counts)
+    return realised_transition(true[keep], noisy[keep], num_classes)

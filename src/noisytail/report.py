@@ -23,12 +23,22 @@ in notebooks and worker processes.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from noisytail.evaluate import classification_metrics
+from noisytail.data.fingerprint import CORRUPTION_FILE
+from noisytail.data.types import DataError
+from noisytail.errors import short_error
+from noisytail.evaluate import (
+    ECE_BINS,
+    FEW_SHOT,
+    MANY_SHOT,
+    SHOT_REFERENCE_MAX,
+    classification_metrics,
+)
 from noisytail.figures import (
     finite,
     lookup,
@@ -38,8 +48,8 @@ from noisytail.figures import (
     plot_per_class_accuracy,
     row_normalise,
 )
-from noisytail.runfolder import METRICS_FILE, read_metrics, write_text
-from noisytail.summary import read_summary
+from noisytail.runfolder import CONFIG_FILE, METRICS_FILE, read_metrics, write_text
+from noisytail.summary import PREDICTIONS_FILE, SUMMARY_FILE, read_summary
 
 
 def _dataset_name(name: Any, default: str) -> str:
@@ -54,16 +64,20 @@ def _dataset_name(name: Any, default: str) -> str:
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray] | None:
-    """The arrays of an ``.npz``; object arrays (which need pickle) are skipped."""
+    """The arrays of an ``.npz``; object arrays (which need pickle) are skipped; a damaged file
+    is a `DataError` naming it."""
     if not path.is_file():
         return None
     out = {}
-    with np.load(path, allow_pickle=False) as data:
-        for key in data.files:
-            try:
-                out[key] = data[key]
-            except ValueError:
-                continue
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            for key in data.files:
+                try:
+                    out[key] = data[key]
+                except ValueError:
+                    continue
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise DataError(f"{path}: cannot be read ({short_error(err)}).") from None
     return out
 
 
@@ -82,6 +96,21 @@ def _pick(s: dict[str, Any], m: dict[str, Any] | None, key: str, mkey: str | Non
     if value is None and m is not None:
         value = m.get(mkey or key)
     return value
+
+
+def _epochs(n: Any) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
+def _last_n(s: dict[str, Any]) -> str:
+    """The span of ``last5_test_accuracy_mean``: the last 5 epochs, or all of a shorter run."""
+    n = s.get("epochs")
+    return _epochs(min(5, int(n))) if isinstance(n, int) else "5 epochs"
+
+
+def _md_cell(text: str) -> str:
+    """``text`` safe inside a markdown table cell (a ``|`` would split it)."""
+    return text.replace("\\", "\\\\").replace("|", "\\|")
 
 
 def _pct(x: Any, digits: int = 1) -> str:
@@ -126,27 +155,32 @@ def _validated(s: dict[str, Any]) -> bool:
     )
 
 
-def _imbalance(s: dict[str, Any], counts: Any) -> float | None:
-    """The training set's realised imbalance ratio: from the summary, else from the class
-    counts ``[K]`` the report read, else the one the config asked for."""
-    realised = finite(s.get("realised_imbalance_ratio"))
-    if realised is not None:
-        return realised
+def _imbalance(s: dict[str, Any], counts: Any) -> str | None:
+    """How the summary paragraph describes the training set's class sizes: the realised
+    imbalance ratio (the summary's, else max / min of the class counts ``[K]`` the report read,
+    over the classes that have samples) and the classes without a training sample; None when
+    nothing is known (the ratio the config asked for is not what the data has)."""
     counts = np.asarray(counts if counts is not None else [], dtype=np.float64)
-    if counts.size and counts.min() > 0:
-        return float(counts.max() / counts.min())
-    return finite(s.get("imbalance_ratio"))
+    ratio = finite(s.get("realised_imbalance_ratio"))
+    if ratio is None and (counts > 0).any():
+        ratio = float(counts.max() / counts[counts > 0].min())
+    empty = int(np.sum(counts == 0))
+    if ratio is None:
+        return None
+    text = (
+        "balanced classes"
+        if ratio <= BALANCED and not empty
+        else f"an imbalance ratio of {ratio:.3g} (largest class / smallest)"
+    )
+    if empty:
+        text += f", {empty} of {counts.size} classes having no training sample"
+    return text
 
 
 def _summary_paragraph(s: dict[str, Any], m: dict[str, Any] | None, names, counts) -> str:
     dataset = _dataset_name(s.get("dataset"), "this data set")
     realised = finite(lookup(s, "noise.realised_rate"))
-    ratio = _imbalance(s, counts)
-    imb = (
-        "balanced classes"
-        if ratio is None or ratio <= BALANCED
-        else f"an imbalance ratio of {ratio:.3g} (largest class / smallest)"
-    )
+    imb = _imbalance(s, counts)
     method = f"`{s['method']}`" if s.get("method") else "the model"
     if _loss_name(s):
         method += f" with the `{_loss_name(s)}` loss"
@@ -154,14 +188,16 @@ def _summary_paragraph(s: dict[str, Any], m: dict[str, Any] | None, names, count
         p
         for p in (
             f"`{s['model']}`" if s.get("model") else "",
-            f"{s['epochs']} epochs" if s.get("epochs") is not None else "",
+            _epochs(s.get("epochs")) if s.get("epochs") is not None else "",
         )
         if p
     )
     acc = _pick(s, m, "test_accuracy", "accuracy")
     bal = _pick(s, m, "balanced_accuracy")
     text = [
-        f"On {dataset} with {_noise_phrase(s.get('noise'), realised)} and {imb}, {method}"
+        f"On {dataset} with {_noise_phrase(s.get('noise'), realised)}"
+        + (f" and {imb}" if imb else "")
+        + f", {method}"
         + (f" ({detail})" if detail else "")
         + f" reached **{_pct(acc)}** test accuracy at the last epoch"
         + f" and a balanced accuracy (mean per-class recall) of **{_pct(bal)}**."
@@ -183,7 +219,7 @@ def _summary_paragraph(s: dict[str, Any], m: dict[str, Any] | None, names, count
         acc_c = m["per_class_accuracy"]
         tested = [i for i in np.argsort(counts, kind="stable") if acc_c[i] is not None]
         n = min(3, len(tested) // 2)
-        if n:
+        if n and counts[tested[n - 1]] < counts[tested[-n]]:  # the two ends differ in size
             rare = "; ".join(
                 f"{names[i]}: {int(counts[i])} training samples, {_pct(acc_c[i])}"
                 for i in tested[:n]
@@ -203,7 +239,9 @@ def _summary_paragraph(s: dict[str, Any], m: dict[str, Any] | None, names, count
             f"{_pct(val)}), where test accuracy is {_pct(s.get('test_accuracy_at_best_val'))}."
         )
     if finite(s.get("last5_test_accuracy_mean")) is not None:
-        text.append(f"The mean over the last 5 epochs is {_pct(s['last5_test_accuracy_mean'])}.")
+        text.append(
+            f"The mean over the last {_last_n(s)} is {_pct(s['last5_test_accuracy_mean'])}."
+        )
     ece = finite(_pick(s, m, "ece"))
     if ece is not None:
         text.append(
@@ -243,8 +281,8 @@ def _metrics_table(s: dict[str, Any], m: dict[str, Any] | None) -> list[str]:
             "Test accuracy at best-validation epoch",
             _pct(s.get("test_accuracy_at_best_val") if _validated(s) else None, 2),
         ),
-        ("Mean test accuracy, last 5 epochs", _pct(s.get("last5_test_accuracy_mean"), 2)),
-        ("Expected calibration error (15 bins)", plain(pick("ece", "ece"), "{:.4f}")),
+        (f"Mean test accuracy, last {_last_n(s)}", _pct(s.get("last5_test_accuracy_mean"), 2)),
+        (f"Expected calibration error ({ECE_BINS} bins)", plain(pick("ece", "ece"), "{:.4f}")),
         ("Test NLL", plain(pick("nll", "nll"), "{:.4f}")),
         (
             "Noise rate requested / realised",
@@ -271,15 +309,16 @@ def _thresholds_text(s: dict[str, Any], m: dict[str, Any] | None, counts, groups
         t = {"many": t[0], "few": t[1], "scale": t[2] if len(t) > 2 else 1.0}
     if not isinstance(t, dict) or finite(t.get("many")) is None:
         return ""
+    by = "by given label" if lookup(s, "noise.unverified") else "by true class"
     text = (
-        f"Shot groups count the training samples per class (by true class): many-shot "
+        f"Shot groups count the training samples per class ({by}): many-shot "
         f"> {float(t['many']):g}, few-shot < {float(t['few']):g}, medium-shot in between"
     )
     scale = finite(t.get("scale"))
     if scale is not None and scale < 1:
         text += (
-            f" (the usual 100 / 20 scaled by {scale:.3g}, because the largest class has only "
-            f"{int(round(500 * scale))} samples)"
+            f" (the usual {MANY_SHOT} / {FEW_SHOT} scaled by {scale:.3g}, because the largest "
+            f"class has only {int(round(SHOT_REFERENCE_MAX * scale))} samples)"
         )
     text += "."
     if groups is not None:
@@ -289,16 +328,27 @@ def _thresholds_text(s: dict[str, Any], m: dict[str, Any] | None, counts, groups
 
 
 def write_report(run_dir: Path | str) -> Path:
-    """Write the PNG plots and ``report.md`` into ``run_dir``; return the path of report.md."""
+    """Write the PNG plots and ``report.md`` into ``run_dir``; return the path of report.md. A
+    folder holding none of a run's files (``summary.json``, ``metrics.jsonl``,
+    ``predictions.npz``) is refused (`DataError`): nothing of another kind is overwritten."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    if not any((run_dir / f).is_file() for f in (SUMMARY_FILE, METRICS_FILE, PREDICTIONS_FILE)):
+        what = "a detection folder" if (run_dir / "detection.json").is_file() else "not a run"
+        raise DataError(
+            f"{run_dir} holds no {SUMMARY_FILE}, {METRICS_FILE} or {PREDICTIONS_FILE}: {what}, "
+            "nothing to report."
+        )
     summary = read_summary(run_dir)
     s = summary.to_dict() if summary is not None else {}
     rows = read_metrics(run_dir / METRICS_FILE)
-    pred = _read_npz(run_dir / "predictions.npz")
-    corr = _read_npz(run_dir / "corruption.npz")
-    config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else None
+    pred = _read_npz(run_dir / PREDICTIONS_FILE)
+    corr = _read_npz(run_dir / CORRUPTION_FILE)
+    config_path = run_dir / CONFIG_FILE
+    config = (
+        config_path.read_text(encoding="utf-8", errors="replace") if config_path.is_file() else None
+    )
 
     m = counts = groups = None
     names: list[str] = []
@@ -309,7 +359,11 @@ def write_report(run_dir: Path | str) -> Path:
         groups = m["shot_groups"]
         k = len(counts)
     if k is None and corr is not None and {"true_labels", "noisy_labels"} <= corr.keys():
-        k = int(max(corr["true_labels"].max(), corr["noisy_labels"].max())) + 1
+        k = (
+            int(corr["num_classes"])
+            if "num_classes" in corr
+            else int(max(corr["true_labels"].max(), corr["noisy_labels"].max())) + 1
+        )
     if k is not None:
         given = pred.get("class_names") if pred is not None else None
         given = given if given is not None else s.get("class_names")
@@ -326,7 +380,7 @@ def write_report(run_dir: Path | str) -> Path:
         if t:
             md += [t, ""]
     else:
-        md += ["No `summary.json` or `predictions.npz` found: the run may not have finished.", ""]
+        md += [f"No `{SUMMARY_FILE}` or `{PREDICTIONS_FILE}`: the run has not finished.", ""]
 
     if rows:
         best = s.get("best_epoch") if _validated(s) else None
@@ -338,10 +392,12 @@ def write_report(run_dir: Path | str) -> Path:
             m["per_class_accuracy"], counts, names, groups, thr, run_dir / "per_class_accuracy.png"
         )
         cm = row_normalise(np.asarray(m["confusion_matrix"], dtype=float))
+        untested = int(np.sum(cm.sum(axis=1) == 0))
         plot_heatmap(
             cm,
             names,
-            "Test confusion matrix (each row sums to 1)",
+            "Test confusion matrix (each row sums to 1"
+            + (f"; {untested} classes not in the test set)" if untested else ")"),
             "Predicted class",
             "True class",
             run_dir / "confusion_matrix.png",
@@ -350,7 +406,7 @@ def write_report(run_dir: Path | str) -> Path:
         md += ["| Class | Training samples | Group | Test accuracy |", "|---|---|---|---|"]
         for i in np.argsort(-counts, kind="stable"):
             acc_i = _pct(m["per_class_accuracy"][i])
-            md.append(f"| {names[i]} | {int(counts[i])} | {groups[i]} | {acc_i} |")
+            md.append(f"| {_md_cell(names[i])} | {int(counts[i])} | {groups[i]} | {acc_i} |")
         md += ["", "## Confusion matrix", "", "![Confusion matrix](confusion_matrix.png)", ""]
     if corr is not None and k is not None and {"true_labels", "noisy_labels"} <= corr.keys():
         tm = noise_transition(corr, k)
@@ -371,6 +427,12 @@ def write_report(run_dir: Path | str) -> Path:
                 "Row i shows where the training samples of true class i ended up after corruption.",
                 "",
                 "![Noise transition](noise_transition.png)",
+                "",
+            ]
+        elif lookup(s, "noise.unverified"):
+            md += [
+                "No synthetic noise was added: the training labels are used as given, and how "
+                "many of them are wrong is not known.",
                 "",
             ]
         else:

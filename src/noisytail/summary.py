@@ -36,7 +36,8 @@ PREDICTIONS_FILE = "predictions.npz"
 class RunSummary:
     """``summary.json``: a finished run's final metrics and set-up. Accuracies are fractions;
     ``noise`` is ``{"kind", "rate", "realised_rate"}`` (``realised_rate`` None for real noise);
-    ``best_*`` and ``test_accuracy_at_best_val`` are at the epoch ``select_metric`` picked. Keys
+    ``best_*`` and ``test_accuracy_at_best_val`` are at the epoch ``select_metric`` picked (None
+    without a validation split); ``per_class_accuracy`` holds None for a class not tested. Keys
     of an older or newer summary that are not fields are kept in ``extra`` (`from_dict` /
     `to_dict` round-trip a file)."""
 
@@ -76,7 +77,7 @@ class RunSummary:
     precision: str | None = None
     channels_last: bool | None = None
     world_size: int | None = None
-    per_class_accuracy: list[float] = field(default_factory=list)
+    per_class_accuracy: list[float | None] = field(default_factory=list)
     class_names: list[str] = field(default_factory=list)
     train_class_counts: list[int] = field(default_factory=list)
     train_class_counts_noisy: list[int] = field(default_factory=list)
@@ -146,6 +147,7 @@ def summarise(
     corr = data.corruption
     train_seconds = sum(r["seconds"] for r in history)
     images = sum(r["images"] for r in history)
+    validated = cfg.train.select_metric in best
     return RunSummary(
         method=cfg.method.name,
         method_args=cfg.method.args,
@@ -180,11 +182,12 @@ def summarise(
         shot_thresholds=metrics.get("shot_thresholds"),
         ece=metrics["ece"],
         nll=metrics.get("nll"),
-        best_epoch=best.get("epoch"),
+        # without a validation split the loop's "best" is merely the last epoch: not a choice
+        best_epoch=best.get("epoch") if validated else None,
         select_metric=cfg.train.select_metric,
         best_val_accuracy=best.get("val_accuracy"),
         best_val_balanced_accuracy=best.get("val_balanced_accuracy"),
-        test_accuracy_at_best_val=best.get("test_accuracy"),
+        test_accuracy_at_best_val=best.get("test_accuracy") if validated else None,
         last5_test_accuracy_mean=float(np.mean([r["test_accuracy"] for r in history[-5:]])),
         best_test_accuracy_any_epoch=max(r["test_accuracy"] for r in history),
         train_seconds=train_seconds,

@@ -43,16 +43,28 @@ def test_list_file_through_the_cli(tmp_path, write_lists):
 
 
 def test_clothing1m_observed_labels_are_the_noisy_ones(tmp_path, write_clothing):
+    # through the CLI with its report: the realised noise rate of real noise is unknown (None),
+    # and 11 of the 14 classes have no training sample in this tiny layout
     splits = write_clothing(tmp_path / "c1m")
-    cfg = load_config(
-        None,
-        ["data.name=clothing1m", f"data.root={tmp_path / 'c1m'}", "data.options.image_size=8"]
-        + TINY,
-    )
-    summary = fit(cfg, tmp_path / "run", write_report=False)
-    assert len(summary.class_names) == 14
+    sets = ["data.name=clothing1m", f"data.root={tmp_path / 'c1m'}", "data.options.image_size=8"]
+    args = ["train", "--no-progress", "--out", str(tmp_path / "run")]
+    for s in sets + TINY:
+        args += ["--set", s]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "realised unknown" in result.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert len(summary["class_names"]) == 14
+    # no validation split: no epoch was chosen by validation
+    assert summary["best_epoch"] is None and summary["test_accuracy_at_best_val"] is None
     corr = np.load(tmp_path / "run" / "corruption.npz")
     assert corr["noisy_labels"].tolist() == [y for _, y in splits["noisy_train"]]
+    report = (tmp_path / "run" / "report.md").read_text()
+    empty = 14 - len({y for _, y in splits["noisy_train"]})
+    assert f"{empty} of 14 classes having no training sample" in report
+    assert "balanced classes" not in report and "No training label was changed" not in report
+    assert "how many of them are wrong is not known" in report
+    assert "(by given label)" in report
 
 
 def test_isic2019_with_meta_set(tmp_path, write_isic):
