@@ -59,6 +59,26 @@ def test_naming_another_method_drops_the_previous_arguments(tmp_path):
     assert cfg.method.name == "l2b" and cfg.method.args == {"warmup_epochs": 3}
     cfg = load_config(path, ["method.name=erm"])
     assert cfg.method.args == {"loss": "gce"}
+    # an argument the overrides gave survives a later rename, whatever the order (a bench's
+    # shared `set` comes before its method axis); the file's arguments do not
+    for order in (
+        ["method.warmup_epochs=3", "method.name=l2b"],
+        ["method.name=l2b", "method.warmup_epochs=3"],
+    ):
+        assert load_config(path, order).method.args == {"warmup_epochs": 3}, order
+
+
+def test_nested_overrides_merge_into_mappings(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "method:\n  name: erm\n  loss: {name: gce, q: 0.7}\ndata:\n  options: {a: {b: 1, c: 2}}\n"
+    )
+    cfg = load_config(path, ["method.loss.q=0.5", "data.options.a.b=5"])
+    assert cfg.method.args["loss"] == {"name": "gce", "q": 0.5}
+    assert cfg.data.options == {"a": {"b": 5, "c": 2}}
+    # a mapping naming another loss replaces the old one: its arguments belonged to gce
+    cfg = load_config(path, ["method.loss={name: sce, alpha: 0.1}"])
+    assert cfg.method.args["loss"] == {"name": "sce", "alpha": 0.1}
 
 
 def test_freeze_schedule_options_are_checked():

@@ -9,6 +9,7 @@ source, model or method they configure, by the registries. The ``noise``, ``imba
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -263,6 +264,17 @@ def _merged_spec(spec: Any, values: dict[str, Any], prefix: str) -> Any:
     return dataclasses.replace(spec, **changes)
 
 
+def _merged_value(old: Any, new: Any) -> Any:
+    """``new`` laid over ``old``: mappings merge key by key (``--set data.options.a.b=5`` keeps
+    ``a.c``), except that a mapping naming another ``name`` (a loss spec, say) replaces the old
+    one whole, as its arguments belong to the old name."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return new
+    if new.get("name", old.get("name")) != old.get("name"):
+        return new
+    return {**old, **{k: _merged_value(old.get(k), v) for k, v in new.items()}}
+
+
 def _merge_section(obj: Any, values: dict[str, Any], prefix: str) -> None:
     fields = _fields(type(obj))
     if prefix == "method." and "name" in values:
@@ -273,7 +285,7 @@ def _merge_section(obj: Any, values: dict[str, Any], prefix: str) -> None:
     for key, value in values.items():
         path = f"{prefix}{key}"
         if prefix == "method." and key != "name":
-            obj.args[key] = value
+            obj.args[key] = _merged_value(obj.args.get(key), value)
             continue
         if key not in fields:
             names = sorted(fields) if prefix != "method." else ["name", "<method argument>"]
@@ -287,7 +299,7 @@ def _merge_section(obj: Any, values: dict[str, Any], prefix: str) -> None:
             else:
                 _merge_section(current, value, f"{path}.")
         elif (prefix.rstrip("."), key) in _FREE_FORM and isinstance(value, dict):
-            current.update(value)
+            setattr(obj, key, _merged_value(current, value))
         else:
             coerced = _check_type(path, value, fields[key].type)
             setattr(obj, key, coerced)
@@ -356,15 +368,22 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
     The file and the overrides are applied in order, except that the data-spec sections
     (``noise``, ``imbalance``, ``meta``) are gathered over all of them and each built once at the
     end: a spec is checked as a whole, so ``noise.kind=matrix`` may come before its
-    ``noise.matrix=...``, and ``noise.kind=none`` before ``noise.rate=0``."""
+    ``noise.matrix=...``, and ``noise.kind=none`` before ``noise.rate=0``. Naming another method
+    drops the file's method arguments but not those the overrides gave (a bench's shared
+    ``method.<arg>=...`` reaches every method of its axis, whatever the order)."""
     layers = [] if path is None else [read_yaml_file(Path(path), "config")]
     for text in overrides:
         keys, value = parse_override(text)
         layers.append(nest(keys, value))
-    cfg, specs = Config(), {}
-    for layer in layers:
+    cfg, specs, given = Config(), {}, {}
+    for n, layer in enumerate(layers):
         held = {k: v for k, v in layer.items() if k in _SPECS and isinstance(v, dict)}
         cfg = from_dict({k: v for k, v in layer.items() if k not in held}, cfg)
+        method = layer.get("method") if n >= len(layers) - len(overrides) else None
+        if isinstance(method, dict):  # an override of the method section
+            given.update({k: cfg.method.args[k] for k in method if k != "name"})
+            for k, v in given.items():
+                cfg.method.args[k] = copy.deepcopy(v)
         for name, values in held.items():
             specs.setdefault(name, {}).update(values)
     cfg = from_dict(specs, cfg)
