@@ -437,3 +437,24 @@ def test_resume_removes_a_best_pt_written_after_the_checkpoint(runs, tmp_path, c
         assert read_checkpoint(best)["epoch"] == summary.best_epoch
     else:
         assert summary.best_epoch == 1  # the replay found no better epoch to write
+
+
+def test_resume_on_another_machine_keeps_the_runs_precision_and_layout(tmp_path, monkeypatch):
+    # precision=auto and an unset channels_last are resolved by the machine: a run started on a
+    # CPU with bf16 and resumed on one without goes on in bf16, and every epoch says so
+    import noisytail.runtime as runtime_mod
+    import noisytail.train as train_mod
+
+    cfg = load_config(None, [*OVERRIDES, "train.epochs=3", "train.precision=auto"])
+    monkeypatch.setattr(runtime_mod, "cpu_has_bf16", lambda: True)
+    fit(cfg, tmp_path / "run", write_report=False, stop_after_epochs=1)
+    monkeypatch.setattr(runtime_mod, "cpu_has_bf16", lambda: False)
+    # the other machine's default layout differs too (digits are 8x8 images: on by default)
+    monkeypatch.setattr(train_mod, "resolve_channels_last", lambda d, setting, i: bool(setting))
+    summary = fit(cfg, tmp_path / "run", resume=True, write_report=False)
+    records = _metrics(tmp_path / "run")
+    assert [r["precision"] for r in records] == ["bf16"] * 3
+    assert [r["channels_last"] for r in records] == [True] * 3
+    assert summary.precision == "bf16"
+    fresh = fit(cfg, tmp_path / "fresh", write_report=False)  # this machine alone: fp32
+    assert fresh.precision == "fp32"

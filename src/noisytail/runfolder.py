@@ -21,6 +21,7 @@ the best epoch: both networks of a two-network method). Both carry ``inference``
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -327,6 +328,23 @@ def prepare_out_dir(out_dir: Path, cfg: Config, resume: bool, is_main: bool) -> 
     if out_dir.exists() and any(out_dir.iterdir()):
         raise RunExistsError(f"{out_dir} exists and is not empty; choose another --out.")
     return False
+
+
+def pin_execution(cfg: Config, out_dir: Path) -> Config:
+    """On resume: ``cfg`` with the precision and memory layout the run's last epoch trained with
+    (``metrics.jsonl``) where ``cfg`` leaves them to the machine (``train.precision=auto``,
+    ``train.channels_last`` unset), so that a run resumed on another machine goes on as it
+    started (the resume check has made sure that the config asks the same; what it leaves to the
+    machine is taken from the run). Every epoch's record says what it used."""
+    records = read_metrics(out_dir / METRICS_FILE)
+    last, t, pinned = (records[-1] if records else {}), cfg.train, {}
+    if t.precision == "auto" and last.get("precision") in ("fp32", "bf16"):
+        pinned["precision"] = last["precision"]
+    if t.channels_last is None and isinstance(last.get("channels_last"), bool):
+        pinned["channels_last"] = last["channels_last"]
+    if pinned:
+        log.debug("resuming with the run's own %s", pinned)
+    return dataclasses.replace(cfg, train=dataclasses.replace(t, **pinned)) if pinned else cfg
 
 
 def _resume_view(cfg: Config) -> dict[str, Any]:

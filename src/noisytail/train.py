@@ -1,9 +1,8 @@
 """The one training loop: data -> corruption -> method -> epochs -> run folder.
 
-``fit(cfg, out_dir)`` writes the run folder (`noisytail.runfolder`: ``config.yaml``,
-``corruption.npz``, ``data_indices.npz``, ``metrics.jsonl``, ``checkpoints/{last,best}.pt``,
-``predictions.npz``, ``summary.json``) and the report. ``fit(..., resume=True)`` continues an
-interrupted run to the same result as an uninterrupted one: batches, augmentation and method
+``fit(cfg, out_dir)`` writes the run folder (its files: `noisytail.runfolder`) and the report.
+``fit(..., resume=True)`` continues an interrupted run, with the precision and memory layout it
+started with, to the same result as an uninterrupted one: batches, augmentation and method
 randomness are seeded per epoch (`noisytail.runtime.seed_epoch`). Under ``torchrun`` it runs
 data-parallel with DistributedDataParallel (gloo on CPU, NCCL on GPU).
 
@@ -56,6 +55,7 @@ from .runfolder import (
     epoch_writer,
     load_state,
     method_state,
+    pin_execution,
     prepare_out_dir,
     read_run_config,
     start_run_folder,
@@ -315,11 +315,8 @@ class Run:
         optimizer = self.optimizer if resume else None
         state = load_state(path, self.method, optimizer, self.rt.device, self.cfg.train.epochs)
         if resume:
-            self.history, self.best, self.start_epoch = (
-                state["history"],
-                state["best"],
-                state["epoch"],
-            )
+            self.history, self.best = state["history"], state["best"]
+            self.start_epoch = state["epoch"]
 
     # -- epochs ---------------------------------------------------------------------------
     def train_epochs(
@@ -332,8 +329,8 @@ class Run:
     ) -> list[dict[str, Any]]:
         """Train the next ``n`` epochs (all that remain of ``train.epochs`` if None), from
         ``start_epoch``. Each epoch: `train_epoch`, then (``evaluate``) the validation and test
-        metrics; its record (``epoch``, losses, ``lr``, ``seconds``, ``images`` and the
-        metrics) is appended to ``history``, ``best`` follows ``train.select_metric``, and
+        metrics; its record (``epoch``, losses, ``lr``, ``seconds``, ``images``, the metrics,
+        ``precision``, ``channels_last``) joins ``history``, ``best`` follows the select metric, and
         ``on_epoch(record)`` is called. Returns the new records."""
         self.start()
         cfg, records = self.cfg, []
@@ -348,6 +345,7 @@ class Run:
             if evaluate:
                 self.last_test_probs = evals.pop("_probs")
             record = {"epoch": epoch + 1, **record, "seconds": seconds, **evals}
+            record.update(precision=self.precision, channels_last=self.channels_last)
             record["images"] = len(self.loader) * self.loader.batch_size * self.rt.world_size
             self.history.append(record)
             key = cfg.train.select_metric
@@ -463,6 +461,7 @@ def fit(
     validate(cfg)  # before anything is written (a config built in code skips load_config)
     rt = setup_runtime(cfg)
     resume = prepare_out_dir(out, cfg, resume, rt.is_main)
+    cfg = pin_execution(cfg, out) if resume else cfg
     rt.barrier()
     progress = cfg.train.progress if progress is None else progress
     progress = progress and rt.is_main
