@@ -360,7 +360,7 @@ def test_folder_lock_is_exclusive_and_names_its_holder(tmp_path):
     from noisytail.bench_lock import LOCK_FILE, BenchBusyError, folder_lock
 
     with folder_lock(tmp_path, echo=lambda *_: None) as lock:
-        assert json.loads(lock.read_text())["pid"] == os.getpid()
+        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
         holder = f"pid {os.getpid()} on {socket.gethostname()}"
         second = folder_lock(tmp_path, echo=lambda *_: None)
         with pytest.raises(BenchBusyError, match=holder):
@@ -402,3 +402,42 @@ def test_the_width_32_grid_is_part_of_the_full_grid(tmp_path, budget):
     full = plan(load_grid(BENCH_FOLDER / f"budget_moit_fmnist{budget}.yaml"), tmp_path)
     names = {r.out.name for r in full}
     assert {r.out.name for r in part} <= names and len(part) == len(full) // 2
+
+
+def test_runs_left_by_a_killed_bench_keep_its_folder(tmp_path):
+    # a bench killed without unwinding (kill -9, the OOM killer) leaves its runs going: they hold
+    # the lock, so the next bench does not resume or delete their folders under them
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from noisytail.bench_lock import BenchBusyError, folder_lock
+
+    bench = f"""
+import os, sys
+from pathlib import Path
+from noisytail.bench import start_run
+from noisytail.bench_lock import folder_lock
+with folder_lock(Path({str(tmp_path)!r}), echo=print) as lock:
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    run = start_run(sleep, Path({str(tmp_path / "run.log")!r}), lock)
+    print(run.pid, flush=True)
+    os._exit(0)  # killed: nothing unwinds
+"""
+    done = subprocess.run([sys.executable, "-c", bench], capture_output=True, text=True, check=True)
+    orphan = int(done.stdout.split()[-1])
+    try:
+        with pytest.raises(BenchBusyError, match="that bench has ended, but runs it started"):
+            folder_lock(tmp_path, echo=lambda *_: None).__enter__()
+    finally:
+        os.kill(orphan, signal.SIGKILL)
+    said = []
+    for _ in range(100):  # the orphan's end frees the folder
+        try:
+            with folder_lock(tmp_path, echo=said.append):
+                break
+        except BenchBusyError:
+            time.sleep(0.1)
+    assert said and "no longer running" in said[0]

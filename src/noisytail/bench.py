@@ -25,14 +25,13 @@ MOIT+ fine-tuning a finished MOIT run: ``model.init={run:moit}``, ``method.clean
 Each run is a separate ``noisytail train`` process writing its own run folder under
 ``OUT/runs/``; a run whose ``summary.json`` exists is skipped, one with a checkpoint is resumed, so
 an interrupted grid continues where it stopped. A run folder's name ends in a hash of the run's
-*resolved* config (base file, shared and axis overrides, defaults; not the settings that cannot
-change results, `noisytail.config.EXECUTION_ONLY`), so editing the base config makes a rerun redo
-the runs it changes; an optional setting added to the toolkit since a run was made, left unset,
-does not (`_hashed`), and neither does another ``--jobs`` (threads per run).
-Runs go seed by seed (every setting of the first seed, then the next), so a grid stopped
-part-way has whole seeds.
-One bench at a time owns ``OUT``: ``OUT/.bench.lock`` holds an exclusive lock with the owner's pid,
-host and start time, and a second bench on the same folder stops, naming the owner.
+*resolved* config (base file, shared and axis overrides, defaults; not the execution settings,
+`noisytail.config.EXECUTION_ONLY`), so editing the base config makes a rerun redo the runs it
+changes; an optional setting added to the toolkit since a run was made, left unset, does not
+(`_hashed`), and neither does another ``--jobs`` (threads per run: float sums may then differ
+in their last digits). Runs go seed by seed, so a grid stopped part-way has whole seeds.
+One bench at a time owns ``OUT``: its runs and it hold an exclusive lock on ``OUT/.bench.lock``,
+which names the owner (`noisytail.bench_lock`); a second bench on the same folder stops.
 ``OUT/results.jsonl`` holds one line per finished run, ``OUT/results.md`` / ``results.csv`` the mean
 +- std over seeds, ``OUT/accuracy_vs_noise.png`` the plot; all are rewritten after each run
 finishes, so a grid that runs for hours has its tables so far.
@@ -59,15 +58,9 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_text
-from .bench_lock import folder_lock
+from .bench_lock import HeldLock, folder_lock
 from .build import code_defaults
-from .config import (
-    ConfigError,
-    load_config,
-    read_yaml_file,
-    to_dict,
-    without_execution_settings,
-)
+from .config import ConfigError, load_config, read_yaml_file, to_dict, without_execution_settings
 from .summary import SUMMARY_FILE, RunSummary, read_summary
 
 log = logging.getLogger(__name__)
@@ -77,7 +70,7 @@ _RUN_REF = re.compile(r"\{run:([^}]+)\}")
 #: The longest setting part of a run folder's name (a file name holds 255 bytes).
 MAX_SLUG = 120
 GRID_KEYS = {"name", "base", "set", "seeds", "jobs", "grid", "metrics"}
-#: Config keys that do not change a run's results, left out of its hash.
+#: The summary keys the results tables show by default (a grid's ``metrics`` replaces them).
 DEFAULT_METRICS = [
     "test_accuracy",
     "balanced_accuracy",
@@ -357,8 +350,8 @@ def run_grid(
     out = Path(out)
     runs = plan(grid, out)
     out.mkdir(parents=True, exist_ok=True)
-    with folder_lock(out, echo), _exit_on_sigterm():
-        return _run_locked(grid, runs, out, jobs, echo, threads=threads, seeds=seeds)
+    with folder_lock(out, echo) as lock, _exit_on_sigterm():
+        return _run_locked(grid, runs, out, jobs, echo, threads=threads, seeds=seeds, lock=lock)
 
 
 @contextlib.contextmanager
@@ -392,6 +385,15 @@ def _stop_runs(running: list[tuple[PlannedRun, subprocess.Popen, float]]) -> Non
             proc.wait()
 
 
+def start_run(command: list[str], log_path: Path, lock: HeldLock | None) -> subprocess.Popen:
+    """Start one run, its output appended to ``log_path`` (a relaunch keeps the reason an earlier
+    attempt failed), holding the bench's ``lock`` too: runs left going by a killed bench keep
+    the folder from the next bench."""
+    with open(log_path, "a") as log:
+        fds = () if lock is None else (lock.fd,)
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, pass_fds=fds)
+
+
 def _run_locked(
     grid: Grid,
     runs: list[PlannedRun],
@@ -401,6 +403,7 @@ def _run_locked(
     *,
     threads: int | None = None,
     seeds: list[int] | None = None,
+    lock: HeldLock | None = None,
 ) -> list[dict[str, Any]]:
     jobs = max(1, jobs or grid.jobs)
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
@@ -414,7 +417,8 @@ def _run_locked(
     )
     running: list[tuple[PlannedRun, subprocess.Popen, float]] = []
     failures = []
-    (out / "logs").mkdir(exist_ok=True)
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
     try:
         while todo or running:
             while todo and len(running) < jobs:
@@ -428,10 +432,8 @@ def _run_locked(
                     break
                 run = ready[0]
                 todo.remove(run)
-                log = open(out / "logs" / f"{run.out.name}.log", "w")  # noqa: SIM115
-                proc = subprocess.Popen(
-                    _command(run, grid.base, threads), stdout=log, stderr=subprocess.STDOUT
-                )
+                command = _command(run, grid.base, threads)
+                proc = start_run(command, logs / f"{run.out.name}.log", lock)
                 running.append((run, proc, time.perf_counter()))
             time.sleep(0.5)
             for item in list(running):
@@ -445,8 +447,7 @@ def _run_locked(
                     echo(f"  done   {run.label} seed={run.seed} ({took:.0f}s)")
                 else:
                     failures.append(run)
-                    log_path = out / "logs" / f"{run.out.name}.log"
-                    echo(f"  FAILED {run.label} seed={run.seed}: see {log_path}")
+                    echo(f"  FAILED {run.label} seed={run.seed}: see {logs}/{run.out.name}.log")
     finally:
         _stop_runs(running)
     rows = aggregate(grid, runs, out)

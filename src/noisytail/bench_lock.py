@@ -10,6 +10,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,25 @@ class BenchBusyError(RuntimeError):
     """Another bench process holds the output folder's lock."""
 
 
+@dataclass(frozen=True)
+class HeldLock:
+    """A held bench lock: its file and the descriptor whose ``flock`` it is. A bench passes
+    ``fd`` to the runs it starts, so the lock stays held while any of them is still going, even
+    if the bench itself is killed."""
+
+    path: Path
+    fd: int
+
+
 @contextlib.contextmanager
-def folder_lock(out: Path, echo: Any = None) -> Iterator[Path]:
+def folder_lock(out: Path, echo: Any = None) -> Iterator[HeldLock]:
     """Hold an exclusive lock on the bench folder ``out`` (``out/.bench.lock``) while inside.
 
-    The lock is an ``flock`` on the file, which the system drops when its holder dies, so a lock
-    left by a killed bench is taken over (saying so); the file records the holder's pid, host and
-    start time, which a refused second bench names (`BenchBusyError`). ``echo`` (default: this
-    module's logger at INFO) gets the take-over note.
+    The lock is an ``flock`` on the file, which the system drops when the last process holding
+    its descriptor ends (the bench, and the runs it passed `HeldLock.fd` to), so a lock left by a
+    killed bench whose runs have ended is taken over (saying so); the file records the holder's
+    pid, host and start time, which a refused second bench names (`BenchBusyError`). ``echo``
+    (default: this module's logger at INFO) gets the take-over note.
     """
     import fcntl
 
@@ -68,7 +80,7 @@ def folder_lock(out: Path, echo: Any = None) -> Iterator[Path]:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         os.fsync(fd)
-        yield path
+        yield HeldLock(path, fd)
     finally:
         with contextlib.suppress(OSError):
             os.unlink(path)
@@ -85,6 +97,19 @@ def _read_holder(fd: int) -> str:
 def _describe(text: str) -> str:
     try:
         info = json.loads(text)
-        return f"pid {info['pid']} on {info['host']}, since {info['started']}"
+        held = f"pid {info['pid']} on {info['host']}, since {info['started']}"
     except (ValueError, KeyError, TypeError):
         return "starting up" if not text.strip() else "holder unknown"
+    if info["host"] == socket.gethostname() and not _alive(info["pid"]):
+        held += "; that bench has ended, but runs it started still hold the folder"
+    return held
+
+
+def _alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, ValueError, TypeError):  # another user's process, or not a pid
+        return True
+    return True
