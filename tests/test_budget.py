@@ -24,13 +24,13 @@ from noisytail.benchmarks.budget import (
 
 
 def _bench(tmp_path, runs):
-    """A bench folder with ``runs``: (method, seed, epochs, width, kind, accuracy)."""
+    """A bench folder with ``runs``: (method, seed, epochs, width, kind, accuracy[, rate])."""
     lines = []
-    for i, (method, seed, epochs, width, kind, acc) in enumerate(runs):
+    for i, (method, seed, epochs, width, kind, acc, *rate) in enumerate(runs):
         run = tmp_path / "runs" / f"r{i}"
         run.mkdir(parents=True)
         cfg = {"train": {"epochs": epochs}, "model": {"options": {"width": width}}}
-        cfg["noise"] = {"kind": kind, "rate": 0.4}
+        cfg["noise"] = {"kind": kind, "rate": rate[0] if rate else 0.4}
         (run / "config.yaml").write_text(yaml.safe_dump(cfg))
         row = {"method": method, "seed": seed, "run_dir": f"elsewhere/runs/r{i}"}
         lines.append(json.dumps({**row, "test_accuracy": acc}))
@@ -63,6 +63,30 @@ def test_gaps_pair_method_and_baseline_by_seed_budget_and_curve(tmp_path):
     assert "| symmetric | 32 | 150 | 1 | +5.00 |" in table
     png = plot_gaps(gaps, tmp_path / "gap.png", title="moit − ce")
     assert png.stat().st_size > 1000
+
+
+def test_runs_of_one_cell_in_two_settings_are_refused(tmp_path):
+    # two noise rates under one curve (kind, width): the later row would replace the earlier,
+    # and the method could be paired with the baseline of the other rate
+    rows = load_runs(
+        [
+            _bench(
+                tmp_path,
+                [
+                    ("moit", 0, 20, 32, "symmetric", 0.70, 0.2),
+                    ("erm (ce)", 0, 20, 32, "symmetric", 0.78, 0.4),
+                    ("moit", 0, 20, 32, "symmetric", 0.60, 0.4),
+                    ("erm (ce)", 0, 20, 32, "symmetric", 0.65, 0.2),
+                ],
+            )
+        ]
+    )
+    for pairing in (paired_gaps, epoch_curves):
+        with pytest.raises(ValueError, match=r"noise.rate: 0.2 -> 0.4.*\(--curve\)"):
+            pairing(rows, "moit", "erm (ce)")
+    gaps = paired_gaps(rows, "moit", "erm (ce)", curve_keys=("noise.kind", "noise.rate"))
+    assert gaps[("symmetric", 0.2)][20] == pytest.approx([0.70 - 0.65])
+    assert gaps[("symmetric", 0.4)][20] == pytest.approx([0.60 - 0.78])
 
 
 def test_missing_results_file_is_a_clear_error(tmp_path):

@@ -27,8 +27,9 @@ from typing import Any
 import matplotlib
 import yaml
 
+from noisytail.config import without_execution_settings
 from noisytail.figures import STYLE, lookup, new_figure, save_figure
-from noisytail.runfolder import METRICS_FILE, read_metrics
+from noisytail.runfolder import METRICS_FILE, config_difference, read_metrics
 
 #: The run's config keys that name a curve (besides the budget), by default.
 CURVE_KEYS = ("noise.kind", "model.options.width")
@@ -161,6 +162,32 @@ def _curve_and_budget(row: dict[str, Any], curve_keys: Sequence[str]) -> tuple[t
     return tuple(lookup(cfg, k) for k in curve_keys), int(lookup(cfg, BUDGET_KEY))
 
 
+def _setting(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's config without what the runs of one curve differ in: the seed, the budget, the
+    device, the execution settings and ``inferred``."""
+    values = without_execution_settings(config)
+    values.pop("seed", None)
+    values.pop("inferred", None)
+    values["train"] = {k: v for k, v in values.get("train", {}).items() if k not in _FREE}
+    return values
+
+
+_FREE = ("epochs", "device")
+
+
+def _claim(claimed: dict[tuple, dict[str, Any]], key: tuple, row: dict[str, Any]) -> None:
+    """Refuse (`ValueError`) a second run of the same method, curve, budget and seed whose setting
+    differs from the first's: it would silently replace it, and a gap could pair a method with
+    a baseline of another setting."""
+    setting = _setting(row["config"])
+    first = claimed.setdefault((*key, row["method"]), setting)
+    if first != setting:
+        raise ValueError(
+            f"two {row['method']!r} runs at {key} differ in more than the seed and budget "
+            f"({config_difference(first, setting)}): add that key to the curve keys (--curve)."
+        )
+
+
 def paired_gaps(
     rows: Sequence[dict[str, Any]],
     method: str,
@@ -172,12 +199,15 @@ def paired_gaps(
     """``{curve: {budget: [gap per seed]}}`` with ``gap = metric(method) − metric(baseline)`` on
     the same seed, budget and curve (``curve``: the values of ``curve_keys`` in the run config).
     Runs are told apart by their ``method`` field (`noisytail.bench`'s label, e.g. ``"moit"``,
-    ``"erm (ce)"``); a run without its partner is left out."""
+    ``"erm (ce)"``); a run without its partner is left out; two runs of one method in one cell
+    that differ in another setting are refused (`_claim`)."""
     cells: dict[tuple, dict[str, float]] = {}
+    claimed: dict[tuple, dict[str, Any]] = {}
     for row in rows:
         if row.get("method") not in (method, baseline) or row.get(metric) is None:
             continue
         key = (*_curve_and_budget(row, curve_keys), row["seed"])
+        _claim(claimed, key, row)
         cells.setdefault(key, {})[row["method"]] = float(row[metric])
     out: dict[tuple, dict[int, list[float]]] = {}
     for (curve, budget, _seed), pair in sorted(cells.items(), key=lambda kv: repr(kv[0])):
@@ -288,10 +318,12 @@ def epoch_curves(
     Where in one long schedule the method passes its baseline, and whether the baseline peaks
     and falls (memorises)."""
     runs: dict[tuple, dict[int, dict[int, dict[str, str]]]] = {}
+    claimed: dict[tuple, dict[str, Any]] = {}
     for row in rows:
         if row.get("method") not in (method, baseline) or "folder" not in row:
             continue
         curve, budget = _curve_and_budget(row, curve_keys)
+        _claim(claimed, (curve, budget, row["seed"]), row)
         runs.setdefault(curve, {}).setdefault(budget, {}).setdefault(row["seed"], {})[
             row["method"]
         ] = row["folder"]
