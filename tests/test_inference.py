@@ -18,6 +18,7 @@ from PIL import Image
 
 from noisytail.cli import main
 from noisytail.data.arrays import normalise_inputs
+from noisytail.data.types import DataError
 from noisytail.estimator import NoisyTailClassifier, load_model
 from noisytail.inference import TrainedModel
 
@@ -265,7 +266,8 @@ def test_load_model_of_a_cli_tabular_csv_run_standardises_its_features(tmp_path)
 
     def table(n: int) -> tuple[str, np.ndarray]:
         y = np.arange(n) % 2
-        x = rng.normal(0, 1, size=(n, 3)) * [1, 50, 0.1] + [0, 500, -3] + 2 * y[:, None]
+        # column b sits at a timestamp's offset: float32 spaces values 128 apart there
+        x = rng.normal(0, 1, size=(n, 3)) * [1, 50, 0.1] + [0, 1.7e9, -3] + 2 * y[:, None]
         return header + "".join(f"{r[0]},{r[1]},{r[2]},{c}\n" for r, c in zip(x, y)), x
 
     (tmp_path / "train.csv").write_text(table(80)[0])
@@ -280,6 +282,30 @@ def test_load_model_of_a_cli_tabular_csv_run_standardises_its_features(tmp_path)
     )
     probs = np.load(run / "predictions.npz")["probs"]  # the loop's own, on standardised rows
     np.testing.assert_allclose(load_model(run).predict_proba(x_test), probs, atol=1e-4)
+
+
+def test_tables_are_standardised_in_float64():
+    from noisytail.data.arrays import as_model_inputs, input_statistics, normalise_inputs
+
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.normal(size=200), 1.7e9 + 10 * rng.normal(size=200)])
+    inputs = as_model_inputs(x, "X")
+    assert inputs.dtype == np.float64
+    mean, std = input_statistics(inputs)
+    got = normalise_inputs(inputs, mean, std)
+    assert got.dtype == torch.float32
+    want = (x - np.array(mean)) / np.array(std)
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-5)
+    assert len(np.unique(got.numpy()[:, 1])) == 200  # float32 first would keep a handful
+
+
+def test_float_images_outside_0_1_are_refused():
+    from noisytail.data.arrays import as_model_inputs
+
+    pixels = np.random.default_rng(0).integers(0, 256, size=(4, 8, 8)).astype(np.float32)
+    with pytest.raises(DataError, match=r"float pixels in \[0, 255\].*divide by 255"):
+        as_model_inputs(pixels, "X")
+    assert as_model_inputs(pixels / 255, "X").dtype == np.float32
 
 
 def test_predict_reads_a_feature_csv_by_the_trained_column_names(tmp_path):

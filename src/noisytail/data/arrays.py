@@ -12,10 +12,10 @@ folder's ``config.yaml`` stays plain YAML; the arrays live in this process only.
 
 Layouts (`as_model_inputs`): ``[N, H, W]`` and ``[N, H, W, C]`` (channels last, C in 1..4) are
 images, ``[N, D]`` a table. uint8 images are kept as uint8 and normalised per channel by the
-loader (pixel / 255, then mean/std of the training pixels); float images are taken as pixel
-values in [0, 1] and float tables as they are: both are standardised per channel (per column)
-with the training statistics, which the bundle's ``mean`` / ``std`` record
-(`normalise_inputs` applies them to new inputs).
+loader (pixel / 255, then mean/std of the training pixels); float images are pixel values in
+[0, 1] (others are refused) and float tables are taken as they are (in float64): both are
+standardised per channel (per column) with the training statistics, which the bundle's ``mean``
+/ ``std`` record (`normalise_inputs` applies them to new inputs).
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ def as_model_inputs(x: Any, what: str = "X") -> np.ndarray:
     if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
         bad = int(np.flatnonzero(~np.isfinite(arr.reshape(len(arr), -1)).all(1))[0])
         raise DataError(f"{what} holds NaN or infinity (first in sample {bad}): expected finite.")
-    if arr.ndim == 2:
-        return np.ascontiguousarray(arr, dtype=np.float32)
+    if arr.ndim == 2:  # float64 until standardised: a column of timestamps keeps its signal
+        return np.ascontiguousarray(arr, dtype=np.float64)
     if arr.ndim == 3:
         arr = arr[:, :, :, None]
     arr = np.ascontiguousarray(arr.transpose(0, 3, 1, 2))
@@ -95,6 +95,12 @@ def as_model_inputs(x: Any, what: str = "X") -> np.ndarray:
                 "pixels or floats in [0, 1]."
             )
         return arr.astype(np.uint8)
+    low, high = float(arr.min()), float(arr.max())
+    if low < 0.0 or high > 1.0:  # 0..255 floats would train, then image files come in 255x darker
+        raise DataError(
+            f"{what} holds float pixels in [{low:g}, {high:g}]: float images are pixel values in "
+            "[0, 1] (divide by 255, or pass uint8 pixels); noisytail standardises them itself."
+        )
     return arr.astype(np.float32)
 
 
@@ -116,16 +122,18 @@ def normalise_inputs(
     x: np.ndarray | torch.Tensor, mean: Sequence[float], std: Sequence[float]
 ) -> torch.Tensor:
     """Model inputs ``[N, ...]`` (from `as_model_inputs`) as the float32 tensor the model takes:
-    uint8 images / 255, then ``(x - mean) / std`` per channel (axis 1) or per column; empty
-    ``mean`` / ``std`` leave floats as they are."""
+    uint8 images / 255, then ``(x - mean) / std`` per channel (axis 1) or per column, in float64
+    for float64 inputs (a column far from 0, such as a timestamp, would lose its spread in
+    float32); empty ``mean`` / ``std`` leave floats as they are."""
     t = torch.as_tensor(x)
-    t = t.float().div(255.0) if t.dtype == torch.uint8 else t.float()
+    t = t.float().div(255.0) if t.dtype == torch.uint8 else t
+    t = t if t.dtype == torch.float64 else t.float()
     if len(mean):
         shape = (1, -1) + (1,) * (t.dim() - 2)
-        m = torch.tensor(tuple(mean), dtype=torch.float32).view(shape)
-        s = torch.tensor(tuple(std), dtype=torch.float32).view(shape)
+        m = torch.tensor(tuple(mean), dtype=t.dtype).view(shape)
+        s = torch.tensor(tuple(std), dtype=t.dtype).view(shape)
         t = (t - m) / s
-    return t
+    return t.float()
 
 
 @dataclass(frozen=True)
