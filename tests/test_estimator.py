@@ -92,6 +92,20 @@ def test_numpy_scalar_parameters_train_as_python_numbers_do(tmp_path):
     got = small(loss="ce", run_dir=str(tmp_path), **numpy).fit(x, y).predict_proba(x)
     np.testing.assert_array_equal(got, expected)
     assert "!!python" not in (tmp_path / "config.yaml").read_text()
+    loaded = load_model(tmp_path)  # the parameters come back as numbers: it can fit again
+    assert loaded.get_params()["seed"] == 3 and loaded.get_params()["epochs"] == 2
+    np.testing.assert_array_equal(loaded.fit(x, y).predict_proba(x), expected)
+
+
+def test_load_model_names_a_damaged_estimator_file(tmp_path):
+    from noisytail.runfolder import CheckpointError
+
+    x, y = blobs(n=60)
+    small(epochs=1, run_dir=str(tmp_path)).fit(x, y)
+    for text in ("{not json", '{"classes": [0, 1, 2]}', '{"params": {"bogus": 1}, "classes": []}'):
+        (tmp_path / "estimator.json").write_text(text)
+        with pytest.raises(CheckpointError, match="estimator.json: not an estimator file"):
+            load_model(tmp_path)
 
 
 def test_fit_again_into_the_same_run_dir_replaces_its_own_run(tmp_path):
@@ -128,6 +142,18 @@ def test_fit_does_not_replace_a_folder_that_holds_other_files(tmp_path):
         small(epochs=1, seed=5, run_dir=str(run)).fit(x, y)
     assert sorted(p.name for p in run.iterdir()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "theirs"]
+    # a file of the user's deeper inside the run is theirs too; the estimator keeps its own
+    # fitted model and labels when the refit is refused (before any training)
+    (run / "notes.txt").unlink()
+    clf = small(epochs=1, run_dir=str(run)).fit(x, np.array(["a", "b", "c"])[y])
+    mine = run / "checkpoints" / "my_finetuned.pt"
+    mine.write_bytes(b"mine")
+    model, classes = clf.model_, clf.classes_
+    with pytest.raises(ValueError, match="'checkpoints/my_finetuned.pt', which is not part"):
+        clf.fit(x[y < 2], np.array(["p", "q"])[y[y < 2]])
+    assert mine.read_bytes() == b"mine"
+    assert clf.model_ is model and clf.classes_.tolist() == classes.tolist() == ["a", "b", "c"]
+    assert clf.predict(x).tolist() == load_model(run).predict(x).tolist()
 
 
 def test_the_default_budget_and_model_scale_with_the_data():

@@ -281,7 +281,10 @@ def test_load_model_of_a_cli_tabular_csv_run_standardises_its_features(tmp_path)
         "train.epochs=3",
     )
     probs = np.load(run / "predictions.npz")["probs"]  # the loop's own, on standardised rows
-    np.testing.assert_allclose(load_model(run).predict_proba(x_test), probs, atol=1e-4)
+    clf = load_model(run)
+    np.testing.assert_allclose(clf.predict_proba(x_test), probs, atol=1e-4)
+    assert clf.classes_.tolist() == [0, 1]  # integer labels come back as integers
+    assert 0.0 <= clf.score(x_test, np.arange(30) % 2) <= 1.0
 
 
 def test_tables_are_standardised_in_float64():

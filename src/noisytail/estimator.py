@@ -279,10 +279,11 @@ class NoisyTailClassifier(ClassifierMixin, BaseEstimator):
                 "std": std,
             }
             weights = network_weights(read_checkpoint(checkpoint_path(out)), cfg.method.name)
-            self.model_ = TrainedModel.from_record(record, weights)
+            model = TrainedModel.from_record(record, weights)
             if target is not None:
-                _write_estimator_file(out, self.get_params(), classes)
+                _write_estimator_file(out, _plain_python(self.get_params()), classes)
                 _move_run(out, target)
+        self.model_ = model  # only now: a fit that failed leaves the earlier model whole
         self.classes_ = classes
         self.input_shape_ = tuple(int(s) for s in x.shape[1:])
         if x.ndim == 2:
@@ -327,21 +328,26 @@ def _refittable(target: Path) -> Path:
             f"run_dir {target} holds files that are not a run of NoisyTailClassifier; give an "
             "empty or new folder (nothing there is replaced)."
         )
+    if target.is_dir():
+        from .runfolder import run_file
+
+        for path in sorted(target.rglob("*")):
+            relative = path.relative_to(target).as_posix()
+            if not path.is_dir() and not run_file(relative):
+                raise ValueError(
+                    f"run_dir {target} holds {relative!r}, which is not part of a run: move it "
+                    "out of the folder to fit again there (nothing was changed)."
+                )
     target.parent.mkdir(parents=True, exist_ok=True)
     return target
 
 
 def _move_run(new: Path, target: Path) -> None:
     """Put the finished run ``new`` at ``target``, replacing an earlier run of the classifier
-    there only if every entry of that run is one the new run has too (a file the user added to
-    the folder is not deleted: ValueError, and the earlier run stays)."""
+    there (`_refittable` has checked that it holds nothing of the user's; a file added since is
+    refused: ValueError, and the earlier run stays)."""
     if target.is_dir() and any(target.iterdir()):
-        extra = sorted(p.name for p in target.iterdir() if not (new / p.name).exists())
-        if extra:
-            raise ValueError(
-                f"run_dir {target} holds {extra[0]!r}, which is not part of a run: move it out "
-                "of the folder to fit again there (the earlier run was left as it was)."
-            )
+        _refittable(target)
         old = Path(tempfile.mkdtemp(prefix=".noisytail-old-", dir=target.parent))
         target.rename(old / target.name)
         new.rename(target)
@@ -369,21 +375,26 @@ def load_model(run_dir: str | os.PathLike, checkpoint: str = "last") -> NoisyTai
     ``NoisyTailClassifier(run_dir=...)``), without the training data: ``predict`` and
     ``predict_proba`` work at once; ``fit`` would train afresh with the run's settings.
 
-    ``classes_`` are the class names of the run (the original labels for an estimator's run).
+    ``classes_`` are the class names of the run (as integers where every name is one; the
+    original labels for an estimator's run).
     Raises `noisytail.runfolder.CheckpointError` (a ValueError) for a folder that is not a
     finished run or whose checkpoint lacks what is needed.
     """
-    from .runfolder import read_run_config
+    from .data.types import INTEGER
+    from .errors import short_error
+    from .runfolder import CheckpointError, read_run_config
 
     run = Path(run_dir)
     cfg = read_run_config(run)
     trained = TrainedModel.from_run(run, checkpoint)
     saved = run / ESTIMATOR_FILE
     if saved.is_file():
-        info = json.loads(saved.read_text())
-        params = {**info["params"], "run_dir": None}
-        clf = NoisyTailClassifier(**params)
-        classes = np.asarray(info["classes"])
+        try:
+            info = json.loads(saved.read_text(encoding="utf-8"))
+            clf = NoisyTailClassifier(**{**info["params"], "run_dir": None})
+            classes = np.asarray(info["classes"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"{saved}: not an estimator file ({short_error(err)}).") from None
     else:
         method_args = dict(cfg.method.args)
         loss = method_args.pop("loss") if isinstance(method_args.get("loss"), str) else None
@@ -405,7 +416,9 @@ def load_model(run_dir: str | os.PathLike, checkpoint: str = "last") -> NoisyTai
             val_fraction=cfg.data.val_fraction,
             seed=cfg.seed,
         )
-        classes = np.asarray(trained.class_names)
+        names = trained.class_names  # integer labels come back as integers, as they were given
+        integers = all(INTEGER.fullmatch(str(c)) for c in names)
+        classes = np.asarray([int(c) for c in names] if integers else names)
     clf.model_ = trained
     clf.classes_ = classes
     clf.input_shape_ = trained.input_shape

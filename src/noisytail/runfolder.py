@@ -54,6 +54,26 @@ if TYPE_CHECKING:
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 INDICES_FILE = "data_indices.npz"
+#: Every file a run folder may hold, relative to it: what training writes (above), its report
+#: (`noisytail.report`), ``evaluation_<checkpoint>.json`` (`run_file` allows those) and an
+#: estimator's ``estimator.json``; anything else there is the user's.
+RUN_FILES = frozenset(
+    {CONFIG_FILE, METRICS_FILE, INDICES_FILE, FINGERPRINT_FILE, CORRUPTION_FILE}
+    | {"predictions.npz", "summary.json", "estimator.json", "checkpoints/last.pt"}
+    | {"checkpoints/best.pt", "report.md", "learning_curves.png", "per_class_accuracy.png"}
+    | {"confusion_matrix.png", "noise_transition.png"}
+)
+
+
+def run_file(relative: str) -> bool:
+    """Whether ``relative`` (a '/'-separated path inside a run folder) is one `RUN_FILES` names."""
+    name = relative.rsplit("/", 1)[-1]
+    top = "/" not in relative
+    return relative in RUN_FILES or (
+        top and name.startswith("evaluation_") and name.endswith(".json")
+    )
+
+
 #: The keys of ``checkpoints/last.pt``, the full training state that ``--resume`` continues.
 CHECKPOINT_KEYS = ("epoch", "method", "extra", "optimizer", "history", "best", "config")
 #: The keys of ``checkpoints/best.pt``: the method's whole state at the best epoch.
