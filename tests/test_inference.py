@@ -168,7 +168,7 @@ def test_predict_writes_class_probability_and_top_k(estimator_run, tmp_path):
     "image, message",
     [
         (np.zeros((14, 14, 3), np.uint8), "14x14 RGB .* takes 10x10 RGB"),
-        (np.zeros((10, 10), np.uint8), r"10x10 grayscale \(1 channel\) .* takes 10x10 RGB"),
+        (np.zeros((10, 10), np.uint8), r"odd.png is a grayscale image; the model takes colour"),
     ],
     ids=["another size", "another channel count"],
 )
@@ -180,6 +180,37 @@ def test_predict_refuses_an_image_of_another_shape(estimator_run, tmp_path, imag
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert __import__("re").search(message, lines[0]), lines[0]
+
+
+def test_predict_judges_each_image_against_the_model_and_skips_what_training_skips(
+    estimator_run, tmp_path
+):
+    # a grey image next to a colour one is still grey (the batch does not decide); a folder's
+    # hidden files and noisytail output folders are skipped, as training skips them
+    run = estimator_run[0]
+    folder = tmp_path / "new"
+    (folder / ".thumbnails").mkdir(parents=True)
+    Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(folder / "colour.png")
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(folder / ".thumbnails" / "colour.png")
+    (folder / "._colour.png").write_bytes(b"AppleDouble")
+    out = tmp_path / "p.csv"
+    result = CliRunner().invoke(main, ["predict", str(run), "--images", str(folder), "--out", out])
+    assert result.exit_code == 0, result.output
+    assert [r["input"] for r in csv.DictReader(out.open())] == [str(folder / "colour.png")]
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(folder / "grey.png")
+    result = CliRunner().invoke(main, ["predict", str(run), "--images", str(folder)])
+    assert result.exit_code == 2 and "grey.png is a grayscale image" in result.output
+
+
+def test_a_grey_palette_image_is_grayscale_as_in_training(tmp_path):
+    from noisytail.inference import read_images
+
+    grey = Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).convert("P")
+    grey.save(tmp_path / "pal.gif")
+    assert read_images([tmp_path / "pal.gif"]).shape == (1, 1, 8, 8)
+    assert read_images([tmp_path / "pal.gif"], channels=1).shape == (1, 1, 8, 8)
+    with pytest.raises(DataError, match="pal.gif is a grayscale image; the model takes colour"):
+        read_images([tmp_path / "pal.gif"], channels=3)
 
 
 def test_predict_and_export_refuse_a_folder_that_is_not_a_run(tmp_path):

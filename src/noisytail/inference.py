@@ -50,7 +50,6 @@ from .runfolder import (  # the checkpoint's inference record and weights: runfo
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 EXPORT_FORMATS = ("torchscript", "onnx")
 
 
@@ -229,8 +228,8 @@ class TrainedModel:
 
             store = LazyImageStore([os.fspath(p) for p in paths], image_size=h, channels=c)
             return store.get(np.arange(len(store))).numpy()
-        x = read_images(paths)
-        check_shape(x, self.input_shape, what=f"{os.fspath(paths[0])} and the other images")
+        x = read_images(paths, channels=c)
+        check_shape(x, self.input_shape, what=f"the images of {os.fspath(paths[0])}'s size")
         return x
 
     def export(self, fmt: str, path: str | os.PathLike) -> Path:
@@ -303,11 +302,13 @@ def _write(path: Path, data: bytes) -> None:
     write_bytes(data, path)
 
 
-def read_images(paths: Sequence[str | os.PathLike]) -> np.ndarray:
+def read_images(paths: Sequence[str | os.PathLike], channels: int | None = None) -> np.ndarray:
     """Image files, at their own size, as uint8 ``[N, C, H, W]``: one channel when every image is
-    grayscale, else RGB (alpha dropped). All must share one size; a file that cannot be read or
-    has another size raises `DataError` naming it."""
-    from .data.image_folder import GRAY_MODES, WIDE_GRAY_MODES, stretch_to_8bit
+    grayscale (a grey palette counts, as in training), else RGB (alpha dropped); with
+    ``channels`` (a model's), each image must be of that kind by itself, whatever the others
+    are. All must share one size; a file that cannot be read, or is of another size or kind,
+    raises `DataError` naming it."""
+    from .data.image_folder import WIDE_GRAY_MODES, is_gray, stretch_to_8bit
 
     if len(paths) == 0:
         raise DataError("no image files given: expected at least one.")
@@ -317,13 +318,16 @@ def read_images(paths: Sequence[str | os.PathLike]) -> np.ndarray:
             with Image.open(p) as im:
                 im.load()
                 im = stretch_to_8bit(im) if im.mode in WIDE_GRAY_MODES else im  # as `decode_image`
-                decoded.append((os.fspath(p), im.convert("L" if im.mode in GRAY_MODES else "RGB")))
+                decoded.append((os.fspath(p), im.convert("L" if is_gray(im) else "RGB")))
         except (OSError, ValueError, Image.DecompressionBombError) as err:
             raise DataError(f"Cannot read image {os.fspath(p)}: {short_error(err)}") from None
-    mode = "L" if all(im.mode == "L" for _, im in decoded) else "RGB"
+    gray = all(im.mode == "L" for _, im in decoded) if channels is None else channels == 1
+    mode, kind = ("L" if gray else "RGB"), {"L": "grayscale", "RGB": "colour"}
     first_path, first = decoded[0]
     arrays = []
-    for path, im in decoded:
+    for path, im in decoded:  # with ``channels``: each of its kind, whatever the others are
+        if channels is not None and im.mode != mode:
+            raise DataError(f"{path} is a {kind[im.mode]} image; the model takes {kind[mode]}.")
         if im.size != first.size:
             raise DataError(
                 f"{path} is {im.size[1]}x{im.size[0]}, {first_path} is "
@@ -337,11 +341,13 @@ def read_images(paths: Sequence[str | os.PathLike]) -> np.ndarray:
 def image_paths(source: Sequence[str | os.PathLike]) -> list[Path]:
     """The image files named by ``source``: files, folders (searched recursively, sorted) or
     one CSV whose ``path`` column (else first column) lists them, relative to the CSV's folder."""
+    from .data.image_folder import list_images
+
     out: list[Path] = []
     for item in source:
         p = Path(item)
-        if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        if p.is_dir():  # as training lists a folder: no hidden files, no noisytail output
+            out += list_images(p)
         elif p.suffix.lower() == ".csv":
             out += _csv_paths(p)
         elif p.is_file():

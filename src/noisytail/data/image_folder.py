@@ -99,7 +99,7 @@ class ImageFormat:
     channels_reason: str
 
 
-def _is_gray(im: Image.Image) -> bool:
+def is_gray(im: Image.Image) -> bool:
     if im.mode in GRAY_MODES:
         return True
     if im.mode == "P":
@@ -131,7 +131,7 @@ def infer_image_format(
         try:
             with Image.open(path) as im:
                 sides.append(min(im.size))
-                if not _is_gray(im):
+                if not is_gray(im):
                     colour.append(path)
         except (OSError, ValueError, Image.DecompressionBombError) as e:
             raise unreadable(path, e) from e
