@@ -302,3 +302,33 @@ def test_bad_input_to_predict_names_the_expected_shape():
         tab.predict(np.full((2, 5), "a"))
     with pytest.raises(ValueError, match="unknown method|Unknown method"):
         small(method="ermm", epochs=1).fit(*blobs(n=30))
+
+
+def test_dataframe_columns_are_checked_at_predict_and_saved_with_the_run(tmp_path):
+    # columns in another order must not be read by position (as scikit-learn's own refuse)
+    pd = pytest.importorskip("pandas")
+    x, y = blobs(n=60)
+    frame = pd.DataFrame(x, columns=["a", "b", "c", "d", "e"])
+    clf = small(epochs=2, run_dir=str(tmp_path / "run")).fit(frame, y)
+    assert clf.feature_names_in_.tolist() == ["a", "b", "c", "d", "e"]
+    probs = clf.predict_proba(frame)
+    with pytest.raises(ValueError, match="feature names should match"):
+        clf.predict(frame[["e", "d", "c", "b", "a"]])
+    loaded = load_model(tmp_path / "run")
+    assert loaded.feature_names_in_.tolist() == ["a", "b", "c", "d", "e"]
+    np.testing.assert_allclose(loaded.predict_proba(frame), probs, atol=1e-12)
+    # the command line reads a CSV of these rows by the column names, in any order
+    rows = tmp_path / "rows.csv"
+    frame[["e", "c", "a", "b", "d"]].head(5).to_csv(rows, index=False)
+    from click.testing import CliRunner
+
+    from noisytail.cli import main
+
+    out = tmp_path / "p.csv"
+    result = CliRunner().invoke(
+        main, ["predict", str(tmp_path / "run"), "--images", str(rows), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    got = pd.read_csv(out, dtype=str)["class"].tolist()
+    assert got == [str(c) for c in clf.predict(frame.head(5))]
+    assert not hasattr(small(epochs=1).fit(x, y), "feature_names_in_")  # plain arrays: none

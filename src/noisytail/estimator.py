@@ -27,7 +27,12 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, column_or_1d
+from sklearn.utils.validation import (
+    _check_feature_names,
+    _get_feature_names,
+    check_is_fitted,
+    column_or_1d,
+)
 
 from .data.arrays import as_model_inputs, hold_arrays, input_statistics, release_arrays
 from .data.types import DataError
@@ -121,7 +126,8 @@ class NoisyTailClassifier(ClassifierMixin, BaseEstimator):
     anything else is refused. ``verbose``: progress bars.
 
     Fitted attributes: ``classes_`` ``[K]``, ``model_`` (`noisytail.inference.TrainedModel`),
-    ``input_shape_`` and, for tables, ``n_features_in_``.
+    ``input_shape_`` and, for tables, ``n_features_in_`` (and ``feature_names_in_``, a
+    DataFrame's columns, which ``predict`` checks as scikit-learn does).
     """
 
     def __init__(
@@ -239,6 +245,7 @@ class NoisyTailClassifier(ClassifierMixin, BaseEstimator):
                 "NoisyTailClassifier requires y to be passed, but the target y is None: give "
                 "one label per sample."
             )
+        names = _get_feature_names(X)  # a DataFrame's columns, checked again at predict time
         x = _inputs(X)
         y_arr = np.asarray(y)
         if y_arr.ndim == 2 and y_arr.shape[1] == 1:
@@ -256,7 +263,13 @@ class NoisyTailClassifier(ClassifierMixin, BaseEstimator):
                 "samples of at least 2 classes."
             )
         mean, std = input_statistics(x)
-        key = hold_arrays(x, encoded, class_names=[str(c) for c in classes], model_layout=True)
+        key = hold_arrays(
+            x,
+            encoded,
+            class_names=[str(c) for c in classes],
+            model_layout=True,
+            feature_names=names,
+        )
         with contextlib.ExitStack() as stack:
             stack.callback(release_arrays, key)
             stack.enter_context(_torch_globals_kept())
@@ -277,6 +290,7 @@ class NoisyTailClassifier(ClassifierMixin, BaseEstimator):
                 "input_shape": list(x.shape[1:]),
                 "mean": mean,
                 "std": std,
+                "feature_names": None if names is None else [str(n) for n in names],
             }
             weights = network_weights(read_checkpoint(checkpoint_path(out)), cfg.method.name)
             model = TrainedModel.from_record(record, weights)
@@ -290,12 +304,17 @@ class NoisyTailClassifier(ClassifierMixin, BaseEstimator):
             self.n_features_in_ = int(x.shape[1])
         elif hasattr(self, "n_features_in_"):
             del self.n_features_in_
+        if names is not None:
+            self.feature_names_in_ = names
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
         return self
 
     def _check_inputs(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "model_")
         if _is_paths(X):  # decoded as the run's images were (`TrainedModel.read_images`)
             return self.model_.read_images(X)
+        _check_feature_names(self, X, reset=False)  # a DataFrame's columns as in fit
         x = _inputs(X)
         check_shape(x, self.input_shape_, who=type(self).__name__)
         return x
@@ -424,4 +443,6 @@ def load_model(run_dir: str | os.PathLike, checkpoint: str = "last") -> NoisyTai
     clf.input_shape_ = trained.input_shape
     if len(trained.input_shape) == 1:
         clf.n_features_in_ = int(trained.input_shape[0])
+        if trained.feature_names:
+            clf.feature_names_in_ = np.asarray(trained.feature_names, dtype=object)
     return clf

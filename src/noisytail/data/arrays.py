@@ -143,6 +143,7 @@ class _Held:
     x_test: np.ndarray | None
     y_test: np.ndarray | None
     class_names: tuple[str, ...]
+    feature_names: tuple[str, ...] | None = None
 
 
 _HELD: dict[str, _Held] = {}
@@ -170,12 +171,14 @@ def hold_arrays(
     y_test: Any = None,
     class_names: Sequence[str] | None = None,
     model_layout: bool = False,
+    feature_names: Sequence[str] | None = None,
 ) -> str:
     """Keep ``x`` ``[N, ...]`` and integer labels ``y`` ``[N]`` (and optionally a test split) in
     this process; return the key for ``data.options.key``. Each call gets a new key.
 
     ``model_layout``: ``x`` (and ``x_test``) are already model inputs (`as_model_inputs`'s
-    output, images channels first) and are kept as they are."""
+    output, images channels first) and are kept as they are. ``feature_names`` ``[D]``: a
+    table's column names, recorded with the run (`noisytail predict` reads a CSV by them)."""
 
     def inputs(a: Any, what: str) -> np.ndarray:
         return np.asarray(a) if model_layout else as_model_inputs(a, what)
@@ -199,8 +202,16 @@ def hold_arrays(
         raise DataError(f"{len(names)} class names for labels up to {k - 1}: give {k}.")
     key = f"arrays-{next(_COUNTER)}"
     with _LOCK:
-        _HELD[key] = _Held(xs, ys, xt, yt, names)
+        _HELD[key] = _Held(xs, ys, xt, yt, names, _columns(feature_names, xs))
     return key
+
+
+def _columns(names: Sequence[str] | None, x: np.ndarray) -> tuple[str, ...] | None:
+    if names is None:
+        return None
+    if x.ndim != 2 or len(names) != x.shape[1]:
+        raise DataError(f"{len(names)} feature names for inputs of shape {x.shape[1:]}.")
+    return tuple(str(n) for n in names)
 
 
 def release_arrays(key: str) -> None:
@@ -258,4 +269,5 @@ def load_arrays(root: str | None = None, *, key: str = "") -> DatasetBundle:
         class_names=list(held.class_names),
         mean=mean,
         std=std,
+        feature_names=None if held.feature_names is None else list(held.feature_names),
     )
