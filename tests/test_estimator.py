@@ -241,6 +241,8 @@ def test_image_inputs(form, tmp_path):
     assert clf.model_.model.__class__.__name__ == "SmallCNN"
     assert not hasattr(clf, "n_features_in_")
     assert clf.score(x, y) > 0.9
+    if form == "paths":  # an array of paths, as a DataFrame column gives them, is paths too
+        np.testing.assert_array_equal(clf.predict_proba(np.array(x)), clf.predict_proba(x))
 
 
 def test_the_arrays_source_can_be_used_twice_and_forgets():

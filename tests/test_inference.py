@@ -237,7 +237,7 @@ def test_export_torchscript_runs_like_pytorch(estimator_run, tmp_path):
     assert meta["class_names"] == ["blue", "green", "red"] and meta["input_shape"] == [3, 10, 10]
     batch, want = _reference(run, x[:5])  # a batch size the trace did not see
     scripted = torch.jit.load(str(tmp_path / "m.pt"))
-    got = scripted(torch.from_numpy(batch)).detach().numpy()
+    got = scripted(torch.from_numpy(batch)).numpy()  # no gradients to detach from
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 

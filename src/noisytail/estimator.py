@@ -50,11 +50,12 @@ FIT_STEPS = 1200
 
 
 def _is_paths(X: Any) -> bool:
-    return (
-        isinstance(X, (list, tuple))
-        and len(X) > 0
-        and all(isinstance(p, (str, os.PathLike)) for p in X)
-    )
+    """A list, tuple, 1-D array or Series of image paths."""
+    if not isinstance(X, (list, tuple)):
+        if getattr(X, "ndim", None) != 1 or getattr(X.dtype, "kind", "") not in ("U", "O"):
+            return False
+        X = list(X)
+    return len(X) > 0 and all(isinstance(p, (str, os.PathLike)) for p in X)
 
 
 def _inputs(X: Any) -> np.ndarray:
@@ -64,7 +65,7 @@ def _inputs(X: Any) -> np.ndarray:
             "X is a sparse matrix: NoisyTailClassifier needs dense data (use X.toarray())."
         )
     if _is_paths(X):
-        return read_images(X)
+        return read_images(list(X))
     arr = np.asarray(X.detach().cpu().numpy() if hasattr(X, "detach") else X)
     if arr.ndim == 1:
         raise DataError(
@@ -313,7 +314,7 @@ class NoisyTailClassifier(ClassifierMixin, BaseEstimator):
     def _check_inputs(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "model_")
         if _is_paths(X):  # decoded as the run's images were (`TrainedModel.read_images`)
-            return self.model_.read_images(X)
+            return self.model_.read_images(list(X))
         _check_feature_names(self, X, reset=False)  # a DataFrame's columns as in fit
         x = _inputs(X)
         check_shape(x, self.input_shape_, who=type(self).__name__)

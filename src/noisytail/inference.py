@@ -243,7 +243,7 @@ class TrainedModel:
         model = self.model.eval()
         with warnings.catch_warnings():  # torch's notes on its deprecated TorchScript paths
             warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning))
-            self._export(fmt, out, model, example)
+            data = self._export(fmt, model, example)
         meta = {
             "format": fmt,
             "input": "float32 [B, " + ", ".join(map(str, self.input_shape)) + "], normalised",
@@ -265,17 +265,18 @@ class TrainedModel:
                 else "none"
             ),
         }
+        # the sidecar first: a model file without one would block every later export there
         _write(out.with_name(out.name + ".json"), json.dumps(meta, indent=2).encode())
+        _write(out, data)
         return out
 
     @staticmethod
-    def _export(fmt: str, out: Path, model: torch.nn.Module, example: torch.Tensor) -> None:
-        if fmt == "torchscript":
+    def _export(fmt: str, model: torch.nn.Module, example: torch.Tensor) -> bytes:
+        buf = io.BytesIO()
+        if fmt == "torchscript":  # weights without gradients: its outputs convert to numpy
+            frozen = copy.deepcopy(model).requires_grad_(False)
             with torch.no_grad():
-                traced = torch.jit.trace(model, example)
-            buf = io.BytesIO()
-            torch.jit.save(traced, buf)
-            _write(out, buf.getvalue())
+                torch.jit.save(torch.jit.trace(frozen, example), buf)
         else:
             try:
                 import onnx  # noqa: F401
@@ -283,7 +284,6 @@ class TrainedModel:
                 raise DataError(
                     "export --format onnx needs the onnx package: pip install 'noisytail[onnx]'."
                 ) from None
-            buf = io.BytesIO()
             torch.onnx.export(
                 model,
                 (example,),
@@ -293,7 +293,7 @@ class TrainedModel:
                 dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
                 dynamo=False,
             )
-            _write(out, buf.getvalue())
+        return buf.getvalue()
 
 
 def _write(path: Path, data: bytes) -> None:
