@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from .atomic import write_text
-from .data.specs import ImbalanceSpec, MetaSpec, NoiseSpec, check_specs
+from .data.specs import AUGMENT_KINDS, ImbalanceSpec, MetaSpec, NoiseSpec, check_specs
 from .errors import ConfigError, short_error  # ConfigError: config is its historical home
 from .registry import suggest
 
@@ -101,7 +101,7 @@ class DataConfig:
     label_file: str | None = None  # real noisy training labels (.npy/.pt/.csv), e.g. CIFAR-10N
     label_file_key: str | None = None  # key inside a .pt dict, e.g. "worse_label"
     val_fraction: float = 0.1  # noisy validation split held out of the training pool
-    augment: str = "crop_flip"  # none | flip | crop | crop_flip | simclr
+    augment: str = "crop_flip"  # none | flip | crop | crop_flip | simclr | simclr_noblur
 
 
 @dataclass
@@ -459,7 +459,7 @@ def validate(cfg: Config) -> None:
         "train.schedule": (cfg.train.schedule, ("cosine", "step", "constant")),
         "train.sampler": (cfg.train.sampler, ("random", "class_balanced")),
         "train.precision": (cfg.train.precision, ("auto", "fp32", "bf16")),
-        "data.augment": (cfg.data.augment, ("none", "flip", "crop", "crop_flip", "simclr")),
+        "data.augment": (cfg.data.augment, AUGMENT_KINDS),
         "train.select_metric": (
             cfg.train.select_metric,
             ("val_accuracy", "val_balanced_accuracy"),

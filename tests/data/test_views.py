@@ -48,6 +48,11 @@ def test_views_depend_only_on_the_generator():
 def test_augment_dispatches_simclr():
     x, _, _ = images(4, 1, 8, 8)
     assert torch.equal(augment(x, "simclr", gen(1)), simclr_augment(x, gen(1)))
+    # MOIT's recipe: the same view without the blur (the blur is the last operation)
+    x, _, _ = images(4, 3, 32, 32)
+    plain = simclr_augment(x, gen(1), blur_p=0.0)
+    assert torch.equal(augment(x, "simclr_noblur", gen(1)), plain)
+    assert not torch.equal(plain, simclr_augment(x, gen(1), blur_p=1.0))
     feats = torch.randn(4, 10)
     assert augment(feats, "simclr", gen()) is feats
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from noisytail.data.specs import AUGMENT_KINDS, SIMCLR_KINDS
+
 
 def to_float(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """uint8 images ``[B, C, H, W]`` -> normalised float32; float features pass through."""
@@ -69,23 +71,23 @@ def augment(
     """Apply the named recipe to a normalised float batch ``[B, C, H, W]``.
 
     ``kind``: "none", "flip", "crop", "crop_flip" (pad-and-crop then flip), "simclr" (random
-    resized crop, flip, colour jitter, grayscale, blur: `noisytail.data.views.simclr_augment`).
+    resized crop, flip, colour jitter, grayscale, blur: `noisytail.data.views.simclr_augment`),
+    "simclr_noblur" (the same without the blur: SimCLR's own CIFAR recipe, and MOIT's).
     ``mean`` / ``std``: the normalisation that mapped [0, 1] pixels to ``x``; "simclr"'s colour
     operations then act on the true pixel values (without them, on the batch's range).
     Feature vectors (``x.dim() != 4``) are returned unchanged.
     """
     if x.dim() != 4 or kind == "none":
         return x
-    if kind == "simclr":
+    if kind in SIMCLR_KINDS:
         from .views import simclr_augment
 
-        return simclr_augment(x, generator, mean=mean, std=std)
+        blur = {} if kind == "simclr" else {"blur_p": 0.0}
+        return simclr_augment(x, generator, mean=mean, std=std, **blur)
     if kind in ("crop", "crop_flip"):
         x = random_crop(x, generator, default_padding(x.shape[2]))
     if kind in ("flip", "crop_flip"):
         x = random_flip(x, generator)
     if kind not in ("flip", "crop", "crop_flip"):
-        raise ValueError(
-            f"Unknown augmentation {kind!r}: use none, flip, crop, crop_flip or simclr."
-        )
+        raise ValueError(f"Unknown augmentation {kind!r}: use one of {', '.join(AUGMENT_KINDS)}.")
     return x

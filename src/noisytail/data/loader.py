@@ -15,6 +15,7 @@ import torch
 from .. import seeds
 from .augment import augment, to_float
 from .batch import Batch
+from .specs import SIMCLR_KINDS
 from .types import ImageStore, TensorStore
 
 AugmentFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -124,7 +125,7 @@ class TrainLoader:
         self.subset: np.ndarray | None = None  # pool positions the epochs cover (None: all)
         # the pixels' own scale for the colour operations of "simclr"
         self._mean, self._std = (
-            data.pixel_normalisation() if augment_kind == "simclr" else (None, None)
+            data.pixel_normalisation() if augment_kind in SIMCLR_KINDS else (None, None)
         )
         self._set_steps()
 

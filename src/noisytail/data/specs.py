@@ -15,6 +15,12 @@ from noisytail.data.noise import CorruptionError, check_rate, validate_transitio
 from noisytail.data.noise_kinds import noise_kind
 from noisytail.registry import suggest
 
+#: The SimCLR view recipes of ``data.augment`` (`noisytail.data.augment`): with the blur
+#: (SimCLR's ImageNet recipe) and without it (its CIFAR recipe, and MOIT's).
+SIMCLR_KINDS = ("simclr", "simclr_noblur")
+#: Every ``data.augment``.
+AUGMENT_KINDS = ("none", "flip", "crop", "crop_flip", *SIMCLR_KINDS)
+
 ORDERS = ("imbalance_first", "noise_first")
 META_SOURCES = ("train", "provided", "pseudo", "file")
 
