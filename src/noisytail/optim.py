@@ -41,6 +41,13 @@ def check_finite_losses(losses: torch.Tensor, epoch: int, steps: int, last_good:
     )
 
 
+def clip_gradients(method: Any, max_norm: float) -> None:
+    """Clip the gradient norm of each of ``method``'s `clip_groups` to ``max_norm`` (0: off)."""
+    if max_norm > 0:
+        for group in method.clip_groups():
+            torch.nn.utils.clip_grad_norm_(group, max_norm)
+
+
 def build_optimizer(cfg: Config, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
     """SGD (momentum, weight decay, Nesterov) or AdamW over the parameter ``groups``."""
     t = cfg.train

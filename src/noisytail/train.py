@@ -41,6 +41,7 @@ from .optim import (
     BackboneFreeze,
     build_optimizer,
     check_finite_losses,
+    clip_gradients,
     learning_rate,
     scale_backbone_groups,
     set_learning_rate,
@@ -396,8 +397,7 @@ class Run:
                 losses[i] = loss.detach().float()
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-            if cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.train.grad_clip)
+            clip_gradients(method, cfg.train.grad_clip)
             self.optimizer.step()
             with self.autocast():
                 out = {**out, **method.after_step(batch, ctx)}

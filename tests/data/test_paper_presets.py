@@ -175,7 +175,7 @@ DIVIDEMIX_CIFAR = {  # DivideMix's official Train_CIFAR.py
     "method.rampup_epochs": 16,
     "data.augment": "crop_flip",
     "train.epochs": 300,
-    "train.batch_size": 64,
+    "train.batch_size": 128,  # the official warm-up batch (64 + 64 per MixMatch step)
     "train.lr": 0.02,
     "train.momentum": 0.9,
     "train.weight_decay": 5e-4,

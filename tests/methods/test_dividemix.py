@@ -129,6 +129,27 @@ def test_second_network_is_distinct_and_trained():
     torch.testing.assert_close(method.predict(x), 0.5 * (method.model(x) + method.net2(x)))
 
 
+def test_grad_clip_bounds_each_network_on_its_own():
+    # as the official code's two optimisers: a large gradient in one network does not shrink
+    # the other's step (a joint norm would clip both to about 0.25 / sqrt(2))
+    from noisytail.optim import clip_gradients
+
+    method, _, _ = _build()
+    for p in method.model.parameters():
+        p.grad = torch.full_like(p, 10.0)
+    for p in method.net2.parameters():
+        p.grad = torch.full_like(p, 1e-3)
+    small = [p.grad.clone() for p in method.net2.parameters()]
+    clip_gradients(method, 0.25)
+    norm = torch.linalg.vector_norm(
+        torch.cat([p.grad.flatten() for p in method.model.parameters()])
+    )
+    assert norm.item() == pytest.approx(0.25, rel=1e-4)
+    assert all(torch.equal(p.grad, g) for p, g in zip(method.net2.parameters(), small))
+    groups = method.clip_groups()
+    assert sum(len(g) for g in groups) == len(list(method.parameters()))
+
+
 def test_each_network_learns_from_the_other_networks_split():
     method, ctx, batch = _build()
     assert method.sample_scores() is None

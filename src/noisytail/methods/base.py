@@ -148,6 +148,12 @@ class Method(nn.Module):
         """Parameters for the loop's main optimizer (default: all of ``self.model``)."""
         return [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
 
+    def clip_groups(self) -> list[list[torch.nn.Parameter]]:
+        """The parameter groups whose gradient norms ``train.grad_clip`` bounds, each on its own
+        (`noisytail.optim.clip_gradients`): all the method's parameters (default); a method
+        training independent networks gives one group each, as separate optimisers would."""
+        return [list(self.parameters())]
+
     def on_train_start(self, ctx: Context) -> None:
         """Called once before the first epoch (and again after a resume)."""
 

@@ -25,8 +25,9 @@ Departures (see docs/methods.md): the official code gives each step a labelled b
 unlabelled batch of 64 from two loaders; here one loop batch is split by the co-divide masks, so
 the labelled/unlabelled ratio per step follows the data. Both networks are updated in one
 `training_step` and the loop steps one optimiser over both (equivalent to two SGD optimisers with
-the same settings: the networks share no parameters; only a global ``train.grad_clip`` would
-couple them). The 5-epoch loss averaging the official code uses at 90 % noise is not offered.
+the same settings: the networks share no parameters, and ``train.grad_clip`` clips each network
+on its own, `clip_groups`). The 5-epoch loss averaging the official code uses at 90 % noise is
+not offered.
 
 The second network is a copy of ``model`` whose every parameter tensor has its elements randomly
 permuted (``net2_init="shuffle"``): for the usual i.i.d. initialisations this is a fresh draw from
@@ -260,6 +261,13 @@ class DivideMix(Method):
     def parameter_groups(self) -> list[dict[str, Any]]:
         params = [p for p in self.model.parameters() if p.requires_grad]
         return [{"params": params + [p for p in self.net2.parameters() if p.requires_grad]}]
+
+    def clip_groups(self) -> list[list[torch.nn.Parameter]]:
+        """Each network's gradient norm clipped on its own (the official code's two optimisers
+        share nothing); any other parameter goes with the first network."""
+        net2 = {id(p) for p in self.net2.parameters()}
+        first = [p for p in self.parameters() if id(p) not in net2]
+        return [first, list(self.net2.parameters())]
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """The mean of both networks' logits (the official test sums them before the argmax)."""
