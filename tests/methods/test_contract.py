@@ -8,7 +8,7 @@ import noisytail.methods  # noqa: F401  (registration)
 from noisytail.methods.base import Method
 from noisytail.registry import METHODS
 from noisytail.runfolder import CHECKPOINT_KEYS, read_checkpoint
-from noisytail.train import fit
+from noisytail.train import Run, fit
 
 
 @pytest.mark.parametrize("name", METHODS.names())
@@ -36,6 +36,10 @@ def test_runs_in_the_loop(name, tmp_path, digits_config):
     # its checkpoint reads back under torch.load(weights_only=True)
     state = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", required=CHECKPOINT_KEYS)
     assert state["epoch"] == 2
+    # train.grad_clip's groups cover each of its parameters once
+    method = Run.from_folder(tmp_path / "run").method
+    ids = [id(p) for group in method.clip_groups() for p in group]
+    assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in method.parameters()}
 
 
 @pytest.mark.parametrize("name", [n for n in METHODS.names() if METHODS.get(n).needs_meta])
