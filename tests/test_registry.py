@@ -97,3 +97,8 @@ def test_code_defaults_name_the_method_model_and_loss_defaults_left_to_the_code(
     got = code_defaults(load_config(None, ["method.name=l2b", "method.lookahead=all"]))
     assert "lookahead" not in got["method"] and got["method"]["meta_every"] == 1
     assert "loss" not in got
+    # a loss given as a mapping: the defaults of the arguments it leaves out
+    got = code_defaults(
+        load_config(None, ["method.name=erm", "method.loss={name: sce, alpha: 0.2}"])
+    )
+    assert "alpha" not in got["loss"] and got["loss"]["beta"] == 1.0

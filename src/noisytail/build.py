@@ -42,7 +42,8 @@ def build_model(
 
 def code_defaults(cfg: Config) -> dict[str, dict[str, Any]]:
     """The constructor defaults ``cfg`` leaves to the code (`signature_defaults`): of the
-    method, the model and, for a method whose ``loss`` is a registered name, the loss. Saved in
+    method, the model and, for a method whose ``loss`` is a registered name (or a mapping naming
+one), the loss. Saved in
     a run's ``config.yaml`` (``_provenance.code_defaults``) and part of a bench run's hash, so a
     default changed in the code is a new run, not a stale one found again."""
     method = METHODS.get(cfg.method.name)
@@ -51,8 +52,9 @@ def code_defaults(cfg: Config) -> dict[str, dict[str, Any]]:
         "model": signature_defaults(MODELS.get(cfg.model.name), cfg.model.options),
     }
     loss = cfg.method.args.get("loss", out["method"].get("loss"))
-    if isinstance(loss, str) and loss in LOSSES:
-        out["loss"] = signature_defaults(LOSSES.get(loss), {})
+    name, given = (loss.get("name"), loss) if isinstance(loss, dict) else (loss, {})
+    if isinstance(name, str) and name in LOSSES:  # a name, or a mapping with its arguments
+        out["loss"] = signature_defaults(LOSSES.get(name), given)
     return out
 
 
