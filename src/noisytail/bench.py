@@ -61,6 +61,7 @@ from .atomic import write_text
 from .bench_lock import HeldLock, folder_lock
 from .build import code_defaults
 from .config import ConfigError, load_config, read_yaml_file, to_dict, without_execution_settings
+from .data.types import DataError
 from .summary import SUMMARY_FILE, RunSummary, read_summary
 
 log = logging.getLogger(__name__)
@@ -442,7 +443,7 @@ def _run_locked(
                     continue
                 running.remove(item)
                 took = time.perf_counter() - started
-                if proc.returncode == 0:
+                if proc.returncode == 0 and (run.out / SUMMARY_FILE).exists():  # else stopped
                     aggregate(grid, runs, out)  # the tables follow the grid as runs finish
                     echo(f"  done   {run.label} seed={run.seed} ({took:.0f}s)")
                 else:
@@ -466,22 +467,19 @@ def aggregate(grid: Grid, runs: list[PlannedRun], out: Path) -> list[dict[str, A
 
     rows = []
     for run in runs:
-        summary = read_summary(run.out)
+        try:
+            summary = read_summary(run.out)
+        except DataError as err:  # one damaged run does not stop the grid and its tables
+            log.warning("left out of the tables: %s", err)
+            continue
         if summary is None:
             continue
+        values, label, noise = summary.to_dict(), _method_label(summary), summary.noise
         row = {"setting": run.label, "seed": run.seed, "run_dir": str(run.out)}
-        values = summary.to_dict()  # the grid names its metrics
-        row.update({k: values.get(k) for k in grid.metrics})
-        row.update(
-            {
-                "method": _method_label(summary),
-                "line": run.line_label or _method_label(summary),
-                "noise_kind": summary.noise["kind"],
-                "noise_rate": summary.noise["rate"],
-                "realised_noise_rate": summary.noise["realised_rate"],
-                "imbalance_ratio": summary.imbalance_ratio,
-            }
-        )
+        row.update({k: values.get(k) for k in grid.metrics})  # the grid names its metrics
+        row.update(method=label, line=run.line_label or label, noise_kind=noise.get("kind"))
+        row.update(noise_rate=noise.get("rate"), realised_noise_rate=noise.get("realised_rate"))
+        row["imbalance_ratio"] = summary.imbalance_ratio
         rows.append(row)
     write_text("".join(json.dumps(row) + "\n" for row in rows), out / "results.jsonl")
     if rows:

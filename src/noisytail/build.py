@@ -42,10 +42,10 @@ def build_model(
 
 def code_defaults(cfg: Config) -> dict[str, dict[str, Any]]:
     """The constructor defaults ``cfg`` leaves to the code (`signature_defaults`): of the
-    method, the model and, for a method whose ``loss`` is a registered name (or a mapping naming
-one), the loss. Saved in
-    a run's ``config.yaml`` (``_provenance.code_defaults``) and part of a bench run's hash, so a
-    default changed in the code is a new run, not a stale one found again."""
+        method, the model and, for a method whose ``loss`` is a registered name (or a mapping naming
+    one), the loss. Saved in
+        a run's ``config.yaml`` (``_provenance.code_defaults``) and part of a bench run's hash, so a
+        default changed in the code is a new run, not a stale one found again."""
     method = METHODS.get(cfg.method.name)
     out = {
         "method": signature_defaults(method, cfg.method.args),
