@@ -176,9 +176,8 @@ def resolve_precision(device: torch.device, precision: str) -> str:
 
 def resolve_channels_last(device: torch.device, setting: bool | None, is_image: bool) -> bool:
     """``train.channels_last`` as run: images only; unset means on, on a CPU and on a GPU (NHWC
-    convolutions, pooling and BatchNorm: 1.3-1.5x a bf16 training step and about 2x a bf16
-    forward of small_cnn on this project's CPU, BENCHMARKS.md, "channels_last"), off elsewhere
-    (e.g. MPS)."""
+    convolutions, pooling and BatchNorm speed up small_cnn's bf16 steps on an AVX512-BF16 CPU:
+    BENCHMARKS.md, "channels_last on the CPU"), off elsewhere (e.g. MPS)."""
     if not is_image:
         return False
     if setting is not None:
