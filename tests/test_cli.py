@@ -46,6 +46,7 @@ def test_train_evaluate_and_refuse_existing(tmp_path):
     saved = json.loads((out / "summary.json").read_text())
     evaluated = json.loads((out / "evaluation_last.json").read_text())
     assert abs(evaluated["accuracy"] - saved["test_accuracy"]) < 1e-9
+    assert (evaluated["device"], evaluated["precision"]) == (saved["device"], saved["precision"])
     result = runner.invoke(main, ["train", *FAST, "--out", str(out)])
     assert result.exit_code == 2
     assert "already holds a run" in result.output

@@ -151,6 +151,13 @@ def test_export_pretrained_then_fine_tune(tmp_path, digits_config):
     saved = json.loads((tmp_path / "pre" / "ssl_evaluation.json").read_text())
     assert saved["linear_probe"]["accuracy"] == res["linear_probe"]["accuracy"]
     assert "few_shot_accuracy" in saved["knn"]
+    last = (tmp_path / "pre" / "encoder.pt").read_bytes()
+    best = export_pretrained(tmp_path / "pre", checkpoint="best", probe_epochs=2, knn_k=10)
+    assert (
+        best["encoder"].endswith("encoder_best.pt")
+        and (tmp_path / "pre" / "encoder.pt").read_bytes() == last
+    )
+    assert (tmp_path / "pre" / "ssl_evaluation_best.json").is_file()
     fine = digits_config("train.epochs=1", f"model.init={tmp_path / 'pre' / 'encoder.pt'}")
     assert fit(fine, tmp_path / "fine", write_report=False).finished
 

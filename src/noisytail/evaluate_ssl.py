@@ -135,16 +135,21 @@ def export_pretrained(
     without its ``head``: fine-tuning starts from a fresh classifier) and
     ``ssl_evaluation.json`` (linear probe + kNN on its frozen features, trained on the run's
     training pool with the labels the run trained on, i.e. noisy ones in a noisy run, tested on
-    its test set; shot groups by the training-set class counts by true class). Returns the
-    evaluation, with ``"encoder"`` (its path)."""
+    its test set; shot groups by the training-set class counts by true class); for another
+    ``checkpoint`` than ``last``, ``encoder_<checkpoint>.pt`` and
+    ``ssl_evaluation_<checkpoint>.json`` (the last encoder a fine-tuning run may point to stays).
+    Returns the evaluation, with ``"encoder"`` (its path)."""
+    from .runfolder import checkpoint_path
+
     out = Path(run_dir)
     run = load_trained_run(out, checkpoint=checkpoint)
     cfg, prepared = run.cfg, run.data
-    ckpt = out / "checkpoints" / f"{checkpoint}.pt"
+    ckpt = checkpoint_path(out, checkpoint)
+    suffix = "" if checkpoint == "last" else f"_{checkpoint}"
     # Backbone only: the head is the online probe, trained on this run's labels (often the clean
     # labels of the very images a noisy fine-tuning run then trains on), so it must not travel.
-    encoder = save_encoder(run.method.model, out / "encoder.pt", include_head=False)
-    counts = getattr(prepared, "true_class_counts", prepared.class_counts)
+    encoder = save_encoder(run.method.model, out / f"encoder{suffix}.pt", include_head=False)
+    counts = prepared.true_class_counts
     result = evaluate_encoder(
         run.method.model,
         run.train_data,
@@ -162,7 +167,7 @@ def export_pretrained(
     )
     result["encoder"] = str(encoder)
     result["checkpoint"] = str(ckpt)
-    write_json(result, out / "ssl_evaluation.json")
+    write_json(result, out / f"ssl_evaluation{suffix}.json")
     return result
 
 

@@ -217,10 +217,12 @@ def finish_folder(
 
 def evaluate_checkpoint(run: Run, checkpoint: str) -> dict[str, Any]:
     """`noisytail.evaluate.classification_metrics` of ``run`` (its ``checkpoint`` loaded) on its
-    test set, also written to ``evaluation_<checkpoint>.json``."""
+    test set, also written to ``evaluation_<checkpoint>.json`` with the device and precision
+    it ran in."""
     probs = predict_probs(run.method, run.test_data, run.cfg.train.eval_batch_size, run.autocast)
     metrics = classification_metrics(run.data.bundle.test.labels, probs, run.data.true_class_counts)
     metrics["checkpoint"] = str(checkpoint_path(run.out, checkpoint))
+    metrics.update(device=str(run.rt.device), precision=run.precision)  # they move the last digits
     write_json(metrics, run.out / f"evaluation_{checkpoint}.json")
     return metrics
 
