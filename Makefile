@@ -39,7 +39,7 @@ bench-speed: setup data
 	$(PY) scripts/bench_speed.py --layouts contiguous channels_last
 
 # On a machine with a GPU: the CUDA tests and images/s of ERM, L2B and MOIT (under 10 minutes).
-gpu-check: setup
+gpu-check:  # no setup: a GPU machine brings its own torch (scripts/gpu_check.sh)
 	bash scripts/gpu_check.sh
 
 bench-losses: setup data

@@ -58,6 +58,24 @@ def main() -> None:
     methods = args.methods or ["erm"] + [m for m in METHODS.names() if m != "erm"]
     if "erm" not in methods:
         methods = ["erm", *methods]
+    machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads"
+    if args.device.startswith("cuda"):
+        tf32 = torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32
+        machine += (
+            f", {torch.cuda.get_device_name()}, cuDNN {torch.backends.cudnn.version()}"
+            f", fp32 convolutions {'may use TF32' if tf32 else 'in full fp32'}"
+        )
+    model = f"{args.model} (width {args.width})" if args.model == "small_cnn" else args.model
+    data = "random CIFAR-shaped tensors" if args.data == "cifar" else "Fashion-MNIST"
+    header = (
+        f"{model}, {data} ({args.subset} images), batch {args.batch_size}, torch "
+        f"{torch.__version__}, Python {platform.python_version()}, {machine}"
+    )
+    print(header, flush=True)
+
+    def progress(row: dict) -> None:  # each row as it is measured: a cut-short run keeps them
+        print("row:", json.dumps(row), flush=True)
+
     table, rows = speed_table(
         methods,
         base=base,
@@ -65,11 +83,9 @@ def main() -> None:
         device=args.device,
         epochs=args.epochs,
         layouts=args.layouts,
+        on_row=progress,
     )
-    machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads"
-    if args.device.startswith("cuda"):
-        machine += f", {torch.cuda.get_device_name()}"
-    print(f"{args.model} (width {args.width}), {args.data}, batch {args.batch_size}, {machine}")
+    print(header)
     print(table)
     if args.json:
         with open(args.json, "w") as f:

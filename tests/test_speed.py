@@ -38,9 +38,11 @@ def test_random_images_are_seeded_shaped_and_cover_every_class():
 
 
 def test_speed_table_rows_and_cost_ratios():
+    seen = []  # each row as it is measured: a run cut short by a time limit keeps them
     table, rows = speed_table(
-        ["erm", "l2b"], base=TINY, precisions=["fp32"], device="cpu", epochs=1
+        ["erm", "l2b"], base=TINY, precisions=["fp32"], device="cpu", epochs=1, on_row=seen.append
     )
+    assert seen == rows
     rate = {r["method"]: r["images_per_second"] for r in rows}
     assert all(r > 0 for r in rate.values()) and {r["precision"] for r in rows} == {"fp32"}
     lines = table.splitlines()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import statistics
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,11 +99,13 @@ def speed_table(
     device: str,
     epochs: int,
     layouts: tuple[str, ...] | list[str] = ("channels_last",),
+    on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[str, list[dict[str, Any]]]:
     """A Markdown table, one row per method: images/s at each precision (and layout, when more
     than one is given), the cost per image as a multiple of ERM's in each, and the speed-up of
     the last setting over the first. Every method is measured in one setting before the next,
-    in the order given (precision, then layout)."""
+    in the order given (precision, then layout); ``on_row`` gets each measurement as it comes
+    (a run cut short by a time limit still has those)."""
     settings = [(p, lay) for p in precisions for lay in layouts]
     rows: list[dict[str, Any]] = []
     for precision, layout in settings:
@@ -117,6 +120,8 @@ def speed_table(
                     layout=layout,
                 )
             )
+            if on_row is not None:
+                on_row(rows[-1])
     rate = {(r["method"], r["precision"], r["layout"]): r["images_per_second"] for r in rows}
 
     def label(setting: tuple[str, str]) -> str:
