@@ -1,6 +1,7 @@
 import csv
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,7 +132,7 @@ def test_refuses_bad_input(image_folder, tmp_path):
         detect_label_issues(image_config(tmp_path / "missing"), tmp_path / "a")
     with pytest.raises(DataError, match="inside the data folder"):
         detect_label_issues(cfg, root / "red" / "out")
-    with pytest.raises(ConfigError, match="data.name=csv"):
+    with pytest.raises(ConfigError, match="cleaned copy of a CSV manifest"):
         detect_label_issues(cfg, tmp_path / "a", clean_csv=True)
     with pytest.raises(DataError, match="does not exist"):
         detect_label_issues(None, tmp_path / "a", from_run=tmp_path / "no_run")
@@ -181,6 +182,8 @@ def test_csv_manifest_is_never_modified(image_folder, tmp_path):
     assert not kept_paths & flagged
     assert len(kept) == len(original) - len(flagged)
     assert kept_paths | flagged == {str(root / r["path"]) for r in original}
+    # its relative paths are written absolute: the copy trains from its own folder
+    assert all(Path(r["path"]).is_absolute() and Path(r["path"]).is_file() for r in kept)
     # a second cleaned copy never overwrites a file
     with pytest.raises(ConfigError, match="already exists"):
         detect_label_issues(cfg, tmp_path / "out2", clean_csv=cleaned)

@@ -135,12 +135,22 @@ def clean_target(manifest: Path, out_dir: Path, target: str | os.PathLike | bool
     return dest
 
 
-def write_clean_manifest(manifest: Path, drop_rows: np.ndarray, dest: Path) -> dict[str, int | str]:
+def write_clean_manifest(
+    manifest: Path,
+    drop_rows: np.ndarray,
+    dest: Path,
+    *,
+    path_column: str | None = None,
+    root: Path | None = None,
+) -> dict[str, int | str]:
     """A copy of the CSV ``manifest`` without its data rows ``drop_rows`` (0-based, as in
     ``label_issues.csv``'s ``row``), written to the new file ``dest`` (never overwritten; the
-    manifest is only read). Blank lines are dropped as the CSV source skips them. Returns the
-    accounting: ``rows`` in the manifest, ``dropped``, ``kept`` and the ``file`` written."""
+    manifest is only read). Blank lines are dropped as the CSV source skips them. A relative
+    image path in ``path_column`` (taken from ``root``, as the CSV source read it) is written
+    absolute, so the copy trains from its new folder. Returns the accounting: ``rows`` in the
+    manifest, ``dropped``, ``kept`` and the ``file`` written."""
     header, data = read_csv_rows(manifest)
+    col = header.index(path_column) if path_column in header and root is not None else None
     drop = set(np.asarray(drop_rows, dtype=np.int64).tolist())
     if drop and not drop <= set(range(len(data))):
         raise ValueError(f"rows to drop lie outside the {len(data)} data rows of {manifest}.")
@@ -149,8 +159,11 @@ def write_clean_manifest(manifest: Path, drop_rows: np.ndarray, dest: Path) -> d
         w = csv.writer(f)
         w.writerow(header)
         for i, (_, row) in enumerate(data):
-            if i not in drop:
-                w.writerow(row)
+            if i in drop:
+                continue
+            if col is not None and row[col] and not os.path.isabs(row[col]):
+                row = [*row[:col], os.path.abspath(Path(root) / row[col]), *row[col + 1 :]]
+            w.writerow(row)
     return {
         "file": str(dest),
         "rows": len(data),

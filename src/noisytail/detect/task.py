@@ -175,7 +175,8 @@ def _precheck(out: Path, cfg: Config, overwrite: bool, clean_csv: Any, from_run:
     if clean_csv not in (None, False):
         if cfg.data.name != "csv":
             raise ConfigError(
-                "clean_csv writes a cleaned copy of a CSV manifest: use data.name=csv."
+                "--clean writes a cleaned copy of a CSV manifest (data.options.train_csv); for "
+                "other data, label_issues.csv lists the flagged samples."
             )
         if from_run:
             raise ConfigError(
@@ -326,7 +327,13 @@ def detect_label_issues(
         assert rows is not None  # _precheck: a CSV source, not from a run
         manifest = Path(prepared.bundle.data_files[0])
         dest = ex.clean_target(manifest, out, clean_csv)
-        result.cleaned = ex.write_clean_manifest(manifest, rows[output.flagged], dest)
+        result.cleaned = ex.write_clean_manifest(
+            manifest,
+            rows[output.flagged],
+            dest,
+            path_column=cfg.data.options.get("path_column", "path"),
+            root=Path(prepared.bundle.root) if prepared.bundle.root else manifest.parent,
+        )
         result.cleaned["not_checked"] = result.cleaned["rows"] - n
         result.files["cleaned_csv"] = dest
     info = {
