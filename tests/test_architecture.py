@@ -173,7 +173,8 @@ LAYERS = [
     ["noisytail.cli", "noisytail.cli_errors", "noisytail.__main__", "noisytail.bench"]
     + ["noisytail.bench_lock"]
     + ["noisytail.benchmarks", "noisytail.speed"],
-    ["noisytail.estimator", "noisytail.inference", "noisytail.detect", "noisytail.evaluate_ssl"],
+    ["noisytail.estimator", "noisytail.inference", "noisytail.prediction", "noisytail.detect"]
+    + ["noisytail.evaluate_ssl"],
     ["noisytail.train", "noisytail.summary", "noisytail.report", "noisytail.figures"],
     ["noisytail.runfolder", "noisytail.build", "noisytail.runtime", "noisytail.optim"]
     + ["noisytail.defaults"],

@@ -326,7 +326,7 @@ def test_dataframe_columns_are_checked_at_predict_and_saved_with_the_run(tmp_pat
 
     from noisytail.cli import main
 
-    out = tmp_path / "p.csv"
+    out = tmp_path / "run" / "p.csv"
     result = CliRunner().invoke(
         main, ["predict", str(tmp_path / "run"), "--images", str(rows), "--out", str(out)]
     )

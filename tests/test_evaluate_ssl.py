@@ -158,6 +158,11 @@ def test_export_pretrained_then_fine_tune(tmp_path, digits_config):
         and (tmp_path / "pre" / "encoder.pt").read_bytes() == last
     )
     assert (tmp_path / "pre" / "ssl_evaluation_best.json").is_file()
+    from noisytail.data.types import DataError
+    from noisytail.inference import TrainedModel
+
+    with pytest.raises(DataError, match="pre-training run: it learned an encoder"):
+        TrainedModel.from_run(tmp_path / "pre")  # its head is only an online probe
     fine = digits_config("train.epochs=1", f"model.init={tmp_path / 'pre' / 'encoder.pt'}")
     assert fit(fine, tmp_path / "fine", write_report=False).finished
 

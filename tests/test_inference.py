@@ -108,7 +108,7 @@ def test_load_model_of_a_cli_run_after_its_image_folder_is_gone(tmp_path):
     out = _fresh_process(
         "import json\n"
         "from noisytail.estimator import load_model\n"
-        "from noisytail.inference import image_paths\n"
+        "from noisytail.prediction import image_paths\n"
         f"clf = load_model({str(run)!r})\n"
         f"paths = [str(p) for p in image_paths([{str(new)!r}])]\n"
         "print(json.dumps(paths))\n"
@@ -128,7 +128,8 @@ def test_predict_writes_class_probability_and_top_k(estimator_run, tmp_path):
         Image.fromarray(x[i]).save(folder / f"{i:02d}.png")
     listing = tmp_path / "list.csv"
     listing.write_text("path\n" + "".join(f"new/{i:02d}.png\n" for i in (5, 6)))
-    out = tmp_path / "p.csv"
+    (tmp_path / "results").mkdir()
+    out = tmp_path / "results" / "p.csv"
     result = CliRunner().invoke(
         main,
         ["predict", str(run), "--images", str(folder / "00.png"), "--images", str(folder),
@@ -154,8 +155,14 @@ def test_predict_writes_class_probability_and_top_k(estimator_run, tmp_path):
     result = CliRunner().invoke(
         main, ["predict", str(run), "--images", str(listing), "--out", str(listing)]
     )
-    assert result.exit_code == 2 and "is one of the inputs" in result.output
-    notes = tmp_path / "notes.csv"
+    assert result.exit_code == 2 and "among your data" in result.output
+    result = CliRunner().invoke(main, [*again, str(folder / "p.csv")])  # among the images
+    assert result.exit_code == 2 and "among your data" in result.output
+    assert not (folder / "p.csv").exists()
+    # by default the table goes into the run folder
+    result = CliRunner().invoke(main, ["predict", str(run), "--images", str(folder)])
+    assert result.exit_code == 0 and (run / "predictions.csv").is_file(), result.output
+    notes = tmp_path / "results" / "notes.csv"
     notes.write_text("path,note\nnew/00.png,mine\n")
     result = CliRunner().invoke(main, [*again, str(notes)])
     assert result.exit_code == 2 and "is not a predictions table" in result.output
@@ -266,11 +273,9 @@ def test_load_model_of_a_tabular_run_standardises_as_training_did(tmp_path, monk
     assert back.score(x, y) > 0.9
     table = tmp_path / "new.csv"  # `noisytail predict` on a CSV of the feature columns
     table.write_text("a,b,label,c,d\n" + "".join(f"{r[0]},{r[1]},x,{r[2]},{r[3]}\n" for r in x))
-    result = CliRunner().invoke(
-        main, ["predict", str(tmp_path / "run"), "--images", str(table), "--out", "p.csv"]
-    )
+    result = CliRunner().invoke(main, ["predict", str(tmp_path / "run"), "--images", str(table)])
     assert result.exit_code == 0, result.output
-    rows = list(csv.DictReader(Path("p.csv").read_text().splitlines()))
+    rows = list(csv.DictReader((tmp_path / "run" / "predictions.csv").read_text().splitlines()))
     assert [r["input"] for r in rows] == [str(i) for i in range(1, 91)]  # 1-based data rows
     assert [int(r["class"]) for r in rows] == clf.predict(x).tolist()
     table.write_text("a,b,c\n1,2,3\n")
@@ -360,7 +365,7 @@ def test_predict_reads_a_feature_csv_by_the_trained_column_names(tmp_path):
     new = tmp_path / "new.csv"
     lines = [f"{r[2]},x,{r[0]:.0f},{r[1]}" for r in x[:5]]
     new.write_text("\n".join(["b,target,id,a", lines[0], "", *lines[1:]]) + "\n")
-    out = tmp_path / "p.csv"
+    out = run / "p.csv"
     result = CliRunner().invoke(
         main, ["predict", str(run), "--images", str(new), "--out", str(out)]
     )

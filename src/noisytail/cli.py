@@ -383,9 +383,7 @@ def detect(  # type: ignore[no-untyped-def]
     help="Image files, folders of them, or a CSV with a 'path' column (repeatable); for a "
     "tabular model, a CSV of its feature columns.",
 )
-@click.option(
-    "--out", type=click.Path(dir_okay=False), default="predictions.csv", show_default=True
-)
+@click.option("--out", type=click.Path(dir_okay=False), help="Default RUN/predictions.csv.")
 @click.option("--top-k", type=int, default=3, show_default=True, help="Classes listed per input.")
 @click.option(
     "--checkpoint", type=click.Choice(["last", "best"]), default="last", show_default=True
@@ -395,10 +393,11 @@ def predict(run_dir, inputs, out, top_k, checkpoint) -> None:  # type: ignore[no
     """Classify new images with a run's model: OUT gets one row per input with its class, the
     probability and the top-k classes. Images must have the model's size and channel count
     (runs trained on image files resize them as in training)."""
-    from .inference import predict_files
+    from .prediction import predict_files
 
     if top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {top_k}.")
+    out = out or Path(run_dir) / "predictions.csv"  # in the run folder, never among the inputs
     click.echo(predict_files(run_dir, inputs, out, top_k=top_k, checkpoint=checkpoint))
 
 

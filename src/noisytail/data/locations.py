@@ -87,6 +87,24 @@ def _within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def check_outside_inputs(
+    out: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]]
+) -> None:
+    """Raise `DataError` if the output file ``out`` would go inside one of the folders in
+    ``inputs`` (images to classify, a run's data root) or beside one of its files: a table
+    written among the images it describes is a file in the user's data."""
+    target = _real(out).parent
+    for item in inputs:
+        if not os.path.exists(item):
+            continue
+        folder = _real(item) if os.path.isdir(item) else _real(item).parent
+        if target == folder or (os.path.isdir(item) and _within(target, folder)):
+            raise DataError(
+                f"--out {out} lies in {folder}, among your data: write it elsewhere (noisytail "
+                "never writes into your data; by default it goes into the run folder)."
+            )
+
+
 def check_outside_data(
     out: str | os.PathLike[str],
     bundle: DatasetBundle,

@@ -211,7 +211,7 @@ class DatasetBundle:
     it* (the ids of `PreparedData.train_source_idx`) to its 0-based data row in the source's
     file, where the two differ (a CSV whose checked rows went to ``meta``); None: id = row.
     ``feature_names [D]``: a table's feature columns in the model's input order (a feature
-    CSV), so that new rows are read by name (`noisytail.inference.read_feature_csv`).
+    CSV), so that new rows are read by name (`noisytail.prediction.read_feature_csv`).
     """
 
     name: str
