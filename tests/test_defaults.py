@@ -16,6 +16,7 @@ from noisytail.config import load_config
 from noisytail.defaults import (
     MAX_EPOCHS,
     MIN_EPOCHS,
+    _class_folders_of_images,
     choose_defaults,
     epochs_for,
     explicit_keys,
@@ -91,6 +92,13 @@ def test_chosen_from_a_gray_folder_and_explicit_settings_win(tmp_path):
     )
     assert [c.key for c in choices] == ["data.options.image_size", "data.options.channels"]
     assert set(cfg.inferred) == {"data.options.image_size", "data.options.channels"}
+    # data.root alone, holding class folders of images, is an image folder
+    alone = [f"data.root={tmp_path / 'photos'}"]
+    cfg, choices = choose_defaults(load_config(None, alone), explicit_keys(None, alone))
+    assert cfg.data.name == "image_folder" and choices[0].key == "data.name"
+    (tmp_path / "empty").mkdir()
+    assert not _class_folders_of_images(str(tmp_path / "empty"))
+    assert not _class_folders_of_images(str(tmp_path / "photos" / "missing"))
     # other sources are left alone
     cfg, choices = choose_defaults(load_config(None, ["data.name=digits"]), ["data.name"])
     assert choices == [] and cfg.model.name == "small_cnn" and cfg.train.epochs == 10

@@ -56,6 +56,11 @@ def test_a_meta_set_from_the_users_own_labels_is_refused(tmp_path):
     prepare_data(
         load_config(None, [*base, "meta.per_class=1", "noise.kind=symmetric", "noise.rate=0.2"])
     )
+    # a meta method without a meta set is told the same way out, not to draw one from them
+    from noisytail.train import fit
+
+    with pytest.raises(ConfigError, match=r"l2rw.*needs a clean meta set: list samples.*pseudo"):
+        fit(load_config(None, [*base, "method.name=l2rw"]), tmp_path / "run")
     # meta.source=file needs the file, and only image folders and CSVs have one
     with pytest.raises((ConfigError, ValueError), match="meta.file"):
         load_config(None, [*base, "meta.source=file"])

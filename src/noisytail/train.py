@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from .build import build_model, code_defaults, predict_probs
 from .config import Config, ConfigError, validate
+from .data.checked import meta_set_advice
 from .data.fingerprint import check_data
 from .data.loader import CyclingLoader, PoolData, TrainLoader
 from .data.locations import check_outside_data
@@ -126,8 +127,7 @@ class Run:
         pseudo_meta_set = cfg.meta.source == "pseudo"
         if method_cls.needs_meta and len(corr.meta_idx) == 0 and not pseudo_meta_set:
             raise ConfigError(
-                f"Method {cfg.method.name!r} needs a clean meta set: set meta.per_class "
-                "(e.g. meta.per_class=10) or meta.total."
+                f"Method {cfg.method.name!r} needs a clean meta set: {meta_set_advice(cfg)}"
             )
         if t.batch_size % runtime.world_size:
             raise ConfigError(
