@@ -447,3 +447,23 @@ with folder_lock(Path({str(tmp_path)!r}), echo=print) as lock:
         except BenchBusyError:
             time.sleep(0.1)
     assert said and "no longer running" in said[0]
+
+
+@pytest.mark.parametrize(
+    "axis, message",
+    [
+        ("method.los: [ce, sce]", "method 'erm' has no argument 'los'"),
+        ("method.loss: [ce, sec]", "Unknown loss 'sec'"),
+    ],
+)
+def test_a_typo_in_an_axis_stops_the_grid_before_any_run(tmp_path, axis, message):
+    # a bad method argument or loss of one setting is found before earlier settings are paid for
+    from click.testing import CliRunner
+
+    from noisytail.cli import main
+
+    path = tmp_path / "grid.yaml"
+    path.write_text(GRID.replace("grid:\n", f"grid:\n  {axis}\n"))
+    result = CliRunner().invoke(main, ["bench", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "out" / "runs").exists()

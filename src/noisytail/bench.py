@@ -59,7 +59,7 @@ from typing import Any
 
 from .atomic import write_text
 from .bench_lock import HeldLock, folder_lock
-from .build import code_defaults
+from .build import checked_method, code_defaults
 from .config import ConfigError, load_config, read_yaml_file, to_dict, without_execution_settings
 from .data.types import DataError
 from .summary import SUMMARY_FILE, RunSummary, read_summary
@@ -202,12 +202,12 @@ def plan(grid: Grid, out: Path) -> list[PlannedRun]:
     stems = {id(run): run.out for run in runs}
     direct = [run for run in runs if not any(_RUN_REF.search(o) for o in run.overrides)]
     for run in direct:  # first the runs that name no other run, then the ones that do
-        run.out = _hashed(stems[id(run)], load_config(grid.base, run.overrides))
+        run.out = _hashed(stems[id(run)], checked_method(load_config(grid.base, run.overrides)))
     for run in runs:
         if run in direct:
             continue
         run.overrides = [_resolve_run_refs(o, run, runs) for o in run.overrides]
-        run.out = _hashed(stems[id(run)], load_config(grid.base, run.overrides))
+        run.out = _hashed(stems[id(run)], checked_method(load_config(grid.base, run.overrides)))
     return runs
 
 

@@ -14,8 +14,9 @@ from . import models as _models  # noqa: F401  (registration)
 from .config import Config, ConfigError
 from .data.loader import PoolData
 from .data.types import DatasetBundle
+from .losses.build import build_loss
 from .methods import Method
-from .registry import LOSSES, METHODS, MODELS, signature_defaults
+from .registry import LOSSES, METHODS, MODELS, check_kwargs, signature_defaults
 from .runfolder import read_init_weights
 
 
@@ -38,6 +39,19 @@ def build_model(
     if cfg.model.init and not for_checkpoint:
         load_init(model, cfg.model.init)
     return model
+
+
+def checked_method(cfg: Config) -> Config:
+    """``cfg`` once its method's name and arguments, and a loss they name, pass their
+    signatures (`RegistryError`, with a suggestion), without building a model or loading data:
+    a bench checks every run of its grid before the first starts."""
+    name = cfg.method.name
+    check_kwargs(
+        METHODS.get(name), cfg.method.args, what=f"method {name!r}", reserved={"model", "info"}
+    )
+    if cfg.method.args.get("loss") is not None:
+        build_loss(cfg.method.args["loss"], class_counts=[1, 1])
+    return cfg
 
 
 def code_defaults(cfg: Config) -> dict[str, dict[str, Any]]:
