@@ -233,8 +233,9 @@ def report(run_dir) -> None:  # type: ignore[no-untyped-def]
     from .summary import SUMMARY_FILE
 
     if not (Path(run_dir) / SUMMARY_FILE).exists():
-        if (Path(run_dir) / "detection.json").exists():
-            raise DataError(f"{run_dir} is a detection folder, not a training run.")
+        for marker, kind in (("detection.json", "detection"), ("results.jsonl", "bench")):
+            if (Path(run_dir) / marker).exists():
+                raise DataError(f"{run_dir} is a {kind} folder, not a training run.")
         raise DataError(f"{run_dir} has no {SUMMARY_FILE}: the run has not finished.")
     click.echo(write_report(Path(run_dir)))
 

@@ -247,7 +247,8 @@ def load_arrays(root: str | None = None, *, key: str = "") -> DatasetBundle:
     if held is None:
         raise DataError(
             f"data.name=arrays: no arrays are held under key {key!r} in this process; hold them "
-            "first with noisytail.data.arrays.hold_arrays(x, y) and pass the key it returns."
+            "first with noisytail.data.arrays.hold_arrays(x, y) and pass the key it returns (a "
+            "NoisyTailClassifier's run: noisytail.load_model(run).score(X, y) evaluates it)."
         )
     mean, std = input_statistics(held.x)
 
