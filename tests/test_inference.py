@@ -242,6 +242,9 @@ def test_export_torchscript_runs_like_pytorch(estimator_run, tmp_path):
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "m.pt.json").read_text())
     assert meta["class_names"] == ["blue", "green", "red"] and meta["input_shape"] == [3, 10, 10]
+    assert (
+        meta["image_files"].startswith("read at their own size") and meta["feature_names"] is None
+    )
     batch, want = _reference(run, x[:5])  # a batch size the trace did not see
     scripted = torch.jit.load(str(tmp_path / "m.pt"))
     got = scripted(torch.from_numpy(batch)).numpy()  # no gradients to detach from
@@ -375,6 +378,10 @@ def test_predict_reads_a_feature_csv_by_the_trained_column_names(tmp_path):
     top = want.argmax(1)
     np.testing.assert_allclose([float(r["probability"]) for r in rows], want.max(1), atol=1e-5)
     assert [r["class"] for r in rows] == [str(c) for c in top]
+    # an exported model's sidecar names the columns in the order it takes them
+    assert CliRunner().invoke(main, ["export", str(run)]).exit_code == 0
+    meta = json.loads((run / "model.pt.json").read_text())
+    assert meta["feature_names"] == ["id", "a", "b"] and meta["image_files"] is None
     new.write_text("id,a,target\n1,2,0\n")
     result = CliRunner().invoke(main, ["predict", str(run), "--images", str(new)])
     assert result.exit_code == 2 and "has no column 'b'" in result.output

@@ -269,6 +269,15 @@ class TrainedModel:
                 if self.mean
                 else "none"
             ),
+            "feature_names": None if self.feature_names is None else list(self.feature_names),
+            "image_files": (  # how `noisytail predict` turns a file into the input
+                f"shorter side resized to {self.input_shape[-1]} (bilinear), centre crop, no "
+                "EXIF rotation"
+                if self.resize
+                else "read at their own size, which must be the input's"
+            )
+            if self.is_image
+            else None,
         }
         # the sidecar first: a model file without one would block every later export there
         _write(out.with_name(out.name + ".json"), json.dumps(meta, indent=2).encode())
