@@ -118,6 +118,9 @@ def test_load_model_of_a_cli_run_after_its_image_folder_is_gone(tmp_path):
     paths_json, pred_json = out.splitlines()
     truth = [Path(p).stem.split("-")[1] for p in json.loads(paths_json)]
     assert json.loads(pred_json) == truth
+    # arrays of another size are refused, saying that paths would be resized
+    with pytest.raises(DataError, match="Or pass the files' paths: they are resized"):
+        load_model(run).predict(np.repeat(np.repeat(x[:2], 2, 1), 2, 2))
 
 
 def test_predict_writes_class_probability_and_top_k(estimator_run, tmp_path):

@@ -317,7 +317,14 @@ class NoisyTailClassifier(ClassifierMixin, BaseEstimator):
             return self.model_.read_images(list(X))
         _check_feature_names(self, X, reset=False)  # a DataFrame's columns as in fit
         x = _inputs(X)
-        check_shape(x, self.input_shape_, who=type(self).__name__)
+        try:
+            check_shape(x, self.input_shape_, who=type(self).__name__)
+        except DataError as err:
+            if not getattr(self.model_, "resize", False):
+                raise
+            raise DataError(
+                f"{err} Or pass the files' paths: they are resized as in training."
+            ) from None
         return x
 
     def predict_proba(self, X: Any) -> np.ndarray:
