@@ -191,6 +191,7 @@ def test_resume_accepts_a_value_it_had_chosen_now_given(tmp_path):
     pinned = ["--set", "data.options.image_size=12"]
     result = runner.invoke(main, ["train", *data, *pinned, *quick, "--resume"])
     assert result.exit_code == 0, result.output
+    assert "resuming " in result.output and "after epoch 1 of 1" in result.output  # says so
     result = runner.invoke(main, ["train", *data, "--set", "train.lr=0.5", *quick, "--resume"])
     assert result.exit_code == 2 and "(train.lr: " in result.output, result.output
 

@@ -469,6 +469,7 @@ def fit(
     check_outside_data(out, prepared.bundle, extra_files=[cfg.data.label_file])
     if resume:
         run = Run.from_folder(out, resume=True, cfg=cfg, runtime=rt, prepared=prepared)
+        log.info("resuming %s after epoch %d of %d", out, run.start_epoch, cfg.train.epochs)
         if rt.is_main:  # drop epochs logged after the checkpoint was saved
             write_metrics(run.history, out / METRICS_FILE)
             drop_stale_best(run)
