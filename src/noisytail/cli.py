@@ -461,7 +461,7 @@ def data(as_json) -> None:  # type: ignore[no-untyped-def]
         return
     for entry in found:
         found = entry.get("found")
-        mark = "found  " if found else ("needs a root" if found is None else "missing")
+        mark = "found  " if found else ("by path" if found is None else "missing")
         click.echo(f"{entry['name']:14s} {mark} {entry.get('location') or entry.get('how', '')}")
 
 
