@@ -451,6 +451,6 @@ def load_model(run_dir: str | os.PathLike, checkpoint: str = "last") -> NoisyTai
     clf.input_shape_ = trained.input_shape
     if len(trained.input_shape) == 1:
         clf.n_features_in_ = int(trained.input_shape[0])
-        if trained.feature_names:
+        if trained.feature_names and saved.is_file():  # fitted on a DataFrame: checked as then
             clf.feature_names_in_ = np.asarray(trained.feature_names, dtype=object)
     return clf
