@@ -25,6 +25,14 @@ def test_unknown_name_suggests_and_lists():
         reg.get("alpah")
 
 
+def test_suggestions_take_abbreviations_and_case():
+    from noisytail.registry import suggest
+
+    assert suggest("exp", ["step", "exponential"]).startswith(" Did you mean 'exponential'")
+    assert suggest("kNN", ["knn", "auto"]) == " Did you mean 'knn'?"
+    assert suggest("zzz", ["knn", "auto"]) == ""
+
+
 def test_build_checks_keywords_with_suggestion():
     reg = make()
     assert reg.build("alpha", {"size": 3}) == (3, "red")

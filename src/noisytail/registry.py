@@ -32,8 +32,13 @@ class RegistryArgumentError(RegistryError, ValueError):
 
 
 def suggest(name: str, choices: list[str]) -> str:
-    """Return a ' Did you mean ...?' fragment for `name`, or an empty string."""
+    """Return a ' Did you mean ...?' fragment for `name`, or an empty string: the choices it
+    begins (an abbreviation: 'exp' for 'exponential') or equals but for case, then the closest
+    spellings."""
+    low = name.lower()
+    begun = [c for c in choices if low and c.lower().startswith(low)]
     close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+    close = list(dict.fromkeys(begun + close))[:3]
     return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 
