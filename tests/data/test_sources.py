@@ -392,3 +392,18 @@ def test_find_datasets_reports_each_source(tmp_path, monkeypatch):
     assert rows["digits"]["found"] is True
     assert rows["image_folder"]["found"] is None and "data.root" in rows["image_folder"]["how"]
     assert rows["csv"]["found"] is None and "train_csv" in rows["csv"]["how"]
+
+
+def test_class_names_differing_only_in_case_are_warned_of(caplog):
+    import logging
+
+    from noisytail.data.types import DatasetBundle, DataSplit, TensorStore
+
+    split = DataSplit(TensorStore(torch.zeros(4, 3)), np.array([0, 1, 2, 0]))
+    bundle = DatasetBundle(name="t", train=split, test=split, class_names=["Red", "red ", "blue"])
+    with caplog.at_level(logging.WARNING):
+        bundle.validate()
+    assert "classes 'Red' and 'red ' differ only in case or spaces" in caplog.text
+    caplog.clear()
+    DatasetBundle(name="t", train=split, test=split, class_names=["a", "b", "c"]).validate()
+    assert "differ only" not in caplog.text

@@ -9,6 +9,7 @@ numpy int64 array in [0, num_classes).
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -244,7 +247,8 @@ class DatasetBundle:
         return len(self.input_shape) == 3
 
     def validate(self) -> None:
-        """Raise `DataError` if any label lies outside ``[0, num_classes)``."""
+        """Raise `DataError` if any label lies outside ``[0, num_classes)``; warn of class names
+        that differ only in case or spaces."""
         for split_name, split in (("train", self.train), ("test", self.test)):
             bad = (split.labels < 0) | (split.labels >= self.num_classes)
             if bad.any():
@@ -252,4 +256,14 @@ class DatasetBundle:
                 raise DataError(
                     f"{self.name} {split_name} label {int(split.labels[first])} at index {first} "
                     f"is outside [0, {self.num_classes}): labels must be 0..{self.num_classes - 1}."
+                )
+        seen: dict[str, str] = {}
+        for name in self.class_names:  # 'Red' and 'red': a typo, or truly two classes?
+            first_name = seen.setdefault(str(name).strip().casefold(), str(name))
+            if first_name != str(name):
+                log.warning(
+                    "classes %r and %r differ only in case or spaces: they are two classes; "
+                    "correct the labels if they are one.",
+                    first_name,
+                    name,
                 )
