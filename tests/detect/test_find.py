@@ -75,7 +75,7 @@ def test_no_tied_scores_on_distinct_inputs():
         ({"labels": [0, 1, 1]}, "needs pred_probs, features, or both"),
         ({"labels": [[0, 1]], "features": np.ones((1, 2))}, r"labels must be 1-D \[N\]"),
         ({"labels": [0.0, 1.0], "features": np.ones((2, 2))}, "labels must be integers"),
-        ({"labels": ["a", "b"], "features": np.ones((2, 2))}, "labels must hold numbers"),
+        ({"labels": ["a", "b"], "features": np.ones((2, 2))}, "got class names: encode them first"),
         ({"labels": [0, -1], "features": np.ones((2, 2))}, "labels must be >= 0"),
         ({"labels": [2, 2, 2], "features": np.ones((3, 2))}, "single class"),
         ({"labels": [0, 1], "pred_probs": np.ones(2)}, r"pred_probs must be 2-D \[N, K\]"),
