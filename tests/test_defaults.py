@@ -13,10 +13,10 @@ from PIL import Image
 
 from noisytail.cli import main
 from noisytail.config import load_config
+from noisytail.data.locations import holds_class_folders
 from noisytail.defaults import (
     MAX_EPOCHS,
     MIN_EPOCHS,
-    _class_folders_of_images,
     choose_defaults,
     epochs_for,
     explicit_keys,
@@ -97,8 +97,8 @@ def test_chosen_from_a_gray_folder_and_explicit_settings_win(tmp_path):
     cfg, choices = choose_defaults(load_config(None, alone), explicit_keys(None, alone))
     assert cfg.data.name == "image_folder" and choices[0].key == "data.name"
     (tmp_path / "empty").mkdir()
-    assert not _class_folders_of_images(str(tmp_path / "empty"))
-    assert not _class_folders_of_images(str(tmp_path / "photos" / "missing"))
+    assert not holds_class_folders(str(tmp_path / "empty"))
+    assert not holds_class_folders(str(tmp_path / "photos" / "missing"))
     # other sources are left alone
     cfg, choices = choose_defaults(load_config(None, ["data.name=digits"]), ["data.name"])
     assert choices == [] and cfg.model.name == "small_cnn" and cfg.train.epochs == 10

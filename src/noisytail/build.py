@@ -16,7 +16,7 @@ from .data.loader import PoolData
 from .data.types import DatasetBundle
 from .losses.build import build_loss
 from .methods import Method
-from .registry import LOSSES, METHODS, MODELS, check_kwargs, signature_defaults
+from .registry import LOSSES, METHODS, MODELS, signature_defaults
 from .runfolder import read_init_weights
 
 
@@ -45,10 +45,7 @@ def checked_method(cfg: Config) -> Config:
     """``cfg`` once its method's name and arguments, and a loss they name, pass their
     signatures (`RegistryError`, with a suggestion), without building a model or loading data:
     a bench checks every run of its grid before the first starts."""
-    name = cfg.method.name
-    check_kwargs(
-        METHODS.get(name), cfg.method.args, what=f"method {name!r}", reserved={"model", "info"}
-    )
+    METHODS.check(cfg.method.name, cfg.method.args, fixed=("model", "info"))  # as the loop builds
     if cfg.method.args.get("loss") is not None:
         build_loss(cfg.method.args["loss"], class_counts=[1, 1])
     return cfg
@@ -56,10 +53,10 @@ def checked_method(cfg: Config) -> Config:
 
 def code_defaults(cfg: Config) -> dict[str, dict[str, Any]]:
     """The constructor defaults ``cfg`` leaves to the code (`signature_defaults`): of the
-        method, the model and, for a method whose ``loss`` is a registered name (or a mapping naming
-    one), the loss. Saved in
-        a run's ``config.yaml`` (``_provenance.code_defaults``) and part of a bench run's hash, so a
-        default changed in the code is a new run, not a stale one found again."""
+    method, the model and, for a method whose ``loss`` is a registered name (or a mapping naming
+    one), the loss. Saved in a run's ``config.yaml`` (``_provenance.code_defaults``) and part of
+    a bench run's hash, so a default changed in the code is a new run, not a stale one found
+    again."""
     method = METHODS.get(cfg.method.name)
     out = {
         "method": signature_defaults(method, cfg.method.args),

@@ -91,7 +91,7 @@ def _print_summary(summary: RunSummary | UnfinishedRun, out: Path) -> None:
     if not summary.finished:
         click.echo(f"stopped after {summary.epochs_done} epochs; resume with --resume --out {out}")
         return
-    noise, pct = summary.noise, _pct
+    noise = summary.noise
     realised = noise.get("realised_rate")
     realised_text = "unknown" if realised is None else f"{realised:.1%}"
     click.echo(
@@ -99,11 +99,11 @@ def _print_summary(summary: RunSummary | UnfinishedRun, out: Path) -> None:
         f"(noise {noise['kind']} {noise['rate']:.0%}, realised {realised_text}; "
         f"imbalance ratio {summary.imbalance_ratio:g})"
     )
-    click.echo(f"  test accuracy        {pct(summary.test_accuracy)}")
-    click.echo(f"  balanced accuracy    {pct(summary.balanced_accuracy)}")
+    click.echo(f"  test accuracy        {_pct(summary.test_accuracy)}")
+    click.echo(f"  balanced accuracy    {_pct(summary.balanced_accuracy)}")
     click.echo(
-        f"  many / medium / few  {pct(summary.many_shot_accuracy)} / "
-        f"{pct(summary.medium_shot_accuracy)} / {pct(summary.few_shot_accuracy)}"
+        f"  many / medium / few  {_pct(summary.many_shot_accuracy)} / "
+        f"{_pct(summary.medium_shot_accuracy)} / {_pct(summary.few_shot_accuracy)}"
     )
     ece, speed = summary.ece, summary.images_per_second
     click.echo(f"  ECE                  {'n/a' if ece is None else f'{ece:.4f}'}")
@@ -190,13 +190,13 @@ def pretrain(config, overrides, out, resume, probe_epochs, no_progress) -> None:
         _print_summary(summary, Path(out))
         return
     res = export_pretrained(out, probe_epochs=probe_epochs)
-    lp, knn, pct = res["linear_probe"], res["knn"], _pct
+    lp, knn = res["linear_probe"], res["knn"]
 
     click.echo(
-        f"\n{cfg.method.name} pre-training on {cfg.data.name}: linear probe {pct(lp['accuracy'])} "
-        f"(many / medium / few {pct(lp['many_shot_accuracy'])} / "
-        f"{pct(lp['medium_shot_accuracy'])} / {pct(lp['few_shot_accuracy'])}), "
-        f"kNN {pct(knn['accuracy'])}"
+        f"\n{cfg.method.name} pre-training on {cfg.data.name}: linear probe {_pct(lp['accuracy'])} "
+        f"(many / medium / few {_pct(lp['many_shot_accuracy'])} / "
+        f"{_pct(lp['medium_shot_accuracy'])} / {_pct(lp['few_shot_accuracy'])}), "
+        f"kNN {_pct(knn['accuracy'])}"
     )
     click.echo(f"encoder:   {res['encoder']}")
     click.echo(

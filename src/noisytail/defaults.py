@@ -33,6 +33,7 @@ from typing import Any
 
 from .config import Config, ConfigError, from_dict, parse_override, read_yaml_file
 from .data.checked import USER_SOURCES, source_options
+from .data.locations import holds_class_folders
 from .data.types import DataError
 
 log = logging.getLogger(__name__)
@@ -217,7 +218,7 @@ def choose_defaults(
     if "data.name" not in explicit and "train_csv" in cfg.data.options and cfg.data.name != "csv":
         choices.append(Choice("data.name", "csv", "data.options.train_csv names a CSV"))
         cfg = from_dict({"data": {"name": "csv"}}, cfg)
-    elif "data.name" not in explicit and _class_folders_of_images(cfg.data.root):
+    elif "data.name" not in explicit and holds_class_folders(cfg.data.root):
         choices.append(Choice("data.name", "image_folder", "data.root holds class folders"))
         cfg = from_dict({"data": {"name": "image_folder"}}, cfg)
     if scope is not None:
@@ -279,27 +280,6 @@ def reuse_choices(cfg: Config, run_dir: str | os.PathLike, explicit: Iterable[st
         elif key == "train.epochs":
             values["train"] = {"epochs": saved.train.epochs}
     return from_dict(values, cfg)
-
-
-def _class_folders_of_images(root: str | None) -> bool:
-    """Whether ``root`` (or its ``train/``) holds at least two visible sub-folders with image
-    files in them: a user's image folder, named only by ``data.root``."""
-    from .data.locations import IMAGE_EXTENSIONS
-
-    if not root or not os.path.isdir(root):
-        return False
-    base = os.path.join(root, "train") if os.path.isdir(os.path.join(root, "train")) else root
-    with os.scandir(base) as entries:
-        subs = [e.path for e in entries if e.is_dir() and not e.name.startswith(".")]
-    with_images = 0
-    for sub in subs:
-        with os.scandir(sub) as entries:
-            with_images += any(
-                os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS for e in entries
-            )
-        if with_images >= 2:
-            return True
-    return False
 
 
 def apply_defaults(

@@ -356,17 +356,32 @@ def _refittable(target: Path) -> Path:
             "empty or new folder (nothing there is replaced)."
         )
     if target.is_dir():
-        from .runfolder import run_file
-
+        ours = _run_files()
         for path in sorted(target.rglob("*")):
             relative = path.relative_to(target).as_posix()
-            if not path.is_dir() and not run_file(relative):
+            if not path.is_dir() and relative not in ours:
                 raise ValueError(
                     f"run_dir {target} holds {relative!r}, which is not part of a run: move it "
                     "out of the folder to fit again there (nothing was changed)."
                 )
     target.parent.mkdir(parents=True, exist_ok=True)
     return target
+
+
+def _run_files() -> frozenset[str]:
+    """Every file a run folder of the classifier may hold, relative to it, named by what writes
+    it: the training loop, its report, ``noisytail evaluate`` and the classifier itself;
+    anything else there is the user's."""
+    from .data.fingerprint import CORRUPTION_FILE, FINGERPRINT_FILE
+    from .report import REPORT_FILES
+    from .runfolder import CONFIG_FILE, INDICES_FILE, METRICS_FILE, checkpoint_path
+    from .summary import PREDICTIONS_FILE, SUMMARY_FILE, evaluation_file
+
+    written = (CONFIG_FILE, METRICS_FILE, INDICES_FILE, FINGERPRINT_FILE, CORRUPTION_FILE)
+    written += (PREDICTIONS_FILE, SUMMARY_FILE, ESTIMATOR_FILE, *REPORT_FILES)
+    checkpoints = ("last", "best")
+    written += tuple(evaluation_file(c) for c in checkpoints)
+    return frozenset((*written, *(checkpoint_path("", c).as_posix() for c in checkpoints)))
 
 
 def _move_run(new: Path, target: Path) -> None:

@@ -13,7 +13,7 @@ import importlib.util
 import inspect
 import math
 import pkgutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -86,6 +86,13 @@ class Registry(Generic[T]):
             )
         return self._items[name]
 
+    def check(self, name: str, args: Mapping[str, Any], fixed: Iterable[str] = ()) -> Any:
+        """The registered object ``name`` once the user's ``args`` pass its signature
+        (`check_kwargs`; ``fixed``: the names the library supplies), without calling it."""
+        target = self.get(name)
+        check_kwargs(target, args, what=f"{self.kind} {name!r}", reserved=set(fixed))
+        return target
+
     def build(self, name: str, /, args: Mapping[str, Any] | None = None, **fixed: Any) -> Any:
         """Call the registered object with ``fixed`` plus user ``args``, checking names first.
 
@@ -94,10 +101,8 @@ class Registry(Generic[T]):
         an error with a suggestion rather than a silently ignored key. A plain ``ValueError``
         raised while building with user ``args`` becomes a `RegistryError` naming the object.
         """
-        target = self.get(name)
         args = dict(args or {})
-        what = f"{self.kind} {name!r}"
-        check_kwargs(target, args, what=what, reserved=set(fixed))
+        target = self.check(name, args, fixed)
         try:
             return target(**fixed, **args)  # type: ignore[operator]
         except ValueError as err:
@@ -105,7 +110,7 @@ class Registry(Generic[T]):
             # value (l2b's norm_type: foo). Typed errors (ConfigError, DataError, ...) pass on.
             if type(err) is not ValueError or not args:
                 raise
-            raise RegistryArgumentError(f"{what}: {err}") from None
+            raise RegistryArgumentError(f"{self.kind} {name!r}: {err}") from None
 
     def names(self) -> list[str]:
         return sorted(self._items)

@@ -51,6 +51,14 @@ from noisytail.figures import (
 from noisytail.runfolder import CONFIG_FILE, METRICS_FILE, read_metrics, write_text
 from noisytail.summary import PREDICTIONS_FILE, SUMMARY_FILE, read_summary
 
+#: What `write_report` writes into a run folder.
+LEARNING_CURVES = "learning_curves.png"
+PER_CLASS = "per_class_accuracy.png"
+CONFUSION = "confusion_matrix.png"
+TRANSITION = "noise_transition.png"
+REPORT_FILE = "report.md"
+REPORT_FILES = (REPORT_FILE, LEARNING_CURVES, PER_CLASS, CONFUSION, TRANSITION)
+
 
 def _dataset_name(name: Any, default: str) -> str:
     """How the report names data source ``name``: the display name the source declares
@@ -384,12 +392,12 @@ def write_report(run_dir: Path | str) -> Path:
 
     if rows:
         best = s.get("best_epoch") if _validated(s) else None
-        plot_learning_curves(rows, run_dir / "learning_curves.png", best_epoch=best)
-        md += ["## Learning curves", "", "![Learning curves](learning_curves.png)", ""]
+        plot_learning_curves(rows, run_dir / LEARNING_CURVES, best_epoch=best)
+        md += ["## Learning curves", "", f"![Learning curves]({LEARNING_CURVES})", ""]
     if m is not None:
         thr = m["shot_thresholds"]
         plot_per_class_accuracy(
-            m["per_class_accuracy"], counts, names, groups, thr, run_dir / "per_class_accuracy.png"
+            m["per_class_accuracy"], counts, names, groups, thr, run_dir / PER_CLASS
         )
         cm = row_normalise(np.asarray(m["confusion_matrix"], dtype=float))
         untested = int(np.sum(cm.sum(axis=1) == 0))
@@ -400,14 +408,14 @@ def write_report(run_dir: Path | str) -> Path:
             + (f"; {untested} classes not in the test set)" if untested else ")"),
             "Predicted class",
             "True class",
-            run_dir / "confusion_matrix.png",
+            run_dir / CONFUSION,
         )
-        md += ["## Per-class accuracy", "", "![Per-class accuracy](per_class_accuracy.png)", ""]
+        md += ["## Per-class accuracy", "", f"![Per-class accuracy]({PER_CLASS})", ""]
         md += ["| Class | Training samples | Group | Test accuracy |", "|---|---|---|---|"]
         for i in np.argsort(-counts, kind="stable"):
             acc_i = _pct(m["per_class_accuracy"][i])
             md.append(f"| {_md_cell(names[i])} | {int(counts[i])} | {groups[i]} | {acc_i} |")
-        md += ["", "## Confusion matrix", "", "![Confusion matrix](confusion_matrix.png)", ""]
+        md += ["", "## Confusion matrix", "", f"![Confusion matrix]({CONFUSION})", ""]
     if corr is not None and k is not None and {"true_labels", "noisy_labels"} <= corr.keys():
         tm = noise_transition(corr, k)
         off = 1 - np.trace(tm) / max(1, np.count_nonzero(tm.sum(axis=1)))
@@ -421,12 +429,12 @@ def write_report(run_dir: Path | str) -> Path:
                 + (f" ({_pct(realised)} wrong)" if realised is not None else ""),
                 "Given (noisy) label",
                 "True label",
-                run_dir / "noise_transition.png",
+                run_dir / TRANSITION,
             )
             md += [
                 "Row i shows where the training samples of true class i ended up after corruption.",
                 "",
-                "![Noise transition](noise_transition.png)",
+                f"![Noise transition]({TRANSITION})",
                 "",
             ]
         elif lookup(s, "noise.unverified"):
@@ -439,4 +447,4 @@ def write_report(run_dir: Path | str) -> Path:
             md += ["No training label was changed.", ""]
     if config is not None:
         md += ["## Configuration", "", "```yaml", config.rstrip(), "```", ""]
-    return write_text("\n".join(md), run_dir / "report.md")
+    return write_text("\n".join(md), run_dir / REPORT_FILE)

@@ -54,26 +54,6 @@ if TYPE_CHECKING:
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 INDICES_FILE = "data_indices.npz"
-#: Every file a run folder may hold, relative to it: what training writes (above), its report
-#: (`noisytail.report`), ``evaluation_<checkpoint>.json`` (`run_file` allows those) and an
-#: estimator's ``estimator.json``; anything else there is the user's.
-RUN_FILES = frozenset(
-    {CONFIG_FILE, METRICS_FILE, INDICES_FILE, FINGERPRINT_FILE, CORRUPTION_FILE}
-    | {"predictions.npz", "summary.json", "estimator.json", "checkpoints/last.pt"}
-    | {"checkpoints/best.pt", "report.md", "learning_curves.png", "per_class_accuracy.png"}
-    | {"confusion_matrix.png", "noise_transition.png"}
-)
-
-
-def run_file(relative: str) -> bool:
-    """Whether ``relative`` (a '/'-separated path inside a run folder) is one `RUN_FILES` names."""
-    name = relative.rsplit("/", 1)[-1]
-    top = "/" not in relative
-    return relative in RUN_FILES or (
-        top and name.startswith("evaluation_") and name.endswith(".json")
-    )
-
-
 #: The keys of ``checkpoints/last.pt``, the full training state that ``--resume`` continues.
 CHECKPOINT_KEYS = ("epoch", "method", "extra", "optimizer", "history", "best", "config")
 #: The keys of ``checkpoints/best.pt``: the method's whole state at the best epoch.
@@ -334,7 +314,9 @@ def prepare_out_dir(out_dir: Path, cfg: Config, resume: bool, is_main: bool) -> 
                     stale.unlink(missing_ok=True)
             return False
         saved = read_run_config(out_dir)  # one-line error if missing or damaged
-        changed = config_difference(_resume_view(saved), _resume_view(cfg))
+        changed = config_difference(
+            comparable_config(to_dict(saved)), comparable_config(to_dict(cfg))
+        )
         if changed is not None:
             raise ConfigError(
                 f"--resume: the config differs from the one saved in {out_dir / CONFIG_FILE} "
@@ -367,13 +349,18 @@ def pin_execution(cfg: Config, out_dir: Path) -> Config:
     return dataclasses.replace(cfg, train=dataclasses.replace(t, **pinned)) if pinned else cfg
 
 
-def _resume_view(cfg: Config) -> dict[str, Any]:
-    """What ``--resume`` compares: the config without its execution settings, without the
-    device (a run may continue on another machine) and without ``inferred`` (the reasons for
-    choices, absent where the user set the same value)."""
-    values = without_execution_settings(to_dict(cfg))
+def comparable_config(values: dict[str, Any], *, also: tuple[str, ...] = ()) -> dict[str, Any]:
+    """What two runs' configs (`to_dict` results) are compared on (``--resume``; the runs
+    paired in a budget gap): without the execution settings, the device (a run may continue
+    on another machine), ``inferred`` (the reasons for choices, absent where the user set the
+    same value) and the top-level or ``train.`` keys ``also`` names (e.g. ``seed``,
+    ``train.epochs``). A new dict."""
+    values = without_execution_settings(values)
     values.pop("inferred", None)
-    values["train"] = {k: v for k, v in values.get("train", {}).items() if k != "device"}
+    drop = {"device", *(k.removeprefix("train.") for k in also if k.startswith("train."))}
+    values["train"] = {k: v for k, v in values.get("train", {}).items() if k not in drop}
+    for key in also:
+        values.pop(key, None)
     return values
 
 

@@ -32,6 +32,11 @@ SUMMARY_FILE = "summary.json"
 PREDICTIONS_FILE = "predictions.npz"
 
 
+def evaluation_file(checkpoint: str) -> str:
+    """The file `evaluate_checkpoint` writes for ``checkpoint`` (``last`` / ``best``)."""
+    return f"evaluation_{checkpoint}.json"
+
+
 @dataclass(kw_only=True)
 class RunSummary:
     """``summary.json``: a finished run's final metrics and set-up. Accuracies are fractions;
@@ -223,7 +228,7 @@ def evaluate_checkpoint(run: Run, checkpoint: str) -> dict[str, Any]:
     metrics = classification_metrics(run.data.bundle.test.labels, probs, run.data.true_class_counts)
     metrics["checkpoint"] = str(checkpoint_path(run.out, checkpoint))
     metrics.update(device=str(run.rt.device), precision=run.precision)  # they move the last digits
-    write_json(metrics, run.out / f"evaluation_{checkpoint}.json")
+    write_json(metrics, run.out / evaluation_file(checkpoint))
     return metrics
 
 

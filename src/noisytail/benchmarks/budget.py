@@ -27,9 +27,8 @@ from typing import Any
 import matplotlib
 import yaml
 
-from noisytail.config import without_execution_settings
 from noisytail.figures import STYLE, lookup, new_figure, save_figure
-from noisytail.runfolder import METRICS_FILE, config_difference, read_metrics
+from noisytail.runfolder import METRICS_FILE, comparable_config, config_difference, read_metrics
 
 #: The run's config keys that name a curve (besides the budget), by default.
 CURVE_KEYS = ("noise.kind", "model.options.width")
@@ -162,24 +161,11 @@ def _curve_and_budget(row: dict[str, Any], curve_keys: Sequence[str]) -> tuple[t
     return tuple(lookup(cfg, k) for k in curve_keys), int(lookup(cfg, BUDGET_KEY))
 
 
-def _setting(config: dict[str, Any]) -> dict[str, Any]:
-    """A run's config without what the runs of one curve differ in: the seed, the budget, the
-    device, the execution settings and ``inferred``."""
-    values = without_execution_settings(config)
-    values.pop("seed", None)
-    values.pop("inferred", None)
-    values["train"] = {k: v for k, v in values.get("train", {}).items() if k not in _FREE}
-    return values
-
-
-_FREE = ("epochs", "device")
-
-
 def _claim(claimed: dict[tuple, dict[str, Any]], key: tuple, row: dict[str, Any]) -> None:
     """Refuse (`ValueError`) a second run of the same method, curve, budget and seed whose setting
     differs from the first's: it would silently replace it, and a gap could pair a method with
     a baseline of another setting."""
-    setting = _setting(row["config"])
+    setting = comparable_config(row["config"], also=("seed", BUDGET_KEY))
     first = claimed.setdefault((*key, row["method"]), setting)
     if first != setting:
         raise ValueError(

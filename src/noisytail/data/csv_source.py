@@ -56,6 +56,10 @@ from noisytail.data.types import DataError, DatasetBundle, DataSplit, TensorStor
 log = logging.getLogger(__name__)
 
 
+#: The column of image paths in a CSV manifest, unless ``path_column`` names another.
+PATH_COLUMN = "path"
+
+
 @data_source(
     "csv",
     display_name="a CSV file",
@@ -70,7 +74,7 @@ def load_csv(
     test_fraction: float = 0.2,
     seed: int = 0,
     label_column: str = "label",
-    path_column: str = "path",
+    path_column: str = PATH_COLUMN,
     image_size: int | None = None,
     channels: int | None = None,
     cache_items: int = 4096,

@@ -74,6 +74,16 @@ def is_output_folder(folder: Path) -> bool:
     return all(_marked(_scan(child)[0]) for child in children)
 
 
+def holds_class_folders(root: str | os.PathLike[str] | None) -> bool:
+    """Whether ``root`` (or its ``train/``) holds at least two visible sub-folders with image
+    files directly in them: a user's image folder, named by nothing but its path."""
+    if not root or not os.path.isdir(root):
+        return False
+    base = Path(root) / "train" if os.path.isdir(Path(root) / "train") else Path(root)
+    with_images = (child for child in _scan(base)[1] if _scan(child)[2])  # lazily: stop at 2
+    return next(with_images, None) is not None and next(with_images, None) is not None
+
+
 def image_parents(paths: Iterable[str] | None) -> tuple[str, ...]:
     """The distinct folders that directly hold the files ``paths`` (sorted)."""
     return tuple(sorted({os.path.dirname(os.path.abspath(p)) for p in paths or ()}))

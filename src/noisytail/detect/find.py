@@ -66,11 +66,13 @@ def _array(x: Any, name: str) -> np.ndarray:
 
 def check_labels(labels: Any) -> np.ndarray:
     """``labels`` as int64 ``[N]``: 1-D, integer dtype, >= 0, at least two classes."""
-    if not isinstance(labels, torch.Tensor) and np.asarray(labels).dtype.kind in "USO":
-        raise ValueError(  # as cleanlab: pred_probs' columns follow the encoded classes
-            "labels must be integers 0..K-1, got class names: encode them first, e.g. with "
-            "sklearn.preprocessing.LabelEncoder, whose classes_ order pred_probs' columns."
-        )
+    if not isinstance(labels, torch.Tensor):
+        labels = np.asarray(labels)  # once: `_array` takes it as it is
+        if labels.dtype.kind in "USO":
+            raise ValueError(  # as cleanlab: pred_probs' columns follow the encoded classes
+                "labels must be integers 0..K-1, got class names: encode them first, e.g. with "
+                "sklearn.preprocessing.LabelEncoder, whose classes_ order pred_probs' columns."
+            )
     y = _array(labels, "labels")
     if y.ndim != 1:
         raise ValueError(f"labels must be 1-D [N], got shape {y.shape}.")

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..config import Config, ConfigError, from_dict, validate
+from ..data.csv_source import PATH_COLUMN
 from ..data.locations import check_outside_data
 from ..data.prepare import PreparedData, prepare_data
 from ..data.types import DataError
@@ -331,8 +332,8 @@ def detect_label_issues(
             manifest,
             rows[output.flagged],
             dest,
-            path_column=cfg.data.options.get("path_column", "path"),
-            root=Path(prepared.bundle.root) if prepared.bundle.root else manifest.parent,
+            path_column=cfg.data.options.get("path_column", PATH_COLUMN),
+            root=Path(prepared.bundle.root),  # where the CSV source took relative paths from
         )
         result.cleaned["not_checked"] = result.cleaned["rows"] - n
         result.files["cleaned_csv"] = dest
