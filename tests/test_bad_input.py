@@ -400,6 +400,35 @@ CASES = [
         "already exists: the cleaned manifest is written to a new file only",
         setup=table(EVEN),
     ),
+    Case(
+        "detect: --clean-csv beside the CSV manifest",
+        ["detect", *FAST_CSV, "-d", "knn", "--arg", "space=input", "--out", "{out}/d"]
+        + ["--clean-csv", "{in}/data/table.cleaned.csv"],
+        "--clean-csv .*table.cleaned.csv lies in .*data, among your data",
+        setup=table(EVEN),
+    ),
+    Case(
+        "detect: --clean-csv among the images of a manifest",
+        ["detect", *PHOTOS, "--set", "data.name=csv", "--set"]
+        + ["data.options.train_csv={in}/lists/train.csv", "-d", "knn", "--arg", "space=input"]
+        + ["--out", "{out}/d", "--clean-csv", "{in}/photos/class_1/clean.csv"],
+        "--clean-csv .*clean.csv lies in .*class_1, among your data",
+        setup=photo_manifest,
+    ),
+    Case(
+        "export: --out beside the run's training CSV",
+        ["export", "{in}/run", "--out", "{in}/data/model.pt"],
+        "--out .*model.pt lies in .*data, among your data",
+        setup=both(table(EVEN), run_folder(overrides=FAST_CSV)),
+    ),
+    Case(
+        "predict: --out beside the run's training CSV",
+        ["predict", "{in}/run", "--images", "{in}/new/rows.csv", "--out", "{in}/data/p.csv"],
+        "--out .*p.csv lies in .*data, among your data",
+        setup=both(
+            table(EVEN), text("new/rows.csv", "f1,f2\n0,0\n"), run_folder(overrides=FAST_CSV)
+        ),
+    ),
     # item 6: no run folder inside the data
     Case(
         "train: --out inside the image folder",

@@ -419,10 +419,10 @@ def predict(run_dir, inputs, out, top_k, checkpoint) -> None:  # type: ignore[no
 def export(run_dir, fmt, out, checkpoint) -> None:  # type: ignore[no-untyped-def]
     """Write a run's model as TorchScript or ONNX (normalised float32 input, logits out), with
     OUT.json holding the class names, input shape and normalisation."""
-    from .inference import TrainedModel
+    from .prediction import export_run
 
     out = out or Path(run_dir) / ("model.onnx" if fmt == "onnx" else "model.pt")
-    click.echo(TrainedModel.from_run(run_dir, checkpoint).export(fmt, out))
+    click.echo(export_run(run_dir, fmt, out, checkpoint=checkpoint))
 
 
 @main.command(name="list")

@@ -1,6 +1,7 @@
 """Classifying files with a run's model (``noisytail predict``): image files, folders of them and
 CSVs of paths (`image_paths`), or a CSV of feature rows (`read_feature_csv`), into a predictions
-table (`predictions_table`, `predict_files`) written outside the user's data.
+table (`predictions_table`, `predict_files`) written outside the user's data; and exporting a
+run's model (`export_run`), likewise never among its data.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from .data.arrays import as_model_inputs
 from .data.csv_table import read_csv_rows
+from .data.locations import check_outside_inputs, run_data_locations
 from .data.types import DataError
 from .errors import short_error
 from .inference import TrainedModel
@@ -119,8 +121,6 @@ def _check_predictions_target(out: Path, inputs: Sequence[str | os.PathLike]) ->
     """Refuse (`DataError`) to write predictions among the ``inputs`` (and the run's data:
     `noisytail.data.locations.check_outside_inputs`) or over a file that is not an earlier
     predictions table (its header starts ``input,class,probability``)."""
-    from .data.locations import check_outside_inputs
-
     check_outside_inputs(out, inputs)
     if not out.exists():
         return
@@ -147,8 +147,8 @@ def predict_files(
     """Classify image files (or the rows of a feature CSV, for a tabular model) with a run's
     model and write ``out_csv`` (`predictions_table`); returns its path. An existing
     ``out_csv`` is replaced only if it is an earlier predictions table, never an input."""
-    root = read_run_config(run_dir).data.root  # the run's own data is the user's too
-    _check_predictions_target(Path(out_csv), [*inputs, *([root] if root else [])])
+    data = run_data_locations(read_run_config(run_dir))  # the run's own data is the user's too
+    _check_predictions_target(Path(out_csv), [*inputs, *data])
     trained = TrainedModel.from_run(run_dir, checkpoint)
     if trained.is_image:
         paths = image_paths(inputs)
@@ -170,3 +170,12 @@ def predict_files(
     write_bytes(buf.getvalue().encode("utf-8", "surrogateescape"), out)  # file names as they are
     log.debug("%d predictions written to %s", len(rows), out)
     return out
+
+
+def export_run(
+    run_dir: str | os.PathLike, fmt: str, out: str | os.PathLike, *, checkpoint: str = "last"
+) -> Path:
+    """Write a run's model as ``fmt`` (`TrainedModel.export`) to ``out``, never among the run's
+    data (`noisytail.data.locations.check_outside_inputs`); returns ``out``."""
+    check_outside_inputs(out, run_data_locations(read_run_config(run_dir)))
+    return TrainedModel.from_run(run_dir, checkpoint).export(fmt, out)

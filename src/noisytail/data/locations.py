@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from noisytail.data.types import DataError, DatasetBundle
 
@@ -97,12 +98,33 @@ def _within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def run_data_locations(cfg: Any) -> list[str]:
+    """The existing data paths a run's config ``cfg`` names, for `check_outside_inputs`:
+    ``data.root``, ``data.label_file``, ``meta.file`` and every ``data.options`` string that
+    names an existing file or folder (as given, or inside ``data.root``: a manifest, a list)."""
+    root = cfg.data.root
+    named = [root, cfg.data.label_file, cfg.meta.file]
+    named += [v for v in cfg.data.options.values() if isinstance(v, str) and v.strip()]
+    found: list[str] = []
+    for item in named:
+        if not item:
+            continue
+        candidates = [os.path.expanduser(item)]
+        if root and not os.path.isabs(candidates[0]):
+            candidates.append(os.path.join(os.path.expanduser(root), item))
+        found += [c for c in candidates if os.path.exists(c) and c not in found]
+    return found
+
+
 def check_outside_inputs(
-    out: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]]
+    out: str | os.PathLike[str],
+    inputs: Sequence[str | os.PathLike[str]],
+    *,
+    option: str = "--out",
 ) -> None:
-    """Raise `DataError` if the output file ``out`` would go inside one of the folders in
-    ``inputs`` (images to classify, a run's data root) or beside one of its files: a table
-    written among the images it describes is a file in the user's data."""
+    """Raise `DataError` if the output file ``out`` (given as ``option``) would go inside one of
+    the folders in ``inputs`` (images to classify, a run's data: `run_data_locations`) or beside
+    one of its files: a file written among the data it describes is a file in the user's data."""
     target = _real(out).parent
     for item in inputs:
         if not os.path.exists(item):
@@ -110,9 +132,22 @@ def check_outside_inputs(
         folder = _real(item) if os.path.isdir(item) else _real(item).parent
         if target == folder or (os.path.isdir(item) and _within(target, folder)):
             raise DataError(
-                f"--out {out} lies in {folder}, among your data: write it elsewhere (noisytail "
-                "never writes into your data; by default it goes into the run folder)."
+                f"{option} {out} lies in {folder}, among your data: write it elsewhere "
+                "(noisytail never writes into your data; by default it goes into the run or "
+                "detection folder)."
             )
+
+
+def data_locations(
+    bundle: DatasetBundle, extra_files: Sequence[str | os.PathLike[str] | None] = ()
+) -> tuple[list[str], list[str]]:
+    """``bundle``'s data folders (its ``root`` when it declares neither folders nor files) and
+    its data files plus the given ``extra_files`` (e.g. a label file)."""
+    folders = [os.fspath(f) for f in bundle.data_folders]
+    if not folders and not bundle.data_files and bundle.root:
+        folders = [os.fspath(bundle.root)]
+    files = [os.fspath(f) for f in (*bundle.data_files, *extra_files) if f]
+    return folders, files
 
 
 def check_outside_data(
@@ -124,16 +159,14 @@ def check_outside_data(
     """Raise `DataError` if the output folder ``out`` lies inside a data folder of ``bundle``,
     or is the folder of one of its data files or of ``extra_files`` (e.g. a label file)."""
     target = _real(out)
-    folders = list(bundle.data_folders)
-    if not folders and not bundle.data_files and bundle.root:
-        folders = [bundle.root]
+    folders, files = data_locations(bundle, extra_files)
     for folder in folders:
         if _within(target, _real(folder)):
             raise DataError(
                 f"The output folder {out} lies inside the data folder {folder}: choose an --out "
                 "outside the data (noisytail never writes into your data)."
             )
-    for file in [*bundle.data_files, *(f for f in extra_files if f)]:
+    for file in files:
         if target == _real(file).parent:
             raise DataError(
                 f"The output folder {out} is the folder of the data file {file}: choose an --out "

@@ -37,7 +37,7 @@ import numpy as np
 
 from ..config import Config, ConfigError, from_dict, validate
 from ..data.csv_source import PATH_COLUMN
-from ..data.locations import check_outside_data
+from ..data.locations import check_outside_data, check_outside_inputs, data_locations
 from ..data.prepare import PreparedData, prepare_data
 from ..data.types import DataError
 from ..defaults import USER_SOURCES
@@ -282,6 +282,9 @@ def detect_label_issues(
         _precheck(out, cfg, overwrite, clean_csv, from_run=False)
         prepared = prepare_data(cfg)
         check_outside_data(out, prepared.bundle, extra_files=[cfg.data.label_file])
+        if clean_csv not in (None, False, True):  # a named file: never among the data either
+            folders, files = data_locations(prepared.bundle, [cfg.data.label_file])
+            check_outside_inputs(clean_csv, [*folders, *files], option="--clean-csv")
         rt = setup_runtime(cfg)
     out.mkdir(parents=True, exist_ok=True)
     task = DetectionTask(cfg, prepared, rt, out, progress=progress, loader=loader)
