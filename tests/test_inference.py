@@ -282,7 +282,7 @@ def test_load_model_of_a_tabular_run_standardises_as_training_did(tmp_path, monk
     result = CliRunner().invoke(main, ["predict", str(tmp_path / "run"), "--images", str(table)])
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader((tmp_path / "run" / "predictions.csv").read_text().splitlines()))
-    assert [r["input"] for r in rows] == [str(i) for i in range(1, 91)]  # 1-based data rows
+    assert [r["input"] for r in rows] == [str(i) for i in range(90)]  # 0-based data rows
     assert [int(r["class"]) for r in rows] == clf.predict(x).tolist()
     table.write_text("a,b,c\n1,2,3\n")
     result = CliRunner().invoke(main, ["predict", str(tmp_path / "run"), "--images", str(table)])
@@ -377,7 +377,7 @@ def test_predict_reads_a_feature_csv_by_the_trained_column_names(tmp_path):
     )
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(out.read_text().splitlines()))
-    assert [r["input"] for r in rows] == ["1", "2", "3", "4", "5"]
+    assert [r["input"] for r in rows] == ["0", "1", "2", "3", "4"]  # the blank line skipped
     top = want.argmax(1)
     np.testing.assert_allclose([float(r["probability"]) for r in rows], want.max(1), atol=1e-5)
     assert [r["class"] for r in rows] == [str(c) for c in top]

@@ -71,9 +71,10 @@ def _csv_paths(path: Path) -> list[Path]:
 def read_feature_csv(
     path: str | os.PathLike, feature_names: Sequence[str] | None = None
 ) -> tuple[list[str], np.ndarray]:
-    """A CSV of numeric features as row ids (1-based data-row numbers; blank lines are not
-    rows, as in training) and float32 ``[N, D]``. With ``feature_names`` (a model trained on a
-    feature CSV) the columns are taken by name, in that order, and any other column (a label,
+    """A CSV of numeric features as row ids (0-based data-row numbers, header not counted, as
+    `pandas.read_csv` and detect's ``row`` number them; blank lines are not rows, as in
+    training) and float32 ``[N, D]``. With ``feature_names`` (a model trained on a feature CSV)
+    the columns are taken by name, in that order, and any other column (a label,
     an id) is ignored; a missing one raises `DataError`. Without, every column but ``label``,
     ``path`` and ``id`` is a feature, in file order. A non-numeric cell raises `DataError`
     naming its line."""
@@ -96,7 +97,7 @@ def read_feature_csv(
         except ValueError:
             raise DataError(f"{p} line {line}: expected {len(keep)} numbers.") from None
     x = as_model_inputs(np.asarray(values, dtype=np.float64), what=str(p))
-    return [str(i) for i in range(1, len(values) + 1)], x
+    return [str(i) for i in range(len(values))], x
 
 
 def predictions_table(
