@@ -40,6 +40,10 @@ def test_train_evaluate_and_refuse_existing(tmp_path):
     result = runner.invoke(main, ["train", *FAST, "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "test accuracy" in result.output and "report" in result.output
+    # no bars, but one line per epoch, in order, on stdout (a log file shows how training went)
+    epochs = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert epochs == ["1/2", "2/2"], result.stdout
+    assert "\r" not in result.stdout  # no progress bar redraws
     assert (out / "report.md").exists()
     result = runner.invoke(main, ["evaluate", str(out)])
     assert result.exit_code == 0, result.output

@@ -39,7 +39,7 @@ def main() -> None:
     "--out", type=click.Path(file_okay=False), help="Run folder (default runs/<name>-<time>)."
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--no-progress", is_flag=True, help="No progress bars (one line per epoch instead).")
 @click.option("--no-report", is_flag=True, help="Skip report.md and plots.")
 @guard
 def train(config, overrides, out, resume, no_progress, no_report) -> None:  # type: ignore[no-untyped-def]
@@ -149,7 +149,7 @@ class _RegistryHelpOption(click.Option):
 @click.option(
     "--probe-epochs", type=int, default=100, show_default=True, help="Final linear-probe epochs."
 )
-@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--no-progress", is_flag=True, help="No progress bars (one line per epoch instead).")
 @guard
 def pretrain(config, overrides, out, resume, probe_epochs, no_progress) -> None:  # type: ignore[no-untyped-def]
     """Self-supervised pre-training (default: simclr with SimCLR augmentation, also in place of a

@@ -88,7 +88,12 @@ class CliGroup(click.Group):
 
 
 class NoteHandler(logging.Handler):
-    """The library's log messages (e.g. data reinterpreted) as ``note: ...`` lines on stderr."""
+    """The library's log messages (e.g. data reinterpreted) as ``note: ...`` lines on stderr;
+    the epoch lines of a run without progress bars (``noisytail.epochs``) as they are, on
+    stdout like the lines above the bars."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        click.echo(f"note: {record.getMessage()}", err=True)
+        if record.name == "noisytail.epochs":
+            click.echo(record.getMessage())
+        else:
+            click.echo(f"note: {record.getMessage()}", err=True)

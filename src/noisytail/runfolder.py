@@ -62,6 +62,8 @@ WEIGHTS_KEYS = ("epoch", "method", "extra", "config")
 RESIZING_SOURCES = ("image_folder", "csv", "list_file", "clothing1m", "isic2019")
 
 log = logging.getLogger(__name__)
+#: One line per finished epoch when no progress bar shows them (the CLI prints it as it is).
+epoch_log = logging.getLogger("noisytail.epochs")
 
 
 def checkpoint_path(run_dir: str | os.PathLike, name: str = "last") -> Path:
@@ -439,7 +441,8 @@ def checkpoint_at_stop(run: Run) -> None:
 def epoch_writer(run: Run, progress: bool) -> Callable[[dict[str, Any]], None]:
     """`noisytail.train.fit`'s ``on_epoch`` for ``run``: the record to ``metrics.jsonl``,
     ``best.pt`` when the epoch is the best so far, ``last.pt`` every ``train.checkpoint_every``
-    epochs and at the end."""
+    epochs and at the end, and an ``epoch k/N ...`` line (above the bars with ``progress``, else
+    to the ``noisytail.epochs`` logger)."""
     out, t = run.out, run.cfg.train
 
     def write(record: dict[str, Any]) -> None:
@@ -455,14 +458,17 @@ def epoch_writer(run: Run, progress: bool) -> Callable[[dict[str, Any]], None]:
                 f"{err} Training stopped in epoch {epoch}; free some space, then rerun "
                 "with --resume to continue from the last checkpoint."
             ) from err
-        if progress:
-            shown = {
-                k: record[k] for k in ("train_loss", "val_accuracy", "test_accuracy") if k in record
-            }
-            tqdm.write(
-                f"epoch {epoch}/{t.epochs} "
-                + " ".join(f"{k}={v:.4f}" for k, v in shown.items())
-                + f" ({record['seconds']:.1f}s)"
-            )
+        shown = {
+            k: record[k] for k in ("train_loss", "val_accuracy", "test_accuracy") if k in record
+        }
+        line = (
+            f"epoch {epoch}/{t.epochs} "
+            + " ".join(f"{k}={v:.4f}" for k, v in shown.items())
+            + f" ({record['seconds']:.1f}s)"
+        )
+        if progress:  # above the bars
+            tqdm.write(line)
+        else:  # a log line: the CLI prints it, a notebook shows it only if it asks for INFO
+            epoch_log.info(line)
 
     return write
