@@ -401,6 +401,23 @@ CASES = [
         setup=table(EVEN),
     ),
     Case(
+        "train: a CSV separated by semicolons",
+        ["train", *FAST_CSV, "--out", "{out}/r"],
+        r"table.csv is separated by ';', not commas .*'f1;f2;label'",
+        setup=text("data/table.csv", "f1;f2;label\n" + "0.5;1.5;a\n0.1;0.2;b\n" * 10),
+    ),
+    Case(
+        "train: a manifest whose image column is not called path",
+        ["train", *PHOTOS, "--set", "data.name=csv", "--set"]
+        + ["data.options.train_csv={in}/lists/named.csv", "--out", "{out}/r"],
+        r"column 'filename' holds file names \('class_0/0.png'\), not numbers: name it 'path' "
+        "or set data.options.path_column=filename",
+        setup=both(
+            photos,
+            text("lists/named.csv", "filename,label\nclass_0/0.png,a\nclass_1/0.png,b\n"),
+        ),
+    ),
+    Case(
         "detect: --clean-csv beside the CSV manifest",
         ["detect", *FAST_CSV, "-d", "knn", "--arg", "space=input", "--out", "{out}/d"]
         + ["--clean-csv", "{in}/data/table.cleaned.csv"],

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from noisytail.data.locations import IMAGE_EXTENSIONS
 from noisytail.data.types import INTEGER, DataError, class_lookup, renumber_classes
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,12 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     if header is None:
         raise DataError(f"CSV {path} is empty: it needs a header row and at least one data row.")
     header = [h.strip() for h in header]
+    if len(header) == 1 and (sep := next((c for c in ";\t|" if c in header[0]), None)):
+        shown = "tabs" if sep == "\t" else repr(sep)
+        raise DataError(
+            f"CSV {path} is separated by {shown}, not commas (its header reads as one column, "
+            f"{header[0]!r}): save it comma-separated, e.g. pandas' df.to_csv(path, index=False)."
+        )
     if len(set(header)) != len(header):
         raise DataError(f"CSV {path} has repeated column names: {', '.join(header)}.")
     if not rows:
@@ -96,6 +103,12 @@ class CsvTable:
                     except ValueError:
                         value = math.nan
                     if not math.isfinite(value):
+                        if os.path.splitext(row[i].strip())[1].lower() in IMAGE_EXTENSIONS:
+                            raise DataError(
+                                f"CSV {path} line {line}: column {header[i]!r} holds file names "
+                                f"({row[i].strip()!r}), not numbers: name it {path_column!r} "
+                                f"or set data.options.path_column={header[i]}."
+                            )
                         raise DataError(
                             f"CSV {path} line {line}: column {header[i]!r} value {row[i]!r} is "
                             "not a finite number."
