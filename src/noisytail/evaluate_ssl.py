@@ -114,14 +114,6 @@ def save_encoder(model: nn.Module, path: str | os.PathLike, *, include_head: boo
     return write_checkpoint({"model": state}, p)
 
 
-def load_trained_run(run_dir: str | os.PathLike, *, checkpoint: str = "last") -> Any:
-    """A run folder's `noisytail.train.Run` (its data prepared, its config) with the weights of
-    ``checkpoints/<checkpoint>.pt`` loaded into its method."""
-    from .train import Run
-
-    return Run.from_folder(run_dir, checkpoint)
-
-
 def export_pretrained(
     run_dir: str | os.PathLike,
     *,
@@ -140,9 +132,10 @@ def export_pretrained(
     ``ssl_evaluation_<checkpoint>.json`` (the last encoder a fine-tuning run may point to stays).
     Returns the evaluation, with ``"encoder"`` (its path)."""
     from .runfolder import checkpoint_path
+    from .train import Run  # lazily: train brings the whole training stack
 
     out = Path(run_dir)
-    run = load_trained_run(out, checkpoint=checkpoint)
+    run = Run.from_folder(out, checkpoint)
     cfg, prepared = run.cfg, run.data
     ckpt = checkpoint_path(out, checkpoint)
     suffix = "" if checkpoint == "last" else f"_{checkpoint}"

@@ -90,7 +90,7 @@ from noisytail.config import Config
 from noisytail.data.loader import PoolData
 from noisytail.data.prepare import prepare_data
 from noisytail.data.splits import balanced_indices
-from noisytail.evaluate_ssl import extract_features, load_trained_run, save_encoder
+from noisytail.evaluate_ssl import extract_features, save_encoder
 from noisytail.groups import frequency_groups, group_accuracy
 from noisytail.probes import knn_classify, linear_probe
 from noisytail.runfolder import METRICS_FILE, read_metrics
@@ -191,7 +191,7 @@ def pretrain_one(args: SslOptions, method: str, seed: int) -> dict[str, Any]:
             "pretrain_seconds": time.perf_counter() - start,
         }
     seconds = time.perf_counter() - start
-    run = load_trained_run(out)
+    run = Run.from_folder(out)
     save_encoder(run.method.model, out / "backbone.pt", include_head=False)
     epochs = cfg.train.epochs
     n, b = summary.num_train, cfg.train.batch_size
