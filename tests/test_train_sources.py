@@ -82,3 +82,36 @@ def test_label_file_supplies_real_noisy_labels(tmp_path, digits_config):
     assert abs(summary.noise["realised_rate"] - expected) < 0.03
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert saved["noise"]["kind"] == "none"
+
+
+def test_own_labels_are_unverified_unless_a_label_file_gives_the_noisy_ones(tmp_path):
+    """A user's CSV trained as given: nobody knows how many labels are wrong (``unverified``).
+    With ``data.label_file`` the CSV's labels are the truth the noisy file is measured against."""
+    rng = np.random.default_rng(0)
+    for name, n in (("train.csv", 120), ("test.csv", 40)):
+        rows = ["f1,f2,label"] + [
+            f"{rng.normal(3.0 * (i % 2)):.4f},{rng.normal():.4f},{i % 2}" for i in range(n)
+        ]
+        (tmp_path / name).write_text("\n".join(rows) + "\n")
+    noisy = np.arange(120) % 2
+    noisy[:12] = 1 - noisy[:12]
+    np.save(tmp_path / "noisy.npy", noisy)
+    base = [
+        "data.name=csv",
+        f"data.options.train_csv={tmp_path / 'train.csv'}",
+        f"data.options.test_csv={tmp_path / 'test.csv'}",
+        "data.val_fraction=0",
+        "model.name=mlp",
+        "model.options.hidden=[8]",
+        "train.epochs=1",
+        "train.progress=false",
+    ]
+    own = fit(load_config(None, base), tmp_path / "own", write_report=False)
+    assert own.noise["unverified"] is True
+    measured = fit(
+        load_config(None, [*base, f"data.label_file={tmp_path / 'noisy.npy'}"]),
+        tmp_path / "measured",
+        write_report=False,
+    )
+    assert measured.noise["unverified"] is False
+    assert measured.noise["realised_rate"] == 12 / 120

@@ -18,9 +18,9 @@ import numpy as np
 
 from .build import predict_probs
 from .config import Config
+from .data.checked import own_labels_unverified
 from .data.prepare import PreparedData
 from .data.types import DataError
-from .defaults import USER_SOURCES
 from .errors import short_error
 from .evaluate import classification_metrics
 from .runfolder import checkpoint_path, write_json, write_npz
@@ -167,10 +167,7 @@ def summarise(
             "realised_rate": None if data.bundle.labels_are_noisy else corr.noise_rate(),
             # the labels are taken as given and nobody knows how many are wrong: a source
             # with real noise, or a user's own data without synthetic noise
-            "unverified": bool(
-                data.bundle.labels_are_noisy
-                or (cfg.data.name in USER_SOURCES and cfg.noise.kind == "none")
-            ),
+            "unverified": bool(data.bundle.labels_are_noisy or own_labels_unverified(cfg)),
         },
         imbalance_ratio=cfg.imbalance.ratio,
         realised_imbalance_ratio=corr.summary().get("imbalance_ratio_realised"),

@@ -31,7 +31,7 @@ def source_options(cfg: Config) -> dict[str, Any]:
                 f"{name!r}: use meta.source=provided (the source's clean split) or train."
             )
         return {**cfg.data.options, "meta_csv": meta.file}
-    if meta.source == "train" and meta.active and _unverified(cfg):
+    if meta.source == "train" and meta.active and own_labels_unverified(cfg):
         raise ConfigError(
             f"meta.source=train would draw the meta set from your own, unverified {name} labels, "
             f"as noisy as the rest: {_CHECKED_ADVICE}"
@@ -46,7 +46,7 @@ _CHECKED_ADVICE = (
 )
 
 
-def _unverified(cfg: Config) -> bool:
+def own_labels_unverified(cfg: Config) -> bool:
     """A user's own labels, taken as given: no synthetic noise made them the truth."""
     return cfg.data.name in USER_SOURCES and cfg.noise.kind == "none" and not cfg.data.label_file
 
@@ -55,6 +55,6 @@ def meta_set_advice(cfg: Config) -> str:
     """How to give a meta method the clean meta set it lacks: on a user's own unverified labels
     a checked file or pseudo-labels (a meta set drawn from them would be refused), else a
     share of the training data."""
-    if _unverified(cfg):
+    if own_labels_unverified(cfg):
         return _CHECKED_ADVICE
     return "set meta.per_class (e.g. meta.per_class=10) or meta.total."
