@@ -34,7 +34,13 @@ import numpy as np
 import torch
 
 from noisytail.data.csv_table import read_csv_rows
-from noisytail.data.types import INTEGER, DataError, DatasetBundle, class_lookup
+from noisytail.data.types import (
+    INTEGER,
+    DataError,
+    DatasetBundle,
+    class_lookup,
+    integer_named,
+)
 
 
 def _numpy_safe_globals() -> list[Any]:
@@ -158,7 +164,7 @@ def _read_csv_labels(
     path_at, index_of = _path_index(path, header, paths, root)
     find = class_lookup(class_names)
     # integers are class numbers 0..K-1 unless the classes are named by integers themselves
-    numbers = not all(INTEGER.fullmatch(name) for name in class_names)
+    numbers = not integer_named(class_names)
     labels = np.empty(len(rows), dtype=np.int64)
     order = np.arange(len(rows))
     for r, (line, row) in enumerate(rows):
@@ -198,7 +204,7 @@ def _read_csv_labels(
 def _original_values(class_names: list[str]) -> list[int] | None:
     """The original integer labels of a source that renumbered them (class names that are
     integers other than ``0..K-1``), else None."""
-    if not all(INTEGER.fullmatch(n) for n in class_names):
+    if not integer_named(class_names):
         return None
     values = [int(n) for n in class_names]
     return None if values == list(range(len(values))) else values

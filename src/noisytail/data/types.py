@@ -53,13 +53,18 @@ def renumber_classes(
 INTEGER = re.compile(r"[+-]?\d+")
 
 
+def integer_named(class_names: Sequence[str]) -> bool:
+    """Whether every class is named by an integer (a source that read integer labels)."""
+    return bool(class_names) and all(INTEGER.fullmatch(name) for name in class_names)
+
+
 def class_lookup(class_names: Sequence[str]) -> Callable[[str], int | None]:
     """A label's text to its class id in ``class_names``, or None: the name itself, or, when
     every class name is an integer, the same integer (``"01"`` is class ``"1"``, as the data's
     own file reads it: `renumber_classes`)."""
     exact = {name: i for i, name in enumerate(class_names)}
     numeric = None
-    if class_names and all(INTEGER.fullmatch(name) for name in class_names):
+    if integer_named(class_names):
         numeric = {int(name): i for i, name in enumerate(class_names)}
 
     def find(value: str) -> int | None:
