@@ -1,4 +1,5 @@
 import json
+import re
 
 import yaml
 from click.testing import CliRunner
@@ -91,6 +92,8 @@ def test_pretrain_then_fine_tune(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert (pre / "encoder.pt").exists() and "linear probe" in result.output
+    # MTTV's groups, thirds by training frequency: never "n/a" (digits has 10 classes)
+    assert re.search(r"many / medium / few thirds \d+\.\d+% / \d+\.\d+% / \d+\.\d+%", result.output)
     # The printed fine-tuning command (encoder + the measured default loss) runs as printed.
     hint = next(ln for ln in result.output.splitlines() if ln.startswith("fine-tune:"))
     printed = hint.split("noisytail train CONFIG", 1)[1].split()

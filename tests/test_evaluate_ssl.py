@@ -83,6 +83,22 @@ def test_linear_probe_reports_shot_groups_by_training_frequency():
     assert res["few_shot_accuracy"] is not None
 
 
+def test_probes_report_mttv_thirds_by_training_frequency():
+    # a long tail whose fixed-threshold groups (>100 / <20) would not be thirds: the thirds are
+    # the 3 most frequent classes, the 4 middle ones and the 3 rarest, each its classes' mean
+    counts = [8, 400, 200, 100, 60, 40, 30, 20, 12, 5]  # class 0 rare: by count, not by id
+    x, y = blobs(counts=counts, seed=3, k=10)
+    xt, yt = blobs(counts=[10] * 10, seed=4, k=10)
+    for res in (knn_classify(x, y, xt, yt, k=5), linear_probe(x, y, xt, yt, epochs=3)):
+        per_class = np.array(res["per_class_accuracy"], dtype=float)
+        want = {
+            "many": per_class[[1, 2, 3]].mean(),
+            "medium": per_class[[4, 5, 6, 7]].mean(),
+            "few": per_class[[0, 8, 9]].mean(),
+        }
+        assert res["thirds_accuracy"] == pytest.approx(want)
+
+
 def test_knn_by_hand():
     train = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
     labels = torch.tensor([0, 0, 1])

@@ -191,12 +191,15 @@ def pretrain(config, overrides, out, resume, probe_epochs, no_progress) -> None:
         return
     res = export_pretrained(out, probe_epochs=probe_epochs)
     lp, knn = res["linear_probe"], res["knn"]
-
+    thirds = lp.get("thirds_accuracy")  # MTTV's many / medium / few: thirds by frequency
+    groups = (
+        f" (many / medium / few thirds {' / '.join(_pct(thirds[g]) for g in thirds)})"
+        if thirds
+        else ""
+    )
     click.echo(
-        f"\n{cfg.method.name} pre-training on {cfg.data.name}: linear probe {_pct(lp['accuracy'])} "
-        f"(many / medium / few {_pct(lp['many_shot_accuracy'])} / "
-        f"{_pct(lp['medium_shot_accuracy'])} / {_pct(lp['few_shot_accuracy'])}), "
-        f"kNN {_pct(knn['accuracy'])}"
+        f"\n{cfg.method.name} pre-training on {cfg.data.name}: linear probe "
+        f"{_pct(lp['accuracy'])}{groups}, kNN {_pct(knn['accuracy'])}"
     )
     click.echo(f"encoder:   {res['encoder']}")
     click.echo(

@@ -8,7 +8,11 @@
 
 Inputs are features ``[N, D]`` and labels ``[N]`` (tensors or arrays; copied to the CPU, detached).
 Results are `noisytail.evaluate.classification_metrics` dicts (accuracy, balanced accuracy,
-many / medium / few-shot accuracy, ...). Shot groups come from ``class_counts``: pass the
+many / medium / few-shot accuracy by the fixed >100 / <20 thresholds, ...) plus, with 3 classes
+or more, ``thirds_accuracy``: ``{"many", "medium", "few"}`` by thirds of the classes sorted by
+training frequency (MTTV's split, `noisytail.groups.frequency_groups`; no group is ever empty,
+unlike the thresholds on CIFAR-10-LT, whose smallest class has 50 images). Both come from
+``class_counts``: pass the
 training-set class frequencies (by true class where known); by default they are counted from
 ``train_labels``. Never from the test set. `noisytail.evaluate_ssl` runs both on an encoder.
 """
@@ -24,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .evaluate import classification_metrics
+from .groups import frequency_groups, group_accuracy
 from .neighbors import weighted_knn_scores
 
 
@@ -44,7 +49,12 @@ def _metrics(
         if class_counts is None
         else np.asarray(class_counts)
     )
-    return classification_metrics(test_labels.numpy(), probs.numpy(), counts)
+    metrics = classification_metrics(test_labels.numpy(), probs.numpy(), counts)
+    if len(counts) >= 3:  # MTTV's split: thirds by training frequency, never an empty group
+        metrics["thirds_accuracy"] = group_accuracy(
+            metrics["per_class_accuracy"], frequency_groups(counts)
+        )
+    return metrics
 
 
 def _num_classes(num_classes: int | None, class_counts: Any, *labels: torch.Tensor) -> int:

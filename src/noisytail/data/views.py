@@ -17,7 +17,9 @@ channel (true for practically every CIFAR/Fashion-MNIST batch).
 
 Differences from torchvision/Kornia, by design: the crop box is continuous (no rounding to whole
 pixels) and sampled from the bilinear grid; hue is rotated in YIQ space (a linear approximation of
-the HSV hue shift); the order of the four jitter operations is drawn once per batch.
+the HSV hue shift); the order of the four jitter operations is drawn once per batch; the colour
+operations come after the crop (Kornia's pipeline in MTTV's code jitters first, so its contrast
+blends towards the whole image's mean grey, here towards the crop's).
 """
 
 from __future__ import annotations
@@ -167,9 +169,13 @@ def random_grayscale01(
 
 
 def blur_kernel_size(height: int, width: int, fraction: float = 0.1) -> int:
-    """``int(fraction * min side)``, made odd (MTTV's rule); 1 means no blur (images < 20 px)."""
+    """``int(fraction * min side)``, made odd: an even size is rounded down, as MTTV's ImageNet
+    and CIFAR-100 modules do (224 px: 21), unless that leaves less than 3, where it is rounded up
+    as its CIFAR-10 module does (28 and 32 px: 3); 1 means no blur (images < 20 px)."""
     k = int(fraction * min(height, width))
-    return k + 1 if k % 2 == 0 else k
+    if k % 2 == 0:
+        k = k - 1 if k - 1 >= 3 else k + 1
+    return k
 
 
 def gaussian_blur(

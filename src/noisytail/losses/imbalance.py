@@ -123,6 +123,9 @@ def class_balanced_focal(
     one sigmoid per class, ``-Σ_i (1 - p_i^t)^γ log p_i^t`` with ``p_i^t = σ(z_i)`` for the label
     and ``σ(-z_i)`` for the others (the paper also initialises the last bias to ``-log(1/π - 1)``,
     π = 0.1, which is the model's business). The paper tunes β and γ per data set.
+
+    ``"mean"`` divides by the sum of the batch's weights, as `class_balanced_ce` does; Cui et al.
+    divide by the batch size instead, a per-batch scale factor.
     """
     if gamma < 0:
         raise ValueError(f"gamma must be >= 0, got {gamma}.")

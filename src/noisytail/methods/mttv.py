@@ -11,7 +11,8 @@ feature size, output = feature size / 4) and a momentum encoder ``k``:
 similarities (|s| > 0.9 or < 0.1, t = 0.3; ``loss_form`` picks its form, ``"clean"`` by default,
 ``compat: true`` = ``loss_form: official``). ``k`` has no gradient and is not in the optimizer.
 
-Partners (``partner``):
+Partners (``partner``; one partner per anchor, the official default ``K = 1``: the official
+loader can draw ``K`` of them, noisytail has no ``K``):
 
 - ``"dataset"`` (default, the official code): each partner is drawn uniformly from the whole
   training pool, independently per anchor (so it is the anchor itself with probability 1/N, as
