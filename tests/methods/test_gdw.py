@@ -450,3 +450,20 @@ def test_tangent_and_meta_batch_are_checked():
         _gdw(meta_batch=-1)
     with pytest.raises(ValueError, match="meta_grad"):
         _gdw(meta_grad="second_order")
+
+
+@pytest.mark.parametrize("classes,want", [(10, 100.0), (14, 100.0), (100, 1000.0)])
+def test_eta_omega_defaults_to_the_official_value_for_the_number_of_classes(classes, want):
+    """The official README: η_ω 100 on CIFAR-10, 1000 on CIFAR-100; a given value wins."""
+    info = TaskInfo(
+        num_classes=classes,
+        class_counts=np.full(classes, 10),
+        num_train=10 * classes,
+        input_shape=(4,),
+        epochs=1,
+        steps_per_epoch=1,
+    )
+    model = MODELS.build("mlp", num_classes=classes, input_shape=(4,), hidden=[8])
+    assert METHODS.build("gdw", model=model, info=info).eta_omega == want
+    given = METHODS.build("gdw", args={"eta_omega": 3.0}, model=model, info=info)
+    assert given.eta_omega == 3.0

@@ -5,6 +5,9 @@ For softmax cross-entropy the gradient with respect to the logits is ``p − y``
 scales it by one scalar per sample; GDW gives every class component its own weight ``ω_ij`` and
 back-propagates ``ω ⊙ (p − y) / B`` (Sec. 3). Per iteration:
 
+``eta_omega`` left empty is 100 below 100 classes and 1000 from 100 classes on (the official
+README's values for CIFAR-10 and CIFAR-100).
+
 1. **Instance weights** (stage 1): ``ω_ij = V(ℓ_i; Θ)`` for all j, from the MW-Net weighting
    network (`noisytail.methods.mwnet.VNet`).
 2. **Zero-mean constraint** (Eq. 7): ``ω_{i,y_i} = Σ_{j≠y_i} ω_ij p_ij / (1 − p_{i,y_i})``, so
@@ -24,8 +27,11 @@ back-propagates ``ω ⊙ (p − y) / B`` (Sec. 3). Per iteration:
 6. **Real step** with the logit gradient ``ω ⊙ (p − y) / B``, ω detached.
 
 ``mode="mwnet"`` is the MW-Net baseline on the same code path (step 5 is skipped and step 6 uses
-``mean(V(ℓ; Θ_new) · ℓ)``), as the official ``--mode mw-net``. The real step reuses the forward
-pass of step 1; the official code runs a second forward on the same batch. ``meta_grad``
+``mean(V(ℓ; Θ_new) · ℓ)``), as the official ``--mode mw-net``, but with the exact CE gradient
+(MW-Net's own): the official mode clamps ``p`` at 0.999 too (its unclamped branches never run),
+so there a sample with ``p_{i,y_i} > 0.999`` keeps a residual of 0.001 on its label. The real
+step reuses the forward pass of step 1; the official code runs a second forward on the same
+batch. ``meta_grad``
 ("forward" by default, or the official "double_backward"; same numbers) is explained in
 `noisytail.methods.mwnet.VNetReweighting._meta_step`: in forward mode ``G`` is
 ``−η_t (J_z v) ⊙ (p − y) / B``, read off a forward-mode pass, still at no cost beyond MW-Net's.
@@ -117,6 +123,12 @@ def class_weight_step(
     return (omega - step.clamp(-max_step, max_step)).clamp(*clamp)
 
 
+def eta_omega_for(num_classes: int) -> float:
+    """GDW's class-level step size by the number of classes: 100 (CIFAR-10) below 100 classes,
+    1000 (CIFAR-100) from 100 on (the official README)."""
+    return 1000.0 if num_classes >= 100 else 100.0
+
+
 @METHODS.register("gdw")
 class GDW(VNetReweighting):
     """GDW (Chen et al., arXiv 2111.00056): class-level weights ``ω_ij`` of the logit gradient,
@@ -129,7 +141,7 @@ class GDW(VNetReweighting):
         info: TaskInfo,
         *,
         mode: str = "gdw",
-        eta_omega: float = 100.0,
+        eta_omega: float | None = None,
         max_step: float = 0.2,
         p_max: float = 0.999,
         hidden: int = 100,
@@ -164,7 +176,8 @@ class GDW(VNetReweighting):
             raise ValueError(f"p_max must be in (0, 1), got {p_max}.")
         self.mode = mode
         self.between = between
-        self.eta_omega = eta_omega
+        # the official README: 100 on CIFAR-10, 1000 on CIFAR-100
+        self.eta_omega = eta_omega if eta_omega is not None else eta_omega_for(info.num_classes)
         self.max_step = max_step
         self.p_max = p_max
         self.last_omega: Tensor | None = None

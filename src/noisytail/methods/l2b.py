@@ -19,9 +19,12 @@ the paper (0.25 CIFAR-10, 0.8 CIFAR-100/ISIC) is the loop's ``train.grad_clip``.
 
 ``reweight_label=False`` is L2RW (β = 0). The first ``warmup_epochs`` epochs (paper: 10 on CIFAR,
 1 on ISIC, 0 on Clothing1M) are plain mean cross-entropy. The official code's other switches are
-options: ``mixup_alpha`` (``--mixup``), ``meta_step`` (``--meta_step``), ``norm_type="hard"``
-(``--hard_weight``, here binary weights) and L2RW's ``min_weight``; a meta set without clean data
-(``--no_val_data``) is the loop's ``meta.source=pseudo`` (docs/methods.md, L2B).
+options (``temperature`` defaults to 10, the official ISIC value; the code's default is 1):
+``mixup_alpha`` (``--mixup``), ``meta_step`` (``--meta_step``), ``norm_type="hard"``
+(noisytail's binary weights ``1[−g > 0] / count``; the official ``--hard_weight`` zeroes
+every softmax weight ``<= --temperature``, i.e. all of them with its default temperature 1) and
+L2RW's ``min_weight``; a meta set without clean data (``--no_val_data``) is the loop's
+``meta.source=pseudo`` (docs/methods.md, L2B).
 
 Departures from the official code, for cost (mathematically the same step): the real step reuses
 the look-ahead's forward pass instead of a second forward on the same batch (so BatchNorm running

@@ -5,7 +5,9 @@ Per-sample weights ``ε_i = 0``, one virtual SGD step on ``Σ ε_i ℓ_i`` (Eq. 
 of the virtual model, ``w̃_i = max(−∂L_meta/∂ε_i, 0)`` (Eq. 4-5; equal to
 ``max(η·⟨∇L_meta(θ'), ∇ℓ_i(θ)⟩, 0)``), ``w = w̃ / (Σ w̃ + 1e-10)`` and the real step on
 ``Σ w_i ℓ_i``. The official code's minimum example weight ε (``w̃_i = max(·, ε)``) is
-``min_weight``. It is L2B with β = 0 (`noisytail.methods.l2b`), sharing its code.
+``min_weight``. It is L2B with β = 0 (`noisytail.methods.l2b`), sharing its code. (The L2B
+code's own L2RW baseline on ISIC also applies a sigmoid to ``max(−g, 0)`` before normalising;
+not here.)
 """
 
 from __future__ import annotations
