@@ -397,3 +397,26 @@ def test_freezing_or_scaling_the_first_networks_backbone_only_is_refused(
     with pytest.raises(ConfigError, match="trains 2 networks"):
         fit(cfg, tmp_path / "run", write_report=False)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_l2b_plugin_meta_batch_size():
+    """``l2b_meta_batch=5``: a clean meta batch gives its first 5 rows (the step equals the one on
+    a 5-row meta batch, and differs from the whole one's); a labelled draw holds 5 samples."""
+    stepped = []
+    for size, rows in ((5, 12), (0, 5), (0, 12)):
+        method, ctx, batch, meta = _plugin()
+        method.l2b_meta_batch = size
+        ctx._meta_batches = lambda m=meta, r=rows: Batch(m.x[:r], m.labels[:r], m.idx[:r])
+        method.training_step(batch, ctx)
+        assert float(method.after_step(batch, ctx)["l2b_step"]) == 1.0
+        stepped.append([p.detach().clone() for p in method.model.parameters()])
+    for p, q in zip(stepped[0], stepped[1]):
+        torch.testing.assert_close(p, q)
+    assert any(not torch.allclose(p, q) for p, q in zip(stepped[0], stepped[2]))
+    method, ctx, batch, _ = _plugin(l2b_meta="labelled")
+    method.l2b_meta_batch = 5
+    method.training_step(batch, ctx)
+    method.after_step(batch, ctx)
+    assert len(method.last_meta_idx) == 5
+    with pytest.raises(ValueError, match="l2b_meta_batch must be >= 0"):
+        _build(l2b=True, l2b_meta_batch=-1)

@@ -42,9 +42,11 @@ unlabelled rows) with their soft targets (co-refined, co-guessed), its gradient 
 ``l2b_clip`` (0.8), the virtual step taking the optimizer's momentum and weight decay. Its meta
 batch (``l2b_meta``): ``"clean"``, the run's clean meta set (``ctx.meta_batch()``; the official
 ``--need_clean``: ``meta.total=1000``, ``meta.balanced=false``, ``meta.overlap=true``), or
-``"labelled"``, no clean data at all: ``len(batch)`` samples drawn each step from the first
-network's labelled set of the current epoch (the samples the second network's GMM calls clean,
+``"labelled"``, no clean data at all: samples drawn each step from the first network's labelled
+set of the current epoch (the samples the second network's GMM calls clean,
 ``prob[1] > p_threshold``) with their noisy labels, first augmented view (`draw_labelled_meta`).
+``l2b_meta_batch``: the meta batch's size (0: the loop's batch; the official code's is its
+``--batch_size``, 64, half the loop's 128 in the presets); a clean meta batch gives its first rows.
 
 Per-sample state (checkpointed): both networks' clean probabilities ``[N]`` and the epoch of the
 split. ``sample_scores`` = the mean of the two clean probabilities. ``predict`` = the mean of the
@@ -211,6 +213,7 @@ class DivideMix(Method):
         l2b: bool = False,
         l2b_meta: str = "labelled",
         l2b_clip: float = 0.8,
+        l2b_meta_batch: int = 0,
     ) -> None:
         super().__init__(model, info)
         if warmup_epochs < 0:
@@ -227,6 +230,11 @@ class DivideMix(Method):
             raise ValueError(f"dividemix: l2b_meta must be one of {L2B_META}, got {l2b_meta!r}")
         if l2b_clip < 0:
             raise ValueError(f"dividemix: l2b_clip must be >= 0 (0 = off), got {l2b_clip}")
+        if l2b_meta_batch < 0:
+            raise ValueError(
+                f"dividemix: l2b_meta_batch must be >= 0 (0 = the loop's batch), "
+                f"got {l2b_meta_batch}"
+            )
         if info.train_labels is None:
             raise ValueError(
                 "dividemix needs the noisy training labels up front (info.train_labels)"
@@ -244,6 +252,7 @@ class DivideMix(Method):
         self.updates_outside_backward = l2b  # the L2B plug-in's own step (`after_step`)
         self.l2b_meta = l2b_meta
         self.l2b_clip = l2b_clip
+        self.l2b_meta_batch = l2b_meta_batch
         # net 1's unmixed MixMatch batch and soft targets of the current step, for `after_step`
         self._plugin: tuple[torch.Tensor, torch.Tensor] | None = None
         self.last_meta_idx: torch.Tensor | None = None  # the plug-in's latest labelled meta draw
@@ -398,17 +407,18 @@ class DivideMix(Method):
 
     # --- the L2B plug-in ----------------------------------------------------------------------
     def _meta(self, batch: Batch, ctx: Context) -> tuple[torch.Tensor, torch.Tensor] | None:
+        size = self.l2b_meta_batch or len(batch)
         if self.l2b_meta == "clean":
             meta = ctx.meta_batch()
         else:
             prob, _ = self._on(batch.labels.device)
-            pos = draw_labelled_meta(prob[1], self.p_threshold, len(batch), ctx.generator)
+            pos = draw_labelled_meta(prob[1], self.p_threshold, size, ctx.generator)
             self.last_meta_idx = pos
             if len(pos) == 0:
                 return None
             meta = ctx.pool_batch(pos)
         x = meta.x if isinstance(meta.x, torch.Tensor) else meta.x[0]
-        return x, meta.labels
+        return x[:size], meta.labels[:size]  # a clean meta batch: its first rows (shuffled)
 
     def after_step(self, batch: Batch, ctx: Context) -> dict[str, torch.Tensor]:
         """One L2B step of the first network after the DivideMix update (``l2b: true``)."""
