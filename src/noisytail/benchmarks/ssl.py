@@ -104,8 +104,11 @@ log = logging.getLogger(__name__)
 # (a) pre-training and frozen-feature evaluation
 
 
-def _shot_fields(prefix: str, metrics: dict[str, Any], counts: np.ndarray) -> dict[str, Any]:
-    thirds = group_accuracy(metrics["per_class_accuracy"], frequency_groups(counts))
+def _shot_fields(
+    prefix: str, metrics: dict[str, Any], thirds: dict[str, float | None]
+) -> dict[str, Any]:
+    """The result fields of ``metrics`` (`classification_metrics`) and its frequency ``thirds``
+    (`groups.group_accuracy`; the probes' ``thirds_accuracy``)."""
     return {
         f"{prefix}accuracy": metrics["accuracy"],
         f"{prefix}balanced_accuracy": metrics["balanced_accuracy"],
@@ -136,9 +139,9 @@ def probe_encoder(args: SslOptions, run: Run, seed: int) -> dict[str, Any]:
     )
     knn = knn_classify(ftr, ytr, fte, yte, k=min(200, len(idx)), num_classes=k, class_counts=counts)
     return {
-        **_shot_fields("probe_", lp, counts),
+        **_shot_fields("probe_", lp, lp["thirds_accuracy"]),  # thirds of `counts`
         "knn_accuracy": knn["accuracy"],
-        "knn_few_third": group_accuracy(knn["per_class_accuracy"], frequency_groups(counts))["few"],
+        "knn_few_third": knn["thirds_accuracy"]["few"],
         "probe_labelled": int(len(idx)),
         "pretrain_class_counts": counts.tolist(),
     }
@@ -283,7 +286,9 @@ def finetune_one(
         "loss": loss,
         "seed": seed,
         "epochs": summary.epochs,
-        **_shot_fields("test_", metrics, counts),
+        **_shot_fields(
+            "test_", metrics, group_accuracy(summary.per_class_accuracy, frequency_groups(counts))
+        ),
         "test_accuracy_at_best_val": summary.test_accuracy_at_best_val,
         "realised_noise_rate": summary.noise["realised_rate"],
         "train_seconds": summary.train_seconds,

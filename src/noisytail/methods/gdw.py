@@ -176,7 +176,6 @@ class GDW(VNetReweighting):
             raise ValueError(f"p_max must be in (0, 1), got {p_max}.")
         self.mode = mode
         self.between = between
-        # the official README: 100 on CIFAR-10, 1000 on CIFAR-100
         self.eta_omega = eta_omega if eta_omega is not None else eta_omega_for(info.num_classes)
         self.max_step = max_step
         self.p_max = p_max
