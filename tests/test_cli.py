@@ -94,6 +94,15 @@ def test_pretrain_then_fine_tune(tmp_path):
     assert (pre / "encoder.pt").exists() and "linear probe" in result.output
     # MTTV's groups, thirds by training frequency: never "n/a" (digits has 10 classes)
     assert re.search(r"many / medium / few thirds \d+\.\d+% / \d+\.\d+% / \d+\.\d+%", result.output)
+    pool_n = int(re.search(r"trained on the run's training pool, (\d+) samples", result.output)[1])
+    src = runner.invoke(
+        main,
+        ["pretrain", *FAST, "--out", str(tmp_path / "src"), "--probe-epochs", "1"]
+        + ["--probe-train", "source", "--no-progress"],
+    )
+    assert src.exit_code == 0, src.output
+    src_n = int(re.search(r"trained on the source's training split, (\d+) samples", src.output)[1])
+    assert src_n > pool_n  # the validation split is the source's too
     # The printed fine-tuning command (encoder + the measured default loss) runs as printed.
     hint = next(ln for ln in result.output.splitlines() if ln.startswith("fine-tune:"))
     printed = hint.split("noisytail train CONFIG", 1)[1].split()

@@ -236,3 +236,47 @@ def test_model_init_refuses_an_encoder_of_another_model(tmp_path):
     mlp = MODELS.build("mlp", num_classes=4, input_shape=(64,))
     with pytest.raises(ConfigError, match="MLP: 4 of its 4 weights"):
         load_init(mlp, str(path))
+
+
+def test_export_pretrained_probes_on_the_source_split_with_its_own_labels(
+    tmp_path, digits_config, monkeypatch
+):
+    """``probe_train="source"`` (MTTV's protocol): every sample of the source's training split,
+    before the long tail, the noise and the validation split, with the source's labels; the
+    shot groups still by the run's long-tailed pool."""
+    import noisytail.evaluate_ssl as evaluate_ssl
+    from noisytail.cli import _PROBE_SETS
+    from noisytail.evaluate_ssl import PROBE_TRAIN_SETS, export_pretrained
+    from noisytail.train import Run, fit
+
+    assert tuple(_PROBE_SETS) == PROBE_TRAIN_SETS  # the CLI's choices are the library's
+    pre = digits_config(
+        "method.name=simclr",
+        "data.augment=simclr",
+        "train.epochs=1",
+        "imbalance.ratio=10",
+        "noise.kind=symmetric",
+        "noise.rate=0.6",
+    )
+    fit(pre, tmp_path / "pre", write_report=False)
+    seen = {}
+    real = evaluate_ssl.evaluate_encoder
+
+    def spy(model, train_data, train_labels, *args, **kwargs):
+        seen[len(seen)] = (len(train_data), np.asarray(train_labels), kwargs["class_counts"])
+        return real(model, train_data, train_labels, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate_ssl, "evaluate_encoder", spy)
+    pool = export_pretrained(tmp_path / "pre", probe_epochs=1, knn_k=5)
+    source = export_pretrained(tmp_path / "pre", probe_epochs=1, knn_k=5, probe_train="source")
+    prepared = Run.from_folder(tmp_path / "pre").data
+    (n_pool, pool_labels, pool_counts), (n_src, src_labels, src_counts) = seen[0], seen[1]
+    assert n_pool == len(prepared.train_idx) == pool["probe_train"]["size"]
+    np.testing.assert_array_equal(pool_labels, prepared.train_labels)  # the noisy labels
+    assert n_src == len(prepared.bundle.train) > n_pool + len(prepared.corruption.val_idx)
+    np.testing.assert_array_equal(src_labels, prepared.bundle.train.labels)
+    assert not np.array_equal(src_labels[prepared.train_idx], pool_labels)  # 60 % noise
+    np.testing.assert_array_equal(src_counts, pool_counts)  # groups by the long-tailed pool
+    assert source["probe_train"] == {"set": "source", "size": n_src}
+    with pytest.raises(ConfigError, match="probe_train must be one of pool, source"):
+        export_pretrained(tmp_path / "pre", probe_train="balanced")

@@ -83,6 +83,10 @@ def new_run_dir(name: str, parent: Path = Path("runs")) -> Path:
     return out
 
 
+#: How `pretrain` names `export_pretrained`'s probe training sets.
+_PROBE_SETS = {"pool": "the run's training pool", "source": "the source's training split"}
+
+
 def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.2f}%"
 
@@ -149,9 +153,18 @@ class _RegistryHelpOption(click.Option):
 @click.option(
     "--probe-epochs", type=int, default=100, show_default=True, help="Final linear-probe epochs."
 )
+@click.option(
+    "--probe-train",
+    type=click.Choice(list(_PROBE_SETS)),
+    default="pool",
+    show_default=True,
+    help="What the final probes train on: the run's (long-tailed) training pool, or the source's "
+    "whole training split before the imbalance and the noise, with its own labels (MTTV's "
+    "balanced protocol).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bars (one line per epoch instead).")
 @guard
-def pretrain(config, overrides, out, resume, probe_epochs, no_progress) -> None:  # type: ignore[no-untyped-def]
+def pretrain(config, overrides, out, resume, probe_epochs, probe_train, no_progress) -> None:  # type: ignore[no-untyped-def]
     """Self-supervised pre-training (default: simclr with SimCLR augmentation, also in place of a
     supervised method named by CONFIG). Writes
     OUT/encoder.pt and OUT/ssl_evaluation.json (linear probe + kNN on frozen features);
@@ -189,7 +202,7 @@ def pretrain(config, overrides, out, resume, probe_epochs, no_progress) -> None:
     if not summary.finished:
         _print_summary(summary, Path(out))
         return
-    res = export_pretrained(out, probe_epochs=probe_epochs)
+    res = export_pretrained(out, probe_epochs=probe_epochs, probe_train=probe_train)
     lp, knn = res["linear_probe"], res["knn"]
     thirds = lp.get("thirds_accuracy")  # MTTV's many / medium / few: thirds by frequency
     groups = (
@@ -199,7 +212,8 @@ def pretrain(config, overrides, out, resume, probe_epochs, no_progress) -> None:
     )
     click.echo(
         f"\n{cfg.method.name} pre-training on {cfg.data.name}: linear probe "
-        f"{_pct(lp['accuracy'])}{groups}, kNN {_pct(knn['accuracy'])}"
+        f"{_pct(lp['accuracy'])}{groups}, kNN {_pct(knn['accuracy'])} (trained on "
+        f"{_PROBE_SETS[probe_train]}, {res['probe_train']['size']} samples)"
     )
     click.echo(f"encoder:   {res['encoder']}")
     click.echo(

@@ -7,7 +7,8 @@
 - `save_encoder(model, path)`: ``{"model": state_dict}``, read by ``model.init=...``
   (``noisytail.build.load_init``).
 - `export_pretrained(run_dir)`: for a finished pre-training run, ``encoder.pt`` (no head) plus
-  ``ssl_evaluation.json`` (both probes on the run's own data).
+  ``ssl_evaluation.json`` (both probes on the run's own data: its long-tailed training pool, or
+  with ``probe_train="source"`` the source's whole training split, MTTV's protocol).
 
 The probes live in `noisytail.probes`, the frequency thirds in `noisytail.groups`, the balanced
 probe split in `noisytail.data.splits.balanced_indices`.
@@ -20,10 +21,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from .data.loader import PoolData
+from .errors import ConfigError
 from .probes import knn_classify, linear_probe
 from .runfolder import write_checkpoint, write_json
 
@@ -35,6 +38,13 @@ from .runfolder import write_checkpoint, write_json
 #: long-tailed Fashion-MNIST with 20 % and 40 % symmetric noise, 3 seeds (BENCHMARKS.md,
 #: ``scripts/bench_ssl.py --part finetune``).
 FINETUNE_LOSS = "cb_focal"
+
+#: What `export_pretrained`'s probes train on: ``pool``, the run's own training pool (long-tailed,
+#: with the labels the run trained on); ``source``, the source's training split as loaded, before
+#: the imbalance profile, the noise and the validation split, with the source's own labels: the
+#: full, balanced training set MTTV's linear evaluation trains on (Sharma et al., arXiv
+#: 2509.08469; official code ``data/Cifar10/cifar10_dataset_le.py``; docs/methods.md, MTTV).
+PROBE_TRAIN_SETS = ("pool", "source")
 
 
 @torch.no_grad()
@@ -122,18 +132,24 @@ def export_pretrained(
     probe_lr: float = 0.005,
     knn_k: int = 200,
     knn_t: float = 0.1,
+    probe_train: str = "pool",
 ) -> dict[str, Any]:
     """For a (pre-training) run folder: write ``encoder.pt`` (`save_encoder` of the backbone,
     without its ``head``: fine-tuning starts from a fresh classifier) and
     ``ssl_evaluation.json`` (linear probe + kNN on its frozen features, trained on the run's
-    training pool with the labels the run trained on, i.e. noisy ones in a noisy run, tested on
-    its test set; shot groups by the training-set class counts by true class); for another
+    training pool with the labels the run trained on, i.e. noisy ones in a noisy run, or on the
+    ``probe_train`` set of `PROBE_TRAIN_SETS`; tested on its test set; shot groups by the run's
+    training-pool class counts by true class, also for ``source``); for another
     ``checkpoint`` than ``last``, ``encoder_<checkpoint>.pt`` and
     ``ssl_evaluation_<checkpoint>.json`` (the last encoder a fine-tuning run may point to stays).
     Returns the evaluation, with ``"encoder"`` (its path)."""
     from .runfolder import checkpoint_path
     from .train import Run  # lazily: train brings the whole training stack
 
+    if probe_train not in PROBE_TRAIN_SETS:
+        raise ConfigError(
+            f"probe_train must be one of {', '.join(PROBE_TRAIN_SETS)}, got {probe_train!r}."
+        )
     out = Path(run_dir)
     run = Run.from_folder(out, checkpoint)
     cfg, prepared = run.cfg, run.data
@@ -143,10 +159,17 @@ def export_pretrained(
     # labels of the very images a noisy fine-tuning run then trains on), so it must not travel.
     encoder = save_encoder(run.method.model, out / f"encoder{suffix}.pt", include_head=False)
     counts = prepared.true_class_counts
+    probe_data, probe_labels = run.train_data, prepared.train_labels
+    if probe_train == "source":
+        ids = np.arange(len(prepared.bundle.train))
+        if cfg.meta.source in ("provided", "file"):  # a clean split appended after the source's
+            ids = np.setdiff1d(ids, prepared.corruption.meta_idx)
+        probe_data = PoolData(prepared.bundle.train.images, ids, **run.pool_options)
+        probe_labels = prepared.bundle.train.labels[ids]
     result = evaluate_encoder(
         run.method.model,
-        run.train_data,
-        prepared.train_labels,
+        probe_data,
+        probe_labels,
         run.test_data,
         prepared.bundle.test.labels,
         num_classes=prepared.bundle.num_classes,
@@ -158,6 +181,7 @@ def export_pretrained(
         batch_size=cfg.train.eval_batch_size,
         seed=cfg.seed,
     )
+    result["probe_train"] = {"set": probe_train, "size": len(probe_labels)}
     result["encoder"] = str(encoder)
     result["checkpoint"] = str(ckpt)
     write_json(result, out / f"ssl_evaluation{suffix}.json")

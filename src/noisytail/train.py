@@ -106,7 +106,7 @@ class Run:
         corr = prepared.corruption
         t = cfg.train
         self.channels_last = resolve_channels_last(runtime.device, t.channels_last, bundle.is_image)
-        pool = dict(
+        self.pool_options = pool = dict(  # every PoolData over this run's stores
             mean=bundle.mean,
             std=bundle.std,
             device=runtime.device,
