@@ -319,6 +319,18 @@ PAPER_SETTINGS: dict[str, dict[str, Any]] = {
         "method.max_step": 0.2,
         "method.p_max": 0.999,
     },
+    "gdw_cifar100_unif40": {
+        **GDW_CIFAR,
+        "data.name": "cifar100",
+        "noise.kind": "uniform",
+        "noise.rate": 0.4,
+        "meta.per_class": 10,  # 1,000 meta images in all
+        "method.name": "gdw",
+        "method.mode": "gdw",
+        "method.eta_omega": 1000,  # the official README, CIFAR-100
+        "method.max_step": 0.2,
+        "method.p_max": 0.999,
+    },
     "gdw_cifar10_flip40": {
         **GDW_CIFAR,
         "data.name": "cifar10",
