@@ -1,16 +1,21 @@
 """The speed table's machinery (not its figures: those go into BENCHMARKS.md), the random-images
 source it runs on where no data set is present, and how ``train.precision=auto`` resolves."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import noisytail.runtime as runtime_mod
 import noisytail.train as train_mod
 from noisytail.data.sources import load_dataset
 from noisytail.data.types import DataError
 from noisytail.runtime import resolve_channels_last, resolve_precision
-from noisytail.speed import method_overrides, speed_table
+from noisytail.speed import STABILITY_ARGS, method_overrides, speed_table
+
+REPO = Path(__file__).resolve().parents[1]
 
 TINY = [
     "data.name=random_images",
@@ -76,10 +81,20 @@ def test_method_overrides_put_phases_first_and_give_meta_methods_a_meta_set():
     assert method_overrides("l2b") == [
         "method.name=l2b",
         "method.warmup_epochs=0",
+        "train.grad_clip=0.25",
         "meta.per_class=20",
     ]
     assert "data.augment=simclr" in method_overrides("simclr")
     assert method_overrides("erm") == ["method.name=erm"]
+
+
+@pytest.mark.parametrize("name", sorted(STABILITY_ARGS))
+def test_stability_settings_are_those_the_method_presets_ship(name):
+    preset = yaml.safe_load((REPO / "configs" / "methods" / f"{name}.yaml").read_text())
+    for override in STABILITY_ARGS[name]:
+        key, value = override.split("=")
+        section, field = key.split(".")
+        assert preset[section][field] == yaml.safe_load(value), override
 
 
 def test_precision_auto_follows_the_hardware(monkeypatch):

@@ -34,11 +34,22 @@ PHASE_ARGS: dict[str, dict[str, Any]] = {
     "dividemix": {"warmup_epochs": 0},
 }
 
+# Settings a method needs to stay finite, as its preset (configs/methods/<name>.yaml) ships them:
+# L2B's and L2RW's gradient-norm clip, the L2B paper's CIFAR-10 value. Without it L2B's normalised
+# weights can put a whole step on a few samples; on random CIFAR-shaped data (PreAct ResNet-18,
+# batch 256, bf16, H200) its loss became NaN within the first epoch.
+STABILITY_ARGS: dict[str, list[str]] = {
+    "l2b": ["train.grad_clip=0.25"],
+    "l2rw": ["train.grad_clip=0.25"],
+}
+
 
 def method_overrides(name: str) -> list[str]:
-    """``--set`` overrides that run method ``name`` in its steady state."""
+    """``--set`` overrides that run method ``name`` in its steady state (``PHASE_ARGS``) with the
+    settings that keep it finite (``STABILITY_ARGS``)."""
     out = [f"method.name={name}"]
     out += [f"method.{k}={v}" for k, v in PHASE_ARGS.get(name, {}).items()]
+    out += STABILITY_ARGS.get(name, [])
     if METHODS.get(name).needs_meta:
         out.append("meta.per_class=20")
     if METHODS.get(name).self_supervised or name.startswith("moit"):
