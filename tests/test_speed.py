@@ -1,15 +1,16 @@
 """The speed table's machinery (not its figures: those go into BENCHMARKS.md), the random-images
 source it runs on where no data set is present, and how ``train.precision=auto`` resolves."""
 
+from functools import reduce
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
 
 import noisytail.runtime as runtime_mod
 import noisytail.train as train_mod
+from noisytail.config import load_config, parse_override
 from noisytail.data.sources import load_dataset
 from noisytail.data.types import DataError
 from noisytail.runtime import resolve_channels_last, resolve_precision
@@ -90,11 +91,11 @@ def test_method_overrides_put_phases_first_and_give_meta_methods_a_meta_set():
 
 @pytest.mark.parametrize("name", sorted(STABILITY_ARGS))
 def test_stability_settings_are_those_the_method_presets_ship(name):
-    preset = yaml.safe_load((REPO / "configs" / "methods" / f"{name}.yaml").read_text())
+    preset = load_config(REPO / "configs" / "methods" / f"{name}.yaml")
+    ours = load_config(None, STABILITY_ARGS[name])
     for override in STABILITY_ARGS[name]:
-        key, value = override.split("=")
-        section, field = key.split(".")
-        assert preset[section][field] == yaml.safe_load(value), override
+        keys, _ = parse_override(override)
+        assert reduce(getattr, keys, ours) == reduce(getattr, keys, preset), override
 
 
 def test_precision_auto_follows_the_hardware(monkeypatch):
