@@ -1,12 +1,17 @@
 """Checks that need a CUDA device (marker ``cuda``; skipped where none is visible, e.g. in CI).
 ``scripts/gpu_check.sh`` runs them on a machine with a GPU."""
 
+import contextlib
 import json
 
+import numpy as np
 import pytest
 import torch
 
+import noisytail.methods.moit as moit_module
 from noisytail.config import load_config
+from noisytail.methods.base import Context, TaskInfo
+from noisytail.registry import METHODS, MODELS
 from noisytail.train import fit
 
 pytestmark = [
@@ -59,3 +64,49 @@ def test_resume_on_the_gpu_continues_where_it_stopped(tmp_path):
     full, part = losses("full"), losses("part")
     assert [e for e, _ in part] == [1, 2, 3]
     assert [v for _, v in part] == pytest.approx([v for _, v in full], rel=0.05)
+
+
+def test_moit_detection_runs_on_the_gpu_and_flags_as_on_the_cpu(monkeypatch):
+    """MOIT's per-epoch kNN search stays on the device of the features (no copy to the CPU) and
+    flags the same samples there as on the CPU; the flags themselves are kept on the CPU."""
+    n, k = 400, 4
+    g = torch.Generator().manual_seed(0)
+    true = torch.arange(n) % k
+    feats = torch.eye(k)[true] * 3 + 0.3 * torch.randn(n, k, generator=g)
+    noisy = true.clone()
+    flipped = torch.arange(n)[(torch.arange(n) // k) % 10 == 0]  # 10 of each class's 100
+    noisy[flipped] = (true[flipped] + 1) % k
+    seen = []
+    original = moit_module.moit_detect
+
+    def spy(features, *args, **kwargs):
+        seen.append(features.device.type)
+        return original(features, *args, **kwargs)
+
+    monkeypatch.setattr(moit_module, "moit_detect", spy)
+
+    def detect_on(device):
+        model = MODELS.build("small_cnn", num_classes=k, input_shape=(1, 8, 8), width=4)
+        info = TaskInfo(k, np.full(k, n // k), n, (1, 8, 8), 2, 4)
+        method = METHODS.build("moit", args={"k": 20}, model=model, info=info)
+        ctx = Context(
+            info=info,
+            optimizer=torch.optim.SGD(method.parameters(), lr=0.1),
+            device=torch.device(device),
+            generator=torch.Generator().manual_seed(0),
+            meta_batches=None,
+            predict_train=lambda fn: feats.to(device),
+            autocast=contextlib.nullcontext,
+        )
+        method.sample_labels.values[:] = noisy
+        ctx.epoch = 1
+        method.on_epoch_start(ctx)
+        assert method.detected_epoch == 1 and method.clean.device.type == "cpu"
+        return method.clean.clone(), method.d2.clone()
+
+    clean_gpu, d2_gpu = detect_on("cuda")
+    clean_cpu, d2_cpu = detect_on("cpu")
+    assert seen == ["cuda", "cpu"]
+    assert torch.equal(clean_gpu, clean_cpu)
+    assert torch.allclose(d2_gpu, d2_cpu)
+    assert not bool(clean_cpu[flipped].any())  # the flips are found

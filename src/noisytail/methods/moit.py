@@ -232,18 +232,23 @@ class MOIT(Method):
         known = self.sample_labels.known
         if int(known.sum()) <= self.k:
             return  # e.g. right after a resume that lost nothing: labels come with the batches
-        feats = ctx.predict_train(self.embed).cpu()
+        feats = ctx.predict_train(self.embed)  # the kNN runs where the features are
         self.detect(feats, ctx.epoch)
 
     @torch.no_grad()
     def detect(self, feats: torch.Tensor, epoch: int) -> None:
         """Run the kNN detection on ``feats [N, D]`` (all training samples, index order) and store
-        the per-sample flags; samples whose label is unknown stay clean."""
+        the per-sample flags; samples whose label is unknown stay clean. ``feats`` may sit on
+        any device (the neighbour search runs there); the flags are kept on the CPU."""
         known = self.sample_labels.known
         ids = known.nonzero().squeeze(1)
         labels = self.sample_labels.values[ids]
         det = moit_detect(
-            feats[ids], labels, self.info.num_classes, k=self.k, selection=self.selection
+            feats[ids.to(feats.device)],
+            labels,
+            self.info.num_classes,
+            k=self.k,
+            selection=self.selection,
         )
         self.clean.fill_(True)
         self.agreement.fill_(True)

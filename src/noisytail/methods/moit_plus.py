@@ -195,10 +195,14 @@ class MOITPlus(Method):
         def embed(x: torch.Tensor) -> torch.Tensor:
             return torch.nn.functional.normalize(projector(self.model.features(x)).float(), dim=1)
 
-        feats = ctx.predict_train(embed).cpu()
+        feats = ctx.predict_train(embed)  # the kNN runs where the features are
         ids = (run.labels >= 0).nonzero().squeeze(1)
         det = moit_detect(
-            feats[ids], run.labels[ids], self.info.num_classes, k=run.k, selection=run.selection
+            feats[ids.to(feats.device)],
+            run.labels[ids],
+            self.info.num_classes,
+            k=run.k,
+            selection=run.selection,
         )
         self.clean = torch.ones(self.info.num_train, dtype=torch.bool)
         self.clean[ids] = torch.from_numpy(det.clean)
