@@ -1,6 +1,13 @@
 import pytest
 
-from noisytail.config import ConfigError, dump_config, load_config, load_run_config, to_dict
+from noisytail.config import (
+    ConfigError,
+    dump_config,
+    load_config,
+    load_run_config,
+    load_yaml,
+    to_dict,
+)
 from noisytail.data.specs import ImbalanceSpec, MetaSpec, NoiseSpec
 
 
@@ -187,3 +194,18 @@ def test_data_spec_sections_are_the_specs_built_once_from_file_and_overrides(tmp
         with pytest.raises(ConfigError, match=message) as err:
             load_config(None, overrides)
         assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '!!python/object/apply:os.system ["echo unsafe"]',
+        "model: !!python/name:os.system",
+        "x: !!python/object/new:builtins.list [[1]]",
+    ],
+)
+def test_yaml_with_python_tags_is_refused_as_data_never_run(text):
+    """Config files are untrusted: `load_yaml` builds plain data only (a SafeLoader); a tag that
+    would import or call Python is a one-line `ConfigError`."""
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_yaml(text, "untrusted.yaml")
